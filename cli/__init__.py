@@ -1,0 +1,1 @@
+"""The `vae` command line: thin commands over the vaesdk API."""

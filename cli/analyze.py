@@ -1,0 +1,200 @@
+"""Commands that measure: embed (features), score (likelihood bounds), eval (a whole test set)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import numpy as np
+import typer
+
+from vaesdk.errors import InvalidArgumentError
+from vaesdk.fileio import write_atomic
+
+from .common import emit_json, gather_inputs, load_model, note, progress
+from .options import BatchOpt, DeviceOpt, ForceOpt, JsonOpt, ModelOpt
+
+app = typer.Typer()
+
+ImagesArg = Annotated[list[str], typer.Argument(help="Image files, folders, or '-' for stdin.", show_default=False)]
+
+
+def _csv(header: list[str], rows: list[list]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def _write_text(out: Path | None, text: str, force: bool) -> Optional[str]:
+    if out is None:
+        typer.echo(text, nl=False)
+        return None
+    write_atomic(out, text.encode(), overwrite=force)
+    return str(out)
+
+
+@app.command()
+def embed(
+    images: ImagesArg,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="features.csv, .npy or .npz. [default: CSV on stdout]")] = None,
+    logvar: Annotated[bool, typer.Option("--logvar", help="Also write the posterior log-variances.")] = False,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    batch_size: BatchOpt = 256,
+    force: ForceOpt = False,
+) -> None:
+    """Encoder means (features for downstream tasks) for every image.
+
+    .npy writes the means [N, D] (and NAME.logvar.npy with --logvar); .npz holds files, mean
+    and logvar; CSV has a file column then mean_0.. (and logvar_0..).
+    """
+    suffix = out.suffix.lower() if out is not None else ".csv"
+    if suffix not in (".csv", ".npy", ".npz"):
+        raise InvalidArgumentError(f"--out {out} must end in .csv, .npy or .npz")
+    inputs = gather_inputs(images)
+    m = load_model(model, device, batch_size)
+    if logvar and m.kind != "vae":
+        raise InvalidArgumentError(f"--logvar needs a VAE; {m.name!r} is a plain autoencoder with no posterior variance")
+    names, means, logvars = [], [], []
+    with progress(len(inputs.paths), "embed") as advance:
+        for batch_names, batch in inputs.batches(m, batch_size):
+            post = m.encode(batch)
+            names += batch_names
+            means.append(post.mean)
+            logvars.append(post.logvar)
+            advance(len(batch_names))
+    if names:
+        mean = np.concatenate(means)
+        lv = np.concatenate(logvars) if logvar else None
+        written = _save_features(out, suffix, names, mean, lv, force)
+        if written:
+            note(f"wrote {len(names)} x {m.latent_dim} features to {', '.join(written)}")
+    inputs.finish(len(names))
+
+
+def _save_features(out: Path | None, suffix: str, names: list[str], mean: np.ndarray, lv: np.ndarray | None, force: bool) -> list[str]:
+    if suffix == ".csv":
+        header = ["file"] + [f"mean_{i}" for i in range(mean.shape[1])]
+        rows = [[n, *map(float, row)] for n, row in zip(names, mean)]
+        if lv is not None:
+            header += [f"logvar_{i}" for i in range(lv.shape[1])]
+            rows = [r + list(map(float, v)) for r, v in zip(rows, lv)]
+        written = _write_text(out, _csv(header, rows), force)
+        return [written] if written else []
+    if suffix == ".npz":
+        buf = io.BytesIO()
+        arrays = {"files": np.array(names), "mean": mean, **({"logvar": lv} if lv is not None else {})}
+        np.savez(buf, **arrays)
+        write_atomic(out, buf.getvalue(), overwrite=force)
+        return [str(out)]
+    outputs = [(out, mean)] + ([(out.with_name(out.stem + ".logvar.npy"), lv)] if lv is not None else [])
+    for path, array in outputs:
+        buf = io.BytesIO()
+        np.save(buf, array)
+        write_atomic(path, buf.getvalue(), overwrite=force)
+    return [str(p) for p, _ in outputs]
+
+
+@app.command()
+def score(
+    images: ImagesArg,
+    k: Annotated[int, typer.Option("--k", min=1, max=10000, help="Importance samples per image.")] = 100,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the posterior draws.")] = 0,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="scores.csv or scores.json. [default: stdout]")] = None,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    batch_size: BatchOpt = 256,
+    force: ForceOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Per-image -ELBO and -(importance-weighted bound) in bits/dim (lower = more likely)."""
+    if out is not None and out.suffix.lower() not in (".csv", ".json"):
+        raise InvalidArgumentError(f"--out {out} must end in .csv or .json")
+    inputs = gather_inputs(images)
+    m = load_model(model, device, batch_size)
+    rng = np.random.default_rng(seed)
+    records = []
+    with progress(len(inputs.paths), "score") as advance:
+        for names, batch in inputs.batches(m, batch_size):
+            s = m.score(batch, k=k, seed=rng)
+            records += [{"file": n, "elbo_bpd": float(e), "iw_bpd": float(i)} for n, e, i in zip(names, s.elbo_bpd, s.iw_bpd)]
+            advance(len(names))
+    as_json = json_out or (out is not None and out.suffix.lower() == ".json")
+    if records:
+        payload = {"model": m.name, "k": k, "seed": seed, "units": "bits/dim, lower is better", "scores": records}
+        if as_json and out is None:
+            emit_json(payload)
+        else:
+            rows = [[r["file"], r["elbo_bpd"], r["iw_bpd"]] for r in records]
+            text = json.dumps(payload, indent=2) + "\n" if as_json else _csv(["file", "elbo_bpd", "iw_bpd"], rows)
+            written = _write_text(out, text, force)
+            if written:
+                note(f"wrote scores of {len(records)} image(s) to {written}")
+    inputs.finish(len(records))
+
+
+@app.command("eval")
+def evaluate(
+    data: Annotated[str, typer.Option(help="fashion-mnist, or a labelled image folder (one sub-folder per class) to test on.")] = "fashion-mnist",
+    data_dir: Annotated[Optional[Path], typer.Option(help="Folder with the Fashion-MNIST IDX files.")] = None,
+    train_data: Annotated[
+        Optional[str], typer.Option(help="Labelled image folder to fit the probe on (for --data FOLDER).")
+    ] = None,
+    k: Annotated[int, typer.Option("--k", min=1, max=10000, help="Importance samples per image.")] = 100,
+    limit: Annotated[int, typer.Option(min=0, help="Use only the first N images of each set (0 = all).")] = 0,
+    seed: Annotated[int, typer.Option(min=0)] = 0,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    json_out: JsonOpt = False,
+) -> None:
+    """Test-set ELBO and IW bound (bits/dim), reconstruction MSE/PSNR, and a linear probe's
+    accuracy on encoder means (fit on the training split, tested on the test split)."""
+    from vaesdk.datasets import load_dataset
+    from vaesdk.evaluate import evaluate as run_eval
+
+    m = load_model(model, device)
+    h, _, c = m.image_shape
+    test = load_dataset(data, "test", h, c, data_dir)
+    if data == "fashion-mnist":
+        train = load_dataset(data, "train", h, c, data_dir)
+    else:
+        train = load_dataset(train_data, "train", h, c) if train_data else None
+    if limit:
+        test = test.head(limit)
+        train = train.head(limit) if train is not None else None
+    with progress(len(test), "evaluating", enabled=not json_out) as advance:
+        seen = {}
+
+        def report(task: str, done: int, total: int) -> None:
+            if task.startswith("score"):
+                advance(done - seen.get(task, 0))
+                seen[task] = done
+
+        metrics = run_eval(m, test, train, k=k, seed=seed, progress=report)
+    metrics.pop("kl_per_dim", None)
+    result = {"model": m.name, "data": data, **metrics}
+    if json_out:
+        emit_json(result)
+        return
+    rows = [
+        ("test images", f"{metrics['images']}"),
+        ("-ELBO (bits/dim)", _fmt(metrics.get("elbo_bpd"))),
+        (f"-IW bound, k={k} (bits/dim)", _fmt(metrics.get("iw_bpd"))),
+        ("reconstruction MSE", _fmt(metrics.get("recon_mse"), 5)),
+        ("reconstruction PSNR (dB)", _fmt(metrics.get("recon_psnr"), 2)),
+        ("active latent dims (KL > 0.01)", str(metrics.get("active_dims", "n/a"))),
+        ("linear probe accuracy", _fmt(metrics.get("probe_accuracy"))),
+    ]
+    width = max(len(r[0]) for r in rows)
+    typer.echo(f"{m.name} on {data}")
+    for label, value in rows:
+        typer.echo(f"  {label:<{width}}  {value}")
+
+
+def _fmt(x: float | None, digits: int = 4) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"

@@ -1,0 +1,71 @@
+"""The `vae` app: joins the command groups and turns vaesdk errors into one-line messages.
+
+Exit codes: 0 success, 1 other failure, 2 bad argument (or usage), 3 bad image, 4 bad or
+unknown model bundle, 5 device unavailable, 6 output not written, 7 missing optional
+dependency, 130 interrupted. `--debug` (or VAESDK_DEBUG=1) shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from vaesdk.errors import VaesdkError
+
+from . import analyze, directions, edit, generate, manage, train
+
+_state = {"debug": os.environ.get("VAESDK_DEBUG", "") not in ("", "0")}
+
+
+class VaeGroup(TyperGroup):
+    """Catches errors around every subcommand, so CliRunner and the console script behave alike."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except VaesdkError as e:
+            if _state["debug"]:
+                raise
+            typer.echo(f"vae: error: {e}", err=True)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            if _state["debug"]:
+                raise
+            typer.echo("vae: interrupted; files already reported as written are complete, nothing partial was left", err=True)
+            raise typer.Exit(130) from None
+
+
+app = typer.Typer(
+    cls=VaeGroup,
+    name="vae",
+    help="Variational autoencoders in production: sample, edit, encode and score images with an exported model bundle.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")] = False,
+) -> None:
+    if debug:
+        _state["debug"] = True
+
+
+for module in (generate, edit, analyze, manage, train):
+    app.add_typer(module.app)
+app.add_typer(directions.app, name="directions")
+
+
+def main() -> None:
+    app(prog_name="vae")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

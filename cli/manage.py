@@ -1,0 +1,78 @@
+"""`vae info` and `vae models`: what is installed and what runs it."""
+
+from __future__ import annotations
+
+import numpy as np
+import typer
+
+import vaesdk
+from vaesdk.session import available_providers
+
+from .common import emit_json, load_model
+from .options import DeviceOpt, JsonOpt, ModelOpt
+
+app = typer.Typer()
+
+
+@app.command()
+def models(json_out: JsonOpt = False) -> None:
+    """List the bundled models (load others by passing a bundle folder to --model)."""
+    names = vaesdk.list_models()
+    if json_out:
+        emit_json({"default": vaesdk.DEFAULT_MODEL, "models": names})
+        return
+    for name in names:
+        typer.echo(f"{name}{'  (default)' if name == vaesdk.DEFAULT_MODEL else ''}")
+
+
+@app.command()
+def info(model: ModelOpt = None, device: DeviceOpt = "auto", json_out: JsonOpt = False) -> None:
+    """Describe a bundle and say which execution provider runs it."""
+    m = load_model(model, device)
+    data = m.manifest.data
+    h, w, c = m.image_shape
+    metrics = data.get("metrics") or {}
+    usage = m.dims_by_usage()
+    kl = data["latent"].get("kl_per_dim")
+    summary = {
+        "name": m.name,
+        "path": str(m.bundle.path),
+        "kind": m.kind,
+        "image": [h, w, c],
+        "latent_dim": m.latent_dim,
+        "device": m.device,
+        "providers": m.providers,
+        "available_providers": available_providers(),
+        "dims_by_usage": usage,
+        "directions": sorted(m.manifest.directions),
+        "metrics": metrics,
+        "parity_max_abs_error": (data.get("parity") or {}).get("max_abs_error"),
+        "training": {k: (data.get("training") or {}).get(k) for k in ("dataset", "epochs", "best_epoch", "command")},
+        "vaesdk": vaesdk.__version__,
+    }
+    if json_out:
+        emit_json(summary)
+        return
+    lines = [
+        f"model       {m.name} ({'variational autoencoder' if m.kind == 'vae' else 'plain autoencoder'})",
+        f"bundle      {m.bundle.path}",
+        f"images      {h}x{w}, {c} channel{'s' if c > 1 else ''}, uint8",
+        f"latent      {m.latent_dim} dimensions" + (f"; most used: {', '.join(map(str, usage[:8]))}" if kl else ""),
+        f"runs on     {m.device} ({', '.join(m.providers)}); available: {', '.join(available_providers())}",
+    ]
+    if kl:
+        lines.append(f"active dims {int(np.sum(np.asarray(kl) > 0.01))} of {m.latent_dim} carry information (KL > 0.01 nats)")
+    if summary["directions"]:
+        lines.append(f"directions  {', '.join(summary['directions'])}")
+    if metrics:
+        parts = [
+            f"-ELBO {metrics['elbo_bpd']:.4f} bits/dim" if "elbo_bpd" in metrics else None,
+            f"-IW(k={metrics.get('iw_samples')}) {metrics['iw_bpd']:.4f} bits/dim" if "iw_bpd" in metrics else None,
+            f"MSE {metrics['recon_mse']:.5f}" if "recon_mse" in metrics else None,
+            f"probe accuracy {metrics['probe_accuracy']:.4f}" if "probe_accuracy" in metrics else None,
+        ]
+        lines.append(f"metrics     {'; '.join(p for p in parts if p)} ({metrics.get('images')} {metrics.get('split')} images)")
+    training = summary["training"]
+    if training.get("command"):
+        lines.append(f"trained by  {training['command']} ({training['epochs']} epochs, best {training['best_epoch']})")
+    typer.echo("\n".join(lines))

@@ -1,0 +1,27 @@
+"""Option types shared by several commands (Annotated aliases, one definition each)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+ModelOpt = Annotated[
+    Optional[str],
+    typer.Option("--model", "-m", help="Bundled model name or path to a bundle directory. [default: fashion-mnist]"),
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when it really runs, else CPU), cuda or cpu.")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed; omitted, a fresh one is drawn and printed.")]
+ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing output files.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+OutFileOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output PNG ('-' writes it to stdout).")]
+OutDirOpt = Annotated[Optional[Path], typer.Option("--out-dir", help="Write one PNG per image into this folder.")]
+ScaleOpt = Annotated[int, typer.Option("--scale", min=1, max=16, help="Enlarge output pictures by this factor (nearest neighbour).")]
+SampleLatentOpt = Annotated[
+    bool, typer.Option("--sample-latent", help="Draw z from q(z|x) instead of taking its mean.")
+]
+SamplePixelsOpt = Annotated[
+    bool, typer.Option("--sample-pixels", help="Draw pixels from p(x|z) instead of taking its mean.")
+]
+BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, max=65536, help="Images per model call.")]

@@ -1,0 +1,97 @@
+"""Build manifest.json for an exported bundle, through the runtime's own schema."""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import onnx
+import onnxruntime
+import torch
+
+from vaesdk import __version__
+from vaesdk.bundle import FORMAT, FORMAT_VERSION, io_contract, validate_manifest
+
+from ..training.config import ModelConfig
+from .onnx import OPSET
+
+IMAGE_POLICY = (
+    "any supported image is converted to the model's mode (alpha composited onto black), scaled with Lanczos so "
+    "its longer side equals the model size (aspect kept) and centred on a black square; see vaesdk.images"
+)
+
+
+def build_manifest(
+    name: str,
+    config: ModelConfig,
+    files: dict[str, Path],
+    checkpoint: dict[str, Any],
+    parity: dict[str, Any],
+    description: str = "",
+) -> dict[str, Any]:
+    """A manifest for the graphs in `files`, without metrics or directions (added after evaluation)."""
+    contract = io_contract(config.kind, config.channels, config.image_size, config.latent_dim)
+    data: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "name": name,
+        "description": description,
+        "kind": config.kind,
+        "image": {
+            "height": config.image_size,
+            "width": config.image_size,
+            "channels": config.channels,
+            "color_mode": "L" if config.channels == 1 else "RGB",
+            "dtype": "uint8",
+            "value_range": [0, 255],
+            "preprocessing": "x = pixels / 255 as float32, layout NCHW",
+            "input_policy": IMAGE_POLICY,
+        },
+        "latent": {"dim": config.latent_dim, "prior": "standard_normal" if config.kind == "vae" else None},
+        "likelihood": (
+            {
+                "type": "discretized_gaussian",
+                "bins": 256,
+                "units": "pixel k sits at k/255; decoder mean and logvar are in these [0, 1] units",
+                "edge_bins": "open-ended at 0 and 255",
+            }
+            if config.kind == "vae"
+            else None
+        ),
+    }
+    for role in ("encoder", "decoder"):
+        blob = files[role].read_bytes()
+        data[role] = {
+            "file": files[role].name,
+            "sha256": hashlib.sha256(blob).hexdigest(),
+            "bytes": len(blob),
+            **contract[role],
+        }
+    data["onnx"] = {
+        "opset": OPSET,
+        "ir_version": onnx.load_model(str(files["encoder"]), load_external_data=False).ir_version,
+        "producer": f"torch {torch.__version__} (dynamo exporter), onnx {onnx.__version__}",
+        "verified_with": f"onnxruntime {onnxruntime.__version__}",
+        "vaesdk": __version__,
+    }
+    data["parity"] = parity
+    training = {
+        "dataset": checkpoint["dataset"],
+        "epochs": checkpoint["epochs_done"],
+        "best_epoch": checkpoint["best_epoch"] + 1,
+        "best_val_objective": checkpoint["best_objective"],
+        "objective": checkpoint["objective"],
+        "seed": checkpoint["config"]["seed"],
+        "command": checkpoint["command"],
+        "config": checkpoint["config"],
+        "torch": checkpoint.get("torch"),
+        "machine": platform.machine(),
+    }
+    training["dataset"] = {k: v for k, v in training["dataset"].items() if k != "data_dir"}
+    data["training"] = training
+    data["created"] = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    validate_manifest(data)
+    return data

@@ -1,0 +1,1 @@
+"""Bundled model bundles, one folder each (package data)."""

@@ -1,0 +1,71 @@
+"""vaesdk: run exported variational autoencoders with numpy + onnxruntime, no torch.
+
+    import vaesdk
+    model = vaesdk.load()                  # the bundled Fashion-MNIST VAE
+    images = model.sample(16, seed=0)      # uint8 [16, 28, 28, 1]
+    edited = model.edit("shoe.png", dim=3, delta=2.0)
+"""
+
+from __future__ import annotations
+
+import os
+
+from .bundle import read_bundle
+from .errors import (
+    BundleError,
+    DeviceUnavailableError,
+    InvalidArgumentError,
+    InvalidImageError,
+    MissingDependencyError,
+    ModelNotFoundError,
+    OutputError,
+    UnsupportedOperationError,
+    VaesdkError,
+)
+from .images import make_grid, save_png, to_pil
+from .latent import Posterior
+from .model import Model, Scores, Traversal
+from .registry import DEFAULT_MODEL, list_models, resolve
+
+__version__ = "0.1.0"
+
+
+def load(
+    name_or_path: str | os.PathLike | None = None,
+    device: str = "auto",
+    *,
+    threads: int | None = None,
+    batch_size: int = 256,
+    verify: bool = True,
+) -> Model:
+    """Load a bundled model by name (default 'fashion-mnist') or a bundle folder by path.
+
+    device: 'auto' (CUDA when its provider really runs, else CPU), 'cuda', 'cuda:N' or 'cpu'.
+    verify=False skips only the sha256 check of the model files; never use it on bundles
+    from sources you do not trust.
+    """
+    return Model(read_bundle(resolve(name_or_path), verify=verify), device, threads=threads, batch_size=batch_size)
+
+
+__all__ = [
+    "load",
+    "list_models",
+    "Model",
+    "Posterior",
+    "Scores",
+    "Traversal",
+    "make_grid",
+    "save_png",
+    "to_pil",
+    "DEFAULT_MODEL",
+    "VaesdkError",
+    "BundleError",
+    "ModelNotFoundError",
+    "InvalidArgumentError",
+    "InvalidImageError",
+    "UnsupportedOperationError",
+    "DeviceUnavailableError",
+    "OutputError",
+    "MissingDependencyError",
+    "__version__",
+]

@@ -1,0 +1,321 @@
+"""The model bundle: a folder holding manifest.json, encoder.onnx and decoder.onnx.
+
+This module is the one definition of the format. Export writes bundles through it and the
+runtime reads them through it. Reading verifies everything before onnxruntime sees a byte:
+the manifest's schema and version, that each model file is a regular file (no symlink) under
+the size cap whose sha256 matches the manifest, that no tensor asks for external data, and
+that the graphs' inputs and outputs match the contract below.
+
+Contract (format_version 1), N being a symbolic batch dimension:
+  encoder.onnx  x [N, C, H, W] float32 in [0, 1]  ->  mean [N, D], logvar [N, D]   (ae: mean only)
+  decoder.onnx  z [N, D] float32                   ->  mean [N, C, H, W], logvar [N, C, H, W]   (ae: mean only)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import BundleError
+from .fileio import write_atomic
+from .onnx_proto import ModelInfo, TensorSpec, inspect_model
+
+FORMAT = "vaesdk-bundle"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+MAX_MODEL_BYTES = 512 * 1024 * 1024
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+MAX_LATENT_DIM = 65536
+MAX_IMAGE_SIDE = 4096
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\.onnx$")
+ROLES = ("encoder", "decoder")
+
+
+def io_contract(kind: str, channels: int, size: int, latent_dim: int) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """The inputs and outputs each graph must have, as written into the manifest."""
+    image = ["N", channels, size, size]
+    latent = ["N", latent_dim]
+    outs = ("mean", "logvar") if kind == "vae" else ("mean",)
+
+    def spec(name: str, shape: list) -> dict[str, Any]:
+        return {"name": name, "dtype": "float32", "shape": shape}
+
+    return {
+        "encoder": {"inputs": [spec("x", image)], "outputs": [spec(o, latent) for o in outs]},
+        "decoder": {"inputs": [spec("z", latent)], "outputs": [spec(o, image) for o in outs]},
+    }
+
+
+# ---- manifest schema ----------------------------------------------------------------------
+
+
+def _fail(where: str, problem: str) -> BundleError:
+    return BundleError(f"invalid manifest: {where} {problem}")
+
+
+def _get(d: dict, key: str, kind: type | tuple[type, ...], where: str, required: bool = True) -> Any:
+    if key not in d:
+        if required:
+            raise _fail(f"{where}.{key}".lstrip("."), "is missing")
+        return None
+    v = d[key]
+    if isinstance(v, bool) and kind in (int, float, (int, float)):
+        raise _fail(f"{where}.{key}".lstrip("."), f"must be {_kind_name(kind)}, got {v!r}")
+    if not isinstance(v, kind):
+        raise _fail(f"{where}.{key}".lstrip("."), f"must be {_kind_name(kind)}, got {type(v).__name__}")
+    return v
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", int: "an integer", float: "a number", bool: "true/false"}
+    if isinstance(kind, tuple):
+        return " or ".join(names.get(k, k.__name__) for k in kind)
+    return names.get(kind, kind.__name__)
+
+
+def _vector(v: Any, dim: int, where: str) -> list[float]:
+    if not isinstance(v, list) or len(v) != dim:
+        raise _fail(where, f"must be a list of {dim} numbers")
+    for x in v:
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+            raise _fail(where, f"must hold finite numbers, found {x!r}")
+    return v
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A validated manifest; `data` is the full JSON object."""
+
+    data: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.data["name"]
+
+    @property
+    def kind(self) -> str:
+        return self.data["kind"]
+
+    @property
+    def image_size(self) -> int:
+        return self.data["image"]["height"]
+
+    @property
+    def channels(self) -> int:
+        return self.data["image"]["channels"]
+
+    @property
+    def latent_dim(self) -> int:
+        return self.data["latent"]["dim"]
+
+    @property
+    def directions(self) -> dict[str, dict[str, Any]]:
+        return self.data.get("directions") or {}
+
+    def file(self, role: str) -> dict[str, Any]:
+        return self.data[role]
+
+
+def validate_manifest(data: Any) -> Manifest:
+    """Check types, required fields, version and internal consistency; raise BundleError."""
+    if not isinstance(data, dict):
+        raise BundleError("invalid manifest: the top level must be a JSON object")
+    if data.get("format") != FORMAT:
+        raise _fail("format", f"must be {FORMAT!r}, got {data.get('format')!r} (is this a vaesdk bundle?)")
+    version = _get(data, "format_version", int, "")
+    if version > FORMAT_VERSION:
+        raise BundleError(
+            f"bundle format_version {version} is newer than this vaesdk understands ({FORMAT_VERSION}); upgrade vaesdk"
+        )
+    if version < 1:
+        raise _fail("format_version", f"must be {FORMAT_VERSION}, got {version}")
+    name = _get(data, "name", str, "")
+    if not NAME_RE.match(name):
+        raise _fail("name", f"must match {NAME_RE.pattern}, got {name!r}")
+    kind = _get(data, "kind", str, "")
+    if kind not in ("vae", "ae"):
+        raise _fail("kind", f"must be 'vae' or 'ae', got {kind!r}")
+
+    image = _get(data, "image", dict, "")
+    h, w = _get(image, "height", int, "image"), _get(image, "width", int, "image")
+    if not (1 <= h <= MAX_IMAGE_SIDE) or h != w:
+        raise _fail("image", f"must be square with a side in 1..{MAX_IMAGE_SIDE}, got {h}x{w}")
+    channels = _get(image, "channels", int, "image")
+    if channels not in (1, 3):
+        raise _fail("image.channels", f"must be 1 or 3, got {channels}")
+
+    latent = _get(data, "latent", dict, "")
+    dim = _get(latent, "dim", int, "latent")
+    if not 1 <= dim <= MAX_LATENT_DIM:
+        raise _fail("latent.dim", f"must be in 1..{MAX_LATENT_DIM}, got {dim}")
+    if latent.get("kl_per_dim") is not None:
+        _vector(latent["kl_per_dim"], dim, "latent.kl_per_dim")
+
+    likelihood = data.get("likelihood")
+    if kind == "vae":
+        if not isinstance(likelihood, dict) or likelihood.get("type") != "discretized_gaussian":
+            raise _fail("likelihood", "must be {'type': 'discretized_gaussian', ...} for a vae")
+    elif likelihood is not None:
+        raise _fail("likelihood", "must be null for a plain autoencoder ('ae')")
+
+    contract = io_contract(kind, channels, h, dim)
+    for role in ROLES:
+        entry = _get(data, role, dict, "")
+        fname = _get(entry, "file", str, role)
+        if not FILE_RE.match(fname):
+            raise _fail(f"{role}.file", f"must be a plain file name ending in .onnx, got {fname!r}")
+        digest = _get(entry, "sha256", str, role)
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise _fail(f"{role}.sha256", "must be 64 lowercase hex digits")
+        size = _get(entry, "bytes", int, role)
+        if not 0 < size <= MAX_MODEL_BYTES:
+            raise _fail(f"{role}.bytes", f"must be in 1..{MAX_MODEL_BYTES}, got {size}")
+        for side in ("inputs", "outputs"):
+            if _get(entry, side, list, role) != contract[role][side]:
+                raise _fail(f"{role}.{side}", f"must be {contract[role][side]} for this kind, image and latent size")
+    if data["encoder"]["file"] == data["decoder"]["file"]:
+        raise _fail("decoder.file", "must differ from encoder.file")
+
+    directions = data.get("directions")
+    if directions is not None:
+        if not isinstance(directions, dict):
+            raise _fail("directions", "must be an object of name -> {vector, ...}")
+        for dname, entry in directions.items():
+            if not NAME_RE.match(dname):
+                raise _fail("directions", f"has a bad name {dname!r} (letters, digits, '_', '.', '-')")
+            if not isinstance(entry, dict):
+                raise _fail(f"directions.{dname}", "must be an object")
+            _vector(entry.get("vector"), dim, f"directions.{dname}.vector")
+    for key in ("metrics", "training", "parity", "onnx", "variants"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            raise _fail(key, "must be an object")
+    return Manifest(data)
+
+
+# ---- reading files safely -------------------------------------------------------------------
+
+
+def read_regular_file(path: Path, limit: int, what: str) -> bytes:
+    """Read a regular file without following a symlink at `path`, refusing files over `limit`."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise BundleError(f"{what} {path} is missing") from None
+    except OSError as e:
+        if path.is_symlink():
+            raise BundleError(f"{what} {path} is a symbolic link; bundles must hold regular files") from None
+        raise BundleError(f"cannot open {what} {path}: {e.strerror or e}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise BundleError(f"{what} {path} is not a regular file")
+        if st.st_size > limit:
+            raise BundleError(f"{what} {path} is {st.st_size} bytes; the limit is {limit}")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(limit + 1)
+        if len(data) > limit:
+            raise BundleError(f"{what} {path} grew past the {limit}-byte limit while being read")
+        return data
+    finally:
+        os.close(fd)
+
+
+def read_manifest(bundle_dir: Path) -> Manifest:
+    raw = read_regular_file(bundle_dir / MANIFEST, MAX_MANIFEST_BYTES, "manifest")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BundleError(f"{bundle_dir / MANIFEST} is not valid JSON ({e})") from None
+    return validate_manifest(data)
+
+
+def check_graph_io(info: ModelInfo, expected: dict[str, list[dict[str, Any]]], label: str) -> None:
+    """The graph's declared inputs/outputs must be the contract's, in order, with matching
+    dtypes, ranks and static sizes (the batch axis may be symbolic or any size)."""
+    for side, actual in (("inputs", info.inputs), ("outputs", info.outputs)):
+        want = expected[side]
+        if [t.name for t in actual] != [w["name"] for w in want]:
+            raise BundleError(
+                f"{label} has {side} {[t.name for t in actual]} but the bundle contract needs {[w['name'] for w in want]} "
+                "(is the encoder in the decoder's place, or the model from another bundle?)"
+            )
+        for t, w in zip(actual, want):
+            _check_spec(t, w, f"{label} {side[:-1]} '{t.name}'")
+
+
+def _check_spec(t: TensorSpec, want: dict[str, Any], label: str) -> None:
+    if t.dtype != want["dtype"]:
+        raise BundleError(f"{label} is {t.dtype}; the contract needs {want['dtype']}")
+    if len(t.shape) != len(want["shape"]):
+        raise BundleError(f"{label} has shape {list(t.shape)}; the contract needs {want['shape']}")
+    for got, need in zip(t.shape[1:], want["shape"][1:]):
+        if got != need:
+            raise BundleError(f"{label} has shape {list(t.shape)}; the contract needs {want['shape']}")
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A verified bundle: its folder, manifest, and the model bytes exactly as hashed."""
+
+    path: Path
+    manifest: Manifest
+    models: dict[str, bytes]
+    info: dict[str, ModelInfo]
+
+
+def read_bundle(bundle_dir: str | os.PathLike, verify: bool = True) -> Bundle:
+    """Read and verify a bundle folder. `verify=False` skips only the sha256 comparison."""
+    bundle_dir = Path(bundle_dir)
+    if not bundle_dir.is_dir():
+        raise BundleError(f"{bundle_dir} is not a directory; a bundle is a folder with {MANIFEST}, encoder.onnx, decoder.onnx")
+    manifest = read_manifest(bundle_dir)
+    contract = io_contract(manifest.kind, manifest.channels, manifest.image_size, manifest.latent_dim)
+    models, infos = {}, {}
+    for role in ROLES:
+        entry = manifest.file(role)
+        path = bundle_dir / entry["file"]
+        data = read_regular_file(path, MAX_MODEL_BYTES, f"{role} model")
+        if verify:
+            digest = hashlib.sha256(data).hexdigest()
+            if digest != entry["sha256"]:
+                raise BundleError(
+                    f"{path} does not match its manifest (sha256 {digest[:16]}..., expected {entry['sha256'][:16]}...); "
+                    "the file was modified or replaced: re-export the bundle or restore the file"
+                )
+        info = inspect_model(data, str(path))
+        if info.external_tensors:
+            raise BundleError(
+                f"{path} stores tensors in external files ({', '.join(info.external_tensors[:3])}); "
+                "vaesdk bundles must be self-contained: re-export with the weights inside the .onnx file"
+            )
+        check_graph_io(info, contract[role], str(path))
+        models[role], infos[role] = data, info
+    return Bundle(bundle_dir, manifest, models, infos)
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(read_regular_file(path, MAX_MODEL_BYTES, "model")).hexdigest()
+
+
+def write_manifest(bundle_dir: str | os.PathLike, data: dict[str, Any], overwrite: bool = True) -> Path:
+    """Validate and atomically write manifest.json; checksums of the model files are untouched."""
+    validate_manifest(data)
+    return write_atomic(Path(bundle_dir) / MANIFEST, manifest_json(data).encode("utf-8"), overwrite=overwrite)
+
+
+def manifest_json(data: dict[str, Any]) -> str:
+    """Indented JSON with innermost lists (shapes, vectors) kept on one line each."""
+    text = json.dumps(data, indent=2, allow_nan=False)
+    # A JSON string cannot hold a raw newline, so folding newlines inside a list of scalars
+    # never changes a value.
+    text = re.sub(r"\[\n\s*([^\[\]{}]*?)\n\s*\]", lambda m: "[" + re.sub(r",\n\s*", ", ", m.group(1)) + "]", text)
+    return text + "\n"

@@ -1,0 +1,113 @@
+"""Labelled image sets for evaluation and training, read with numpy only.
+
+Fashion-MNIST comes from the standard IDX `.gz` files (Debian's `dataset-fashion-mnist`
+installs them under /usr/share/datasets/fashion-mnist); an image folder is read with the
+runtime's own image policy, one class per sub-folder.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InvalidArgumentError
+from .images import IMAGE_SUFFIXES, load_image
+
+DEFAULT_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_CLASSES = (
+    "t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot",
+)  # fmt: skip
+
+_IDX_FILES = {
+    ("train", "images"): "train-images-idx3-ubyte.gz",
+    ("train", "labels"): "train-labels-idx1-ubyte.gz",
+    ("test", "images"): "t10k-images-idx3-ubyte.gz",
+    ("test", "labels"): "t10k-labels-idx1-ubyte.gz",
+}
+MAX_IDX_BYTES = 1 << 31
+
+
+@dataclass
+class ImageSet:
+    """images: uint8 [N, H, W, C]; labels: int64 [N] or None; class_names index the labels."""
+
+    images: np.ndarray
+    labels: np.ndarray | None = None
+    class_names: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def head(self, n: int) -> ImageSet:
+        return ImageSet(self.images[:n], None if self.labels is None else self.labels[:n], self.class_names)
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file of unsigned bytes (gzip-compressed if it ends in .gz)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read(MAX_IDX_BYTES + 1)
+    except (OSError, EOFError) as e:
+        raise InvalidArgumentError(f"cannot read {path}: {e}") from None
+    if len(data) > MAX_IDX_BYTES or len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise InvalidArgumentError(f"{path} is not an IDX file (bad magic number or size)")
+    if data[2] != 0x08:
+        raise InvalidArgumentError(f"{path}: IDX type code {data[2]:#x} is not supported (only unsigned bytes)")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise InvalidArgumentError(f"{path}: truncated IDX header")
+    shape = struct.unpack(f">{ndim}I", data[4:header])
+    body = np.frombuffer(data, dtype=np.uint8, offset=header)
+    if body.size != int(np.prod(shape)):
+        raise InvalidArgumentError(f"{path}: header declares shape {shape} but holds {body.size} values (truncated file?)")
+    return body.reshape(shape)
+
+
+def load_fashion_mnist(data_dir: str | Path = DEFAULT_FASHION_MNIST_DIR, split: str = "train") -> ImageSet:
+    """The `train` (60,000) or `test` (10,000) split: uint8 [N, 28, 28, 1] with labels."""
+    if split not in ("train", "test"):
+        raise InvalidArgumentError(f"split must be 'train' or 'test', got {split!r}")
+    data_dir = Path(data_dir)
+    paths = {kind: data_dir / _IDX_FILES[(split, kind)] for kind in ("images", "labels")}
+    missing = [str(p) for p in paths.values() if not p.is_file()]
+    if missing:
+        raise InvalidArgumentError(
+            f"Fashion-MNIST files not found: {', '.join(missing)}. "
+            "Install them with `apt-get install dataset-fashion-mnist`, or pass --data-dir to a folder holding the IDX .gz files"
+        )
+    images = read_idx(paths["images"])
+    labels = read_idx(paths["labels"]).astype(np.int64)
+    if images.ndim != 3 or len(images) != len(labels):
+        raise InvalidArgumentError(f"{data_dir}: {images.shape} images do not match {len(labels)} labels")
+    return ImageSet(images[:, :, :, None].copy(), labels, FASHION_MNIST_CLASSES)
+
+
+def load_image_folder(folder: str | Path, image_size: int, channels: int) -> ImageSet:
+    """Every image file below `folder`, converted by the runtime's image policy. When every
+    file sits in a sub-folder, each sub-folder is a class and the set is labelled."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InvalidArgumentError(f"image folder {folder} does not exist or is not a directory")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise InvalidArgumentError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {folder}")
+    images = np.stack([load_image(p, image_size, channels) for p in files])
+    if all(p.parent != folder for p in files):
+        classes = tuple(sorted({p.parent.relative_to(folder).as_posix() for p in files}))
+        index = {name: i for i, name in enumerate(classes)}
+        labels = np.array([index[p.parent.relative_to(folder).as_posix()] for p in files], dtype=np.int64)
+        return ImageSet(images, labels, classes)
+    return ImageSet(images)
+
+
+def load_dataset(source: str, split: str, image_size: int, channels: int, data_dir: str | Path | None = None) -> ImageSet:
+    """`fashion-mnist` (with an optional IDX folder) or the path of a labelled image folder."""
+    if source == "fashion-mnist":
+        return load_fashion_mnist(data_dir or DEFAULT_FASHION_MNIST_DIR, split)
+    return load_image_folder(source, image_size, channels)

@@ -1,0 +1,81 @@
+"""Atomic file writing: readers see the old file or the complete new one, never a part."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from .errors import OutputError
+
+
+def write_atomic(path: str | os.PathLike, data: bytes, overwrite: bool = False) -> Path:
+    """Write `data` to `path` so that readers see either the old file or the whole new one.
+
+    The bytes go to a temporary file in the same directory, are fsynced and renamed over the
+    target. A symlink at `path` is refused (it could point anywhere); an existing file is
+    refused unless `overwrite`. On any failure the temporary file is removed.
+    """
+    path = Path(path)
+    if path.is_symlink():
+        raise OutputError(f"{path} is a symbolic link; refusing to write through it (choose another output path)")
+    if path.exists():
+        if path.is_dir():
+            raise OutputError(f"{path} is a directory; give a file name")
+        if not overwrite:
+            raise OutputError(f"{path} already exists; pass --force (overwrite=True) to replace it, or choose another path")
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create directory {parent}: {e.strerror or e}") from None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    except OSError as e:
+        raise OutputError(f"cannot write in {parent}: {e.strerror or e}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _link_new(tmp, path)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        if isinstance(e, FileExistsError):
+            raise OutputError(f"{path} already exists; pass --force (overwrite=True) to replace it, or choose another path") from None
+        if isinstance(e, OSError):
+            raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+        raise
+    return path
+
+
+def _link_new(tmp: str, path: Path) -> None:
+    """Move tmp to path only if path does not exist, atomically (no check-then-write race)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:
+        # Filesystems without hard links: fall back to a checked rename.
+        if path.exists() or path.is_symlink():
+            raise FileExistsError(path) from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
+
+
+def _read_umask() -> int:
+    # os.umask can only be read by setting it; do that once, at import, not per write.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()

@@ -1,0 +1,313 @@
+"""Reading images safely into the model's format, and writing PNGs atomically.
+
+Input policy (documented in the README, applied identically by the API, the CLI and
+the training image-folder dataset):
+
+* Formats: PNG, JPEG, BMP, GIF, WebP and TIFF only, identified by content, not by name.
+* Size: at most MAX_PIXELS pixels, checked from the header before any pixel is decoded;
+  truncated or undecodable files are refused. Animations: the first frame only.
+* Orientation: the EXIF orientation tag is applied.
+* Modes: transparency is composited onto black (the background of the training data);
+  16-bit ('I;16*') is scaled by 255/65535; 32-bit integer ('I') is treated as 16-bit when it
+  lies in [0, 65535] and min-max stretched otherwise; float ('F') is taken as [0, 1] when it
+  lies there and min-max stretched otherwise; every other mode goes through Pillow's
+  conversion to RGB, then to the model's channel count (luma 'L' for one channel).
+* Geometry: the image is scaled (Lanczos) so its longer side equals the model's size,
+  keeping its aspect ratio, and centred on a black square; any aspect ratio is accepted.
+
+Arrays are accepted as uint8 [H, W], [H, W, C] or batches [N, H, W(, C)] with C in {1, 3, 4};
+bool, uint16 and float arrays (finite, in [0, 1]) are converted by the same rules.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import threading
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import InvalidArgumentError, InvalidImageError
+from .fileio import write_atomic
+
+ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+# Pillow warns above 89.5 M pixels and refuses above twice that; vaesdk refuses far earlier.
+MAX_PIXELS = 40_000_000
+MAX_FILE_BYTES = 256 * 1024 * 1024
+
+ImageInput = Union[str, os.PathLike, bytes, BinaryIO, Image.Image, np.ndarray]
+
+# warnings.catch_warnings swaps process-wide state; the lock keeps our own threads from
+# restoring each other's filters mid-open.
+_open_lock = threading.Lock()
+
+
+def _open(source: Any, label: str) -> Image.Image:
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise InvalidImageError(f"image file {label} does not exist") from None
+        except OSError as e:
+            raise InvalidImageError(f"cannot read image file {label}: {e.strerror or e}") from None
+        if not path.is_file():
+            raise InvalidImageError(f"{label} is not a regular file")
+        if size > MAX_FILE_BYTES:
+            raise InvalidImageError(f"image file {label} is {size} bytes; the limit is {MAX_FILE_BYTES}")
+        try:
+            source = path.read_bytes()
+        except OSError as e:
+            raise InvalidImageError(f"cannot read image file {label}: {e.strerror or e}") from None
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) > MAX_FILE_BYTES:
+            raise InvalidImageError(f"image data {label} is {len(source)} bytes; the limit is {MAX_FILE_BYTES}")
+        source = io.BytesIO(source)
+    try:
+        with _open_lock, warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(source, formats=ALLOWED_FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InvalidImageError(f"image {label} declares too many pixels; the limit is {MAX_PIXELS}") from None
+    except UnidentifiedImageError:
+        raise InvalidImageError(
+            f"{label} is not a readable image; supported formats: {', '.join(ALLOWED_FORMATS)}"
+        ) from None
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error) as e:
+        raise InvalidImageError(f"{label} is not a readable image ({e})") from None
+    w, h = im.size
+    if w < 1 or h < 1 or w * h > MAX_PIXELS:
+        raise InvalidImageError(f"image {label} is {w}x{h} pixels; the limit is {MAX_PIXELS} pixels in all")
+    return im
+
+
+def _decode(im: Image.Image, label: str) -> Image.Image:
+    """Decode the first frame and apply the EXIF orientation."""
+    try:
+        im.seek(0)
+        im.load()
+        im = ImageOps.exif_transpose(im)
+    except Image.DecompressionBombError:
+        raise InvalidImageError(f"image {label} decodes to too many pixels; the limit is {MAX_PIXELS}") from None
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, struct.error, MemoryError) as e:
+        raise InvalidImageError(f"{label} is truncated or corrupt ({e})") from None
+    w, h = im.size
+    if w * h > MAX_PIXELS:
+        raise InvalidImageError(f"image {label} is {w}x{h} pixels; the limit is {MAX_PIXELS} pixels in all")
+    return im
+
+
+def _stretch(a: np.ndarray) -> np.ndarray:
+    lo, hi = float(a.min()), float(a.max())
+    if hi <= lo:
+        return np.zeros(a.shape, np.uint8)
+    return np.rint((a.astype(np.float64) - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+
+
+def _high_depth_to_l(im: Image.Image, label: str) -> Image.Image:
+    """'I;16*', 'I' and 'F' images to 8-bit 'L', scaled rather than clipped."""
+    if im.mode.startswith("I;16"):
+        a = np.asarray(im).astype(np.float64)
+        return Image.fromarray(np.rint(a * (255.0 / 65535.0)).astype(np.uint8), "L")
+    a = np.asarray(im)
+    if im.mode == "F" and not np.isfinite(a).all():
+        raise InvalidImageError(f"float image {label} contains NaN or infinite pixels")
+    if im.mode == "I" and a.min() >= 0 and a.max() <= 65535:
+        out = np.rint(a.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8)
+    elif im.mode == "F" and a.min() >= 0.0 and a.max() <= 1.0:
+        out = np.rint(a.astype(np.float64) * 255.0).astype(np.uint8)
+    else:
+        out = _stretch(a)
+    return Image.fromarray(out, "L")
+
+
+def _to_mode(im: Image.Image, channels: int, label: str) -> Image.Image:
+    """Any Pillow mode to 'L' (channels=1) or 'RGB' (channels=3), by the module's policy."""
+    if im.mode in ("I", "F") or im.mode.startswith("I;16"):
+        im = _high_depth_to_l(im, label)
+    has_alpha = im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (im.mode in ("P", "L", "RGB") and "transparency" in im.info)
+    if has_alpha:
+        rgba = im.convert("RGBA")
+        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        im = Image.alpha_composite(black, rgba).convert("RGB")
+    target = "L" if channels == 1 else "RGB"
+    if im.mode == target:
+        return im
+    if im.mode not in ("L", "RGB"):
+        im = im.convert("RGB")
+    return im.convert(target)
+
+
+def _fit(im: Image.Image, size: int) -> Image.Image:
+    """Scale so the longer side is `size` (aspect kept), centred on a black square."""
+    w, h = im.size
+    if (w, h) == (size, size):
+        return im
+    scale = size / max(w, h)
+    new = (max(1, min(size, round(w * scale))), max(1, min(size, round(h * scale))))
+    resized = im.resize(new, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    if new == (size, size):
+        return resized
+    canvas = Image.new(im.mode, (size, size), 0)
+    canvas.paste(resized, ((size - new[0]) // 2, (size - new[1]) // 2))
+    return canvas
+
+
+def _array_to_uint8(a: np.ndarray, label: str) -> np.ndarray:
+    if a.dtype == np.uint8:
+        return a
+    if a.dtype == np.bool_:
+        return a.astype(np.uint8) * 255
+    if a.dtype == np.uint16:
+        return np.rint(a * (255.0 / 65535.0)).astype(np.uint8)
+    if np.issubdtype(a.dtype, np.floating):
+        if a.size and not np.isfinite(a).all():
+            raise InvalidImageError(f"{label} contains NaN or infinite values")
+        if a.size and (a.min() < 0.0 or a.max() > 1.0):
+            raise InvalidImageError(f"float {label} must lie in [0, 1]; got values in [{a.min():g}, {a.max():g}]")
+        return np.rint(a.astype(np.float64) * 255.0).astype(np.uint8)
+    if np.issubdtype(a.dtype, np.integer):
+        if a.size and (a.min() < 0 or a.max() > 255):
+            raise InvalidImageError(f"integer {label} must lie in [0, 255]; got values in [{a.min()}, {a.max()}]")
+        return a.astype(np.uint8)
+    raise InvalidImageError(f"{label} has dtype {a.dtype}; pass uint8 pixels (or floats in [0, 1])")
+
+
+def _array_to_pil(a: np.ndarray, label: str) -> Image.Image:
+    a = _array_to_uint8(a, label)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if a.ndim == 2:
+        return Image.fromarray(np.ascontiguousarray(a), "L")
+    if a.ndim == 3 and a.shape[2] in (3, 4):
+        return Image.fromarray(np.ascontiguousarray(a), "RGB" if a.shape[2] == 3 else "RGBA")
+    raise InvalidImageError(f"{label} has shape {a.shape}; expected [H, W] or [H, W, C] with C in 1, 3, 4")
+
+
+def to_model_array(image: ImageInput, size: int, channels: int, label: str | None = None) -> np.ndarray:
+    """One image of any supported kind -> uint8 [size, size, channels]."""
+    label = label or _describe(image)
+    if isinstance(image, np.ndarray):
+        if image.ndim >= 2 and 0 in image.shape[:2]:
+            raise InvalidImageError(f"{label} is empty (shape {image.shape})")
+        im = _array_to_pil(image, label)
+        w, h = im.size
+        if w * h > MAX_PIXELS:
+            raise InvalidImageError(f"{label} is {w}x{h} pixels; the limit is {MAX_PIXELS} pixels in all")
+    elif isinstance(image, Image.Image):
+        w, h = image.size
+        if w < 1 or h < 1 or w * h > MAX_PIXELS:
+            raise InvalidImageError(f"{label} is {w}x{h} pixels; the limit is {MAX_PIXELS} pixels in all")
+        im = _decode(image, label) if getattr(image, "fp", None) is not None else image
+    else:
+        im = _decode(_open(image, label), label)
+    try:
+        out = np.asarray(_fit(_to_mode(im, channels, label), size))
+    except InvalidImageError:
+        raise
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as e:
+        raise InvalidImageError(f"{label} could not be converted ({e})") from None
+    return out.reshape(size, size, channels)
+
+
+def load_image(source: ImageInput, size: int, channels: int) -> np.ndarray:
+    """Read one image (path, bytes, file object, PIL image or array) -> uint8 [size, size, channels]."""
+    return to_model_array(source, size, channels)
+
+
+def _describe(image: Any) -> str:
+    if isinstance(image, (str, os.PathLike)):
+        return str(image)
+    if isinstance(image, np.ndarray):
+        return f"array of shape {image.shape}"
+    if isinstance(image, Image.Image):
+        return f"PIL image ({image.mode}, {image.size[0]}x{image.size[1]})"
+    return "image data"
+
+
+def as_batch(images: ImageInput | Sequence[ImageInput], size: int, channels: int) -> np.ndarray:
+    """One image, a list of images or an array batch -> uint8 [N, size, size, channels]."""
+    if isinstance(images, np.ndarray):
+        ready = images.dtype == np.uint8 and images.ndim == 4 and images.shape[1:] == (size, size, channels)
+        if ready:
+            return images
+        if images.ndim == 4 or (images.ndim == 3 and images.shape[-1] not in (1, 3, 4)):
+            if images.shape[0] == 0:
+                raise InvalidArgumentError("no images given (the batch is empty)")
+            return np.stack([to_model_array(a, size, channels, f"image {i} of the batch") for i, a in enumerate(images)])
+        return to_model_array(images, size, channels)[None]
+    if isinstance(images, (list, tuple)):
+        if not images:
+            raise InvalidArgumentError("no images given (the list is empty)")
+        return np.stack([to_model_array(a, size, channels) for a in images])
+    return to_model_array(images, size, channels)[None]
+
+
+def to_pil(images: np.ndarray) -> list[Image.Image]:
+    """uint8 [N, H, W, C] (or one [H, W, C]) -> PIL images ('L' or 'RGB')."""
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[None]
+    return [_array_to_pil(a, "output image") for a in images]
+
+
+def make_grid(images: np.ndarray, ncols: int | None = None, padding: int = 2, scale: int = 1) -> np.ndarray:
+    """Tile images into one picture.
+
+    images: uint8 [N, H, W, C] (laid out row-major, `ncols` per row, default near-square)
+    or [R, K, H, W, C] (R rows of K). Returns uint8 [H', W', C]. `scale` repeats pixels.
+    """
+    images = np.asarray(images)
+    if images.ndim == 5:
+        rows, ncols = images.shape[:2]
+        images = images.reshape(-1, *images.shape[2:])
+    elif images.ndim == 4:
+        n = len(images)
+        ncols = ncols or int(np.ceil(np.sqrt(n)))
+        rows = -(-n // ncols)
+    else:
+        raise InvalidArgumentError(f"make_grid takes [N, H, W, C] or [R, K, H, W, C], got shape {images.shape}")
+    if scale < 1 or padding < 0:
+        raise InvalidArgumentError(f"scale must be >= 1 and padding >= 0 (got scale={scale}, padding={padding})")
+    if scale > 1:
+        images = images.repeat(scale, axis=1).repeat(scale, axis=2)
+    n, h, w, c = images.shape
+    grid = np.zeros((rows * h + (rows + 1) * padding, ncols * w + (ncols + 1) * padding, c), np.uint8)
+    for i in range(n):
+        r, k = divmod(i, ncols)
+        y, x = padding + r * (h + padding), padding + k * (w + padding)
+        grid[y : y + h, x : x + w] = images[i]
+    return grid
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """uint8 [H, W, C] -> PNG bytes."""
+    buf = io.BytesIO()
+    _array_to_pil(np.asarray(image), "output image").save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+def save_png(path: str | os.PathLike, image: np.ndarray, overwrite: bool = False) -> Path:
+    """Write one uint8 [H, W, C] image as PNG, atomically."""
+    return write_atomic(path, encode_png(image), overwrite=overwrite)
+
+
+def iter_image_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Expand folders into the image files they hold (sorted); files are kept as given."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file())
+            if not found:
+                raise InvalidArgumentError(f"folder {p} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            out.extend(found)
+        else:
+            out.append(p)
+    return out

@@ -1,0 +1,167 @@
+"""Latent-space maths in numpy: posterior draws, prior draws, paths and directions.
+
+Latents are float32 [N, D]. Every random function takes a `numpy.random.Generator`, so a
+caller that seeds it gets the same numbers on any machine and any execution provider.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InvalidArgumentError
+
+MAX_TRUNCATION_TRIES = 1000
+
+
+def rng_from(seed: int | np.random.Generator | None) -> np.random.Generator:
+    """A Generator from an int seed, an existing Generator, or fresh entropy (None)."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+        raise InvalidArgumentError(f"seed must be a non-negative integer or a numpy Generator, got {seed!r}")
+    return np.random.default_rng(seed)
+
+
+def split_rng(seed: int | np.random.Generator | None, n: int) -> list[np.random.Generator]:
+    """n independent streams (e.g. one for latents, one for pixels), so the number of draws
+    made from one stream never shifts the others."""
+    if isinstance(seed, np.random.Generator):
+        return list(seed.spawn(n))
+    rng_from(seed)  # validates
+    return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(n)]
+
+
+@dataclass(frozen=True)
+class Posterior:
+    """q(z|x) = N(mean, diag(exp(logvar))) for a batch: mean and logvar are float32 [N, D].
+
+    A plain autoencoder has no variance: `logvar` is None and `sample` returns the mean.
+    """
+
+    mean: np.ndarray
+    logvar: np.ndarray | None = None
+
+    @property
+    def std(self) -> np.ndarray | None:
+        return None if self.logvar is None else np.exp(0.5 * self.logvar)
+
+    def sample(self, rng: np.random.Generator) -> np.ndarray:
+        if self.logvar is None:
+            return self.mean
+        eps = rng.standard_normal(self.mean.shape, dtype=np.float32)
+        return (self.mean + np.exp(0.5 * self.logvar) * eps).astype(np.float32)
+
+    def kl(self) -> np.ndarray:
+        """KL(q || N(0, I)) per example and dimension, float64 [N, D]."""
+        if self.logvar is None:
+            raise InvalidArgumentError("a plain autoencoder has no posterior variance, so no KL")
+        m = self.mean.astype(np.float64)
+        lv = self.logvar.astype(np.float64)
+        return 0.5 * (m * m + np.exp(lv) - 1.0 - lv)
+
+
+def prior_sample(
+    n: int, dim: int, rng: np.random.Generator, temperature: float = 1.0, truncation: float | None = None
+) -> np.ndarray:
+    """z ~ N(0, temperature^2 I), optionally truncated to |z_i| <= truncation (before scaling).
+
+    Truncation redraws out-of-range components, which trades diversity for typical samples.
+    """
+    check_finite_positive("temperature", temperature, allow_zero=True)
+    z = rng.standard_normal((n, dim), dtype=np.float32)
+    if truncation is not None:
+        check_finite_positive("truncation", truncation)
+        for _ in range(MAX_TRUNCATION_TRIES):
+            bad = np.abs(z) > truncation
+            if not bad.any():
+                break
+            z[bad] = rng.standard_normal(int(bad.sum()), dtype=np.float32)
+        else:  # pragma: no cover - needs truncation far below any practical value
+            np.clip(z, -truncation, truncation, out=z)
+    return (z * np.float32(temperature)).astype(np.float32)
+
+
+def lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Straight-line path: [T, D] for a, b [D] and t [T]."""
+    t = np.asarray(t, np.float64)[:, None]
+    return ((1.0 - t) * a.astype(np.float64) + t * b.astype(np.float64)).astype(np.float32)
+
+
+def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Spherical path (constant angular speed, norm interpolated): [T, D].
+
+    Under a Gaussian prior most mass lies near a sphere, so slerp keeps intermediate points
+    typical where a straight line would pass through the low-norm centre. Falls back to a
+    straight line when a and b are (anti)parallel or one is zero.
+    """
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    na, nb = np.linalg.norm(a64), np.linalg.norm(b64)
+    t = np.asarray(t, np.float64)[:, None]
+    if na == 0.0 or nb == 0.0:
+        return lerp(a, b, t[:, 0])
+    cos = np.clip(np.dot(a64, b64) / (na * nb), -1.0, 1.0)
+    omega = np.arccos(cos)
+    if omega < 1e-6 or np.pi - omega < 1e-6:
+        return lerp(a, b, t[:, 0])
+    sin = np.sin(omega)
+    unit_a, unit_b = a64 / na, b64 / nb
+    direction = (np.sin((1.0 - t) * omega) * unit_a + np.sin(t * omega) * unit_b) / sin
+    norm = (1.0 - t) * na + t * nb
+    return (direction * norm).astype(np.float32)
+
+
+def check_finite_positive(name: str, value: float, allow_zero: bool = False) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(f"{name} must be a number, got {value!r}") from None
+    if not np.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise InvalidArgumentError(f"{name} must be a finite number {bound}, got {value!r}")
+    return v
+
+
+def check_finite(name: str, value: float) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(f"{name} must be a number, got {value!r}") from None
+    if not np.isfinite(v):
+        raise InvalidArgumentError(f"{name} must be finite, got {value!r}")
+    return v
+
+
+def check_latents(z: np.ndarray, dim: int, name: str = "z") -> np.ndarray:
+    """Validate a latent batch: float32 [N, D], finite. A single [D] vector becomes [1, D]."""
+    try:
+        z = np.asarray(z)
+    except Exception:
+        raise InvalidArgumentError(f"{name} must be an array of shape [N, {dim}]") from None
+    if z.dtype == object or not (np.issubdtype(z.dtype, np.floating) or np.issubdtype(z.dtype, np.integer)):
+        raise InvalidArgumentError(f"{name} must hold real numbers, got dtype {z.dtype}")
+    if z.ndim == 1:
+        z = z[None]
+    if z.ndim != 2 or z.shape[1] != dim:
+        raise InvalidArgumentError(f"{name} must have shape [N, {dim}] for this model, got {tuple(z.shape)}")
+    if z.shape[0] == 0:
+        raise InvalidArgumentError(f"{name} is empty (shape {tuple(z.shape)})")
+    z = z.astype(np.float32)
+    if not np.isfinite(z).all():
+        raise InvalidArgumentError(f"{name} contains NaN or infinite values (or values beyond float32 range)")
+    return z
+
+
+def class_mean_directions(latents: np.ndarray, labels: np.ndarray, names: list[str] | tuple[str, ...]) -> dict[str, np.ndarray]:
+    """For each class: mean latent of that class minus mean latent of all other images.
+
+    Adding the vector to an image's latent moves it, on average, from "not this class" to
+    "this class"; delta 1.0 is the full distance between the two group means.
+    """
+    out = {}
+    for k, name in enumerate(names):
+        inside = labels == k
+        if inside.any() and (~inside).any():
+            out[name] = (latents[inside].mean(0) - latents[~inside].mean(0)).astype(np.float32)
+    return out

@@ -1,0 +1,450 @@
+"""The model object: every operation on a loaded bundle, used alike by the API and the CLI.
+
+Images go in as anything `vaesdk.images.as_batch` accepts and come out as uint8 arrays
+[N, H, W, C]; latents are float32 [N, D]. Work is split into batches of `batch_size`, so
+memory stays bounded whatever N is. Random operations take `seed` (an int, a
+numpy Generator, or None for fresh entropy) and draw latents and pixels from separate
+streams, so the same seed gives the same result for any batch size and any device.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import latent as L
+from . import likelihood
+from .bundle import NAME_RE, Bundle, validate_manifest, write_manifest
+from .errors import InvalidArgumentError, UnsupportedOperationError
+from .images import ImageInput, as_batch
+from .session import Graph, create_graph
+
+DEFAULT_BATCH = 256
+MAX_SAMPLES = 100_000  # held in memory at once
+MAX_STREAM_SAMPLES = 10_000_000  # produced batch by batch
+PRIOR_BLOCK = 1024
+MAX_STEPS = 1000
+MAX_IW_SAMPLES = 10_000
+
+
+@dataclass(frozen=True)
+class Traversal:
+    """images: uint8 [rows, steps, H, W, C]; row r varies latent dimension dims[r] over values."""
+
+    images: np.ndarray
+    dims: list[int]
+    values: np.ndarray
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Per-image bounds in bits/dim (positive, lower is better), float64 [N].
+
+    elbo_bpd: -ELBO; iw_bpd: -(importance-weighted bound with `k` samples), always <= elbo_bpd
+    up to Monte-Carlo noise, and closer to the true negative log-likelihood.
+    """
+
+    elbo_bpd: np.ndarray
+    iw_bpd: np.ndarray
+    k: int
+
+
+class Model:
+    """A loaded bundle with its onnxruntime sessions. Safe to share between threads."""
+
+    def __init__(self, bundle: Bundle, device: str = "auto", threads: int | None = None, batch_size: int = DEFAULT_BATCH):
+        self.bundle = bundle
+        self.manifest = bundle.manifest
+        self.batch_size = _positive_int("batch_size", batch_size, 1 << 20)
+        self._encoder: Graph = create_graph(bundle.models["encoder"], device, threads, f"{bundle.path}/encoder")
+        # Both graphs run on the same provider: if one fell back, use the CPU for both.
+        decoder_device = self._encoder.device if device == "auto" else device
+        self._decoder: Graph = create_graph(bundle.models["decoder"], decoder_device, threads, f"{bundle.path}/decoder")
+        self._write_lock = threading.Lock()
+
+    # ---- description ----------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def kind(self) -> str:
+        return self.manifest.kind
+
+    @property
+    def latent_dim(self) -> int:
+        return self.manifest.latent_dim
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of the images the model takes and makes."""
+        s = self.manifest.image_size
+        return (s, s, self.manifest.channels)
+
+    @property
+    def device(self) -> str:
+        """'cuda' or 'cpu': what actually runs the graphs."""
+        return self._decoder.device
+
+    @property
+    def providers(self) -> list[str]:
+        return self._decoder.providers
+
+    @property
+    def directions(self) -> dict[str, np.ndarray]:
+        return {k: np.asarray(v["vector"], np.float32) for k, v in self.manifest.directions.items()}
+
+    def dims_by_usage(self) -> list[int]:
+        """Latent dimensions, most used first (average KL over the export's reference set).
+        Without that record, in index order."""
+        kl = self.manifest.data["latent"].get("kl_per_dim")
+        if kl is None:
+            return list(range(self.latent_dim))
+        return [int(i) for i in np.argsort(-np.asarray(kl), kind="stable")]
+
+    def __repr__(self) -> str:
+        h, w, c = self.image_shape
+        return f"<vaesdk.Model {self.name!r} {self.kind} {h}x{w}x{c} latent_dim={self.latent_dim} on {self.device}>"
+
+    # ---- batching helpers -----------------------------------------------------------------
+
+    def _images(self, images: ImageInput | Sequence[ImageInput]) -> np.ndarray:
+        h, _, c = self.image_shape
+        return as_batch(images, h, c)
+
+    def _chunks(self, n: int, size: int | None = None) -> Iterator[slice]:
+        size = size or self.batch_size
+        for i in range(0, n, size):
+            yield slice(i, min(i + size, n))
+
+    def _require_vae(self, what: str) -> None:
+        if self.kind != "vae":
+            raise UnsupportedOperationError(
+                f"{what} needs a probabilistic model (a VAE); {self.name!r} is a plain autoencoder with no "
+                "prior or likelihood. Use a VAE bundle, or the encode/decode/edit operations"
+            )
+
+    def _to_nchw(self, batch: np.ndarray) -> np.ndarray:
+        x = np.empty((batch.shape[0], batch.shape[3], batch.shape[1], batch.shape[2]), np.float32)
+        np.multiply(batch.transpose(0, 3, 1, 2), np.float32(1.0 / 255.0), out=x, casting="unsafe")
+        return x
+
+    # ---- encoder --------------------------------------------------------------------------
+
+    def encode(self, images: ImageInput | Sequence[ImageInput]) -> L.Posterior:
+        """q(z|x) for each image: a Posterior with mean and logvar, float32 [N, D]."""
+        batch = self._images(images)
+        outputs = ["mean", "logvar"] if self.kind == "vae" else ["mean"]
+        parts: list[list[np.ndarray]] = [[] for _ in outputs]
+        for sl in self._chunks(len(batch)):
+            for acc, out in zip(parts, self._encoder.run(self._to_nchw(batch[sl]), outputs)):
+                acc.append(out)
+        joined = [np.concatenate(p) for p in parts]
+        return L.Posterior(joined[0], joined[1] if len(joined) > 1 else None)
+
+    def embed(self, images: ImageInput | Sequence[ImageInput]) -> np.ndarray:
+        """Encoder means, float32 [N, D]: features for downstream tasks."""
+        return self.encode(images).mean
+
+    def latents(
+        self, images: ImageInput | Sequence[ImageInput], *, sample: bool = False, seed: int | np.random.Generator | None = None
+    ) -> np.ndarray:
+        """z for each image: the posterior mean, or a draw from q(z|x) with `sample=True`."""
+        post = self.encode(images)
+        if not sample:
+            return post.mean
+        self._require_vae("sampling from q(z|x)")
+        return post.sample(L.rng_from(seed))
+
+    # ---- decoder --------------------------------------------------------------------------
+
+    def decode_params(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """p(x|z) per pixel in [0, 1] units: (mean, logvar), float32 [N, H, W, C]; logvar is None for an ae."""
+        z = L.check_latents(z, self.latent_dim)
+        outputs = ["mean", "logvar"] if self.kind == "vae" else ["mean"]
+        parts: list[list[np.ndarray]] = [[] for _ in outputs]
+        for sl in self._chunks(len(z)):
+            for acc, out in zip(parts, self._decoder.run(z[sl], outputs)):
+                acc.append(out.transpose(0, 2, 3, 1))
+        joined = [np.concatenate(p) for p in parts]
+        return joined[0], joined[1] if len(joined) > 1 else None
+
+    def decode(
+        self, z: np.ndarray, *, sample_pixels: bool = False, seed: int | np.random.Generator | None = None
+    ) -> np.ndarray:
+        """Latents -> uint8 images [N, H, W, C]: the mean of p(x|z), or a draw from it."""
+        z = L.check_latents(z, self.latent_dim)
+        if sample_pixels:
+            self._require_vae("sampling pixels from p(x|z)")
+        rng = L.rng_from(seed) if sample_pixels else None
+        out = np.empty((len(z), *self.image_shape), np.uint8)
+        outputs = ["mean", "logvar"] if sample_pixels else ["mean"]
+        for sl in self._chunks(len(z)):
+            res = self._decoder.run(z[sl], outputs)
+            mean = res[0]
+            if sample_pixels:
+                # A Gaussian draw rounded to the nearest bin is exactly a draw from the
+                # discretized likelihood (edge bins are open-ended, hence the clip).
+                mean = mean + np.exp(0.5 * res[1]) * rng.standard_normal(mean.shape, dtype=np.float32)
+            out[sl] = _to_uint8(mean).transpose(0, 2, 3, 1)
+        return out
+
+    # ---- generation and editing -----------------------------------------------------------
+
+    def sample_latents(
+        self,
+        n: int,
+        *,
+        seed: int | np.random.Generator | None = None,
+        temperature: float = 1.0,
+        truncation: float | None = None,
+    ) -> np.ndarray:
+        """n draws from the prior N(0, temperature^2 I), optionally truncated: float32 [n, D]."""
+        n = _positive_int("n", n, MAX_SAMPLES)
+        return np.concatenate(list(self._prior_blocks(n, L.rng_from(seed), temperature, truncation)))
+
+    def _prior_blocks(
+        self, n: int, rng: np.random.Generator, temperature: float, truncation: float | None
+    ) -> Iterator[np.ndarray]:
+        # Fixed-size blocks, whatever the batch size, so truncation's redraws consume the
+        # stream identically and a seed means the same latents in every call pattern.
+        self._require_vae("sampling from the prior")
+        for sl in self._chunks(n, PRIOR_BLOCK):
+            yield L.prior_sample(sl.stop - sl.start, self.latent_dim, rng, temperature, truncation)
+
+    def iter_sample(
+        self,
+        n: int,
+        *,
+        seed: int | np.random.Generator | None = None,
+        temperature: float = 1.0,
+        truncation: float | None = None,
+        sample_pixels: bool = False,
+    ) -> Iterator[np.ndarray]:
+        """`sample` in batches of `batch_size` (memory stays bounded): yields uint8 [b, H, W, C].
+        The concatenated batches equal `sample` with the same arguments."""
+        n = _positive_int("n", n, MAX_STREAM_SAMPLES)
+        if sample_pixels:
+            self._require_vae("sampling pixels from p(x|z)")
+        z_rng, px_rng = L.split_rng(seed, 2)
+        for block in self._prior_blocks(n, z_rng, temperature, truncation):
+            for sl in self._chunks(len(block)):
+                yield self.decode(block[sl], sample_pixels=sample_pixels, seed=px_rng)
+
+    def sample(
+        self,
+        n: int = 16,
+        *,
+        seed: int | np.random.Generator | None = None,
+        temperature: float = 1.0,
+        truncation: float | None = None,
+        sample_pixels: bool = False,
+    ) -> np.ndarray:
+        """n new images from the prior: uint8 [n, H, W, C]."""
+        n = _positive_int("n", n, MAX_SAMPLES)
+        parts = self.iter_sample(n, seed=seed, temperature=temperature, truncation=truncation, sample_pixels=sample_pixels)
+        return np.concatenate(list(parts))
+
+    def reconstruct(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        *,
+        sample_latent: bool = False,
+        sample_pixels: bool = False,
+        seed: int | np.random.Generator | None = None,
+    ) -> np.ndarray:
+        """Encode then decode: uint8 [N, H, W, C]."""
+        z_rng, px_rng = L.split_rng(seed, 2)
+        z = self.latents(images, sample=sample_latent, seed=z_rng)
+        return self.decode(z, sample_pixels=sample_pixels, seed=px_rng)
+
+    def edit_latents(
+        self, z: np.ndarray, *, dim: int | None = None, direction: str | np.ndarray | None = None, delta: float = 1.0
+    ) -> np.ndarray:
+        """Shift latents: `dim` by `delta` prior standard deviations, or along a named (or
+        given) direction by `delta` times its vector."""
+        z = L.check_latents(z, self.latent_dim).copy()
+        delta = L.check_finite("delta", delta)
+        if (dim is None) == (direction is None):
+            raise InvalidArgumentError("give exactly one of dim (a latent dimension) or direction (a name or vector)")
+        if dim is not None:
+            z[:, self._check_dim(dim)] += np.float32(delta)
+        else:
+            z += np.float32(delta) * self._direction_vector(direction)
+        if not np.isfinite(z).all():
+            raise InvalidArgumentError(f"delta {delta!r} pushes the latent beyond float32 range; use a smaller delta")
+        return z
+
+    def edit(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        *,
+        dim: int | None = None,
+        direction: str | np.ndarray | None = None,
+        delta: float = 1.0,
+        sample_latent: bool = False,
+        sample_pixels: bool = False,
+        seed: int | np.random.Generator | None = None,
+    ) -> np.ndarray:
+        """Encode, shift (see `edit_latents`), decode: uint8 [N, H, W, C]."""
+        z_rng, px_rng = L.split_rng(seed, 2)
+        z = self.latents(images, sample=sample_latent, seed=z_rng)
+        z = self.edit_latents(z, dim=dim, direction=direction, delta=delta)
+        return self.decode(z, sample_pixels=sample_pixels, seed=px_rng)
+
+    def _check_dim(self, dim: Any) -> int:
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+            raise InvalidArgumentError(f"latent dimension must be an integer in 0..{self.latent_dim - 1}, got {dim!r}")
+        if not 0 <= dim < self.latent_dim:
+            raise InvalidArgumentError(f"latent dimension {dim} is out of range; this model has dimensions 0..{self.latent_dim - 1}")
+        return int(dim)
+
+    def _direction_vector(self, direction: str | np.ndarray) -> np.ndarray:
+        if isinstance(direction, str):
+            known = self.directions
+            if direction not in known:
+                names = ", ".join(sorted(known)) or "none (add one with `vae directions add`)"
+                raise InvalidArgumentError(f"unknown direction {direction!r}; this model has: {names}")
+            return known[direction]
+        return L.check_latents(direction, self.latent_dim, "direction")[0]
+
+    def interpolate_latents(self, a: np.ndarray, b: np.ndarray, steps: int = 8, method: str = "slerp") -> np.ndarray:
+        """`steps` latents from a to b inclusive: float32 [steps, D]."""
+        a = L.check_latents(a, self.latent_dim, "a")
+        b = L.check_latents(b, self.latent_dim, "b")
+        if len(a) != 1 or len(b) != 1:
+            raise InvalidArgumentError("interpolate takes one start and one end latent")
+        steps = _positive_int("steps", steps, MAX_STEPS, minimum=2)
+        if method not in ("slerp", "linear"):
+            raise InvalidArgumentError(f"method must be 'slerp' or 'linear', got {method!r}")
+        t = np.linspace(0.0, 1.0, steps)
+        return (L.slerp if method == "slerp" else L.lerp)(a[0], b[0], t)
+
+    def interpolate(
+        self, a: ImageInput, b: ImageInput, *, steps: int = 8, method: str = "slerp", sample_pixels: bool = False,
+        seed: int | np.random.Generator | None = None,
+    ) -> np.ndarray:  # fmt: skip
+        """Images along the path between the posterior means of images a and b: uint8 [steps, H, W, C].
+        The first and last frames are the reconstructions of a and b."""
+        za, zb = self.latents([a, b])
+        z = self.interpolate_latents(za, zb, steps, method)
+        return self.decode(z, sample_pixels=sample_pixels, seed=seed)
+
+    def traverse(
+        self,
+        image: ImageInput | None = None,
+        *,
+        dims: Sequence[int] | None = None,
+        values: Sequence[float] | np.ndarray | None = None,
+        max_dims: int = 8,
+        seed: int | np.random.Generator | None = None,
+    ) -> Traversal:
+        """Vary one latent dimension at a time around a base latent (the image's posterior
+        mean, or a prior draw when no image is given).
+
+        Row r sets dimension dims[r] to each of `values` (default -3..3 in 7 steps, in prior
+        standard deviations); dims default to the `max_dims` most used dimensions.
+        """
+        if image is None:
+            base = self.sample_latents(1, seed=seed)
+        else:
+            base = self.latents(image)
+            if len(base) != 1:
+                raise InvalidArgumentError(f"traverse takes one image, got {len(base)}")
+        if dims is None:
+            dims = self.dims_by_usage()[: _positive_int("max_dims", max_dims, self.latent_dim)]
+        else:
+            dims = [self._check_dim(d) for d in dims]
+            if not dims:
+                raise InvalidArgumentError(f"dims is empty; give latent dimensions in 0..{self.latent_dim - 1}")
+        values = np.linspace(-3.0, 3.0, 7) if values is None else np.asarray(values, np.float64)
+        if values.ndim != 1 or not 1 <= len(values) <= MAX_STEPS or not np.isfinite(values).all():
+            raise InvalidArgumentError(f"values must be 1 to {MAX_STEPS} finite numbers, got {values!r}")
+        z = np.repeat(base, len(dims) * len(values), axis=0).reshape(len(dims), len(values), -1)
+        for r, d in enumerate(dims):
+            z[r, :, d] = values
+        images = self.decode(z.reshape(-1, self.latent_dim))
+        return Traversal(images.reshape(len(dims), len(values), *self.image_shape), list(dims), values)
+
+    # ---- likelihood -----------------------------------------------------------------------
+
+    def score(
+        self, images: ImageInput | Sequence[ImageInput], *, k: int = 100, seed: int | np.random.Generator | None = 0
+    ) -> Scores:
+        """-ELBO and -(importance-weighted bound with k samples) per image, in bits/dim."""
+        self._require_vae("scoring likelihoods")
+        k = _positive_int("k", k, MAX_IW_SAMPLES)
+        batch = self._images(images)
+        post = self.encode(batch)
+        rng = L.rng_from(seed)
+        dims = int(np.prod(self.image_shape))
+        elbo, iw = np.empty(len(batch)), np.empty(len(batch))
+        per_call = max(1, self.batch_size // k)
+        for sl in self._chunks(len(batch), per_call):
+            m, lv = post.mean[sl], post.logvar[sl]
+            eps = rng.standard_normal((len(m), k, self.latent_dim), dtype=np.float32)
+            z = (m[:, None, :] + np.exp(0.5 * lv)[:, None, :] * eps).astype(np.float32)
+            log_px = self._log_px(batch[sl], z)
+            elbo[sl], iw[sl] = likelihood.bounds_from_samples(log_px, z, m, lv)
+        return Scores(likelihood.nats_to_bpd(elbo, dims), likelihood.nats_to_bpd(iw, dims), k)
+
+    def _log_px(self, images: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """log p(x|z) summed over pixels, [N, K], for images [N, H, W, C] and z [N, K, D]."""
+        n, k, d = z.shape
+        mean, logvar = self._decoder.run(z.reshape(n * k, d), ["mean", "logvar"])
+        target = images.transpose(0, 3, 1, 2)[:, None]  # [N, 1, C, H, W]
+        shape = (n, k, *mean.shape[1:])
+        lp = likelihood.discretized_gaussian_log_prob(target, mean.reshape(shape), logvar.reshape(shape))
+        return lp.reshape(n, k, -1).sum(-1)
+
+    # ---- directions -----------------------------------------------------------------------
+
+    def add_direction(
+        self,
+        name: str,
+        from_images: ImageInput | Sequence[ImageInput],
+        to_images: ImageInput | Sequence[ImageInput],
+        *,
+        description: str = "",
+        overwrite: bool = False,
+    ) -> np.ndarray:
+        """Store mean(z of to_images) - mean(z of from_images) as a named direction in the
+        bundle's manifest (written atomically; the model files and their checksums are untouched)."""
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            raise InvalidArgumentError(f"direction name {name!r} must be 1-64 letters, digits, '_', '.' or '-'")
+        vector = (self.embed(to_images).mean(0) - self.embed(from_images).mean(0)).astype(np.float32)
+        with self._write_lock:
+            data = _json_copy(self.manifest.data)
+            directions = data.setdefault("directions", {})
+            if name in directions and not overwrite:
+                raise InvalidArgumentError(f"direction {name!r} already exists; pass --force (overwrite=True) to replace it")
+            directions[name] = {
+                "vector": [float(x) for x in vector],
+                "description": description or "mean latent of the 'to' images minus that of the 'from' images",
+                "source": "user",
+            }
+            write_manifest(self.bundle.path, data)
+            self.manifest = validate_manifest(data)
+        return vector
+
+
+def _to_uint8(x: np.ndarray) -> np.ndarray:
+    return np.rint(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _positive_int(name: str, value: Any, maximum: int, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InvalidArgumentError(f"{name} must be an integer in {minimum}..{maximum}, got {value!r}")
+    if not minimum <= value <= maximum:
+        raise InvalidArgumentError(f"{name} must be in {minimum}..{maximum}, got {value}")
+    return int(value)
+
+
+def _json_copy(data: dict) -> dict:
+    return json.loads(json.dumps(data))

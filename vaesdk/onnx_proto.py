@@ -1,0 +1,204 @@
+"""A small reader of the ONNX protobuf wire format: graph inputs/outputs, opsets, and every
+tensor that asks for external data.
+
+The runtime checks a model file before onnxruntime sees it, without depending on the
+`onnx` package. It walks every place a tensor can hide (initializers, sparse initializers,
+node attributes, nested graphs of If/Loop/Scan, model-local functions), so a file that
+points its weights at another file is caught wherever it does so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import BundleError
+
+ELEM_TYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64", 16: "bfloat16"}
+MAX_DEPTH = 64
+
+# Field numbers from onnx.proto3.
+_MODEL_IR_VERSION, _MODEL_PRODUCER_NAME, _MODEL_PRODUCER_VERSION, _MODEL_GRAPH, _MODEL_OPSET, _MODEL_FUNCTIONS = 1, 2, 3, 7, 8, 25
+_GRAPH_NODE, _GRAPH_INITIALIZER, _GRAPH_INPUT, _GRAPH_OUTPUT, _GRAPH_SPARSE_INIT = 1, 5, 11, 12, 15
+_NODE_ATTRIBUTE = 5
+_ATTR_TENSOR, _ATTR_GRAPH, _ATTR_TENSORS, _ATTR_GRAPHS, _ATTR_SPARSE, _ATTR_SPARSES = 5, 6, 10, 11, 22, 23
+_FUNCTION_NODE = 7
+_TENSOR_NAME, _TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION = 8, 13, 14
+_SPARSE_VALUES, _SPARSE_INDICES = 1, 2
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A graph input or output: name, element type, and shape (int, or str for a symbolic dim)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+
+
+@dataclass
+class ModelInfo:
+    ir_version: int = 0
+    producer: str = ""
+    opsets: dict[str, int] = field(default_factory=dict)
+    inputs: list[TensorSpec] = field(default_factory=list)
+    outputs: list[TensorSpec] = field(default_factory=list)
+    initializer_names: set[str] = field(default_factory=set)
+    external_tensors: list[str] = field(default_factory=list)
+
+
+def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise ValueError("truncated or overlong varint")
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _fields(buf: memoryview):
+    """Yield (field_number, value) for one message; value is int or memoryview (bytes)."""
+    pos, end = 0, len(buf)
+    while pos < end:
+        key, pos = _varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+        elif wire == 2:
+            length, pos = _varint(buf, pos)
+            if pos + length > end:
+                raise ValueError("length-delimited field runs past the end of its message")
+            value, pos = buf[pos : pos + length], pos + length
+        elif wire == 1:
+            value, pos = int.from_bytes(buf[pos : pos + 8], "little"), pos + 8
+        elif wire == 5:
+            value, pos = int.from_bytes(buf[pos : pos + 4], "little"), pos + 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+        if pos > end:
+            raise ValueError("field runs past the end of its message")
+        yield number, value
+
+
+def _text(v) -> str:
+    return bytes(v).decode("utf-8", errors="replace")
+
+
+def _check_tensor(buf: memoryview, info: ModelInfo, where: str) -> None:
+    name, external = "", False
+    for num, v in _fields(buf):
+        if num == _TENSOR_NAME and isinstance(v, memoryview):
+            name = _text(v)
+        elif num == _TENSOR_DATA_LOCATION and v == 1:
+            external = True
+        elif num == _TENSOR_EXTERNAL_DATA:
+            external = True
+    if external:
+        info.external_tensors.append(f"{where}:{name or '<unnamed>'}")
+
+
+def _check_sparse(buf: memoryview, info: ModelInfo, where: str) -> None:
+    for num, v in _fields(buf):
+        if num in (_SPARSE_VALUES, _SPARSE_INDICES) and isinstance(v, memoryview):
+            _check_tensor(v, info, where)
+
+
+def _walk_nodes(nodes: list[memoryview], info: ModelInfo, depth: int) -> None:
+    for node in nodes:
+        for num, attr in _fields(node):
+            if num != _NODE_ATTRIBUTE or not isinstance(attr, memoryview):
+                continue
+            for anum, v in _fields(attr):
+                if not isinstance(v, memoryview):
+                    continue
+                if anum in (_ATTR_TENSOR, _ATTR_TENSORS):
+                    _check_tensor(v, info, "attribute")
+                elif anum in (_ATTR_SPARSE, _ATTR_SPARSES):
+                    _check_sparse(v, info, "attribute")
+                elif anum in (_ATTR_GRAPH, _ATTR_GRAPHS):
+                    _walk_graph(v, info, depth + 1, top=False)
+
+
+def _value_info(buf: memoryview) -> TensorSpec:
+    name, dtype, shape = "", "unknown", []
+    for num, v in _fields(buf):
+        if num == 1:
+            name = _text(v)
+        elif num == 2 and isinstance(v, memoryview):  # TypeProto
+            for tnum, tv in _fields(v):
+                if tnum != 1 or not isinstance(tv, memoryview):  # tensor_type only
+                    continue
+                for snum, sv in _fields(tv):
+                    if snum == 1:
+                        dtype = ELEM_TYPES.get(sv, f"type{sv}")
+                    elif snum == 2 and isinstance(sv, memoryview):
+                        for dnum, dim in _fields(sv):
+                            if dnum != 1 or not isinstance(dim, memoryview):
+                                continue
+                            value: int | str = "?"
+                            for knum, kv in _fields(dim):
+                                if knum == 1:
+                                    value = int(kv)
+                                elif knum == 2:
+                                    value = _text(kv)
+                            shape.append(value)
+    return TensorSpec(name, dtype, tuple(shape))
+
+
+def _walk_graph(buf: memoryview, info: ModelInfo, depth: int, top: bool) -> None:
+    if depth > MAX_DEPTH:
+        raise ValueError(f"graphs nested deeper than {MAX_DEPTH}")
+    nodes = []
+    for num, v in _fields(buf):
+        if not isinstance(v, memoryview):
+            continue
+        if num == _GRAPH_NODE:
+            nodes.append(v)
+        elif num == _GRAPH_INITIALIZER:
+            _check_tensor(v, info, "initializer")
+            if top:
+                for tnum, tv in _fields(v):
+                    if tnum == _TENSOR_NAME:
+                        info.initializer_names.add(_text(tv))
+        elif num == _GRAPH_SPARSE_INIT:
+            _check_sparse(v, info, "sparse initializer")
+        elif top and num == _GRAPH_INPUT:
+            info.inputs.append(_value_info(v))
+        elif top and num == _GRAPH_OUTPUT:
+            info.outputs.append(_value_info(v))
+    _walk_nodes(nodes, info, depth)
+
+
+def inspect_model(data: bytes, label: str = "model") -> ModelInfo:
+    """Parse an ONNX ModelProto. Raises BundleError if the bytes are not a well-formed model."""
+    info = ModelInfo()
+    buf = memoryview(data)
+    saw_graph = False
+    try:
+        for num, v in _fields(buf):
+            if num == _MODEL_IR_VERSION and isinstance(v, int):
+                info.ir_version = v
+            elif num in (_MODEL_PRODUCER_NAME, _MODEL_PRODUCER_VERSION) and isinstance(v, memoryview):
+                info.producer = (info.producer + " " + _text(v)).strip()
+            elif num == _MODEL_OPSET and isinstance(v, memoryview):
+                domain, version = "", 0
+                for onum, ov in _fields(v):
+                    if onum == 1:
+                        domain = _text(ov)
+                    elif onum == 2:
+                        version = int(ov)
+                info.opsets[domain or "ai.onnx"] = version
+            elif num == _MODEL_GRAPH and isinstance(v, memoryview):
+                saw_graph = True
+                _walk_graph(v, info, 0, top=True)
+            elif num == _MODEL_FUNCTIONS and isinstance(v, memoryview):
+                _walk_nodes([fv for fnum, fv in _fields(v) if fnum == _FUNCTION_NODE and isinstance(fv, memoryview)], info, 1)
+    except (ValueError, IndexError) as e:
+        raise BundleError(f"{label} is not a valid ONNX model ({e})") from None
+    if not saw_graph or info.ir_version == 0:
+        raise BundleError(f"{label} is not a valid ONNX model (no graph or IR version)")
+    info.inputs = [t for t in info.inputs if t.name not in info.initializer_names]
+    return info

@@ -1,0 +1,55 @@
+"""Where bundles come from: named models shipped inside the package, or a user's path.
+
+The bundled models live in `vaesdk/models/<name>/` (package data). The list is read once,
+lazily; an unknown name lists the known ones.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from importlib import resources
+from pathlib import Path
+
+from .bundle import MANIFEST
+from .errors import ModelNotFoundError
+
+DEFAULT_MODEL = "fashion-mnist"
+
+
+@functools.lru_cache(maxsize=1)
+def _bundled() -> dict[str, Path]:
+    root = Path(str(resources.files("vaesdk.models")))
+    return {p.name: p for p in sorted(root.iterdir()) if (p / MANIFEST).is_file()}
+
+
+def list_models() -> list[str]:
+    """Names of the bundled models."""
+    return list(_bundled())
+
+
+def resolve(name_or_path: str | os.PathLike | None = None) -> Path:
+    """A bundled model's name, a bundle folder, or its manifest.json -> the bundle folder.
+
+    A value that contains a path separator, or names an existing folder, is a path;
+    anything else is looked up among the bundled names.
+    """
+    if name_or_path is None:
+        name_or_path = DEFAULT_MODEL
+    text = os.fspath(name_or_path)
+    path = Path(text)
+    looks_like_path = isinstance(name_or_path, os.PathLike) or os.sep in text or text.startswith(".") or path.exists()
+    if looks_like_path:
+        if path.name == MANIFEST and path.is_file():
+            path = path.parent
+        if path.is_dir():
+            return path
+        raise ModelNotFoundError(
+            f"no bundle at {text}: expected a folder holding {MANIFEST}, encoder.onnx and decoder.onnx"
+            + (f"; bundled models: {', '.join(list_models())}" if list_models() else "")
+        )
+    bundled = _bundled()
+    if text in bundled:
+        return bundled[text]
+    known = ", ".join(bundled) or "(none installed)"
+    raise ModelNotFoundError(f"unknown model {text!r}; bundled models: {known}; or pass a path to a bundle folder")

@@ -1,0 +1,93 @@
+"""onnxruntime sessions: the one place that chooses the execution provider.
+
+The choice is verified after the session exists: onnxruntime silently falls back to the CPU
+when the CUDA provider is listed but cannot start (missing CUDA or cuDNN libraries, no GPU),
+so `get_providers()` is read back rather than trusted.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+from .errors import BundleError, DeviceUnavailableError, InvalidArgumentError
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+# HEURISTIC picks cuDNN convolution algorithms without benchmarking every candidate on the
+# first call (the default, EXHAUSTIVE, makes that call slow for each new input shape).
+CUDA_OPTIONS = {"cudnn_conv_algo_search": "HEURISTIC", "do_copy_in_default_stream": "1"}
+
+
+def available_providers() -> list[str]:
+    return list(ort.get_available_providers())
+
+
+def _options(threads: int | None, quiet: bool) -> ort.SessionOptions:
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+    if quiet:
+        # A failed CUDA attempt under device='auto' is expected on CPU-only machines.
+        opts.log_severity_level = 3
+    return opts
+
+
+@dataclass
+class Graph:
+    """One ONNX graph in one session; `device` is what really runs it ('cuda' or 'cpu')."""
+
+    session: ort.InferenceSession
+    device: str
+    input_name: str
+
+    @property
+    def providers(self) -> list[str]:
+        return self.session.get_providers()
+
+    def run(self, x: np.ndarray, outputs: list[str] | None = None) -> list[np.ndarray]:
+        # InferenceSession.run is thread-safe; nothing here keeps per-call state.
+        return self.session.run(outputs, {self.input_name: x})
+
+
+def create_graph(model: bytes, device: str = "auto", threads: int | None = None, label: str = "model") -> Graph:
+    """A session for `model` on `device` ('auto', 'cpu', 'cuda' or 'cuda:N')."""
+    if not isinstance(device, str) or not DEVICE_RE.match(device):
+        raise InvalidArgumentError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
+        raise InvalidArgumentError(f"threads must be a non-negative integer (0 = onnxruntime's default), got {threads!r}")
+    if device != "cpu":
+        device_id = int(device.split(":")[1]) if ":" in device else 0
+        if CUDA in available_providers():
+            session = _session(model, [(CUDA, {**CUDA_OPTIONS, "device_id": str(device_id)}), CPU], threads, device == "auto", label)
+            if session.get_providers()[0] == CUDA:
+                return Graph(session, "cuda", session.get_inputs()[0].name)
+        if device != "auto":
+            raise DeviceUnavailableError(_cuda_problem(device))
+    session = _session(model, [CPU], threads, False, label)
+    return Graph(session, "cpu", session.get_inputs()[0].name)
+
+
+def _session(model: bytes, providers: list, threads: int | None, quiet: bool, label: str) -> ort.InferenceSession:
+    try:
+        return ort.InferenceSession(model, sess_options=_options(threads, quiet), providers=providers)
+    except Exception as e:  # onnxruntime raises its own exception types for bad graphs
+        raise BundleError(f"onnxruntime could not load {label}: {str(e).splitlines()[0][:300]}") from None
+
+
+def _cuda_problem(device: str) -> str:
+    if CUDA not in available_providers():
+        return (
+            f"device {device!r} requested but this onnxruntime has no CUDA provider (it offers {', '.join(available_providers())}); "
+            "replace it with the GPU build: pip uninstall onnxruntime && pip install onnxruntime-gpu, or use --device cpu"
+        )
+    return (
+        f"device {device!r} requested but the CUDA provider did not start (no usable GPU, or CUDA/cuDNN libraries missing); "
+        "check nvidia-smi and the CUDA/cuDNN versions onnxruntime-gpu needs, or use --device cpu"
+    )
