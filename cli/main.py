@@ -18,7 +18,11 @@ from vaesdk.errors import VaesdkError
 
 from . import analyze, directions, edit, generate, manage, train
 
-_state = {"debug": os.environ.get("VAESDK_DEBUG", "") not in ("", "0")}
+_state = {"debug": False}
+
+
+def _debug_from_env() -> bool:
+    return os.environ.get("VAESDK_DEBUG", "") not in ("", "0")
 
 
 class VaeGroup(TyperGroup):
@@ -54,8 +58,8 @@ app = typer.Typer(
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")] = False,
 ) -> None:
-    if debug:
-        _state["debug"] = True
+    # Set on every invocation, so one debug run does not leak into the next in the same process.
+    _state["debug"] = debug or _debug_from_env()
 
 
 for module in (generate, edit, analyze, manage, train):

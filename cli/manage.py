@@ -21,6 +21,8 @@ def models(json_out: JsonOpt = False) -> None:
     if json_out:
         emit_json({"default": vaesdk.DEFAULT_MODEL, "models": names})
         return
+    if not names:
+        typer.echo("no bundled models are installed; load a bundle folder with --model PATH")
     for name in names:
         typer.echo(f"{name}{'  (default)' if name == vaesdk.DEFAULT_MODEL else ''}")
 

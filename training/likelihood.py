@@ -14,6 +14,8 @@ from torch.special import log_ndtr
 
 HALF_BIN = 0.5 / 255.0
 LN2 = 0.6931471805599453
+LOG_2PI = 1.8378770664093453
+NARROW = 0.05  # bins with half-width * (1 + |mid|) below this (in sigmas) use the series
 
 
 def log_diff_ndtr(upper: torch.Tensor, lower: torch.Tensor) -> torch.Tensor:
@@ -38,6 +40,14 @@ def log_diff_ndtr(upper: torch.Tensor, lower: torch.Tensor) -> torch.Tensor:
     return log_hi + log1mexp
 
 
+def log_narrow_bin(mid: torch.Tensor, half: torch.Tensor) -> torch.Tensor:
+    """log(Phi(mid + half) - Phi(mid - half)) by its Taylor series in `half`, used where the
+    bin is narrow next to sigma and the CDF difference would lose digits to cancellation."""
+    h2, m2 = half * half, mid * mid
+    series = h2 * (m2 - 1.0) / 6.0 + h2 * h2 * (m2 * m2 - 6.0 * m2 + 3.0) / 120.0
+    return torch.log(2.0 * half) - 0.5 * m2 - 0.5 * LOG_2PI + torch.log1p(series)
+
+
 def discretized_gaussian_log_prob(images: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """Per-pixel log P(pixel = k) in nats. images: integer tensor (0..255); mean, logvar same shape."""
     k = images.to(mean.dtype)
@@ -45,6 +55,9 @@ def discretized_gaussian_log_prob(images: torch.Tensor, mean: torch.Tensor, logv
     inv_std = torch.exp(-0.5 * logvar)
     upper = (x + HALF_BIN - mean) * inv_std
     lower = (x - HALF_BIN - mean) * inv_std
+    mid, half = (x - mean) * inv_std, HALF_BIN * inv_std
+    narrow = half * (1.0 + mid.abs()) < NARROW
     # Open-ended edge bins: P(k=0) = Phi(upper), P(k=255) = 1 - Phi(lower) = Phi(-lower).
-    inner = log_diff_ndtr(torch.where(k >= 255, torch.ones_like(upper), upper), torch.where(k <= 0, -torch.ones_like(lower), lower))
+    wide = log_diff_ndtr(torch.where(k >= 255, torch.ones_like(upper), upper), torch.where(k <= 0, -torch.ones_like(lower), lower))
+    inner = torch.where(narrow, log_narrow_bin(mid.clamp(-1 / NARROW, 1 / NARROW), half.clamp(max=NARROW)), wide)
     return torch.where(k <= 0, log_ndtr(upper), torch.where(k >= 255, log_ndtr(-lower), inner))

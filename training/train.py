@@ -137,6 +137,7 @@ def train(config: TrainConfig, *, resume: bool = False, command: str = "", log: 
 
     model = VAE(config.model)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=config.lr_patience - 1)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {config.model.kind}, latent_dim={config.model.latent_dim}, widths={config.model.widths}, {n_params:,} parameters")
 
@@ -149,13 +150,14 @@ def train(config: TrainConfig, *, resume: bool = False, command: str = "", log: 
         state = load_safetensors((run_dir / LAST_STATE).read_bytes())
         model.load_state_dict({k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")})
         restore_optimizer(optimizer, state, meta["optimizer"])
+        scheduler.load_state_dict(meta["scheduler"])
         torch.set_rng_state(state["rng.torch"])
         history, best, best_epoch = meta["history"], meta["best_objective"], meta["best_epoch"]
         start_epoch = meta["epochs_done"]
         log(f"resumed at epoch {start_epoch} (best {best:.4f} at epoch {best_epoch})")
 
     for epoch in range(start_epoch, config.max_epochs):
-        if epoch - best_epoch > config.patience and best_epoch >= 0:
+        if best_epoch >= 0 and epoch - best_epoch > config.patience:
             break
         t0 = time.perf_counter()
         model.train()
@@ -168,6 +170,8 @@ def train(config: TrainConfig, *, resume: bool = False, command: str = "", log: 
             out = model.loss(batch)
             optimizer.zero_grad(set_to_none=True)
             out["loss"].backward()
+            if config.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
             for k, v in out.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(batch)
@@ -175,12 +179,19 @@ def train(config: TrainConfig, *, resume: bool = False, command: str = "", log: 
         train_metrics = {k: v / len(train_images) for k, v in sums.items()}
         val_metrics = evaluate(model, val_images)
         score = objective(val_metrics, config.model.kind)
+        scheduler.step(score)
         improved = score < best
         if improved:
             best, best_epoch = score, epoch
             save_weights(run_dir / BEST_WEIGHTS, model)
         history.append(
-            {"epoch": epoch + 1, "seconds": round(time.perf_counter() - t0, 1), "train": train_metrics, "val": val_metrics}
+            {
+                "epoch": epoch + 1,
+                "seconds": round(time.perf_counter() - t0, 1),
+                "lr": optimizer.param_groups[0]["lr"],
+                "train": train_metrics,
+                "val": val_metrics,
+            }
         )
         log(
             f"epoch {epoch + 1}: train {_fmt(train_metrics)} | val {_fmt(val_metrics)}"
@@ -209,6 +220,7 @@ def train(config: TrainConfig, *, resume: bool = False, command: str = "", log: 
             "objective": "val -ELBO (bits/dim)" if config.model.kind == "vae" else "val MSE",
             "history": history,
             "optimizer": opt_meta,
+            "scheduler": scheduler.state_dict(),
             "torch": torch.__version__,
         }
         write_atomic(run_dir / CHECKPOINT_JSON, json.dumps(record, indent=1).encode(), overwrite=True)

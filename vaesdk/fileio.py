@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -43,6 +44,7 @@ def write_atomic(path: str | os.PathLike, data: bytes, overwrite: bool = False) 
             os.replace(tmp, path)
         else:
             _link_new(tmp, path)
+        _fsync_dir(parent)
     except BaseException as e:
         try:
             os.unlink(tmp)
@@ -56,14 +58,33 @@ def write_atomic(path: str | os.PathLike, data: bytes, overwrite: bool = False) 
     return path
 
 
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.EXDEV}
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable; not every platform or filesystem allows it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def _link_new(tmp: str, path: Path) -> None:
     """Move tmp to path only if path does not exist, atomically (no check-then-write race)."""
     try:
         os.link(tmp, path)
     except FileExistsError:
         raise
-    except OSError:
-        # Filesystems without hard links: fall back to a checked rename.
+    except OSError as e:
+        if e.errno not in _NO_HARD_LINKS:
+            raise
+        # Filesystems without hard links (FAT, some network mounts): a checked rename.
         if path.exists() or path.is_symlink():
             raise FileExistsError(path) from None
         os.replace(tmp, path)

@@ -55,27 +55,27 @@ def _open(source: Any, label: str) -> Image.Image:
         try:
             size = path.stat().st_size
         except FileNotFoundError:
-            raise InvalidImageError(f"image file {label} does not exist") from None
+            raise InvalidImageError(f"{label} does not exist") from None
         except OSError as e:
             raise InvalidImageError(f"cannot read image file {label}: {e.strerror or e}") from None
         if not path.is_file():
             raise InvalidImageError(f"{label} is not a regular file")
         if size > MAX_FILE_BYTES:
-            raise InvalidImageError(f"image file {label} is {size} bytes; the limit is {MAX_FILE_BYTES}")
+            raise InvalidImageError(f"{label} is {size} bytes; the limit for an image file is {MAX_FILE_BYTES}")
         try:
             source = path.read_bytes()
         except OSError as e:
             raise InvalidImageError(f"cannot read image file {label}: {e.strerror or e}") from None
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) > MAX_FILE_BYTES:
-            raise InvalidImageError(f"image data {label} is {len(source)} bytes; the limit is {MAX_FILE_BYTES}")
+            raise InvalidImageError(f"{label} is {len(source)} bytes; the limit for an image file is {MAX_FILE_BYTES}")
         source = io.BytesIO(source)
     try:
         with _open_lock, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             im = Image.open(source, formats=ALLOWED_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InvalidImageError(f"image {label} declares too many pixels; the limit is {MAX_PIXELS}") from None
+        raise InvalidImageError(f"{label} declares too many pixels; the limit is {MAX_PIXELS} pixels in all") from None
     except UnidentifiedImageError:
         raise InvalidImageError(
             f"{label} is not a readable image; supported formats: {', '.join(ALLOWED_FORMATS)}"
@@ -84,23 +84,24 @@ def _open(source: Any, label: str) -> Image.Image:
         raise InvalidImageError(f"{label} is not a readable image ({e})") from None
     w, h = im.size
     if w < 1 or h < 1 or w * h > MAX_PIXELS:
-        raise InvalidImageError(f"image {label} is {w}x{h} pixels; the limit is {MAX_PIXELS} pixels in all")
+        raise InvalidImageError(f"{label} is {w}x{h} pixels; the limit is {MAX_PIXELS} pixels in all")
     return im
 
 
-def _decode(im: Image.Image, label: str) -> Image.Image:
-    """Decode the first frame and apply the EXIF orientation."""
+def _decode(im: Image.Image, label: str, from_file: bool = True) -> Image.Image:
+    """Decode the first frame (of a file still open) and apply the EXIF orientation."""
     try:
-        im.seek(0)
-        im.load()
+        if from_file:
+            im.seek(0)
+            im.load()
         im = ImageOps.exif_transpose(im)
     except Image.DecompressionBombError:
-        raise InvalidImageError(f"image {label} decodes to too many pixels; the limit is {MAX_PIXELS}") from None
+        raise InvalidImageError(f"{label} decodes to too many pixels; the limit is {MAX_PIXELS} pixels in all") from None
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, struct.error, MemoryError) as e:
         raise InvalidImageError(f"{label} is truncated or corrupt ({e})") from None
     w, h = im.size
     if w * h > MAX_PIXELS:
-        raise InvalidImageError(f"image {label} is {w}x{h} pixels; the limit is {MAX_PIXELS} pixels in all")
+        raise InvalidImageError(f"{label} is {w}x{h} pixels; the limit is {MAX_PIXELS} pixels in all")
     return im
 
 
@@ -205,7 +206,8 @@ def to_model_array(image: ImageInput, size: int, channels: int, label: str | Non
         w, h = image.size
         if w < 1 or h < 1 or w * h > MAX_PIXELS:
             raise InvalidImageError(f"{label} is {w}x{h} pixels; the limit is {MAX_PIXELS} pixels in all")
-        im = _decode(image, label) if getattr(image, "fp", None) is not None else image
+        # Loaded or converted images keep their EXIF tag too; orient them the same way.
+        im = _decode(image, label, from_file=getattr(image, "fp", None) is not None)
     else:
         im = _decode(_open(image, label), label)
     try:
@@ -236,7 +238,7 @@ def as_batch(images: ImageInput | Sequence[ImageInput], size: int, channels: int
     """One image, a list of images or an array batch -> uint8 [N, size, size, channels]."""
     if isinstance(images, np.ndarray):
         ready = images.dtype == np.uint8 and images.ndim == 4 and images.shape[1:] == (size, size, channels)
-        if ready:
+        if ready and len(images):
             return images
         if images.ndim == 4 or (images.ndim == 3 and images.shape[-1] not in (1, 3, 4)):
             if images.shape[0] == 0:

@@ -13,6 +13,9 @@ import numpy as np
 from .errors import InvalidArgumentError
 
 MAX_TRUNCATION_TRIES = 1000
+# Far beyond any latent a trained model produces (the prior puts |z| > 10 at ~1e-23), yet
+# small enough that a decoder's first layer cannot overflow float32.
+MAX_ABS_LATENT = 1e6
 
 
 def rng_from(seed: int | np.random.Generator | None) -> np.random.Generator:
@@ -147,9 +150,12 @@ def check_latents(z: np.ndarray, dim: int, name: str = "z") -> np.ndarray:
         raise InvalidArgumentError(f"{name} must have shape [N, {dim}] for this model, got {tuple(z.shape)}")
     if z.shape[0] == 0:
         raise InvalidArgumentError(f"{name} is empty (shape {tuple(z.shape)})")
-    z = z.astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        z = z.astype(np.float32)
     if not np.isfinite(z).all():
         raise InvalidArgumentError(f"{name} contains NaN or infinite values (or values beyond float32 range)")
+    if z.size and np.abs(z).max() > MAX_ABS_LATENT:
+        raise InvalidArgumentError(f"{name} has values beyond +-{MAX_ABS_LATENT:g}; latents must lie within that range")
     return z
 
 

@@ -59,6 +59,20 @@ def log_diff_ndtr(upper: np.ndarray, lower: np.ndarray) -> np.ndarray:
     return log_hi + log1mexp
 
 
+def log_narrow_bin(mid: np.ndarray, half: np.ndarray) -> np.ndarray:
+    """log(Phi(mid + half) - Phi(mid - half)) by its Taylor series in `half`.
+
+    Exact to ~1e-12 when half * (1 + |mid|) < NARROW, where the CDF difference would lose
+    digits to cancellation: 2h phi(m) (1 + h^2 (m^2 - 1) / 6 + h^4 (m^4 - 6 m^2 + 3) / 120).
+    """
+    h2, m2 = half * half, mid * mid
+    series = h2 * (m2 - 1.0) / 6.0 + h2 * h2 * (m2 * m2 - 6.0 * m2 + 3.0) / 120.0
+    return np.log(2.0 * half) - 0.5 * m2 - 0.5 * LOG_2PI + np.log1p(series)
+
+
+NARROW = 0.05
+
+
 def discretized_gaussian_log_prob(images: np.ndarray, mean: np.ndarray, logvar: np.ndarray) -> np.ndarray:
     """Per-pixel log P(pixel = k) in nats, float64, broadcasting images against mean/logvar."""
     k = np.asarray(images).astype(np.float64)
@@ -67,7 +81,13 @@ def discretized_gaussian_log_prob(images: np.ndarray, mean: np.ndarray, logvar: 
     inv_std = np.exp(-0.5 * np.asarray(logvar, np.float64))
     upper = (x + HALF_BIN - mean) * inv_std
     lower = (x - HALF_BIN - mean) * inv_std
-    inner = log_diff_ndtr(np.where(k >= 255, 1.0, upper), np.where(k <= 0, -1.0, lower))
+    mid, half = (x - mean) * inv_std, HALF_BIN * inv_std
+    narrow = half * (1.0 + np.abs(mid)) < NARROW
+    inner = np.where(
+        narrow,
+        log_narrow_bin(mid, np.minimum(half, NARROW)),
+        log_diff_ndtr(np.where(k >= 255, 1.0, upper), np.where(k <= 0, -1.0, lower)),
+    )
     return np.where(k <= 0, log_ndtr(upper), np.where(k >= 255, log_ndtr(-lower), inner))
 
 

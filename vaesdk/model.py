@@ -20,7 +20,7 @@ import numpy as np
 from . import latent as L
 from . import likelihood
 from .bundle import NAME_RE, Bundle, validate_manifest, write_manifest
-from .errors import InvalidArgumentError, UnsupportedOperationError
+from .errors import BundleError, InvalidArgumentError, UnsupportedOperationError
 from .images import ImageInput, as_batch
 from .session import Graph, create_graph
 
@@ -188,6 +188,8 @@ class Model:
         for sl in self._chunks(len(z)):
             res = self._decoder.run(z[sl], outputs)
             mean = res[0]
+            if not np.isfinite(mean).all():
+                raise BundleError(f"the decoder of {self.name!r} produced NaN or infinite pixels; the model file is broken")
             if sample_pixels:
                 # A Gaussian draw rounded to the nearest bin is exactly a draw from the
                 # discretized likelihood (edge bins are open-ended, hence the clip).
@@ -277,8 +279,8 @@ class Model:
             z[:, self._check_dim(dim)] += np.float32(delta)
         else:
             z += np.float32(delta) * self._direction_vector(direction)
-        if not np.isfinite(z).all():
-            raise InvalidArgumentError(f"delta {delta!r} pushes the latent beyond float32 range; use a smaller delta")
+        if not np.isfinite(z).all() or np.abs(z).max() > L.MAX_ABS_LATENT:
+            raise InvalidArgumentError(f"delta {delta!r} pushes the latent beyond +-{L.MAX_ABS_LATENT:g}; use a smaller delta")
         return z
 
     def edit(

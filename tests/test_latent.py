@@ -1,0 +1,104 @@
+"""Latent maths: paths, prior draws, seeds, validation, directions."""
+
+import numpy as np
+import pytest
+
+from vaesdk import latent as L
+from vaesdk.errors import InvalidArgumentError
+
+
+def test_slerp_hits_both_ends_and_interpolates_the_norm(rng):
+    a, b = rng.standard_normal(16).astype(np.float32), 3 * rng.standard_normal(16).astype(np.float32)
+    path = L.slerp(a, b, np.linspace(0, 1, 9))
+    np.testing.assert_allclose(path[0], a, atol=1e-5)
+    np.testing.assert_allclose(path[-1], b, atol=1e-5)
+    norms = np.linalg.norm(path, axis=1)
+    np.testing.assert_allclose(norms, np.linspace(np.linalg.norm(a), np.linalg.norm(b), 9), rtol=1e-5)
+
+
+def test_slerp_moves_at_constant_angular_speed(rng):
+    a, b = rng.standard_normal(8), rng.standard_normal(8)
+    path = L.slerp(a, b, np.linspace(0, 1, 5)).astype(np.float64)
+    unit = path / np.linalg.norm(path, axis=1, keepdims=True)
+    angles = np.arccos(np.clip(np.sum(unit[1:] * unit[:-1], axis=1), -1, 1))
+    np.testing.assert_allclose(angles, angles[0], rtol=1e-4)
+
+
+def test_slerp_of_parallel_or_zero_vectors_falls_back_to_a_line():
+    a = np.ones(4, np.float32)
+    np.testing.assert_allclose(L.slerp(a, 2 * a, np.array([0.5]))[0], 1.5 * a, rtol=1e-6)
+    np.testing.assert_allclose(L.slerp(np.zeros(4), a, np.array([0.25]))[0], 0.25 * a, rtol=1e-6)
+
+
+def test_lerp_is_a_straight_line(rng):
+    a, b = rng.standard_normal(5), rng.standard_normal(5)
+    np.testing.assert_allclose(L.lerp(a, b, np.array([0.5]))[0], (a + b) / 2, rtol=1e-6)
+
+
+def test_prior_draws_follow_temperature_and_truncation():
+    z = L.prior_sample(20_000, 8, np.random.default_rng(0), temperature=0.5)
+    assert z.dtype == np.float32 and z.shape == (20_000, 8)
+    assert z.std() == pytest.approx(0.5, rel=0.02)
+    t = L.prior_sample(5_000, 8, np.random.default_rng(0), temperature=2.0, truncation=1.0)
+    assert np.abs(t).max() <= 2.0 + 1e-6
+    assert np.abs(t).max() > 1.9  # truncated, not squashed
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1.0, "hot"])
+def test_prior_rejects_bad_temperature(bad):
+    with pytest.raises(InvalidArgumentError, match="temperature"):
+        L.prior_sample(2, 3, np.random.default_rng(0), temperature=bad)
+
+
+@pytest.mark.parametrize("bad", [0.0, -2.0, float("nan")])
+def test_prior_rejects_bad_truncation(bad):
+    with pytest.raises(InvalidArgumentError, match="truncation"):
+        L.prior_sample(2, 3, np.random.default_rng(0), truncation=bad)
+
+
+def test_seeds_are_reproducible_and_streams_independent():
+    a1, b1 = L.split_rng(7, 2)
+    a2, b2 = L.split_rng(7, 2)
+    assert np.array_equal(a1.standard_normal(5), a2.standard_normal(5))
+    b1.standard_normal(1000)  # drawing more from one stream ...
+    assert np.array_equal(a1.standard_normal(5), a2.standard_normal(5))  # ... never shifts the other
+    assert not np.array_equal(L.split_rng(7, 2)[0].standard_normal(5), L.split_rng(8, 2)[0].standard_normal(5))
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "7", True])
+def test_bad_seeds_are_refused(bad):
+    with pytest.raises(InvalidArgumentError, match="seed"):
+        L.rng_from(bad)
+
+
+def test_check_latents_validates_shape_dtype_and_values():
+    assert L.check_latents(np.zeros(4), 4).shape == (1, 4)
+    assert L.check_latents(np.zeros((2, 4), np.float64), 4).dtype == np.float32
+    for bad, match in [
+        (np.zeros((2, 5)), "shape"),
+        (np.zeros((0, 4)), "empty"),
+        (np.array([[np.nan, 0, 0, 0]]), "NaN"),
+        (np.array([[1e39, 0, 0, 0]]), "NaN or infinite"),
+        (np.array([["a", "b", "c", "d"]]), "real numbers"),
+    ]:
+        with pytest.raises(InvalidArgumentError, match=match):
+            L.check_latents(bad, 4)
+
+
+def test_posterior_sample_and_kl():
+    post = L.Posterior(np.zeros((3, 2), np.float32), np.zeros((3, 2), np.float32))
+    np.testing.assert_allclose(post.kl(), 0.0)  # q == prior
+    draws = np.stack([post.sample(np.random.default_rng(i)) for i in range(2000)])
+    assert draws.std() == pytest.approx(1.0, rel=0.05)
+    ae = L.Posterior(np.ones((1, 2), np.float32))
+    assert np.array_equal(ae.sample(np.random.default_rng(0)), ae.mean)
+    with pytest.raises(InvalidArgumentError):
+        ae.kl()
+
+
+def test_class_mean_directions_point_from_the_rest_to_the_class():
+    latents = np.array([[0.0, 0.0], [0.0, 0.0], [2.0, 4.0]], np.float32)
+    labels = np.array([0, 0, 1])
+    dirs = L.class_mean_directions(latents, labels, ["a", "b"])
+    np.testing.assert_allclose(dirs["b"], [2.0, 4.0])
+    np.testing.assert_allclose(dirs["a"], [-2.0, -4.0])

@@ -1,0 +1,200 @@
+"""The model object: every operation, on real exported bundles."""
+
+import numpy as np
+import pytest
+
+import vaesdk
+from vaesdk.errors import InvalidArgumentError, UnsupportedOperationError
+from vaesdk.probe import fit_probe
+
+
+@pytest.fixture(scope="module")
+def vae(tiny_vae_bundle):
+    return vaesdk.load(tiny_vae_bundle, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def ae(tiny_ae_bundle):
+    return vaesdk.load(tiny_ae_bundle, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def images(fashion_test):
+    return fashion_test.images[:20]
+
+
+def test_shapes_and_dtypes(vae, images):
+    post = vae.encode(images)
+    assert post.mean.shape == post.logvar.shape == (20, 8) and post.mean.dtype == np.float32
+    assert vae.decode(post.mean).shape == (20, 28, 28, 1)
+    assert vae.decode(post.mean).dtype == np.uint8
+    mean, logvar = vae.decode_params(post.mean)
+    assert mean.shape == logvar.shape == (20, 28, 28, 1) and mean.dtype == np.float32
+    assert vae.sample(5, seed=0).shape == (5, 28, 28, 1)
+
+
+def test_single_images_and_pil_inputs_are_accepted(vae, images):
+    from PIL import Image
+
+    one = vae.reconstruct(images[0])
+    assert one.shape == (1, 28, 28, 1)
+    pil = Image.fromarray(images[0][:, :, 0], "L")
+    np.testing.assert_array_equal(vae.reconstruct(pil), one)
+    np.testing.assert_array_equal(vae.reconstruct([images[0], pil]), np.concatenate([one, one]))
+
+
+def test_same_seed_same_images_any_batch_size(tiny_vae_bundle):
+    a = vaesdk.load(tiny_vae_bundle, device="cpu", batch_size=256)
+    b = vaesdk.load(tiny_vae_bundle, device="cpu", batch_size=3)
+    for kwargs in ({}, {"temperature": 0.7, "truncation": 1.5}, {"sample_pixels": True}):
+        x = a.sample(17, seed=11, **kwargs)
+        np.testing.assert_array_equal(x, b.sample(17, seed=11, **kwargs))
+        np.testing.assert_array_equal(x, np.concatenate(list(b.iter_sample(17, seed=11, **kwargs))))
+    assert not np.array_equal(a.sample(4, seed=1), a.sample(4, seed=2))
+
+
+def test_reconstruct_is_decode_of_the_posterior_mean(vae, images):
+    np.testing.assert_array_equal(vae.reconstruct(images), vae.decode(vae.encode(images).mean))
+
+
+def test_sampling_pixels_and_latents_adds_noise_reproducibly(vae, images):
+    base = vae.reconstruct(images)
+    noisy = vae.reconstruct(images, sample_latent=True, sample_pixels=True, seed=3)
+    assert not np.array_equal(base, noisy)
+    np.testing.assert_array_equal(noisy, vae.reconstruct(images, sample_latent=True, sample_pixels=True, seed=3))
+
+
+def test_decoded_pixel_draws_follow_the_decoder_distribution(vae):
+    z = np.zeros((1, 8), np.float32)
+    mean, logvar = vae.decode_params(z)
+    draws = np.concatenate([vae.decode(np.repeat(z, 100, 0), sample_pixels=True, seed=i) for i in range(20)])
+    emp = draws.astype(np.float64).mean(0) / 255
+    # Where the decoder is confident and away from the clipped edges, the average draw is the mean.
+    ok = (np.exp(0.5 * logvar[0]) < 0.05) & (mean[0] > 0.1) & (mean[0] < 0.9)
+    if ok.any():
+        np.testing.assert_allclose(emp[ok], mean[0][ok], atol=0.02)
+    assert draws.std(0).mean() > 0
+
+
+def test_edit_by_dimension_changes_only_that_latent(vae, images):
+    z = vae.latents(images)
+    edited = vae.edit_latents(z, dim=3, delta=2.0)
+    np.testing.assert_allclose(edited[:, 3], z[:, 3] + 2.0, rtol=1e-6)
+    np.testing.assert_array_equal(np.delete(edited, 3, 1), np.delete(z, 3, 1))
+    np.testing.assert_array_equal(vae.edit(images, dim=3, delta=2.0), vae.decode(edited))
+    np.testing.assert_array_equal(vae.edit(images, dim=3, delta=0.0), vae.reconstruct(images))
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"dim": 8}, "0..7"),
+        ({"dim": -1}, "0..7"),
+        ({"dim": 1.5}, "integer"),
+        ({"dim": 1, "delta": float("nan")}, "finite"),
+        ({"dim": 1, "delta": float("inf")}, "finite"),
+        ({"dim": 1, "delta": 1e38}, "smaller delta"),
+        ({}, "exactly one"),
+        ({"dim": 1, "direction": "bag"}, "exactly one"),
+        ({"direction": "no-such"}, "unknown direction"),
+    ],
+)
+def test_bad_edits_name_the_valid_range(vae, images, kwargs, match):
+    with pytest.raises(InvalidArgumentError, match=match):
+        vae.edit(images[:1], **kwargs)
+
+
+def test_interpolation_ends_are_the_reconstructions(vae, images):
+    for method in ("slerp", "linear"):
+        frames = vae.interpolate(images[0], images[1], steps=6, method=method)
+        assert frames.shape == (6, 28, 28, 1)
+        np.testing.assert_array_equal(frames[0], vae.reconstruct(images[0])[0])
+        np.testing.assert_array_equal(frames[-1], vae.reconstruct(images[1])[0])
+    with pytest.raises(InvalidArgumentError, match="steps"):
+        vae.interpolate(images[0], images[1], steps=1)
+    with pytest.raises(InvalidArgumentError, match="method"):
+        vae.interpolate(images[0], images[1], method="cubic")
+
+
+def test_traversal_rows_vary_one_dimension(vae, images):
+    t = vae.traverse(images[0], dims=[2, 5], values=[-2.0, 0.0, 2.0])
+    assert t.images.shape == (2, 3, 28, 28, 1) and t.dims == [2, 5]
+    z = vae.latents(images[0])
+    z[0, 5] = 2.0
+    np.testing.assert_array_equal(t.images[1, 2], vae.decode(z)[0])
+    default = vae.traverse(seed=0, max_dims=3)
+    assert default.dims == vae.dims_by_usage()[:3]
+    assert default.images.shape == (3, 7, 28, 28, 1)
+
+
+def test_dims_by_usage_orders_by_recorded_kl(vae):
+    kl = np.asarray(vae.manifest.data["latent"]["kl_per_dim"])
+    order = vae.dims_by_usage()
+    assert sorted(order) == list(range(8))
+    assert np.all(np.diff(kl[order]) <= 0)
+
+
+def test_sample_argument_errors(vae):
+    for n in (0, -3, 10**9, 2.5, True):
+        with pytest.raises(InvalidArgumentError, match="n must"):
+            vae.sample(n)
+    with pytest.raises(InvalidArgumentError, match="temperature"):
+        vae.sample(2, temperature=float("nan"))
+
+
+def test_score_is_deterministic_and_iw_is_tighter(vae, images):
+    s = vae.score(images, k=32, seed=0)
+    assert s.elbo_bpd.shape == (20,) and np.all(np.isfinite(s.iw_bpd))
+    np.testing.assert_array_equal(s.iw_bpd, vae.score(images, k=32, seed=0).iw_bpd)
+    assert np.mean(s.iw_bpd) < np.mean(s.elbo_bpd)
+
+
+def test_plain_autoencoder_refuses_distribution_operations(ae, images):
+    assert ae.encode(images).logvar is None
+    assert ae.reconstruct(images).shape == (20, 28, 28, 1)
+    assert ae.edit(images, dim=0, delta=1.0).shape == (20, 28, 28, 1)
+    for call in (
+        lambda: ae.sample(4),
+        lambda: ae.score(images),
+        lambda: ae.decode(np.zeros((1, 8)), sample_pixels=True),
+        lambda: ae.reconstruct(images, sample_latent=True),
+        lambda: ae.traverse(),
+    ):
+        with pytest.raises(UnsupportedOperationError, match="plain autoencoder"):
+            call()
+
+
+def test_add_direction_writes_the_manifest_and_keeps_checksums(bundle_copy, fashion_test):
+    m = vaesdk.load(bundle_copy, device="cpu")
+    before = {p.name: p.read_bytes() for p in bundle_copy.glob("*.onnx")}
+    trousers = fashion_test.images[fashion_test.labels == 1][:50]
+    shirts = fashion_test.images[fashion_test.labels == 0][:50]
+    v = m.add_direction("to-trouser", shirts, trousers)
+    np.testing.assert_allclose(v, m.embed(trousers).mean(0) - m.embed(shirts).mean(0), rtol=1e-5, atol=1e-6)
+    reloaded = vaesdk.load(bundle_copy, device="cpu")  # sha256 still verifies
+    np.testing.assert_allclose(reloaded.directions["to-trouser"], v)
+    assert {p.name: p.read_bytes() for p in bundle_copy.glob("*.onnx")} == before
+    with pytest.raises(InvalidArgumentError, match="already exists"):
+        m.add_direction("to-trouser", shirts, trousers)
+    with pytest.raises(InvalidArgumentError, match="name"):
+        m.add_direction("../evil", shirts, trousers)
+
+
+def test_direction_edit_moves_the_class_prediction(bundled_model, fashion_test):
+    """Moving along 'trouser' should make a linear probe (fit on the latents) see more trousers."""
+    m = bundled_model
+    feats = m.embed(fashion_test.images[:5000])
+    probe = fit_probe(feats, fashion_test.labels[:5000], iterations=300)
+    trouser = fashion_test.class_names.index("trouser")
+    others = fashion_test.images[5000:5200][fashion_test.labels[5000:5200] != trouser]
+    before = probe.predict(m.embed(others))
+    after = probe.predict(m.embed(m.edit(others, direction="trouser", delta=1.0)))
+    assert np.mean(after == trouser) > np.mean(before == trouser) + 0.3
+
+
+def test_bundled_model_is_the_default_and_reconstructs_well(bundled_model, fashion_test):
+    assert vaesdk.DEFAULT_MODEL in vaesdk.list_models()
+    x = fashion_test.images[:200]
+    mse = np.mean((bundled_model.reconstruct(x).astype(float) - x) ** 2) / 255**2
+    recorded = bundled_model.manifest.data["metrics"]["recon_mse"]
+    assert mse < 1.5 * recorded + 1e-3
