@@ -34,8 +34,8 @@ MAX_MODEL_BYTES = 512 * 1024 * 1024
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 MAX_LATENT_DIM = 65536
 MAX_IMAGE_SIDE = 4096
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\.onnx$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\.onnx\Z")
 ROLES = ("encoder", "decoder")
 
 
@@ -85,8 +85,12 @@ def _vector(v: Any, dim: int, where: str) -> list[float]:
     if not isinstance(v, list) or len(v) != dim:
         raise _fail(where, f"must be a list of {dim} numbers")
     for x in v:
-        if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
-            raise _fail(where, f"must hold finite numbers, found {x!r}")
+        try:
+            finite = not isinstance(x, bool) and isinstance(x, (int, float)) and math.isfinite(x)
+        except OverflowError:  # an integer too large for a float
+            finite = False
+        if not finite:
+            raise _fail(where, f"must hold finite numbers, found {x!r:.40}")
     return v
 
 
@@ -205,7 +209,8 @@ def validate_manifest(data: Any) -> Manifest:
 
 def read_regular_file(path: Path, limit: int, what: str) -> bytes:
     """Read a regular file without following a symlink at `path`, refusing files over `limit`."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
         fd = os.open(path, flags)
     except FileNotFoundError:
@@ -233,7 +238,7 @@ def read_manifest(bundle_dir: Path) -> Manifest:
     raw = read_regular_file(bundle_dir / MANIFEST, MAX_MANIFEST_BYTES, "manifest")
     try:
         data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, int digit limit, deep nesting
         raise BundleError(f"{bundle_dir / MANIFEST} is not valid JSON ({e})") from None
     return validate_manifest(data)
 
@@ -284,6 +289,11 @@ def read_bundle(bundle_dir: str | os.PathLike, verify: bool = True) -> Bundle:
         entry = manifest.file(role)
         path = bundle_dir / entry["file"]
         data = read_regular_file(path, MAX_MODEL_BYTES, f"{role} model")
+        if verify and len(data) != entry["bytes"]:
+            raise BundleError(
+                f"{path} is {len(data)} bytes but its manifest says {entry['bytes']}; "
+                "the file was modified or replaced: re-export the bundle or restore the file"
+            )
         if verify:
             digest = hashlib.sha256(data).hexdigest()
             if digest != entry["sha256"]:

@@ -21,7 +21,7 @@ _MODEL_IR_VERSION, _MODEL_PRODUCER_NAME, _MODEL_PRODUCER_VERSION, _MODEL_GRAPH, 
 _GRAPH_NODE, _GRAPH_INITIALIZER, _GRAPH_INPUT, _GRAPH_OUTPUT, _GRAPH_SPARSE_INIT = 1, 5, 11, 12, 15
 _NODE_ATTRIBUTE = 5
 _ATTR_TENSOR, _ATTR_GRAPH, _ATTR_TENSORS, _ATTR_GRAPHS, _ATTR_SPARSE, _ATTR_SPARSES = 5, 6, 10, 11, 22, 23
-_FUNCTION_NODE = 7
+_FUNCTION_NODE, _FUNCTION_ATTRIBUTE_PROTO = 7, 11
 _TENSOR_NAME, _TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION = 8, 13, 14
 _SPARSE_VALUES, _SPARSE_INDICES = 1, 2
 
@@ -84,7 +84,16 @@ def _fields(buf: memoryview):
 
 
 def _text(v) -> str:
+    # A number where a string belongs is malformed; bytes(<int>) would allocate that many bytes.
+    if not isinstance(v, memoryview):
+        raise ValueError("a string field holds a number")
     return bytes(v).decode("utf-8", errors="replace")
+
+
+def _int(v) -> int:
+    if not isinstance(v, int):
+        raise ValueError("a number field holds bytes")
+    return v
 
 
 def _check_tensor(buf: memoryview, info: ModelInfo, where: str) -> None:
@@ -108,18 +117,20 @@ def _check_sparse(buf: memoryview, info: ModelInfo, where: str) -> None:
 
 def _walk_nodes(nodes: list[memoryview], info: ModelInfo, depth: int) -> None:
     for node in nodes:
-        for num, attr in _fields(node):
-            if num != _NODE_ATTRIBUTE or not isinstance(attr, memoryview):
+        _walk_attributes([a for num, a in _fields(node) if num == _NODE_ATTRIBUTE and isinstance(a, memoryview)], info, depth)
+
+
+def _walk_attributes(attrs: list[memoryview], info: ModelInfo, depth: int) -> None:
+    for attr in attrs:
+        for anum, v in _fields(attr):
+            if not isinstance(v, memoryview):
                 continue
-            for anum, v in _fields(attr):
-                if not isinstance(v, memoryview):
-                    continue
-                if anum in (_ATTR_TENSOR, _ATTR_TENSORS):
-                    _check_tensor(v, info, "attribute")
-                elif anum in (_ATTR_SPARSE, _ATTR_SPARSES):
-                    _check_sparse(v, info, "attribute")
-                elif anum in (_ATTR_GRAPH, _ATTR_GRAPHS):
-                    _walk_graph(v, info, depth + 1, top=False)
+            if anum in (_ATTR_TENSOR, _ATTR_TENSORS):
+                _check_tensor(v, info, "attribute")
+            elif anum in (_ATTR_SPARSE, _ATTR_SPARSES):
+                _check_sparse(v, info, "attribute")
+            elif anum in (_ATTR_GRAPH, _ATTR_GRAPHS):
+                _walk_graph(v, info, depth + 1, top=False)
 
 
 def _value_info(buf: memoryview) -> TensorSpec:
@@ -133,7 +144,7 @@ def _value_info(buf: memoryview) -> TensorSpec:
                     continue
                 for snum, sv in _fields(tv):
                     if snum == 1:
-                        dtype = ELEM_TYPES.get(sv, f"type{sv}")
+                        dtype = ELEM_TYPES.get(_int(sv), f"type{sv}")
                     elif snum == 2 and isinstance(sv, memoryview):
                         for dnum, dim in _fields(sv):
                             if dnum != 1 or not isinstance(dim, memoryview):
@@ -141,7 +152,7 @@ def _value_info(buf: memoryview) -> TensorSpec:
                             value: int | str = "?"
                             for knum, kv in _fields(dim):
                                 if knum == 1:
-                                    value = int(kv)
+                                    value = _int(kv)
                                 elif knum == 2:
                                     value = _text(kv)
                             shape.append(value)
@@ -189,13 +200,15 @@ def inspect_model(data: bytes, label: str = "model") -> ModelInfo:
                     if onum == 1:
                         domain = _text(ov)
                     elif onum == 2:
-                        version = int(ov)
+                        version = _int(ov)
                 info.opsets[domain or "ai.onnx"] = version
             elif num == _MODEL_GRAPH and isinstance(v, memoryview):
                 saw_graph = True
                 _walk_graph(v, info, 0, top=True)
             elif num == _MODEL_FUNCTIONS and isinstance(v, memoryview):
                 _walk_nodes([fv for fnum, fv in _fields(v) if fnum == _FUNCTION_NODE and isinstance(fv, memoryview)], info, 1)
+                # Default values of the function's attributes can hold tensors too.
+                _walk_attributes([fv for fnum, fv in _fields(v) if fnum == _FUNCTION_ATTRIBUTE_PROTO and isinstance(fv, memoryview)], info, 1)
     except (ValueError, IndexError) as e:
         raise BundleError(f"{label} is not a valid ONNX model ({e})") from None
     if not saw_graph or info.ir_version == 0:

@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 
 from .bundle import MANIFEST
-from .errors import ModelNotFoundError
+from .errors import InvalidArgumentError, ModelNotFoundError
 
 DEFAULT_MODEL = "fashion-mnist"
 
@@ -36,6 +36,8 @@ def resolve(name_or_path: str | os.PathLike | None = None) -> Path:
     """
     if name_or_path is None:
         name_or_path = DEFAULT_MODEL
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise InvalidArgumentError(f"model must be a bundled model name or a bundle folder path, got {name_or_path!r}")
     text = os.fspath(name_or_path)
     path = Path(text)
     looks_like_path = isinstance(name_or_path, os.PathLike) or os.sep in text or text.startswith(".") or path.exists()

@@ -17,7 +17,7 @@ from .errors import BundleError, DeviceUnavailableError, InvalidArgumentError
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
-DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:[0-9]+)?)\Z")
 
 # HEURISTIC picks cuDNN convolution algorithms without benchmarking every candidate on the
 # first call (the default, EXHAUSTIVE, makes that call slow for each new input shape).
@@ -65,9 +65,15 @@ def create_graph(model: bytes, device: str = "auto", threads: int | None = None,
     if device != "cpu":
         device_id = int(device.split(":")[1]) if ":" in device else 0
         if CUDA in available_providers():
-            session = _session(model, [(CUDA, {**CUDA_OPTIONS, "device_id": str(device_id)}), CPU], threads, device == "auto", label)
-            if session.get_providers()[0] == CUDA:
-                return Graph(session, "cuda", session.get_inputs()[0].name)
+            providers = [(CUDA, {**CUDA_OPTIONS, "device_id": str(device_id)}), CPU]
+            try:
+                session = ort.InferenceSession(model, sess_options=_options(threads, device == "auto"), providers=providers)
+            except Exception as e:  # e.g. a device_id beyond the GPUs present
+                if device != "auto":
+                    raise DeviceUnavailableError(f"{_cuda_problem(device)} (onnxruntime: {str(e).splitlines()[0][:200]})") from None
+            else:
+                if session.get_providers()[0] == CUDA:
+                    return Graph(session, "cuda", session.get_inputs()[0].name)
         if device != "auto":
             raise DeviceUnavailableError(_cuda_problem(device))
     session = _session(model, [CPU], threads, False, label)

@@ -1,0 +1,106 @@
+"""Export: the ONNX graphs, the parity gate, the manifest, and atomic bundle writing."""
+
+import hashlib
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import vaesdk
+from vaesdk.errors import BundleError, OutputError
+from vaesdk.export import pipeline
+from vaesdk.export.verify import ATOL, RTOL, check_parity
+from vaesdk.training.evaluate import bounds_bpd
+from vaesdk.training.train import load_model
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_vae_bundle):
+    return tiny_vae_bundle.parent / "run-vae"
+
+
+def test_graphs_pass_the_full_onnx_check_and_hold_their_weights(tiny_vae_bundle):
+    for name in ("encoder.onnx", "decoder.onnx"):
+        model = onnx.load(str(tiny_vae_bundle / name))
+        onnx.checker.check_model(model, full_check=True)
+        assert all(t.data_location != onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    assert sorted(p.name for p in tiny_vae_bundle.iterdir()) == ["decoder.onnx", "encoder.onnx", "manifest.json"]
+
+
+def test_manifest_records_what_a_deployer_needs(tiny_vae_bundle):
+    data = json.loads((tiny_vae_bundle / "manifest.json").read_text())
+    for role in ("encoder", "decoder"):
+        blob = (tiny_vae_bundle / data[role]["file"]).read_bytes()
+        assert data[role]["sha256"] == hashlib.sha256(blob).hexdigest() and data[role]["bytes"] == len(blob)
+    assert data["parity"]["worst_error_to_tolerance"] <= 1.0
+    assert data["parity"]["tolerance"] == {"atol": ATOL, "rtol": RTOL, "rule": data["parity"]["tolerance"]["rule"]}
+    assert data["training"]["epochs"] == 2 and data["training"]["seed"] == 0
+    assert {"elbo_bpd", "iw_bpd", "recon_mse", "probe_accuracy"} <= set(data["metrics"])
+    assert len(data["latent"]["kl_per_dim"]) == 8 and len(data["directions"]) == 10
+    assert data["onnx"]["opset"] >= 17
+
+
+def test_runtime_matches_pytorch_on_fresh_inputs(tiny_vae_bundle, run_dir, fashion_test):
+    torch_model, _ = load_model(run_dir)
+    m = vaesdk.load(tiny_vae_bundle, device="cpu")
+    x = fashion_test.images[100:164]
+    with torch.no_grad():
+        t_mean, t_logvar = torch_model.encoder(torch.from_numpy(x.transpose(0, 3, 1, 2).astype(np.float32) / 255))
+        post = m.encode(x)
+        np.testing.assert_allclose(post.mean, t_mean.numpy(), rtol=RTOL, atol=ATOL)
+        np.testing.assert_allclose(post.logvar, t_logvar.numpy(), rtol=RTOL, atol=ATOL)
+        z = np.random.default_rng(0).standard_normal((32, 8), dtype=np.float32)
+        d_mean, d_logvar = torch_model.decoder(torch.from_numpy(z))
+        mean, logvar = m.decode_params(z)
+        np.testing.assert_allclose(mean, d_mean.numpy().transpose(0, 2, 3, 1), rtol=RTOL, atol=ATOL)
+        np.testing.assert_allclose(logvar, d_logvar.numpy().transpose(0, 2, 3, 1), rtol=RTOL, atol=ATOL)
+
+
+def test_runtime_scores_agree_with_the_training_code(tiny_vae_bundle, run_dir, fashion_test):
+    torch_model, _ = load_model(run_dir)
+    m = vaesdk.load(tiny_vae_bundle, device="cpu", batch_size=4096)
+    x, k = fashion_test.images[:20], 50
+    scores = m.score(x, k=k, seed=7)
+    # One chunk, so the runtime drew exactly these posterior noises.
+    eps = np.random.default_rng(7).standard_normal((20, k, 8), dtype=np.float32)
+    elbo, iw = bounds_bpd(torch_model, x, eps)
+    np.testing.assert_allclose(scores.elbo_bpd, elbo, atol=1e-3)
+    np.testing.assert_allclose(scores.iw_bpd, iw, atol=1e-3)
+
+
+def test_parity_gate_fails_when_onnx_and_torch_differ(tiny_vae_bundle, run_dir, fashion_test):
+    torch_model, _ = load_model(run_dir)
+    with torch.no_grad():
+        torch_model.decoder.conv_out.bias.add_(0.01)  # a change far below what a picture shows
+    with pytest.raises(BundleError, match="parity gate failed"):
+        check_parity(
+            torch_model,
+            (tiny_vae_bundle / "encoder.onnx").read_bytes(),
+            (tiny_vae_bundle / "decoder.onnx").read_bytes(),
+            fashion_test.images[:32],
+        )
+
+
+def test_failed_export_leaves_nothing_behind(run_dir, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise BundleError("parity gate failed: simulated")
+
+    monkeypatch.setattr(pipeline, "check_parity", broken)
+    with pytest.raises(BundleError, match="simulated"):
+        pipeline.export_bundle(run_dir, tmp_path / "out", eval_data=None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_refuses_to_replace_a_bundle_unless_forced(run_dir, tmp_path):
+    out = tmp_path / "b"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(OutputError, match="--force"):
+        pipeline.export_bundle(run_dir, out, eval_data=None)
+    assert (out / "keep.txt").read_text() == "mine"
+    pipeline.export_bundle(run_dir, out, eval_data=None, force=True)
+    assert sorted(p.name for p in out.iterdir()) == ["decoder.onnx", "encoder.onnx", "manifest.json"]
+    assert [p.name for p in tmp_path.iterdir()] == ["b"]
+    assert vaesdk.load(out, device="cpu").name == "b"
