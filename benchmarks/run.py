@@ -326,7 +326,7 @@ def main() -> None:
 
     import vaesdk
 
-    bundle = vaesdk.load(args.model, device="cpu").bundle.path
+    bundle = vaesdk.load(args.model, device="cpu").path
     checkpoint = CHECKPOINTS / args.model
     repeats, min_seconds = (5, 0.1) if args.quick else (30, 1.0)
     print("timing calls ...", file=sys.stderr)

@@ -11,11 +11,13 @@ from typing import Annotated, Optional
 import numpy as np
 import typer
 
-from vaesdk.errors import InvalidArgumentError
+from vaesdk.errors import InvalidArgumentError, OutputError
 from vaesdk.fileio import write_atomic
 
+from vaesdk.model import DEFAULT_BATCH
+
 from .common import emit_json, gather_inputs, load_model, note, progress
-from .options import BatchOpt, DeviceOpt, ForceOpt, JsonOpt, ModelOpt
+from .options import BatchOpt, DataDirOpt, DataOpt, DeviceOpt, ForceOpt, JsonOpt, ModelOpt
 
 app = typer.Typer()
 
@@ -41,11 +43,13 @@ def _write_text(out: Path | None, text: str, force: bool) -> Optional[str]:
 @app.command()
 def embed(
     images: ImagesArg,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="features.csv, .npy or .npz. [default: CSV on stdout]")] = None,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", "-o", help="features.csv, .npy or .npz.", show_default="CSV on stdout")
+    ] = None,
     logvar: Annotated[bool, typer.Option("--logvar", help="Also write the posterior log-variances.")] = False,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
-    batch_size: BatchOpt = 256,
+    batch_size: BatchOpt = DEFAULT_BATCH,
     force: ForceOpt = False,
 ) -> None:
     """Encoder means (features for downstream tasks) for every image.
@@ -56,6 +60,10 @@ def embed(
     suffix = out.suffix.lower() if out is not None else ".csv"
     if suffix not in (".csv", ".npy", ".npz"):
         raise InvalidArgumentError(f"--out {out} must end in .csv, .npy or .npz")
+    targets = [] if out is None else [out] + ([out.with_name(out.stem + ".logvar.npy")] if suffix == ".npy" and logvar else [])
+    for target in targets:  # checked up front, so a refused second file cannot leave the first one written
+        if (target.exists() or target.is_symlink()) and not force:
+            raise OutputError(f"{target} already exists; pass --force to replace it, or choose another --out")
     inputs = gather_inputs(images)
     m = load_model(model, device, batch_size)
     if logvar and m.kind != "vae":
@@ -105,10 +113,12 @@ def score(
     images: ImagesArg,
     k: Annotated[int, typer.Option("--k", min=1, max=10000, help="Importance samples per image.")] = 100,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the posterior draws.")] = 0,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="scores.csv or scores.json. [default: stdout]")] = None,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", "-o", help="scores.csv or scores.json (the suffix picks the format).", show_default="stdout")
+    ] = None,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
-    batch_size: BatchOpt = 256,
+    batch_size: BatchOpt = DEFAULT_BATCH,
     force: ForceOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -124,7 +134,8 @@ def score(
             s = m.score(batch, k=k, seed=rng)
             records += [{"file": n, "elbo_bpd": float(e), "iw_bpd": float(i)} for n, e, i in zip(names, s.elbo_bpd, s.iw_bpd)]
             advance(len(names))
-    as_json = json_out or (out is not None and out.suffix.lower() == ".json")
+    # With --out the file's suffix decides its format; --json chooses the format of stdout.
+    as_json = out.suffix.lower() == ".json" if out is not None else json_out
     if records:
         payload = {"model": m.name, "k": k, "seed": seed, "units": "bits/dim, lower is better", "scores": records}
         if as_json and out is None:
@@ -140,20 +151,23 @@ def score(
 
 @app.command("eval")
 def evaluate(
-    data: Annotated[str, typer.Option(help="fashion-mnist, or a labelled image folder (one sub-folder per class) to test on.")] = "fashion-mnist",
-    data_dir: Annotated[Optional[Path], typer.Option(help="Folder with the Fashion-MNIST IDX files.")] = None,
+    data: DataOpt = "fashion-mnist",
+    data_dir: DataDirOpt = None,
     train_data: Annotated[
-        Optional[str], typer.Option(help="Labelled image folder to fit the probe on (for --data FOLDER).")
+        Optional[str], typer.Option(help="Labelled image folder to fit the probe on, for --data FOLDER.")
     ] = None,
     k: Annotated[int, typer.Option("--k", min=1, max=10000, help="Importance samples per image.")] = 100,
     limit: Annotated[int, typer.Option(min=0, help="Use only the first N images of each set (0 = all).")] = 0,
-    seed: Annotated[int, typer.Option(min=0)] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the posterior draws.")] = 0,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
 ) -> None:
-    """Test-set ELBO and IW bound (bits/dim), reconstruction MSE/PSNR, and a linear probe's
-    accuracy on encoder means (fit on the training split, tested on the test split)."""
+    """Test-set bounds (bits/dim), reconstruction error, and linear-probe accuracy.
+
+    The probe is a logistic regression on encoder means, fit on the training split (or
+    --train-data) and scored on the test split.
+    """
     from vaesdk.datasets import load_dataset
     from vaesdk.evaluate import evaluate as run_eval
 
@@ -167,15 +181,8 @@ def evaluate(
     if limit:
         test = test.head(limit)
         train = train.head(limit) if train is not None else None
-    with progress(len(test), "evaluating", enabled=not json_out) as advance:
-        seen = {}
-
-        def report(task: str, done: int, total: int) -> None:
-            if task.startswith("score"):
-                advance(done - seen.get(task, 0))
-                seen[task] = done
-
-        metrics = run_eval(m, test, train, k=k, seed=seed, progress=report)
+    with progress(len(test), "evaluating", enabled=not json_out) as update:
+        metrics = run_eval(m, test, train, k=k, seed=seed, progress=lambda task, done, total: update(completed=done, total=total, description=task))
     metrics.pop("kl_per_dim", None)
     result = {"model": m.name, "data": data, **metrics}
     if json_out:
@@ -186,7 +193,7 @@ def evaluate(
         ("-ELBO (bits/dim)", _fmt(metrics.get("elbo_bpd"))),
         (f"-IW bound, k={k} (bits/dim)", _fmt(metrics.get("iw_bpd"))),
         ("reconstruction MSE", _fmt(metrics.get("recon_mse"), 5)),
-        ("reconstruction PSNR (dB)", _fmt(metrics.get("recon_psnr"), 2)),
+        ("reconstruction PSNR (dB)", _fmt(metrics.get("recon_psnr"), 2) if metrics.get("recon_psnr") is not None else "inf"),
         ("active latent dims (KL > 0.01)", str(metrics.get("active_dims", "n/a"))),
         ("linear probe accuracy", _fmt(metrics.get("probe_accuracy"))),
     ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import secrets
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,40 +64,54 @@ def _jsonable(x: Any) -> Any:
 # ---- outputs --------------------------------------------------------------------------------
 
 
-def fresh_path(path: Path) -> Path:
-    """`path`, or `stem-1.png`, `stem-2.png`, ... : the first that does not exist yet."""
-    if not path.exists() and not path.is_symlink():
-        return path
-    for i in range(1, 100_000):
-        candidate = path.with_name(f"{path.stem}-{i}{path.suffix}")
-        if not candidate.exists() and not candidate.is_symlink():
-            return candidate
-    raise OutputError(f"no free file name like {path}; pass --out")
+class Outputs:
+    """Where one run's files go, and the writing of them.
+
+    An explicit path (--out) is used as given: refused if it exists unless --force. A default
+    name never overwrites a file without --force (a free name like stem-1.png is taken
+    instead), and no run writes the same path twice.
+    """
+
+    def __init__(self, force: bool):
+        self.force = force
+        self.written: set[Path] = set()
+
+    def explicit(self, out: Path) -> Path | str:
+        if str(out) == STDIO:
+            return STDIO
+        if out.suffix.lower() != ".png":
+            raise InvalidArgumentError(f"--out {out} must end in .png (or be '-' for stdout)")
+        return out
+
+    def default(self, path: Path) -> Path:
+        if self.force and path not in self.written:
+            return path
+        if not _taken(path, self.written):
+            return path
+        for i in range(1, 100_000):
+            candidate = path.with_name(f"{path.stem}-{i}{path.suffix}")
+            if not _taken(candidate, self.written):
+                return candidate
+        raise OutputError(f"no free file name like {path}; pass --out")
+
+    def write_png(self, target: Path | str, image: np.ndarray) -> str:
+        """Write one image (uint8 [H, W, C]) to a path (atomically) or to stdout ('-')."""
+        data = encode_png(image)
+        if target == STDIO:
+            if sys.stdout.isatty():
+                raise OutputError("refusing to write PNG bytes to a terminal; redirect stdout or pass --out FILE")
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+            return STDIO
+        if target in self.written:
+            raise OutputError(f"{target} would be written twice in one run; give distinct outputs")
+        write_atomic(target, data, overwrite=self.force)
+        self.written.add(Path(target))
+        return str(target)
 
 
-def output_path(out: Path | None, default: str, force: bool) -> Path | str:
-    """An explicit --out is used as given (refused if it exists, unless --force); without
-    one, a fresh name is chosen so that nothing is ever overwritten by default."""
-    if out is None:
-        return fresh_path(Path(default))
-    if str(out) == STDIO:
-        return STDIO
-    if out.suffix.lower() != ".png":
-        raise InvalidArgumentError(f"--out {out} must end in .png (or be '-' for stdout)")
-    return out
-
-
-def write_png(target: Path | str, image: np.ndarray, force: bool) -> str:
-    """Write one image (uint8 [H, W, C]) to a path (atomically) or to stdout ('-')."""
-    data = encode_png(image)
-    if target == STDIO:
-        if sys.stdout.isatty():
-            raise OutputError("refusing to write PNG bytes to a terminal; redirect stdout or pass --out FILE")
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-        return STDIO
-    write_atomic(target, data, overwrite=force)
-    return str(target)
+def _taken(path: Path, written: set[Path]) -> bool:
+    return path in written or path.exists() or path.is_symlink()
 
 
 def enlarge(image: np.ndarray, scale: int) -> np.ndarray:
@@ -107,15 +121,17 @@ def enlarge(image: np.ndarray, scale: int) -> np.ndarray:
 # ---- inputs ---------------------------------------------------------------------------------
 
 
+def read_source(name: str) -> str | bytes:
+    """A path as given, or the bytes of stdin for '-'."""
+    return sys.stdin.buffer.read() if name == STDIO else name
+
+
 @dataclass
 class Inputs:
     """The files a command was given (folders expanded), and what went wrong with any."""
 
     paths: list[str]
-    failures: list[tuple[str, str]] = field(default_factory=list)
-
-    def fail(self, name: str, message: str) -> None:
-        self.failures.append((name, message))
+    failures: list[str] = field(default_factory=list)
 
     def batches(self, model: vaesdk.Model, batch_size: int) -> Iterator[tuple[list[str], np.ndarray]]:
         """Yield (names, uint8 [B, H, W, C]) of readable images; unreadable ones are recorded."""
@@ -127,7 +143,7 @@ class Inputs:
                 arrays.append(load_image(read_source(name), h, c))
                 names.append(name)
             except InvalidImageError as e:
-                self.fail(name, str(e))
+                self.failures.append(str(e))  # the message names the file
                 continue
             if len(arrays) == batch_size:
                 yield names, np.stack(arrays)
@@ -137,63 +153,39 @@ class Inputs:
 
     def finish(self, done: int) -> None:
         """Report the bad inputs; exit non-zero when there were any."""
-        for name, message in self.failures:
-            typer.echo(f"vae: error: {name}: {message}", err=True)
+        for message in self.failures:
+            typer.echo(f"vae: error: {message}", err=True)
         if self.failures:
             note(f"{done} image(s) done, {len(self.failures)} failed")
             raise typer.Exit(InvalidImageError.exit_code)
 
 
-def read_source(name: str) -> str | bytes:
-    """A path as given, or the bytes of stdin for '-'."""
-    return sys.stdin.buffer.read() if name == STDIO else name
-
-
 def gather_inputs(items: Sequence[str]) -> Inputs:
     if not items:
         raise InvalidArgumentError("no input images given; pass image files, folders, or '-' for stdin")
-    if items.count(STDIO) > 1:
+    if list(items).count(STDIO) > 1:
         raise InvalidArgumentError("'-' (stdin) can be given only once")
     paths = [STDIO if s == STDIO else str(p) for s in items for p in ([s] if s == STDIO else iter_image_files([s]))]
     return Inputs(paths)
 
 
-def output_for(input_name: str, out: Path | None, out_dir: Path | None, suffix: str, single: bool) -> Path | str:
-    """Where the result for one input goes: --out for a single input, else --out-dir (or the
-    current folder) with the input's name plus `suffix`."""
-    if out is not None:
-        if not single:
-            raise InvalidArgumentError("--out takes one input image; with several, use --out-dir")
-        return output_path(out, "", True)
-    stem = "stdin" if input_name == STDIO else Path(input_name).stem
-    folder = out_dir if out_dir is not None else Path(".")
-    return folder / f"{stem}.{suffix}.png"
-
-
-def place(target: Path | str, explicit: bool, force: bool) -> Path | str:
-    """Default names never overwrite (a fresh name is chosen); explicit ones need --force."""
-    if target == STDIO or explicit:
-        return target
-    return target if force else fresh_path(Path(target))
-
-
 @contextmanager
-def progress(total: int, label: str, enabled: bool = True) -> Iterator[Any]:
-    """A progress bar on stderr when it is a terminal; otherwise silent."""
+def progress(total: int, label: str, enabled: bool = True) -> Iterator[Callable[..., None]]:
+    """A progress bar on stderr when it is a terminal, otherwise silent. Yields
+    `update(advance=1, completed=None, total=None, description=None)`."""
     if not enabled or not sys.stderr.isatty():
-        yield lambda n=1: None
+        yield lambda *args, **kwargs: None
         return
-    try:
-        from rich.progress import Progress
-    except ImportError:  # pragma: no cover - rich comes with typer
-        yield lambda n=1: None
-        return
-    with Progress(transient=True, console=_stderr_console()) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda n=1: bar.advance(task, n)
-
-
-def _stderr_console() -> Any:
     from rich.console import Console
+    from rich.progress import Progress
 
-    return Console(stderr=True)
+    with Progress(transient=True, console=Console(stderr=True)) as bar:
+        task = bar.add_task(label, total=total)
+
+        def update(advance: int = 1, completed: int | None = None, total: int | None = None, description: str | None = None) -> None:
+            if completed is not None:
+                bar.update(task, completed=completed, total=total or bar.tasks[0].total, description=description or label)
+            else:
+                bar.advance(task, advance)
+
+        yield update

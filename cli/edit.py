@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import numpy as np
 import typer
 
+import vaesdk
 from vaesdk.errors import InvalidArgumentError
 from vaesdk.images import load_image, make_grid
+from vaesdk.model import DEFAULT_BATCH
 
-from .common import (
-    STDIO, choose_seed, emit_json, enlarge, gather_inputs, load_model, note, output_for, output_path, place, progress,
-    read_source, write_png,
-)  # fmt: skip
+from .common import STDIO, Outputs, choose_seed, emit_json, enlarge, gather_inputs, load_model, note, progress, read_source
 from .options import (
-    BatchOpt, DeviceOpt, ForceOpt, JsonOpt, ModelOpt, OutDirOpt, OutFileOpt, SampleLatentOpt, SamplePixelsOpt, ScaleOpt, SeedOpt,
+    BatchOpt, DeviceOpt, ForceOpt, JsonOpt, Method, ModelOpt, OutDirOpt, OutFileOpt, SampleLatentOpt, SamplePixelsOpt,
+    ScaleOpt, SeedOpt,
 )  # fmt: skip
 
 app = typer.Typer()
@@ -24,21 +26,46 @@ app = typer.Typer()
 ImagesArg = Annotated[list[str], typer.Argument(help="Image files, folders, or '-' for stdin.", show_default=False)]
 
 
-def _run_per_image(op, suffix: str, images, out, out_dir, scale, force, json_out, batch_size, model, device, extra: dict) -> None:
-    """Apply `op(model, batch)` to every input in batches and write one PNG per input."""
-    inputs = gather_inputs(images)
-    single = len(inputs.paths) == 1
-    m = load_model(model, device, batch_size)
+@dataclass
+class PerImage:
+    """The options every one-output-per-input command shares."""
+
+    images: list[str]
+    out: Optional[Path]
+    out_dir: Optional[Path]
+    scale: int
+    force: bool
+    json_out: bool
+    batch_size: int
+    model: Optional[str]
+    device: str
+
+
+def run_per_image(
+    opts: PerImage, suffix: str, prepare: Callable[[vaesdk.Model], Callable[[np.ndarray], Any]], extra: dict
+) -> None:
+    """Write one PNG per input as NAME.<suffix>.png (in --out-dir, or the current folder;
+    --out for a single input). `prepare(model)` checks the arguments against the model,
+    before any image is read, and returns the operation applied to each batch."""
+    if opts.out is not None and opts.out_dir is not None:
+        raise InvalidArgumentError("give --out (one input) or --out-dir (any number of inputs), not both")
+    inputs = gather_inputs(opts.images)
+    if opts.out is not None and len(inputs.paths) != 1:
+        raise InvalidArgumentError("--out takes one input image; with several, use --out-dir")
+    m = load_model(opts.model, opts.device, opts.batch_size)
+    op = prepare(m)
+    outputs = Outputs(opts.force)
+    folder = opts.out_dir if opts.out_dir is not None else Path(".")
     records = []
     with progress(len(inputs.paths), suffix) as advance:
-        for names, batch in inputs.batches(m, batch_size):
-            results = op(m, batch)
-            for name, result in zip(names, results):
-                target = place(output_for(name, out, out_dir, suffix, single), out is not None, force)
-                records.append({"input": name, "output": write_png(target, enlarge(result, scale), force)})
+        for names, batch in inputs.batches(m, opts.batch_size):
+            for name, result in zip(names, op(batch)):
+                stem = "stdin" if name == STDIO else Path(name).stem
+                target = outputs.explicit(opts.out) if opts.out is not None else outputs.default(folder / f"{stem}.{suffix}.png")
+                records.append({"input": name, "output": outputs.write_png(target, enlarge(result, opts.scale))})
             advance(len(names))
-    if json_out:
-        emit_json({"model": m.name, **extra, "results": records, "failed": [{"input": n, "error": e} for n, e in inputs.failures]})
+    if opts.json_out:
+        emit_json({"model": m.name, **extra, "results": records, "failed": inputs.failures})
     else:
         for r in records:
             if r["output"] != STDIO:
@@ -46,12 +73,19 @@ def _run_per_image(op, suffix: str, images, out, out_dir, scale, force, json_out
     inputs.finish(len(records))
 
 
+def streams(seed: Optional[int], random: bool, quiet: bool) -> Optional[vaesdk.RandomStreams]:
+    """Random streams shared by all batches, so results do not depend on --batch-size."""
+    return vaesdk.RandomStreams.from_seed(choose_seed(seed, quiet)) if random else None
+
+
 @app.command()
 def edit(
     images: ImagesArg,
     dim: Annotated[Optional[int], typer.Option(help="Latent dimension to shift (see `vae info`).")] = None,
     direction: Annotated[Optional[str], typer.Option(help="Named direction to move along (see `vae directions`).")] = None,
-    delta: Annotated[float, typer.Option(help="Shift: prior standard deviations for --dim; multiples of the vector for --direction.")] = 1.0,
+    delta: Annotated[
+        float, typer.Option(help="Shift: prior standard deviations for --dim; multiples of the vector for --direction.")
+    ] = 1.0,
     sample_latent: SampleLatentOpt = False,
     sample_pixels: SamplePixelsOpt = False,
     seed: SeedOpt = None,
@@ -60,7 +94,7 @@ def edit(
     scale: ScaleOpt = 1,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
-    batch_size: BatchOpt = 256,
+    batch_size: BatchOpt = DEFAULT_BATCH,
     force: ForceOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -70,20 +104,24 @@ def edit(
     """
     if (dim is None) == (direction is None):
         raise InvalidArgumentError("give exactly one of --dim N or --direction NAME")
-    random = sample_latent or sample_pixels
-    rng = np.random.default_rng(choose_seed(seed, quiet=json_out)) if random else None
+    opts = PerImage(images, out, out_dir, scale, force, json_out, batch_size, model, device)
 
-    def op(m, batch):
-        return m.edit(batch, dim=dim, direction=direction, delta=delta, sample_latent=sample_latent, sample_pixels=sample_pixels, seed=rng)
+    def prepare(m: vaesdk.Model) -> Callable[[np.ndarray], np.ndarray]:
+        m.edit_latents(np.zeros((1, m.latent_dim)), dim=dim, direction=direction, delta=delta)
+        if sample_latent or sample_pixels:
+            m.require_vae("--sample-latent / --sample-pixels")
+        rng = streams(seed, sample_latent or sample_pixels, json_out)
+        return lambda batch: m.edit(
+            batch, dim=dim, direction=direction, delta=delta, sample_latent=sample_latent, sample_pixels=sample_pixels, seed=rng
+        )
 
-    extra = {"dim": dim, "direction": direction, "delta": delta}
-    _run_per_image(op, "edit", images, out, out_dir, scale, force, json_out, batch_size, model, device, extra)
+    run_per_image(opts, "edit", prepare, {"dim": dim, "direction": direction, "delta": delta})
 
 
 @app.command()
 def reconstruct(
     images: ImagesArg,
-    side_by_side: Annotated[bool, typer.Option("--side-by-side", help="Write the input and its reconstruction next to each other.")] = False,
+    side_by_side: Annotated[bool, typer.Option("--side-by-side", help="Put each input left of its reconstruction.")] = False,
     sample_latent: SampleLatentOpt = False,
     sample_pixels: SamplePixelsOpt = False,
     seed: SeedOpt = None,
@@ -92,29 +130,33 @@ def reconstruct(
     scale: ScaleOpt = 1,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
-    batch_size: BatchOpt = 256,
+    batch_size: BatchOpt = DEFAULT_BATCH,
     force: ForceOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Encode and decode each image: NAME.recon.png per input (see edit for where files go)."""
-    random = sample_latent or sample_pixels
-    rng = np.random.default_rng(choose_seed(seed, quiet=json_out)) if random else None
+    """Encode and decode each image: NAME.recon.png per input (placed as for edit)."""
+    opts = PerImage(images, out, out_dir, scale, force, json_out, batch_size, model, device)
 
-    def op(m, batch):
-        recon = m.reconstruct(batch, sample_latent=sample_latent, sample_pixels=sample_pixels, seed=rng)
-        if not side_by_side:
-            return recon
-        return [make_grid(np.stack([a, b]), ncols=2, padding=1) for a, b in zip(batch, recon)]
+    def prepare(m: vaesdk.Model) -> Callable[[np.ndarray], Any]:
+        if sample_latent or sample_pixels:
+            m.require_vae("--sample-latent / --sample-pixels")
+        rng = streams(seed, sample_latent or sample_pixels, json_out)
 
-    _run_per_image(op, "recon", images, out, out_dir, scale, force, json_out, batch_size, model, device, {})
+        def op(batch: np.ndarray) -> Any:
+            recon = m.reconstruct(batch, sample_latent=sample_latent, sample_pixels=sample_pixels, seed=rng)
+            return [make_grid(np.stack([a, b]), ncols=2, padding=1) for a, b in zip(batch, recon)] if side_by_side else recon
+
+        return op
+
+    run_per_image(opts, "recon", prepare, {})
 
 
 @app.command()
 def interpolate(
-    image_a: Annotated[str, typer.Argument(help="Start image.", show_default=False)],
+    image_a: Annotated[str, typer.Argument(help="Start image ('-' for stdin).", show_default=False)],
     image_b: Annotated[str, typer.Argument(help="End image.", show_default=False)],
     steps: Annotated[int, typer.Option(min=2, max=1000, help="Frames, both ends included.")] = 8,
-    method: Annotated[str, typer.Option(help="slerp (spherical) or linear.")] = "slerp",
+    method: Annotated[Method, typer.Option(help="slerp (spherical, keeps latents typical) or linear.")] = Method.slerp,
     out: OutFileOpt = None,
     frames_dir: Annotated[Optional[Path], typer.Option("--frames-dir", help="Also write each frame as a PNG here.")] = None,
     scale: ScaleOpt = 2,
@@ -123,30 +165,31 @@ def interpolate(
     force: ForceOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Walk between the latents of two images: a strip PNG (default interpolation.png)."""
-    m = load_model(model, device)
-    h, _, c = m.image_shape
+    """Walk between the latents of two images: a strip PNG (interpolation.png)."""
     if image_a == image_b == STDIO:
         raise InvalidArgumentError("only one of the two images can come from stdin ('-')")
-    a = load_image(read_source(image_a), h, c)
-    b = load_image(read_source(image_b), h, c)
-    frames = m.interpolate(a, b, steps=steps, method=method)
-    target = place(output_path(out, "interpolation.png", force), out is not None, force)
-    written = [write_png(target, make_grid(frames, ncols=steps, scale=scale), force)]
+    m = load_model(model, device)
+    h, _, c = m.image_shape
+    frames = m.interpolate(load_image(read_source(image_a), h, c), load_image(read_source(image_b), h, c), steps=steps, method=method.value)
+    outputs = Outputs(force)
+    target = outputs.explicit(out) if out is not None else outputs.default(Path("interpolation.png"))
+    written = [outputs.write_png(target, make_grid(frames, ncols=steps, scale=scale))]
     if frames_dir is not None:
-        written += [write_png(frames_dir / f"frame-{i:03d}.png", f, force) for i, f in enumerate(frames)]
+        written += [outputs.write_png(frames_dir / f"frame-{i:03d}.png", enlarge(f, scale)) for i, f in enumerate(frames)]
     if json_out:
-        emit_json({"model": m.name, "method": method, "steps": steps, "outputs": written})
+        emit_json({"model": m.name, "method": method.value, "steps": steps, "outputs": written})
     elif written[0] != STDIO:
-        note(f"wrote {steps}-step {method} interpolation to {written[0]}" + (f" and frames to {frames_dir}" if frames_dir else ""))
+        note(f"wrote {steps}-step {method.value} interpolation to {written[0]}" + (f" and frames to {frames_dir}" if frames_dir else ""))
 
 
 @app.command()
 def traverse(
-    image: Annotated[Optional[str], typer.Argument(help="Image to start from; omitted, a prior sample.", show_default=False)] = None,
-    dims: Annotated[Optional[str], typer.Option(help="Comma-separated dimensions, one row each. [default: the most used]")] = None,
-    rows: Annotated[int, typer.Option(min=1, max=4096, help="With no --dims: how many of the most used dimensions.")] = 8,
-    value_range: Annotated[tuple[float, float], typer.Option("--range", help="Lowest and highest value, in prior standard deviations.")] = (-3.0, 3.0),
+    image: Annotated[Optional[str], typer.Argument(help="Image to start from ('-' for stdin).", show_default="a prior sample")] = None,
+    dims: Annotated[Optional[str], typer.Option(help="Comma-separated latent dimensions, one row each.", show_default="the most used")] = None,
+    rows: Annotated[int, typer.Option(min=1, max=4096, help="Without --dims: how many of the most used dimensions.")] = 8,
+    value_range: Annotated[
+        tuple[float, float], typer.Option("--range", help="Lowest and highest value, in prior standard deviations.")
+    ] = (-3.0, 3.0),
     steps: Annotated[int, typer.Option(min=1, max=1000, help="Columns: values from low to high.")] = 7,
     seed: SeedOpt = None,
     out: OutFileOpt = None,
@@ -156,21 +199,22 @@ def traverse(
     force: ForceOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """A grid with one row per latent dimension and one column per value (default traversal.png)."""
+    """A grid with one row per latent dimension and one column per value (traversal.png)."""
     dim_list = _parse_dims(dims) if dims is not None else None
     m = load_model(model, device)
-    if image is None:
-        seed = choose_seed(seed, quiet=json_out)
     source = None
     if image is not None:
         h, _, c = m.image_shape
         source = load_image(read_source(image), h, c)
+    elif m.kind == "vae":
+        seed = choose_seed(seed, quiet=json_out)
     values = np.linspace(value_range[0], value_range[1], steps)
-    result = m.traverse(source, dims=dim_list, values=values, max_dims=min(rows, m.latent_dim), seed=seed)
-    target = place(output_path(out, "traversal.png", force), out is not None, force)
-    written = write_png(target, make_grid(result.images, scale=scale), force)
+    result = m.traverse(source, dims=dim_list, values=values, max_dims=rows, seed=seed)
+    outputs = Outputs(force)
+    target = outputs.explicit(out) if out is not None else outputs.default(Path("traversal.png"))
+    written = outputs.write_png(target, make_grid(result.images, scale=scale))
     if json_out:
-        emit_json({"model": m.name, "dims": result.dims, "values": result.values, "output": written})
+        emit_json({"model": m.name, "dims": result.dims, "values": result.values, "seed": seed, "output": written})
     elif written != STDIO:
         note(f"wrote traversal of dimensions {', '.join(map(str, result.dims))} over {values[0]:g}..{values[-1]:g} to {written}")
 

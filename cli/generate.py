@@ -10,9 +10,10 @@ import typer
 
 from vaesdk.errors import InvalidArgumentError
 from vaesdk.images import make_grid
+from vaesdk.model import DEFAULT_BATCH
 
-from .common import choose_seed, emit_json, load_model, note, output_path, place, progress, write_png
-from .options import BatchOpt, DeviceOpt, ForceOpt, JsonOpt, ModelOpt, OutDirOpt, OutFileOpt, SamplePixelsOpt, ScaleOpt, SeedOpt
+from .common import Outputs, choose_seed, emit_json, enlarge, load_model, note, progress
+from .options import BatchOpt, DeviceOpt, ForceOpt, JsonOpt, ModelOpt, OutDirOpt, OutFileOpt, SamplePixelsOpt, SeedOpt
 
 app = typer.Typer()
 MAX_GRID = 1024
@@ -22,44 +23,50 @@ MAX_GRID = 1024
 def sample(
     n: Annotated[int, typer.Option("--n", "-n", help="How many images.")] = 16,
     seed: SeedOpt = None,
-    temperature: Annotated[float, typer.Option(help="Scale of the prior draw: below 1 gives more typical, less varied images.")] = 1.0,
+    temperature: Annotated[float, typer.Option(help="Scale of the prior draw; below 1 gives more typical, less varied images.")] = 1.0,
     truncation: Annotated[
         Optional[float], typer.Option(help="Redraw latent components beyond +-this many standard deviations.")
     ] = None,
     sample_pixels: SamplePixelsOpt = False,
     out: OutFileOpt = None,
     out_dir: OutDirOpt = None,
-    ncols: Annotated[Optional[int], typer.Option(min=1, max=256, help="Grid columns. [default: near-square]")] = None,
-    scale: ScaleOpt = 2,
+    ncols: Annotated[Optional[int], typer.Option(min=1, max=256, help="Grid columns.", show_default="near-square")] = None,
+    scale: Annotated[
+        Optional[int],
+        typer.Option(min=1, max=16, help="Enlarge pictures by this factor (nearest neighbour).", show_default="2 for a grid, 1 with --out-dir"),
+    ] = None,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
-    batch_size: BatchOpt = 256,
+    batch_size: BatchOpt = DEFAULT_BATCH,
     force: ForceOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Draw images from the prior: a grid PNG (default samples.png), or one PNG each with --out-dir."""
+    """Draw images from the prior: a grid PNG (samples.png), or one PNG each with --out-dir."""
     if n < 1:
         raise InvalidArgumentError(f"--n must be at least 1, got {n}")
     if out is not None and out_dir is not None:
         raise InvalidArgumentError("give --out (one grid) or --out-dir (one file per image), not both")
     if out_dir is None and n > MAX_GRID:
         raise InvalidArgumentError(f"--n {n} is too many for one grid (at most {MAX_GRID}); pass --out-dir to write one file per image")
-    seed = choose_seed(seed, quiet=json_out)
     m = load_model(model, device, batch_size)
+    # iter_sample checks every argument at once and runs nothing until iterated, so a bad
+    # argument fails here, before a seed is drawn and announced.
+    m.iter_sample(n, seed=0, temperature=temperature, truncation=truncation, sample_pixels=sample_pixels)
+    seed = choose_seed(seed, quiet=json_out)
     batches = m.iter_sample(n, seed=seed, temperature=temperature, truncation=truncation, sample_pixels=sample_pixels)
+    scale = scale or (2 if out_dir is None else 1)
+    outputs = Outputs(force)
     written: list[str] = []
     if out_dir is None:
-        images = np.concatenate(list(batches))
-        target = place(output_path(out, "samples.png", force), out is not None, force)
-        written.append(write_png(target, make_grid(images, ncols=ncols, scale=scale), force))
+        grid = make_grid(np.concatenate(list(batches)), ncols=ncols, scale=scale)
+        target = outputs.explicit(out) if out is not None else outputs.default(Path("samples.png"))
+        written.append(outputs.write_png(target, grid))
     else:
         width = len(str(n - 1))
         with progress(n, "sampling") as advance:
-            i = 0
             for batch in batches:
                 for image in batch:
-                    written.append(write_png(out_dir / f"sample-{i:0{width}d}.png", image, force))
-                    i += 1
+                    written.append(outputs.write_png(out_dir / f"sample-{len(written):0{width}d}.png", enlarge(image, scale)))
                 advance(len(batch))
     if json_out:
         emit_json({"model": m.name, "device": m.device, "seed": seed, "n": n, "outputs": written})

@@ -39,8 +39,16 @@ class VaeGroup(TyperGroup):
         except KeyboardInterrupt:
             if _state["debug"]:
                 raise
-            typer.echo("vae: interrupted; files already reported as written are complete, nothing partial was left", err=True)
+            typer.echo("vae: interrupted; files already written are complete, nothing partial was left", err=True)
             raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as e:
+            if _state["debug"] or type(e).__module__.startswith(("click", "typer")):
+                raise
+            # A bug, not a bad input: still one line, with the way to the traceback.
+            typer.echo(f"vae: internal error: {type(e).__name__}: {e} (rerun as `vae --debug ...` for the traceback)", err=True)
+            raise typer.Exit(1) from None
 
 
 app = typer.Typer(

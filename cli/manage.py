@@ -38,7 +38,7 @@ def info(model: ModelOpt = None, device: DeviceOpt = "auto", json_out: JsonOpt =
     kl = data["latent"].get("kl_per_dim")
     summary = {
         "name": m.name,
-        "path": str(m.bundle.path),
+        "path": str(m.path),
         "kind": m.kind,
         "image": [h, w, c],
         "latent_dim": m.latent_dim,
@@ -57,7 +57,7 @@ def info(model: ModelOpt = None, device: DeviceOpt = "auto", json_out: JsonOpt =
         return
     lines = [
         f"model       {m.name} ({'variational autoencoder' if m.kind == 'vae' else 'plain autoencoder'})",
-        f"bundle      {m.bundle.path}",
+        f"bundle      {m.path}",
         f"images      {h}x{w}, {c} channel{'s' if c > 1 else ''}, uint8",
         f"latent      {m.latent_dim} dimensions" + (f"; most used: {', '.join(map(str, usage[:8]))}" if kl else ""),
         f"runs on     {m.device} ({', '.join(m.providers)}); available: {', '.join(available_providers())}",

@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 
 import vaesdk
-from vaesdk.bundle import NAME_RE, read_manifest, write_manifest
+from vaesdk.bundle import NAME_RE, write_manifest
 from vaesdk.datasets import DEFAULT_FASHION_MNIST_DIR, ImageSet, load_dataset
 from vaesdk.errors import InvalidArgumentError, OutputError
 from vaesdk.evaluate import Progress, evaluate
+from vaesdk.fileio import UMASK
 from vaesdk.latent import class_mean_directions
 
 from ..training.train import load_model
@@ -76,6 +77,7 @@ def export_bundle(
         if test is not None:
             _add_evaluation(tmp, data, test, train, eval_data, iw_samples, log, progress)
         vaesdk.load(tmp, device="cpu")  # the finished bundle must load through the runtime's checks
+        os.chmod(tmp, 0o777 & ~UMASK)  # mkdtemp makes it private; a bundle is for others to read
         _move_into_place(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -115,15 +117,17 @@ def _add_evaluation(
 ) -> None:
     model = vaesdk.load(bundle_dir, device="cpu")
     log(f"evaluating on {len(test)} images (importance-weighted bound with k={k})")
-    metrics = evaluate(model, test, train, k=k, seed=0, **({"progress": progress} if progress else {}))
+    train_features = model.embed(train.images) if train is not None else None
+    metrics = evaluate(
+        model, test, train, k=k, seed=0, train_features=train_features, **({"progress": progress} if progress else {})
+    )
     kl = metrics.pop("kl_per_dim", None)
     if kl is not None:
         data["latent"]["kl_per_dim"] = kl
     split = "test" if source == "fashion-mnist" else source
     data["metrics"] = {"dataset": "fashion-mnist" if source == "fashion-mnist" else "image folder", "split": split, **metrics}
     if train is not None and train.labels is not None and train.class_names:
-        means = model.embed(train.images)
-        vectors = class_mean_directions(means, train.labels, train.class_names)
+        vectors = class_mean_directions(train_features, train.labels, train.class_names)
         data["directions"] = {
             cls: {
                 "vector": [float(x) for x in v],
@@ -133,7 +137,6 @@ def _add_evaluation(
             for cls, v in vectors.items()
         }
     write_manifest(bundle_dir, data)
-    read_manifest(bundle_dir)
 
 
 def _move_into_place(tmp: Path, out_dir: Path) -> None:

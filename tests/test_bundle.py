@@ -815,7 +815,7 @@ def test_manifest_path_itself_resolves_to_its_bundle(tiny_vae_bundle):
     manifest = tiny_vae_bundle / MANIFEST
     assert vaesdk.registry.resolve(str(manifest)) == tiny_vae_bundle
     model = vaesdk.load(str(manifest), device="cpu")
-    assert model.bundle.path == tiny_vae_bundle and model.latent_dim == LATENT
+    assert model.path == tiny_vae_bundle and model.latent_dim == LATENT
 
 
 # ---- 9. sessions and devices ----------------------------------------------------------------

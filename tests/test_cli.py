@@ -226,3 +226,57 @@ def test_eval_prints_the_figures(workdir, tiny_vae_bundle):
     for key in ("elbo_bpd", "iw_bpd", "recon_mse", "recon_psnr", "probe_accuracy"):
         assert np.isfinite(result[key])
     assert result["iw_bpd"] < result["elbo_bpd"]
+
+
+def test_same_stem_inputs_never_overwrite_each_other_in_one_run(workdir, pictures, tiny_vae_bundle):
+    for sub in ("a", "b"):
+        (workdir / sub).mkdir()
+        shutil.copy(pictures / f"item{0 if sub == 'a' else 1}.png", workdir / sub / "x.png")
+    r = vae("reconstruct", "a/x.png", "b/x.png", "--out-dir", "rec", "--force", "-m", tiny_vae_bundle)
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (workdir / "rec").iterdir()) == ["x.recon-1.png", "x.recon.png"]
+    assert not np.array_equal(png(workdir / "rec" / "x.recon.png"), png(workdir / "rec" / "x.recon-1.png"))
+
+
+def test_seeded_edits_do_not_depend_on_the_batch_size(workdir, pictures, tiny_vae_bundle):
+    args = ["edit", pictures, "--dim", 2, "--sample-latent", "--sample-pixels", "--seed", 5, "-m", tiny_vae_bundle]
+    assert vae(*args, "--out-dir", "big", "--batch-size", 256).exit_code == 0
+    assert vae(*args, "--out-dir", "small", "--batch-size", 1).exit_code == 0
+    for i in range(3):
+        np.testing.assert_array_equal(png(workdir / "big" / f"item{i}.edit.png"), png(workdir / "small" / f"item{i}.edit.png"))
+
+
+def test_directions_subcommand_inherits_the_group_model(workdir, bundle_copy, pictures):
+    r = vae("directions", "-m", bundle_copy, "add", "mine", "--from", pictures / "item0.png", "--to", pictures / "item1.png")
+    assert r.exit_code == 0, r.output
+    assert "mine" in vae("directions", "-m", bundle_copy).output
+
+
+def test_score_file_format_follows_its_suffix(workdir, pictures, tiny_vae_bundle):
+    r = vae("score", pictures / "item0.png", "--k", 2, "-o", "s.csv", "--json", "-m", tiny_vae_bundle)
+    assert r.exit_code == 0, r.output
+    assert (workdir / "s.csv").read_text().startswith("file,elbo_bpd,iw_bpd")
+
+
+def test_embed_refuses_before_writing_anything_when_one_target_exists(workdir, pictures, tiny_vae_bundle):
+    (workdir / "f.logvar.npy").write_bytes(b"keep")
+    r = vae("embed", pictures, "-o", "f.npy", "--logvar", "-m", tiny_vae_bundle)
+    assert r.exit_code == 6 and "f.logvar.npy" in r.output
+    assert not (workdir / "f.npy").exists() and (workdir / "f.logvar.npy").read_bytes() == b"keep"
+
+
+def test_unexpected_failures_are_one_line_with_the_debug_hint(workdir, tiny_vae_bundle, monkeypatch):
+    import vaesdk.model
+
+    def boom(self, *args, **kwargs):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(vaesdk.model.Model, "iter_sample", boom)
+    r = vae("sample", "--n", 2, "--seed", 0, "-m", tiny_vae_bundle)
+    assert r.exit_code == 1
+    assert r.output.strip() == "vae: internal error: RuntimeError: simulated bug (rerun as `vae --debug ...` for the traceback)"
+
+
+def test_bad_argument_fails_before_a_seed_is_announced(workdir, tiny_vae_bundle):
+    r = vae("sample", "--temperature", "-1", "-m", tiny_vae_bundle)
+    assert r.exit_code == 2 and "seed" not in r.output and "temperature" in r.output

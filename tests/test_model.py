@@ -198,3 +198,35 @@ def test_bundled_model_is_the_default_and_reconstructs_well(bundled_model, fashi
     mse = np.mean((bundled_model.reconstruct(x).astype(float) - x) ** 2) / 255**2
     recorded = bundled_model.manifest.data["metrics"]["recon_mse"]
     assert mse < 1.5 * recorded + 1e-3
+
+
+@pytest.mark.parametrize("bad", [None, 5, {"a": 1}, 3.5])
+def test_non_image_inputs_raise_a_typed_error(vae, bad):
+    with pytest.raises(vaesdk.InvalidImageError, match="unsupported image input"):
+        vae.encode(bad)
+
+
+def test_iter_sample_checks_arguments_before_iteration(vae):
+    for kwargs in ({"n": -1}, {"n": 2, "temperature": -1.0}, {"n": 2, "truncation": 0.0}):
+        with pytest.raises(InvalidArgumentError):
+            vae.iter_sample(**kwargs)
+
+
+def test_traverse_clamps_the_default_row_count_to_the_latent_size(vae):
+    assert vae.traverse(seed=0, max_dims=50).images.shape[0] == vae.latent_dim
+
+
+def test_random_streams_continue_across_batches(vae, images):
+    whole = vae.reconstruct(images, sample_latent=True, sample_pixels=True, seed=9)
+    streams = vaesdk.RandomStreams.from_seed(9)
+    parts = [vae.reconstruct(images[i : i + 7], sample_latent=True, sample_pixels=True, seed=streams) for i in range(0, 20, 7)]
+    np.testing.assert_array_equal(whole, np.concatenate(parts))
+
+
+def test_exported_bundles_are_readable_by_others(tiny_vae_bundle):
+    import os
+    import stat
+
+    from vaesdk.fileio import UMASK
+
+    assert stat.S_IMODE(os.stat(tiny_vae_bundle).st_mode) == 0o777 & ~UMASK

@@ -14,6 +14,7 @@ from .bundle import read_bundle
 from .errors import (
     BundleError,
     DeviceUnavailableError,
+    InferenceError,
     InvalidArgumentError,
     InvalidImageError,
     MissingDependencyError,
@@ -23,7 +24,7 @@ from .errors import (
     VaesdkError,
 )
 from .images import make_grid, save_png, to_pil
-from .latent import Posterior
+from .latent import Posterior, RandomStreams
 from .model import Model, Scores, Traversal
 from .registry import DEFAULT_MODEL, list_models, resolve
 
@@ -41,8 +42,8 @@ def load(
     """Load a bundled model by name (default 'fashion-mnist') or a bundle folder by path.
 
     device: 'auto' (CUDA when its provider really runs, else CPU), 'cuda', 'cuda:N' or 'cpu'.
-    verify=False skips only the sha256 check of the model files; never use it on bundles
-    from sources you do not trust.
+    verify=False skips only the size and sha256 checks of the model files; never use it on
+    bundles from sources you do not trust.
     """
     return Model(read_bundle(resolve(name_or_path), verify=verify), device, threads=threads, batch_size=batch_size)
 
@@ -52,6 +53,7 @@ __all__ = [
     "list_models",
     "Model",
     "Posterior",
+    "RandomStreams",
     "Scores",
     "Traversal",
     "make_grid",
@@ -65,6 +67,7 @@ __all__ = [
     "InvalidImageError",
     "UnsupportedOperationError",
     "DeviceUnavailableError",
+    "InferenceError",
     "OutputError",
     "MissingDependencyError",
     "__version__",

@@ -278,7 +278,8 @@ class Bundle:
 
 
 def read_bundle(bundle_dir: str | os.PathLike, verify: bool = True) -> Bundle:
-    """Read and verify a bundle folder. `verify=False` skips only the sha256 comparison."""
+    """Read and verify a bundle folder. `verify=False` skips only the comparison of each model
+    file's size and sha256 with the manifest; every other check still runs."""
     bundle_dir = Path(bundle_dir)
     if not bundle_dir.is_dir():
         raise BundleError(f"{bundle_dir} is not a directory; a bundle is a folder with {MANIFEST}, encoder.onnx, decoder.onnx")
@@ -310,10 +311,6 @@ def read_bundle(bundle_dir: str | os.PathLike, verify: bool = True) -> Bundle:
         check_graph_io(info, contract[role], str(path))
         models[role], infos[role] = data, info
     return Bundle(bundle_dir, manifest, models, infos)
-
-
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(read_regular_file(path, MAX_MODEL_BYTES, "model")).hexdigest()
 
 
 def write_manifest(bundle_dir: str | os.PathLike, data: dict[str, Any], overwrite: bool = True) -> Path:

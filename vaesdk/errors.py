@@ -45,6 +45,12 @@ class DeviceUnavailableError(VaesdkError, RuntimeError):
     exit_code = 5
 
 
+class InferenceError(VaesdkError, RuntimeError):
+    """onnxruntime failed while running a graph (e.g. out of GPU memory)."""
+
+    exit_code = 8
+
+
 class OutputError(VaesdkError, OSError):
     """An output could not be written safely (exists, symlink, unwritable, disk full)."""
 

@@ -12,8 +12,15 @@ from typing import Any
 import numpy as np
 
 from .datasets import ImageSet
+from .errors import InvalidArgumentError
+from .images import as_batch
+from .latent import Posterior
 from .model import Model
 from .probe import fit_probe
+
+CHUNK = 1000  # images per encode/decode call: bounded memory, few calls
+SCORE_DECODES = 20_000  # decoder runs per score call (images x k)
+ACTIVE_KL = 0.01  # nats: a dimension whose average KL is below this carries no information
 
 Progress = Callable[[str, int, int], None]
 
@@ -38,44 +45,63 @@ def evaluate(
     k: int = 100,
     seed: int = 0,
     progress: Progress = _noop,
+    train_features: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Metrics over `test` (uint8 [N, H, W, C]):
 
     elbo_bpd, iw_bpd (VAE only): mean -ELBO and -IW bound (k samples) in bits/dim;
     recon_mse, recon_psnr: posterior-mean reconstruction error in [0, 1] pixel units;
     probe_accuracy: logistic regression on encoder means, fit on `train`, tested on `test`
-    (needs labels on both); kl_per_dim (VAE only): average KL of each latent dimension.
+    (needs labels on both; classes are matched by name); kl_per_dim (VAE only): average KL
+    of each latent dimension. `train_features` may pass encoder means of `train` already computed.
     """
-    chunk = 1000
+    images = _model_sized(model, test.images)
     out: dict[str, Any] = {"images": len(test), "seed": seed}
-    means, logvars = [], []
-    for part in _in_chunks(model.encode, test.images, chunk, "encode", progress):
-        means.append(part.mean)
-        logvars.append(part.logvar)
-    mean = np.concatenate(means)
-    recon = np.concatenate(_in_chunks(model.decode, mean, chunk, "reconstruct", progress))
-    mse = float(np.mean((recon.astype(np.float64) - test.images.astype(np.float64)) ** 2) / 255.0**2)
+    parts = _in_chunks(model.encode, images, CHUNK, "encode", progress)
+    post = Posterior(np.concatenate([p.mean for p in parts]), None if model.kind != "vae" else np.concatenate([p.logvar for p in parts]))
+    recon = np.concatenate(_in_chunks(model.decode, post.mean, CHUNK, "reconstruct", progress))
+    mse = float(np.mean((recon.astype(np.float64) - images.astype(np.float64)) ** 2) / 255.0**2)
     out["recon_mse"] = mse
-    out["recon_psnr"] = 10.0 * math.log10(1.0 / mse) if mse > 0 else math.inf
+    out["recon_psnr"] = 10.0 * math.log10(1.0 / mse) if mse > 0 else None  # None: a perfect reconstruction
     if model.kind == "vae":
-        logvar = np.concatenate(logvars)
-        kl = 0.5 * (mean.astype(np.float64) ** 2 + np.exp(logvar.astype(np.float64)) - 1.0 - logvar)
-        out["kl_per_dim"] = [float(x) for x in kl.mean(0)]
-        out["active_dims"] = int(np.sum(kl.mean(0) > 0.01))
+        kl = post.kl().mean(0)
+        out["kl_per_dim"] = [float(x) for x in kl]
+        out["active_dims"] = int(np.sum(kl > ACTIVE_KL))
         rng = np.random.default_rng(seed)
         elbo, iw = [], []
-        per = max(1, 2000 // k) * 10
-        for i in range(0, len(test), per):
-            s = model.score(test.images[i : i + per], k=k, seed=rng)
+        # Images per score call: k decoder runs each, so about SCORE_DECODES runs per call.
+        per = max(1, SCORE_DECODES // k)
+        for i in range(0, len(images), per):
+            s = model.score(images[i : i + per], k=k, seed=rng)
             elbo.append(s.elbo_bpd)
             iw.append(s.iw_bpd)
-            progress(f"score (k={k})", min(i + per, len(test)), len(test))
+            progress(f"score (k={k})", min(i + per, len(images)), len(images))
         out["elbo_bpd"] = float(np.mean(np.concatenate(elbo)))
         out["iw_bpd"] = float(np.mean(np.concatenate(iw)))
         out["iw_samples"] = k
     if train is not None and train.labels is not None and test.labels is not None:
-        train_feats = np.concatenate(_in_chunks(model.embed, train.images, chunk, "encode probe train", progress))
-        probe = fit_probe(train_feats, train.labels)
-        out["probe_accuracy"] = probe.accuracy(mean, test.labels)
+        if train_features is None:
+            train_features = np.concatenate(_in_chunks(model.embed, _model_sized(model, train.images), CHUNK, "encode probe train", progress))
+        probe = fit_probe(train_features, train.labels)
+        out["probe_accuracy"] = probe.accuracy(post.mean, _labels_by_name(test, train))
         out["probe_train_images"] = len(train)
     return out
+
+
+def _model_sized(model: Model, images: np.ndarray) -> np.ndarray:
+    h, _, c = model.image_shape
+    return as_batch(images, h, c)
+
+
+def _labels_by_name(test: ImageSet, train: ImageSet) -> np.ndarray:
+    """The test labels as indices into the training set's classes (folders number classes
+    by their own sorted names, so the same index can mean different classes)."""
+    if not test.class_names or not train.class_names or test.class_names == train.class_names:
+        return test.labels
+    index = {name: i for i, name in enumerate(train.class_names)}
+    unknown = sorted(set(test.class_names) - set(index))
+    if unknown:
+        raise InvalidArgumentError(
+            f"test classes {unknown} do not occur in the probe's training data (classes: {', '.join(train.class_names)})"
+        )
+    return np.array([index[test.class_names[i]] for i in test.labels])

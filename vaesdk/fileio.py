@@ -39,7 +39,7 @@ def write_atomic(path: str | os.PathLike, data: bytes, overwrite: bool = False) 
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.chmod(tmp, 0o666 & ~UMASK)
         if overwrite:
             os.replace(tmp, path)
         else:
@@ -99,4 +99,4 @@ def _read_umask() -> int:
     return mask
 
 
-_UMASK = _read_umask()
+UMASK = _read_umask()

@@ -208,8 +208,12 @@ def to_model_array(image: ImageInput, size: int, channels: int, label: str | Non
             raise InvalidImageError(f"{label} is {w}x{h} pixels; the limit is {MAX_PIXELS} pixels in all")
         # Loaded or converted images keep their EXIF tag too; orient them the same way.
         im = _decode(image, label, from_file=getattr(image, "fp", None) is not None)
-    else:
+    elif isinstance(image, (str, os.PathLike, bytes, bytearray, memoryview)) or hasattr(image, "read"):
         im = _decode(_open(image, label), label)
+    else:
+        raise InvalidImageError(
+            f"unsupported image input of type {type(image).__name__}; pass a path, bytes, a file object, a PIL image or a uint8 array"
+        )
     try:
         out = np.asarray(_fit(_to_mode(im, channels, label), size))
     except InvalidImageError:
@@ -266,7 +270,9 @@ def make_grid(images: np.ndarray, ncols: int | None = None, padding: int = 2, sc
     images: uint8 [N, H, W, C] (laid out row-major, `ncols` per row, default near-square)
     or [R, K, H, W, C] (R rows of K). Returns uint8 [H', W', C]. `scale` repeats pixels.
     """
-    images = np.asarray(images)
+    images = _array_to_uint8(np.asarray(images), "grid images")
+    if images.size == 0:
+        raise InvalidArgumentError(f"make_grid needs at least one image, got shape {images.shape}")
     if images.ndim == 5:
         rows, ncols = images.shape[:2]
         images = images.reshape(-1, *images.shape[2:])

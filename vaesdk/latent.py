@@ -7,10 +7,12 @@ caller that seeds it gets the same numbers on any machine and any execution prov
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Union
 
 import numpy as np
 
 from .errors import InvalidArgumentError
+from .likelihood import kl_to_standard_normal
 
 MAX_TRUNCATION_TRIES = 1000
 # Far beyond any latent a trained model produces (the prior puts |z| > 10 at ~1e-23), yet
@@ -22,14 +24,39 @@ def rng_from(seed: int | np.random.Generator | None) -> np.random.Generator:
     """A Generator from an int seed, an existing Generator, or fresh entropy (None)."""
     if isinstance(seed, np.random.Generator):
         return seed
+    if isinstance(seed, RandomStreams):
+        raise InvalidArgumentError("this operation draws from one stream; pass an int seed or a numpy Generator")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
         raise InvalidArgumentError(f"seed must be a non-negative integer or a numpy Generator, got {seed!r}")
     return np.random.default_rng(seed)
 
 
-def split_rng(seed: int | np.random.Generator | None, n: int) -> list[np.random.Generator]:
+@dataclass(frozen=True)
+class RandomStreams:
+    """Separate generators for latent draws and pixel draws that persist across calls.
+
+    Passing one RandomStreams as `seed` to successive calls on consecutive batches gives the
+    same numbers as a single call over all of them (the CLI relies on this for batches).
+    """
+
+    latent: np.random.Generator
+    pixels: np.random.Generator
+
+    @classmethod
+    def from_seed(cls, seed: int | np.random.Generator | None) -> RandomStreams:
+        return cls(*split_rng(seed, 2))
+
+
+Seed = Union[int, np.random.Generator, RandomStreams, None]
+
+
+def split_rng(seed: Seed, n: int) -> list[np.random.Generator]:
     """n independent streams (e.g. one for latents, one for pixels), so the number of draws
     made from one stream never shifts the others."""
+    if isinstance(seed, RandomStreams):
+        if n != 2:
+            raise InvalidArgumentError("RandomStreams carries exactly two streams (latent, pixels)")
+        return [seed.latent, seed.pixels]
     if isinstance(seed, np.random.Generator):
         return list(seed.spawn(n))
     rng_from(seed)  # validates
@@ -60,9 +87,7 @@ class Posterior:
         """KL(q || N(0, I)) per example and dimension, float64 [N, D]."""
         if self.logvar is None:
             raise InvalidArgumentError("a plain autoencoder has no posterior variance, so no KL")
-        m = self.mean.astype(np.float64)
-        lv = self.logvar.astype(np.float64)
-        return 0.5 * (m * m + np.exp(lv) - 1.0 - lv)
+        return kl_to_standard_normal(self.mean, self.logvar)
 
 
 def prior_sample(

@@ -91,6 +91,13 @@ def discretized_gaussian_log_prob(images: np.ndarray, mean: np.ndarray, logvar: 
     return np.where(k <= 0, log_ndtr(upper), np.where(k >= 255, log_ndtr(-lower), inner))
 
 
+def kl_to_standard_normal(mean: np.ndarray, logvar: np.ndarray) -> np.ndarray:
+    """KL(N(mean, diag(exp(logvar))) || N(0, I)) per dimension, float64, same shape as mean."""
+    m = np.asarray(mean, np.float64)
+    lv = np.asarray(logvar, np.float64)
+    return 0.5 * (m * m + np.exp(lv) - 1.0 - lv)
+
+
 def gaussian_log_prob(z: np.ndarray, mean: np.ndarray | float = 0.0, logvar: np.ndarray | float = 0.0) -> np.ndarray:
     """log N(z; mean, diag(exp(logvar))) summed over the last axis, float64."""
     z = np.asarray(z, np.float64)
@@ -116,8 +123,7 @@ def bounds_from_samples(
     """
     m = np.asarray(mean, np.float64)
     lv = np.asarray(logvar, np.float64)
-    kl = 0.5 * np.sum(m * m + np.exp(lv) - 1.0 - lv, axis=-1)
-    elbo = log_px_given_z.mean(axis=1) - kl
+    elbo = log_px_given_z.mean(axis=1) - kl_to_standard_normal(m, lv).sum(-1)
     log_w = log_px_given_z + gaussian_log_prob(z) - gaussian_log_prob(z, m[:, None, :], lv[:, None, :])
     iw = logsumexp(log_w, axis=1) - math.log(log_px_given_z.shape[1])
     return elbo, iw

@@ -2,16 +2,20 @@
 
 Images go in as anything `vaesdk.images.as_batch` accepts and come out as uint8 arrays
 [N, H, W, C]; latents are float32 [N, D]. Work is split into batches of `batch_size`, so
-memory stays bounded whatever N is. Random operations take `seed` (an int, a
-numpy Generator, or None for fresh entropy) and draw latents and pixels from separate
-streams, so the same seed gives the same result for any batch size and any device.
+memory stays bounded whatever N is. Random operations take `seed` (an int, a numpy
+Generator, a `RandomStreams`, or None for fresh entropy) and draw latents and pixels from
+separate streams, so the same seed gives the same result for any batch size and any device.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import threading
+from pathlib import Path
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,9 +23,10 @@ import numpy as np
 
 from . import latent as L
 from . import likelihood
-from .bundle import NAME_RE, Bundle, validate_manifest, write_manifest
+from .bundle import NAME_RE, Bundle, read_manifest, write_manifest
 from .errors import BundleError, InvalidArgumentError, UnsupportedOperationError
 from .images import ImageInput, as_batch
+from .latent import Seed
 from .session import Graph, create_graph
 
 DEFAULT_BATCH = 256
@@ -58,13 +63,16 @@ class Model:
     """A loaded bundle with its onnxruntime sessions. Safe to share between threads."""
 
     def __init__(self, bundle: Bundle, device: str = "auto", threads: int | None = None, batch_size: int = DEFAULT_BATCH):
-        self.bundle = bundle
+        self.path: Path = bundle.path
         self.manifest = bundle.manifest
         self.batch_size = _positive_int("batch_size", batch_size, 1 << 20)
-        self._encoder: Graph = create_graph(bundle.models["encoder"], device, threads, f"{bundle.path}/encoder")
-        # Both graphs run on the same provider: if one fell back, use the CPU for both.
-        decoder_device = self._encoder.device if device == "auto" else device
-        self._decoder: Graph = create_graph(bundle.models["decoder"], decoder_device, threads, f"{bundle.path}/decoder")
+        encoder = create_graph(bundle.models["encoder"], device, threads, f"{bundle.path}/encoder")
+        decoder = create_graph(bundle.models["decoder"], device, threads, f"{bundle.path}/decoder")
+        if device == "auto" and encoder.device != decoder.device:
+            # Both graphs run on one provider: if either fell back to the CPU, so do both.
+            encoder = create_graph(bundle.models["encoder"], "cpu", threads, f"{bundle.path}/encoder")
+            decoder = create_graph(bundle.models["decoder"], "cpu", threads, f"{bundle.path}/decoder")
+        self._encoder, self._decoder = encoder, decoder
         self._write_lock = threading.Lock()
 
     # ---- description ----------------------------------------------------------------------
@@ -123,7 +131,8 @@ class Model:
         for i in range(0, n, size):
             yield slice(i, min(i + size, n))
 
-    def _require_vae(self, what: str) -> None:
+    def require_vae(self, what: str) -> None:
+        """Raise UnsupportedOperationError, naming `what`, unless this model is a VAE."""
         if self.kind != "vae":
             raise UnsupportedOperationError(
                 f"{what} needs a probabilistic model (a VAE); {self.name!r} is a plain autoencoder with no "
@@ -153,14 +162,15 @@ class Model:
         return self.encode(images).mean
 
     def latents(
-        self, images: ImageInput | Sequence[ImageInput], *, sample: bool = False, seed: int | np.random.Generator | None = None
+        self, images: ImageInput | Sequence[ImageInput], *, sample: bool = False, seed: Seed = None
     ) -> np.ndarray:
-        """z for each image: the posterior mean, or a draw from q(z|x) with `sample=True`."""
-        post = self.encode(images)
+        """z for each image: the posterior mean, or a draw from q(z|x) with `sample=True`
+        (from `seed`, or from its latent stream when it is a RandomStreams)."""
         if not sample:
-            return post.mean
-        self._require_vae("sampling from q(z|x)")
-        return post.sample(L.rng_from(seed))
+            return self.encode(images).mean
+        self.require_vae("sampling from q(z|x)")
+        rng = seed.latent if isinstance(seed, L.RandomStreams) else L.rng_from(seed)
+        return self.encode(images).sample(rng)
 
     # ---- decoder --------------------------------------------------------------------------
 
@@ -175,14 +185,14 @@ class Model:
         joined = [np.concatenate(p) for p in parts]
         return joined[0], joined[1] if len(joined) > 1 else None
 
-    def decode(
-        self, z: np.ndarray, *, sample_pixels: bool = False, seed: int | np.random.Generator | None = None
-    ) -> np.ndarray:
-        """Latents -> uint8 images [N, H, W, C]: the mean of p(x|z), or a draw from it."""
+    def decode(self, z: np.ndarray, *, sample_pixels: bool = False, seed: Seed = None) -> np.ndarray:
+        """Latents -> uint8 images [N, H, W, C]: the mean of p(x|z), or a draw from it
+        (from `seed`, or from its pixel stream when it is a RandomStreams)."""
         z = L.check_latents(z, self.latent_dim)
+        rng = None
         if sample_pixels:
-            self._require_vae("sampling pixels from p(x|z)")
-        rng = L.rng_from(seed) if sample_pixels else None
+            self.require_vae("sampling pixels from p(x|z)")
+            rng = seed.pixels if isinstance(seed, L.RandomStreams) else L.rng_from(seed)
         out = np.empty((len(z), *self.image_shape), np.uint8)
         outputs = ["mean", "logvar"] if sample_pixels else ["mean"]
         for sl in self._chunks(len(z)):
@@ -203,7 +213,7 @@ class Model:
         self,
         n: int,
         *,
-        seed: int | np.random.Generator | None = None,
+        seed: Seed = None,
         temperature: float = 1.0,
         truncation: float | None = None,
     ) -> np.ndarray:
@@ -216,7 +226,7 @@ class Model:
     ) -> Iterator[np.ndarray]:
         # Fixed-size blocks, whatever the batch size, so truncation's redraws consume the
         # stream identically and a seed means the same latents in every call pattern.
-        self._require_vae("sampling from the prior")
+        self.require_vae("sampling from the prior")
         for sl in self._chunks(n, PRIOR_BLOCK):
             yield L.prior_sample(sl.stop - sl.start, self.latent_dim, rng, temperature, truncation)
 
@@ -224,17 +234,26 @@ class Model:
         self,
         n: int,
         *,
-        seed: int | np.random.Generator | None = None,
+        seed: Seed = None,
         temperature: float = 1.0,
         truncation: float | None = None,
         sample_pixels: bool = False,
     ) -> Iterator[np.ndarray]:
         """`sample` in batches of `batch_size` (memory stays bounded): yields uint8 [b, H, W, C].
         The concatenated batches equal `sample` with the same arguments."""
+        # Checked now, not at the first next(): a generator function would defer every error.
         n = _positive_int("n", n, MAX_STREAM_SAMPLES)
-        if sample_pixels:
-            self._require_vae("sampling pixels from p(x|z)")
+        self.require_vae("sampling from the prior")
+        L.check_finite_positive("temperature", temperature, allow_zero=True)
+        if truncation is not None:
+            L.check_finite_positive("truncation", truncation)
         z_rng, px_rng = L.split_rng(seed, 2)
+        return self._sample_batches(n, z_rng, px_rng, temperature, truncation, sample_pixels)
+
+    def _sample_batches(
+        self, n: int, z_rng: np.random.Generator, px_rng: np.random.Generator, temperature: float,
+        truncation: float | None, sample_pixels: bool,
+    ) -> Iterator[np.ndarray]:  # fmt: skip
         for block in self._prior_blocks(n, z_rng, temperature, truncation):
             for sl in self._chunks(len(block)):
                 yield self.decode(block[sl], sample_pixels=sample_pixels, seed=px_rng)
@@ -243,7 +262,7 @@ class Model:
         self,
         n: int = 16,
         *,
-        seed: int | np.random.Generator | None = None,
+        seed: Seed = None,
         temperature: float = 1.0,
         truncation: float | None = None,
         sample_pixels: bool = False,
@@ -259,12 +278,12 @@ class Model:
         *,
         sample_latent: bool = False,
         sample_pixels: bool = False,
-        seed: int | np.random.Generator | None = None,
+        seed: Seed = None,
     ) -> np.ndarray:
         """Encode then decode: uint8 [N, H, W, C]."""
-        z_rng, px_rng = L.split_rng(seed, 2)
-        z = self.latents(images, sample=sample_latent, seed=z_rng)
-        return self.decode(z, sample_pixels=sample_pixels, seed=px_rng)
+        streams = L.RandomStreams.from_seed(seed) if not isinstance(seed, L.RandomStreams) else seed
+        z = self.latents(images, sample=sample_latent, seed=streams)
+        return self.decode(z, sample_pixels=sample_pixels, seed=streams)
 
     def edit_latents(
         self, z: np.ndarray, *, dim: int | None = None, direction: str | np.ndarray | None = None, delta: float = 1.0
@@ -292,13 +311,14 @@ class Model:
         delta: float = 1.0,
         sample_latent: bool = False,
         sample_pixels: bool = False,
-        seed: int | np.random.Generator | None = None,
+        seed: Seed = None,
     ) -> np.ndarray:
         """Encode, shift (see `edit_latents`), decode: uint8 [N, H, W, C]."""
-        z_rng, px_rng = L.split_rng(seed, 2)
-        z = self.latents(images, sample=sample_latent, seed=z_rng)
+        streams = L.RandomStreams.from_seed(seed) if not isinstance(seed, L.RandomStreams) else seed
+        self.edit_latents(np.zeros((1, self.latent_dim), np.float32), dim=dim, direction=direction, delta=delta)  # fail fast
+        z = self.latents(images, sample=sample_latent, seed=streams)
         z = self.edit_latents(z, dim=dim, direction=direction, delta=delta)
-        return self.decode(z, sample_pixels=sample_pixels, seed=px_rng)
+        return self.decode(z, sample_pixels=sample_pixels, seed=streams)
 
     def _check_dim(self, dim: Any) -> int:
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
@@ -330,7 +350,7 @@ class Model:
 
     def interpolate(
         self, a: ImageInput, b: ImageInput, *, steps: int = 8, method: str = "slerp", sample_pixels: bool = False,
-        seed: int | np.random.Generator | None = None,
+        seed: Seed = None,
     ) -> np.ndarray:  # fmt: skip
         """Images along the path between the posterior means of images a and b: uint8 [steps, H, W, C].
         The first and last frames are the reconstructions of a and b."""
@@ -345,7 +365,7 @@ class Model:
         dims: Sequence[int] | None = None,
         values: Sequence[float] | np.ndarray | None = None,
         max_dims: int = 8,
-        seed: int | np.random.Generator | None = None,
+        seed: Seed = None,
     ) -> Traversal:
         """Vary one latent dimension at a time around a base latent (the image's posterior
         mean, or a prior draw when no image is given).
@@ -360,7 +380,7 @@ class Model:
             if len(base) != 1:
                 raise InvalidArgumentError(f"traverse takes one image, got {len(base)}")
         if dims is None:
-            dims = self.dims_by_usage()[: _positive_int("max_dims", max_dims, self.latent_dim)]
+            dims = self.dims_by_usage()[: _positive_int("max_dims", max_dims, L.MAX_ABS_LATENT)]
         else:
             dims = [self._check_dim(d) for d in dims]
             if not dims:
@@ -380,7 +400,7 @@ class Model:
         self, images: ImageInput | Sequence[ImageInput], *, k: int = 100, seed: int | np.random.Generator | None = 0
     ) -> Scores:
         """-ELBO and -(importance-weighted bound with k samples) per image, in bits/dim."""
-        self._require_vae("scoring likelihoods")
+        self.require_vae("scoring likelihoods")
         k = _positive_int("k", k, MAX_IW_SAMPLES)
         batch = self._images(images)
         post = self.encode(batch)
@@ -421,8 +441,10 @@ class Model:
         if not isinstance(name, str) or not NAME_RE.match(name):
             raise InvalidArgumentError(f"direction name {name!r} must be 1-64 letters, digits, '_', '.' or '-'")
         vector = (self.embed(to_images).mean(0) - self.embed(from_images).mean(0)).astype(np.float32)
-        with self._write_lock:
-            data = _json_copy(self.manifest.data)
+        with self._write_lock, _locked(self.path):
+            # Re-read under the lock, so directions added meanwhile by another Model or
+            # process are kept, and a manifest changed on disk is validated again.
+            data = _json_copy(read_manifest(self.path).data)
             directions = data.setdefault("directions", {})
             if name in directions and not overwrite:
                 raise InvalidArgumentError(f"direction {name!r} already exists; pass --force (overwrite=True) to replace it")
@@ -431,9 +453,20 @@ class Model:
                 "description": description or "mean latent of the 'to' images minus that of the 'from' images",
                 "source": "user",
             }
-            write_manifest(self.bundle.path, data)
-            self.manifest = validate_manifest(data)
+            write_manifest(self.path, data)
+            self.manifest = read_manifest(self.path)
         return vector
+
+
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An advisory lock on the bundle folder, held while its manifest is rewritten."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _to_uint8(x: np.ndarray) -> np.ndarray:

@@ -31,27 +31,31 @@ def list_models() -> list[str]:
 def resolve(name_or_path: str | os.PathLike | None = None) -> Path:
     """A bundled model's name, a bundle folder, or its manifest.json -> the bundle folder.
 
-    A value that contains a path separator, or names an existing folder, is a path;
-    anything else is looked up among the bundled names.
+    A bundled model's name is looked up first; a value with a path separator, starting
+    with '.', or naming something that exists (and is not a bundled name) is a path.
     """
     if name_or_path is None:
         name_or_path = DEFAULT_MODEL
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise InvalidArgumentError(f"model must be a bundled model name or a bundle folder path, got {name_or_path!r}")
     text = os.fspath(name_or_path)
-    path = Path(text)
-    looks_like_path = isinstance(name_or_path, os.PathLike) or os.sep in text or text.startswith(".") or path.exists()
-    if looks_like_path:
-        if path.name == MANIFEST and path.is_file():
-            path = path.parent
-        if path.is_dir():
-            return path
-        raise ModelNotFoundError(
-            f"no bundle at {text}: expected a folder holding {MANIFEST}, encoder.onnx and decoder.onnx"
-            + (f"; bundled models: {', '.join(list_models())}" if list_models() else "")
-        )
     bundled = _bundled()
-    if text in bundled:
-        return bundled[text]
-    known = ", ".join(bundled) or "(none installed)"
-    raise ModelNotFoundError(f"unknown model {text!r}; bundled models: {known}; or pass a path to a bundle folder")
+    # A bare bundled name wins over a same-named folder in the working directory (the
+    # dataset folder is often called fashion-mnist too); paths say so with a separator.
+    is_path = isinstance(name_or_path, os.PathLike) or os.sep in text or text.startswith(".") or (
+        text not in bundled and Path(text).exists()
+    )
+    if not is_path:
+        if text in bundled:
+            return bundled[text]
+        known = ", ".join(bundled) or "(none installed)"
+        raise ModelNotFoundError(f"unknown model {text!r}; bundled models: {known}; or pass a path to a bundle folder")
+    path = Path(text)
+    if path.name == MANIFEST and path.is_file():
+        path = path.parent
+    if path.is_dir():
+        return path
+    raise ModelNotFoundError(
+        f"no bundle at {text}: expected a folder holding {MANIFEST}, encoder.onnx and decoder.onnx"
+        + (f"; bundled models: {', '.join(bundled)}" if bundled else "")
+    )

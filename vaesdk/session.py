@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from .errors import BundleError, DeviceUnavailableError, InvalidArgumentError
+from .errors import BundleError, DeviceUnavailableError, InferenceError, InvalidArgumentError
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -53,7 +53,13 @@ class Graph:
 
     def run(self, x: np.ndarray, outputs: list[str] | None = None) -> list[np.ndarray]:
         # InferenceSession.run is thread-safe; nothing here keeps per-call state.
-        return self.session.run(outputs, {self.input_name: x})
+        try:
+            return self.session.run(outputs, {self.input_name: x})
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise InferenceError(
+                f"onnxruntime failed on a batch of {len(x)} on {self.device}: {str(e).splitlines()[0][:300]}; "
+                "try a smaller batch size (--batch-size) or --device cpu"
+            ) from None
 
 
 def create_graph(model: bytes, device: str = "auto", threads: int | None = None, label: str = "model") -> Graph:
