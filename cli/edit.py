@@ -18,7 +18,7 @@ from vaesdk.model import DEFAULT_BATCH
 from .common import STDIO, Outputs, choose_seed, emit_json, enlarge, gather_inputs, load_model, note, progress, read_source
 from .options import (
     BatchOpt, DeviceOpt, ForceOpt, JsonOpt, Method, ModelOpt, OutDirOpt, OutFileOpt, SampleLatentOpt, SamplePixelsOpt,
-    ScaleOpt, SeedOpt,
+    PriorOpt, ScaleOpt, SeedOpt,
 )  # fmt: skip
 
 app = typer.Typer()
@@ -191,6 +191,7 @@ def traverse(
         tuple[float, float], typer.Option("--range", help="Lowest and highest value, in prior standard deviations.")
     ] = (-3.0, 3.0),
     steps: Annotated[int, typer.Option(min=1, max=1000, help="Columns: values from low to high.")] = 7,
+    prior: PriorOpt = "standard",
     seed: SeedOpt = None,
     out: OutFileOpt = None,
     scale: ScaleOpt = 2,
@@ -206,10 +207,10 @@ def traverse(
     if image is not None:
         h, _, c = m.image_shape
         source = load_image(read_source(image), h, c)
-    elif m.kind == "vae":
+    else:
         seed = choose_seed(seed, quiet=json_out)
     values = np.linspace(value_range[0], value_range[1], steps)
-    result = m.traverse(source, dims=dim_list, values=values, max_dims=rows, seed=seed)
+    result = m.traverse(source, dims=dim_list, values=values, max_dims=rows, seed=seed, prior=prior)
     outputs = Outputs(force)
     target = outputs.explicit(out) if out is not None else outputs.default(Path("traversal.png"))
     written = outputs.write_png(target, make_grid(result.images, scale=scale))

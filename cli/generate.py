@@ -13,7 +13,7 @@ from vaesdk.images import make_grid
 from vaesdk.model import DEFAULT_BATCH
 
 from .common import Outputs, choose_seed, emit_json, enlarge, load_model, note, progress
-from .options import BatchOpt, DeviceOpt, ForceOpt, JsonOpt, ModelOpt, OutDirOpt, OutFileOpt, SamplePixelsOpt, SeedOpt
+from .options import BatchOpt, DeviceOpt, ForceOpt, JsonOpt, ModelOpt, OutDirOpt, OutFileOpt, PriorOpt, SamplePixelsOpt, SeedOpt
 
 app = typer.Typer()
 MAX_GRID = 1024
@@ -27,6 +27,7 @@ def sample(
     truncation: Annotated[
         Optional[float], typer.Option(help="Redraw latent components beyond +-this many standard deviations.")
     ] = None,
+    prior: PriorOpt = "standard",
     sample_pixels: SamplePixelsOpt = False,
     out: OutFileOpt = None,
     out_dir: OutDirOpt = None,
@@ -51,9 +52,10 @@ def sample(
     m = load_model(model, device, batch_size)
     # iter_sample checks every argument at once and runs nothing until iterated, so a bad
     # argument fails here, before a seed is drawn and announced.
-    m.iter_sample(n, seed=0, temperature=temperature, truncation=truncation, sample_pixels=sample_pixels)
+    options = dict(temperature=temperature, truncation=truncation, sample_pixels=sample_pixels, prior=prior)
+    m.iter_sample(n, seed=0, **options)
     seed = choose_seed(seed, quiet=json_out)
-    batches = m.iter_sample(n, seed=seed, temperature=temperature, truncation=truncation, sample_pixels=sample_pixels)
+    batches = m.iter_sample(n, seed=seed, **options)
     scale = scale or (2 if out_dir is None else 1)
     outputs = Outputs(force)
     written: list[str] = []
@@ -69,7 +71,7 @@ def sample(
                     written.append(outputs.write_png(out_dir / f"sample-{len(written):0{width}d}.png", enlarge(image, scale)))
                 advance(len(batch))
     if json_out:
-        emit_json({"model": m.name, "device": m.device, "seed": seed, "n": n, "outputs": written})
+        emit_json({"model": m.name, "device": m.device, "seed": seed, "n": n, "prior": prior, "outputs": written})
     elif written != ["-"]:
         where = written[0] if out_dir is None else f"{len(written)} files in {out_dir}"
         note(f"wrote {n} sample(s) from {m.name} to {where}")

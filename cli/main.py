@@ -43,12 +43,26 @@ class VaeGroup(TyperGroup):
             raise typer.Exit(130) from None
         except (typer.Exit, typer.Abort):
             raise
+        except BrokenPipeError:
+            # The reader went away (`vae ... | head`): not an error worth a message.
+            _silence_stdout()
+            raise typer.Exit(141) from None
         except Exception as e:
             if _state["debug"] or type(e).__module__.startswith(("click", "typer")):
                 raise
             # A bug, not a bad input: still one line, with the way to the traceback.
             typer.echo(f"vae: internal error: {type(e).__name__}: {e} (rerun as `vae --debug ...` for the traceback)", err=True)
             raise typer.Exit(1) from None
+
+
+def _silence_stdout() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real file descriptor (e.g. under a test runner)
+        pass
+    finally:
+        os.close(devnull)
 
 
 app = typer.Typer(

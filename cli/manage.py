@@ -47,6 +47,7 @@ def info(model: ModelOpt = None, device: DeviceOpt = "auto", json_out: JsonOpt =
         "available_providers": available_providers(),
         "dims_by_usage": usage,
         "directions": sorted(m.manifest.directions),
+        "priors": m.priors,
         "metrics": metrics,
         "parity_max_abs_error": (data.get("parity") or {}).get("max_abs_error"),
         "training": {k: (data.get("training") or {}).get(k) for k in ("dataset", "epochs", "best_epoch", "command")},
@@ -64,6 +65,8 @@ def info(model: ModelOpt = None, device: DeviceOpt = "auto", json_out: JsonOpt =
     ]
     if kl:
         lines.append(f"active dims {int(np.sum(np.asarray(kl) > 0.01))} of {m.latent_dim} carry information (KL > 0.01 nats)")
+    if m.priors:
+        lines.append(f"priors      {', '.join(m.priors)}")
     if summary["directions"]:
         lines.append(f"directions  {', '.join(summary['directions'])}")
     if metrics:

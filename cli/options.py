@@ -28,6 +28,14 @@ ScaleOpt = Annotated[int, typer.Option("--scale", min=1, max=16, help="Enlarge o
 SampleLatentOpt = Annotated[bool, typer.Option("--sample-latent", help="Draw z from q(z|x) instead of taking its mean.")]
 SamplePixelsOpt = Annotated[bool, typer.Option("--sample-pixels", help="Draw pixels from p(x|z) instead of taking its mean.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, max=65536, help="Images per model call.")]
+PriorOpt = Annotated[
+    str,
+    typer.Option(
+        "--prior",
+        help="Where latents come from: standard (the model's N(0, I)), aggregate (a Gaussian fitted to the training "
+        "images' latents) or a class name (see `vae info`).",
+    ),
+]
 DataOpt = Annotated[
     str, typer.Option("--data", help="fashion-mnist, or a folder of images (one sub-folder per class for labels).")
 ]

@@ -22,7 +22,7 @@ from vaesdk.datasets import DEFAULT_FASHION_MNIST_DIR, ImageSet, load_dataset
 from vaesdk.errors import InvalidArgumentError, OutputError
 from vaesdk.evaluate import Progress, evaluate
 from vaesdk.fileio import UMASK
-from vaesdk.latent import class_mean_directions
+from vaesdk.latent import Posterior, class_mean_directions, fit_gaussian
 
 from ..training.train import load_model
 from .manifest import build_manifest
@@ -117,7 +117,8 @@ def _add_evaluation(
 ) -> None:
     model = vaesdk.load(bundle_dir, device="cpu")
     log(f"evaluating on {len(test)} images (importance-weighted bound with k={k})")
-    train_features = model.embed(train.images) if train is not None else None
+    train_post = model.encode(train.images) if train is not None else None
+    train_features = train_post.mean if train_post is not None else None
     metrics = evaluate(
         model, test, train, k=k, seed=0, train_features=train_features, **({"progress": progress} if progress else {})
     )
@@ -126,6 +127,8 @@ def _add_evaluation(
         data["latent"]["kl_per_dim"] = kl
     split = "test" if source == "fashion-mnist" else source
     data["metrics"] = {"dataset": "fashion-mnist" if source == "fashion-mnist" else "image folder", "split": split, **metrics}
+    if train_post is not None:
+        data["latent"]["gaussians"] = _fit_gaussians(train_post, train)
     if train is not None and train.labels is not None and train.class_names:
         vectors = class_mean_directions(train_features, train.labels, train.class_names)
         data["directions"] = {
@@ -137,6 +140,21 @@ def _add_evaluation(
             for cls, v in vectors.items()
         }
     write_manifest(bundle_dir, data)
+
+
+def _fit_gaussians(post: Posterior, data: ImageSet) -> dict[str, dict[str, Any]]:
+    """Gaussians moment-matched to the encoded training images: all of them ('aggregate'),
+    and each class. Sampling from them avoids the regions of N(0, I) no image encodes to."""
+    groups = {"aggregate": np.ones(len(data), bool)}
+    if data.labels is not None:
+        groups.update({name: data.labels == k for k, name in enumerate(data.class_names)})
+    out = {}
+    for name, sel in groups.items():
+        if sel.sum() < 2:
+            continue
+        g = fit_gaussian(post.mean[sel], None if post.logvar is None else post.logvar[sel])
+        out[name] = {**g.to_manifest(), "images": int(sel.sum()), "fitted_to": "encoded training images" + ("" if name == "aggregate" else f" of class '{name}'")}
+    return out
 
 
 def _move_into_place(tmp: Path, out_dir: Path) -> None:

@@ -987,3 +987,24 @@ def test_manifest_strings_are_data_never_code(bundle_copy, tmp_path):
     assert model.manifest.data["training"]["command"] == payloads[0]
     model.sample(2, seed=0)
     assert not marker.exists()
+
+
+def _gaussian_mutation(field, value):
+    def mutate(d):
+        d["latent"]["gaussians"]["aggregate"][field] = value
+
+    return mutate
+
+
+@pytest.mark.parametrize(
+    "mutate,needle",
+    [
+        (_gaussian_mutation("mean", [0.0] * 3), "latent.gaussians.aggregate.mean"),
+        (_gaussian_mutation("cholesky", [1.0] * 10), "cholesky"),
+        (_gaussian_mutation("cholesky", [0.0] * 36), "positive diagonal"),
+        (lambda d: d["latent"]["gaussians"].__setitem__("standard", d["latent"]["gaussians"]["aggregate"]), "bad name"),
+    ],
+)
+def test_fitted_gaussians_are_validated(bundle_copy, mutate, needle):
+    rewrite_manifest(bundle_copy, mutate)
+    assert needle in load_error(bundle_copy)

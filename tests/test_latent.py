@@ -102,3 +102,15 @@ def test_class_mean_directions_point_from_the_rest_to_the_class():
     dirs = L.class_mean_directions(latents, labels, ["a", "b"])
     np.testing.assert_allclose(dirs["b"], [2.0, 4.0])
     np.testing.assert_allclose(dirs["a"], [-2.0, -4.0])
+
+
+def test_fitted_gaussian_matches_the_aggregate_posterior_moments(rng):
+    a = rng.standard_normal((4000, 3)) @ np.array([[2.0, 0, 0], [1.0, 0.5, 0], [0, 0, 0.1]]) + [1.0, -2.0, 0.0]
+    logvar = np.full((4000, 3), np.log(0.25))
+    g = L.fit_gaussian(a, logvar)
+    z = g.sample(200_000, np.random.default_rng(0)).astype(np.float64)
+    np.testing.assert_allclose(z.mean(0), a.mean(0), atol=0.02)
+    np.testing.assert_allclose(np.cov(z.T), np.cov(a.T) + 0.25 * np.eye(3), atol=0.05)
+    again = L.LatentGaussian.from_manifest(g.to_manifest())
+    np.testing.assert_allclose(again.cholesky, g.cholesky)
+    assert np.abs(g.sample(100, np.random.default_rng(1), temperature=0.0) - g.mean).max() < 1e-5

@@ -230,3 +230,20 @@ def test_exported_bundles_are_readable_by_others(tiny_vae_bundle):
     from vaesdk.fileio import UMASK
 
     assert stat.S_IMODE(os.stat(tiny_vae_bundle).st_mode) == 0o777 & ~UMASK
+
+
+def test_fitted_gaussians_sample_the_classes_they_were_fitted_to(bundled_model, fashion_test):
+    m = bundled_model
+    assert m.priors[:2] == ["standard", "aggregate"] and "sneaker" in m.priors
+    probe = fit_probe(m.embed(fashion_test.images[:5000]), fashion_test.labels[:5000], iterations=300)
+    for name in ("trouser", "sneaker", "bag"):
+        drawn = probe.predict(m.embed(m.sample(100, seed=0, prior=name)))
+        assert np.mean(drawn == fashion_test.class_names.index(name)) > 0.7, name
+
+
+def test_plain_autoencoder_samples_from_its_fitted_gaussian(ae):
+    with pytest.raises(UnsupportedOperationError, match="prior='aggregate'"):
+        ae.sample(2)
+    assert ae.sample(3, seed=0, prior="aggregate").shape == (3, 28, 28, 1)
+    with pytest.raises(InvalidArgumentError, match="unknown prior 'nope'; this model has: aggregate"):
+        ae.sample(2, prior="nope")

@@ -37,6 +37,7 @@ MAX_IMAGE_SIDE = 4096
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\.onnx\Z")
 ROLES = ("encoder", "decoder")
+STANDARD_PRIOR = "standard"  # the model's own prior N(0, I); fitted Gaussians take other names
 
 
 def io_contract(kind: str, channels: int, size: int, latent_dim: int) -> dict[str, dict[str, list[dict[str, Any]]]]:
@@ -198,6 +199,21 @@ def validate_manifest(data: Any) -> Manifest:
             if not isinstance(entry, dict):
                 raise _fail(f"directions.{dname}", "must be an object")
             _vector(entry.get("vector"), dim, f"directions.{dname}.vector")
+    gaussians = data["latent"].get("gaussians")
+    if gaussians is not None:
+        if not isinstance(gaussians, dict):
+            raise _fail("latent.gaussians", "must be an object of name -> {mean, cholesky}")
+        for gname, entry in gaussians.items():
+            where = f"latent.gaussians.{gname}"
+            if not NAME_RE.match(gname) or gname == STANDARD_PRIOR:
+                raise _fail("latent.gaussians", f"has a bad name {gname!r}")
+            if not isinstance(entry, dict):
+                raise _fail(where, "must be an object")
+            _vector(entry.get("mean"), dim, f"{where}.mean")
+            chol = _vector(entry.get("cholesky"), dim * (dim + 1) // 2, f"{where}.cholesky (lower triangle, row by row)")
+            diagonal = [chol[i * (i + 1) // 2 + i] for i in range(dim)]
+            if min(diagonal) <= 0:
+                raise _fail(f"{where}.cholesky", "must have a positive diagonal")
     for key in ("metrics", "training", "parity", "onnx", "variants"):
         if data.get(key) is not None and not isinstance(data[key], dict):
             raise _fail(key, "must be an object")

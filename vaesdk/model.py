@@ -74,6 +74,7 @@ class Model:
             decoder = create_graph(bundle.models["decoder"], "cpu", threads, f"{bundle.path}/decoder")
         self._encoder, self._decoder = encoder, decoder
         self._write_lock = threading.Lock()
+        self._gaussians = {k: L.LatentGaussian.from_manifest(v) for k, v in (self.manifest.data["latent"].get("gaussians") or {}).items()}
 
     # ---- description ----------------------------------------------------------------------
 
@@ -103,6 +104,12 @@ class Model:
     @property
     def providers(self) -> list[str]:
         return self._decoder.providers
+
+    @property
+    def priors(self) -> list[str]:
+        """Names `sample` accepts as `prior`: 'standard' (the model's N(0, I), VAEs only) and
+        the Gaussians fitted at export ('aggregate', one per class, ...)."""
+        return (["standard"] if self.kind == "vae" else []) + sorted(self._gaussians)
 
     @property
     def directions(self) -> dict[str, np.ndarray]:
@@ -216,19 +223,33 @@ class Model:
         seed: Seed = None,
         temperature: float = 1.0,
         truncation: float | None = None,
+        prior: str = "standard",
     ) -> np.ndarray:
-        """n draws from the prior N(0, temperature^2 I), optionally truncated: float32 [n, D]."""
+        """n latents drawn from `prior` (see `priors`) with its spread scaled by `temperature`,
+        optionally truncated: float32 [n, D]."""
         n = _positive_int("n", n, MAX_SAMPLES)
-        return np.concatenate(list(self._prior_blocks(n, L.rng_from(seed), temperature, truncation)))
+        return np.concatenate(list(self._prior_blocks(n, L.rng_from(seed), temperature, truncation, prior)))
+
+    def _prior_draw(self, prior: str):
+        """The function drawing (n, rng, temperature, truncation) -> z for a prior name."""
+        if prior == "standard":
+            if self.kind != "vae":
+                fitted = f"; sample from a fitted Gaussian instead: prior={self.priors[0]!r}" if self.priors else ""
+                raise UnsupportedOperationError(f"{self.name!r} is a plain autoencoder and has no prior N(0, I){fitted}")
+            dim = self.latent_dim
+            return lambda n, rng, t, trunc: L.prior_sample(n, dim, rng, t, trunc)
+        if prior not in self._gaussians:
+            raise InvalidArgumentError(f"unknown prior {prior!r}; this model has: {', '.join(self.priors) or 'none'}")
+        return self._gaussians[prior].sample
 
     def _prior_blocks(
-        self, n: int, rng: np.random.Generator, temperature: float, truncation: float | None
+        self, n: int, rng: np.random.Generator, temperature: float, truncation: float | None, prior: str = "standard"
     ) -> Iterator[np.ndarray]:
         # Fixed-size blocks, whatever the batch size, so truncation's redraws consume the
         # stream identically and a seed means the same latents in every call pattern.
-        self.require_vae("sampling from the prior")
+        draw = self._prior_draw(prior)
         for sl in self._chunks(n, PRIOR_BLOCK):
-            yield L.prior_sample(sl.stop - sl.start, self.latent_dim, rng, temperature, truncation)
+            yield draw(sl.stop - sl.start, rng, temperature, truncation)
 
     def iter_sample(
         self,
@@ -238,23 +259,26 @@ class Model:
         temperature: float = 1.0,
         truncation: float | None = None,
         sample_pixels: bool = False,
+        prior: str = "standard",
     ) -> Iterator[np.ndarray]:
         """`sample` in batches of `batch_size` (memory stays bounded): yields uint8 [b, H, W, C].
         The concatenated batches equal `sample` with the same arguments."""
         # Checked now, not at the first next(): a generator function would defer every error.
         n = _positive_int("n", n, MAX_STREAM_SAMPLES)
-        self.require_vae("sampling from the prior")
+        self._prior_draw(prior)
+        if sample_pixels:
+            self.require_vae("sampling pixels from p(x|z)")
         L.check_finite_positive("temperature", temperature, allow_zero=True)
         if truncation is not None:
             L.check_finite_positive("truncation", truncation)
         z_rng, px_rng = L.split_rng(seed, 2)
-        return self._sample_batches(n, z_rng, px_rng, temperature, truncation, sample_pixels)
+        return self._sample_batches(n, z_rng, px_rng, temperature, truncation, sample_pixels, prior)
 
     def _sample_batches(
         self, n: int, z_rng: np.random.Generator, px_rng: np.random.Generator, temperature: float,
-        truncation: float | None, sample_pixels: bool,
+        truncation: float | None, sample_pixels: bool, prior: str,
     ) -> Iterator[np.ndarray]:  # fmt: skip
-        for block in self._prior_blocks(n, z_rng, temperature, truncation):
+        for block in self._prior_blocks(n, z_rng, temperature, truncation, prior):
             for sl in self._chunks(len(block)):
                 yield self.decode(block[sl], sample_pixels=sample_pixels, seed=px_rng)
 
@@ -266,10 +290,14 @@ class Model:
         temperature: float = 1.0,
         truncation: float | None = None,
         sample_pixels: bool = False,
+        prior: str = "standard",
     ) -> np.ndarray:
-        """n new images from the prior: uint8 [n, H, W, C]."""
+        """n new images: latents drawn from `prior` (default the model's N(0, I); see
+        `priors` for the Gaussians fitted at export, e.g. one per class), decoded. uint8 [n, H, W, C]."""
         n = _positive_int("n", n, MAX_SAMPLES)
-        parts = self.iter_sample(n, seed=seed, temperature=temperature, truncation=truncation, sample_pixels=sample_pixels)
+        parts = self.iter_sample(
+            n, seed=seed, temperature=temperature, truncation=truncation, sample_pixels=sample_pixels, prior=prior
+        )
         return np.concatenate(list(parts))
 
     def reconstruct(
@@ -366,15 +394,16 @@ class Model:
         values: Sequence[float] | np.ndarray | None = None,
         max_dims: int = 8,
         seed: Seed = None,
+        prior: str = "standard",
     ) -> Traversal:
         """Vary one latent dimension at a time around a base latent (the image's posterior
-        mean, or a prior draw when no image is given).
+        mean, or a draw from `prior` when no image is given).
 
         Row r sets dimension dims[r] to each of `values` (default -3..3 in 7 steps, in prior
         standard deviations); dims default to the `max_dims` most used dimensions.
         """
         if image is None:
-            base = self.sample_latents(1, seed=seed)
+            base = self.sample_latents(1, seed=seed, prior=prior)
         else:
             base = self.latents(image)
             if len(base) != 1:
