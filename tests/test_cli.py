@@ -280,3 +280,12 @@ def test_unexpected_failures_are_one_line_with_the_debug_hint(workdir, tiny_vae_
 def test_bad_argument_fails_before_a_seed_is_announced(workdir, tiny_vae_bundle):
     r = vae("sample", "--temperature", "-1", "-m", tiny_vae_bundle)
     assert r.exit_code == 2 and "seed" not in r.output and "temperature" in r.output
+
+
+def test_a_folder_named_like_the_default_model_does_not_hijack_it(workdir):
+    (workdir / "fashion-mnist").mkdir()  # e.g. a dataset folder
+    r = vae("info", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["name"] == "fashion-mnist"
+    r = vae("info", "-m", "./fashion-mnist")
+    assert r.exit_code == 4 and "manifest" in r.output

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Regenerate the pictures in docs/images with the commands the README shows.
+# Needs an installed vaesdk (the bundled model) and Debian's dataset-fashion-mnist for the inputs.
+set -euo pipefail
+cd "$(dirname "$0")/images"
+rm -f ./*.png inputs/*.png
+python3 - <<'PY'
+from vaesdk.datasets import load_fashion_mnist
+from vaesdk.images import save_png
+test = load_fashion_mnist(split="test")
+# First test images of a few classes, as the inputs of the examples.
+for name in ("shirt", "trouser", "sneaker", "ankle-boot", "bag", "pullover"):
+    i = int((test.labels == test.class_names.index(name)).argmax())
+    save_png(f"inputs/{name}.png", test.images[i], overwrite=True)
+PY
+vae sample --n 32 --seed 0 --ncols 8 -o sample.png
+vae sample --n 32 --seed 0 --ncols 8 --prior aggregate -o sample-aggregate.png
+vae sample --n 16 --seed 0 --ncols 8 --prior ankle-boot -o sample-ankle-boot.png
+vae reconstruct inputs/*.png --side-by-side --scale 2 --out-dir recon
+vae edit inputs/shirt.png --dim "$(vae info --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["dims_by_usage"][0])')" --delta 2 --scale 2 -o edit-dim.png
+vae edit inputs/pullover.png --direction trouser --delta 1 --scale 2 -o edit-direction.png
+vae interpolate inputs/sneaker.png inputs/ankle-boot.png --steps 8 -o interpolate.png
+vae interpolate inputs/shirt.png inputs/trouser.png --steps 8 -o interpolate-shirt-trouser.png
+vae traverse inputs/shirt.png --rows 6 --steps 9 -o traverse.png
