@@ -5,7 +5,8 @@
 
 Every figure is the median of repeated measurements, with the spread (p95 for latencies,
 min..max for process-level figures). Throughput and latency come from the same timed calls.
-PyTorch runs the checkpoint the bundle was exported from (checkpoints/<model>/).
+Each runner is timed alone in a fresh process, in alternating rounds. PyTorch runs the
+checkpoint the bundle was exported from (checkpoints/<model>/).
 """
 
 from __future__ import annotations
@@ -60,102 +61,131 @@ def summarize(times: list[float], batch: int) -> dict:
 # ---- the three ways to run the same weights -------------------------------------------------
 
 
-def make_runners(bundle: Path, checkpoint: Path, threads: int | None):
-    import onnxruntime as ort
+def runner_jobs(runner: str, bundle: Path, checkpoint: Path, threads: int | None, batch: int) -> dict:
+    """op -> {label: callable doing the whole job a user asks for}, for one runner and batch.
+
+    The "vaesdk" runner yields two callables per op, timed call by call in turn: the SDK
+    method (uint8 images in and out), and a bare `session.run` on the SDK's own session with
+    ready float32 input (the floor any SDK on these files can reach); sharing the session
+    keeps the pair's ratio free of thread-pool interference. The "torch" runner runs the
+    checkpoint's modules eagerly with the same uint8 conversion. Each runner imports only
+    its own libraries: vaesdk is timed without torch loaded.
+    """
+    rng = np.random.default_rng(0)
+    h, w, c, d = 28, 28, 1, 32
+    images = rng.integers(0, 256, (batch, h, w, c), dtype=np.uint8)
+    z = rng.standard_normal((batch, d), dtype=np.float32)
+    x = images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+    if runner == "vaesdk":
+        import vaesdk
+
+        model = vaesdk.load(bundle, device="cpu", threads=threads, batch_size=4096)
+        enc, dec = model._encoder.session, model._decoder.session
+        return {
+            "encode": {"vaesdk": lambda: model.encode(images), "onnxruntime": lambda: enc.run(None, {"x": x})},
+            "decode": {"vaesdk": lambda: model.decode(z), "onnxruntime": lambda: dec.run(["mean"], {"z": z})},
+            "sample": {
+                "vaesdk": lambda: model.sample(batch, seed=0),
+                "onnxruntime": lambda: dec.run(["mean"], {"z": rng.standard_normal((batch, d), dtype=np.float32)}),
+            },
+        }
     import torch
 
-    import vaesdk
+    sys.path.insert(0, str(ROOT))
     from vaesdk.training.train import load_model
 
-    model = vaesdk.load(bundle, device="cpu", threads=threads, batch_size=4096)
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        opts.intra_op_num_threads = threads
-    bare = {
-        role: ort.InferenceSession(str(bundle / f"{role}.onnx"), sess_options=opts, providers=["CPUExecutionProvider"])
-        for role in ("encoder", "decoder")
-    }
-    torch_model, _ = load_model(checkpoint)
     if threads:
         torch.set_num_threads(threads)
-    return model, bare, torch_model
-
-
-def workloads(model, bare, torch_model, batch: int, rng: np.random.Generator):
-    """name -> {runner: callable}; each callable does the whole job a user asks for."""
-    import torch
-
-    h, w, c = model.image_shape
-    images = rng.integers(0, 256, (batch, h, w, c), dtype=np.uint8)
-    z = rng.standard_normal((batch, model.latent_dim), dtype=np.float32)
-    x = images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
-    x_t = torch.from_numpy(x)
+    module, _ = load_model(checkpoint)
     z_t = torch.from_numpy(z)
 
-    def torch_decode():
+    def to_uint8(mean):
+        return (mean.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+    def encode():
         with torch.inference_mode():
-            mean, _ = torch_model.decoder(z_t)
-            return (mean.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+            return module.encoder(torch.from_numpy(images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0))[0].numpy()
 
-    def torch_encode():
+    def decode():
         with torch.inference_mode():
-            return torch_model.encoder(torch.from_numpy(images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0))[0].numpy()
+            return to_uint8(module.decoder(z_t)[0])
 
-    def torch_sample():
+    def sample():
         with torch.inference_mode():
-            zz = torch.randn(batch, model.latent_dim)
-            mean, _ = torch_model.decoder(zz)
-            return (mean.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+            return to_uint8(module.decoder(torch.randn(batch, d))[0])
 
-    return {
-        "encode": {
-            "vaesdk": lambda: model.encode(images),
-            "onnxruntime": lambda: bare["encoder"].run(None, {"x": x}),
-            "torch": torch_encode,
-        },
-        "decode": {
-            "vaesdk": lambda: model.decode(z),
-            "onnxruntime": lambda: bare["decoder"].run(["mean"], {"z": z}),
-            "torch": torch_decode,
-        },
-        "sample": {
-            "vaesdk": lambda: model.sample(batch, seed=0),
-            "onnxruntime": lambda: bare["decoder"].run(["mean"], {"z": rng.standard_normal((batch, model.latent_dim), dtype=np.float32)}),
-            "torch": torch_sample,
-        },
-    }
-    # Note: the bare onnxruntime rows time only session.run on ready float32 input; vaesdk's
-    # rows include reading uint8 images, the layout change, and rounding back to uint8.
+    return {"encode": {"torch": encode}, "decode": {"torch": decode}, "sample": {"torch": sample}}
 
 
-def bench_calls(bundle: Path, checkpoint: Path, repeats: int, min_seconds: float, threads: int | None) -> list[dict]:
-    model, bare, torch_model = make_runners(bundle, checkpoint, threads)
-    rng = np.random.default_rng(0)
-    rows = []
+def time_alternating(fns: dict, repeats: int, min_seconds: float) -> dict[str, list[float]]:
+    """Time callables call by call in turn (a single one: plain repeats)."""
+    for fn in fns.values():
+        fn()  # warm-up: first-call allocations and kernel choices are measured separately
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    start = time.perf_counter()
+    while len(next(iter(times.values()))) < repeats or time.perf_counter() - start < min_seconds:
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+        if len(next(iter(times.values()))) >= 50 * repeats:
+            break
+    return times
+
+
+def worker(runner: str, bundle: Path, checkpoint: Path, threads: int | None, repeats: int, min_seconds: float) -> None:
+    """One runner alone in this process: print {op: {batch: {label: [seconds, ...]}}} as JSON."""
+    out: dict = {}
     for batch in BATCHES:
-        for op, runners in workloads(model, bare, torch_model, batch, rng).items():
-            for runner, fn in runners.items():
-                s = summarize(time_calls(fn, repeats if batch < 256 else max(5, repeats // 4), min_seconds), batch)
-                rows.append({"op": op, "batch": batch, "runner": runner, **s})
-                print(f"  {op:<7} batch {batch:>5}  {runner:<12} {s['median_ms']:9.3f} ms  p95 {s['p95_ms']:9.3f} ms", file=sys.stderr)
-    return rows
+        for op, fns in runner_jobs(runner, bundle, checkpoint, threads, batch).items():
+            out.setdefault(op, {})[batch] = time_alternating(fns, repeats if batch < 256 else max(5, repeats // 4), min_seconds)
+    print(json.dumps(out))
+
+
+RUNNERS = ("vaesdk", "torch")
+
+
+def bench_calls(bundle: Path, checkpoint: Path, repeats: int, min_seconds: float, threads: int | None, rounds: int) -> list[dict]:
+    """vaesdk and torch each in their own fresh process (so no other library's worker threads
+    compete with them), in alternating rounds so that slow drift in the machine's load hits
+    both alike."""
+    times: dict = {}
+    for r in range(rounds):
+        for runner in RUNNERS:
+            args = [sys.executable, __file__, "--worker", runner, "--bundle", str(bundle), "--checkpoint", str(checkpoint),
+                    "--repeats", str(repeats), "--min-seconds", str(min_seconds)] + (["--threads", str(threads)] if threads else [])  # fmt: skip
+            result = json.loads(subprocess.run(args, capture_output=True, text=True, check=True).stdout)
+            for op, per_batch in result.items():
+                for batch, per_label in per_batch.items():
+                    for label, t in per_label.items():
+                        times.setdefault((op, int(batch), label), []).extend(t)
+            print(f"  round {r + 1}/{rounds}: {runner} done", file=sys.stderr)
+    return [{"op": op, "batch": b, "runner": run, **summarize(t, b)} for (op, b, run), t in sorted(times.items())]
 
 
 # ---- fresh processes: cold start and memory ---------------------------------------------------
 
 
+# Peak memory comes from a small launcher process: Linux carries a parent's peak RSS into a
+# forked child, so children of this (large) benchmark process would all report its peak.
+LAUNCHER = """
+import os, sys, time
+t0 = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+print(time.perf_counter() - t0, usage.ru_maxrss, os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_process(args: list[str], cwd: str) -> tuple[float, int]:
     """Wall seconds and peak resident memory (MiB) of one fresh process."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    err = proc.stderr.read().decode() if proc.stderr else ""
-    proc.stderr.close()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{' '.join(args)} failed: {err}")
-    return wall, usage.ru_maxrss // 1024
+    out = subprocess.run([sys.executable, "-c", LAUNCHER, *args], cwd=cwd, capture_output=True, text=True, check=True)
+    wall, rss_kib, code = out.stdout.split()
+    if int(code) != 0:
+        raise RuntimeError(f"{' '.join(args)} failed: {out.stderr}")
+    return float(wall), int(rss_kib) // 1024
 
 
 TORCH_DECODE = """
@@ -166,6 +196,18 @@ model, _ = load_model({checkpoint!r})
 with torch.inference_mode():
     mean, _ = model.decoder(torch.randn(16, model.config.latent_dim))
 """
+
+
+def compile_package() -> None:
+    """Byte-compile vaesdk as `pip install` does, so that cold starts of a source checkout
+    (PYTHONDONTWRITEBYTECODE may be set) measure what an installed package does."""
+    import compileall
+
+    import vaesdk
+
+    for folder in ("vaesdk", "cli", "training", "export"):
+        compileall.compile_dir(str(ROOT / folder), quiet=1)
+    del vaesdk
 
 
 def bench_processes(bundle: Path, checkpoint: Path, repeats: int) -> dict:
@@ -180,21 +222,25 @@ def bench_processes(bundle: Path, checkpoint: Path, repeats: int) -> dict:
     }
     out = {}
     with tempfile.TemporaryDirectory() as cwd:
-        for name, args in commands.items():
+        for args in commands.values():
             run_process(args, cwd)  # warm the file cache, as a user's second run would be
-            walls, rss = [], []
-            for _ in range(repeats):
+        walls: dict[str, list[float]] = {k: [] for k in commands}
+        rss: dict[str, list[int]] = {k: [] for k in commands}
+        for _ in range(repeats):  # round-robin, so load drift hits every command alike
+            for name, args in commands.items():
                 w, r = run_process(args, cwd)
-                walls.append(w)
-                rss.append(r)
+                walls[name].append(w)
+                rss[name].append(r)
+        for name in commands:
+            w = walls[name]
             out[name] = {
-                "median_s": statistics.median(walls),
-                "min_s": min(walls),
-                "max_s": max(walls),
-                "peak_rss_mib": statistics.median(rss),
+                "median_s": statistics.median(w),
+                "min_s": min(w),
+                "max_s": max(w),
+                "peak_rss_mib": statistics.median(rss[name]),
                 "runs": repeats,
             }
-            print(f"  {name:<36} {out[name]['median_s']:.3f} s  ({min(walls):.3f}..{max(walls):.3f}), {out[name]['peak_rss_mib']} MiB", file=sys.stderr)
+            print(f"  {name:<36} {out[name]['median_s']:.3f} s  ({min(w):.3f}..{max(w):.3f}), {out[name]['peak_rss_mib']} MiB", file=sys.stderr)
     return out
 
 
@@ -263,13 +309,19 @@ def requirement_closure(name: str, seen: set[str] | None = None) -> set[str]:
 
 
 def bench_sizes() -> dict:
+    """Installed bytes of vaesdk's runtime dependencies, of torch (with what it requires), and
+    of the same job done with torch: torch plus the numpy, Pillow and typer it would still need."""
     runtime = set().union(*(requirement_closure(n) for n in ("numpy", "onnxruntime", "pillow", "typer")))
     torch_deps = requirement_closure("torch")
+    torch_stack = torch_deps.union(*(requirement_closure(n) for n in ("numpy", "pillow", "typer")))
+    mib = {name: sum(map(dist_size, pkgs)) / 2**20 for name, pkgs in (("runtime", runtime), ("torch", torch_deps), ("torch_stack", torch_stack))}
     return {
         "runtime_packages": sorted(runtime),
-        "runtime_mib": sum(map(dist_size, runtime)) / 2**20,
+        "runtime_mib": mib["runtime"],
         "torch_packages": sorted(torch_deps),
-        "torch_mib": sum(map(dist_size, torch_deps)) / 2**20,
+        "torch_mib": mib["torch"],
+        "torch_stack_mib": mib["torch_stack"],
+        "largest": {p: round(dist_size(p) / 2**20, 1) for p in sorted(runtime | torch_deps, key=dist_size, reverse=True)[:6]},
     }
 
 
@@ -310,8 +362,9 @@ def table(result: dict) -> str:
         f"In-process start: read + verify bundle {s['read_and_verify_bundle_ms']:.1f} ms, create sessions {s['create_sessions_ms']:.1f} ms, "
         f"first `sample(16)` {s['first_sample16_ms']:.1f} ms, later calls {s['steady_sample16_ms']:.1f} ms.",
         f"Installed size: runtime dependencies {result['sizes']['runtime_mib']:.0f} MiB "
-        f"({len(result['sizes']['runtime_packages'])} distributions) vs torch {result['sizes']['torch_mib']:.0f} MiB "
-        f"({result['sizes']['runtime_mib'] / result['sizes']['torch_mib']:.2f}x).",
+        f"({len(result['sizes']['runtime_packages'])} distributions) vs torch with its requirements {result['sizes']['torch_mib']:.0f} MiB "
+        f"({result['sizes']['runtime_mib'] / result['sizes']['torch_mib']:.2f}x), vs torch + numpy + Pillow + typer "
+        f"{result['sizes']['torch_stack_mib']:.0f} MiB ({result['sizes']['runtime_mib'] / result['sizes']['torch_stack_mib']:.2f}x).",
     ]
     return "\n".join(lines)
 
@@ -322,16 +375,25 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run, not for reporting)")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads for both runtimes (default: each one's own)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results.json")
+    parser.add_argument("--worker", choices=RUNNERS, help=argparse.SUPPRESS)
+    parser.add_argument("--bundle", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--checkpoint", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--repeats", type=int, default=30, help=argparse.SUPPRESS)
+    parser.add_argument("--min-seconds", type=float, default=1.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, args.bundle, args.checkpoint, args.threads, args.repeats, args.min_seconds)
+        return
 
     import vaesdk
 
     bundle = vaesdk.load(args.model, device="cpu").path
     checkpoint = CHECKPOINTS / args.model
-    repeats, min_seconds = (5, 0.1) if args.quick else (30, 1.0)
+    repeats, min_seconds, rounds = (5, 0.1, 1) if args.quick else (20, 0.5, 5)
+    compile_package()
     print("timing calls ...", file=sys.stderr)
-    result = {"machine": machine(), "model": args.model, "threads": args.threads}
-    result["calls"] = bench_calls(bundle, checkpoint, repeats, min_seconds, args.threads)
+    result = {"machine": machine(), "model": args.model, "threads": args.threads, "rounds": rounds}
+    result["calls"] = bench_calls(bundle, checkpoint, repeats, min_seconds, args.threads, rounds)
     print("timing fresh processes ...", file=sys.stderr)
     result["processes"] = bench_processes(bundle, checkpoint, 3 if args.quick else 10)
     result["startup"] = bench_startup(bundle, 3 if args.quick else 10)

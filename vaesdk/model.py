@@ -205,13 +205,11 @@ class Model:
         for sl in self._chunks(len(z)):
             res = self._decoder.run(z[sl], outputs)
             mean = res[0]
-            if not np.isfinite(mean).all():
-                raise BundleError(f"the decoder of {self.name!r} produced NaN or infinite pixels; the model file is broken")
             if sample_pixels:
                 # A Gaussian draw rounded to the nearest bin is exactly a draw from the
                 # discretized likelihood (edge bins are open-ended, hence the clip).
-                mean = mean + np.exp(0.5 * res[1]) * rng.standard_normal(mean.shape, dtype=np.float32)
-            out[sl] = _to_uint8(mean).transpose(0, 2, 3, 1)
+                mean += np.exp(0.5 * res[1]) * rng.standard_normal(mean.shape, dtype=np.float32)
+            _to_uint8(mean, out[sl], self.name)
         return out
 
     # ---- generation and editing -----------------------------------------------------------
@@ -498,8 +496,16 @@ def _locked(folder: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _to_uint8(x: np.ndarray) -> np.ndarray:
-    return np.rint(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
+def _to_uint8(x: np.ndarray, out: np.ndarray, name: str) -> None:
+    """Decoder means [N, C, H, W] in [0, 1] units -> uint8 `out` [N, H, W, C]. Works in place
+    on `x` (a fresh output of onnxruntime): no temporary arrays."""
+    # One reduction catches NaN and inf: both make the sum non-finite.
+    if not np.isfinite(x.sum(dtype=np.float64)):
+        raise BundleError(f"the decoder of {name!r} produced NaN or infinite pixels; the model file is broken")
+    np.clip(x, 0.0, 1.0, out=x)
+    x *= 255.0
+    np.rint(x, out=x)
+    np.copyto(out, x.transpose(0, 2, 3, 1), casting="unsafe")  # exact: the values are whole numbers
 
 
 def _positive_int(name: str, value: Any, maximum: int, minimum: int = 1) -> int:
