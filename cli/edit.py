@@ -73,6 +73,13 @@ def run_per_image(
     inputs.finish(len(records))
 
 
+SideBySideOpt = Annotated[bool, typer.Option("--side-by-side", help="Put each input left of its result.")]
+
+
+def pairs(inputs: np.ndarray, results: np.ndarray) -> list[np.ndarray]:
+    return [make_grid(np.stack([a, b]), ncols=2, padding=1) for a, b in zip(inputs, results)]
+
+
 def streams(seed: Optional[int], random: bool, quiet: bool) -> Optional[vaesdk.RandomStreams]:
     """Random streams shared by all batches, so results do not depend on --batch-size."""
     return vaesdk.RandomStreams.from_seed(choose_seed(seed, quiet)) if random else None
@@ -86,6 +93,7 @@ def edit(
     delta: Annotated[
         float, typer.Option(help="Shift: prior standard deviations for --dim; multiples of the vector for --direction.")
     ] = 1.0,
+    side_by_side: SideBySideOpt = False,
     sample_latent: SampleLatentOpt = False,
     sample_pixels: SamplePixelsOpt = False,
     seed: SeedOpt = None,
@@ -111,9 +119,14 @@ def edit(
         if sample_latent or sample_pixels:
             m.require_vae("--sample-latent / --sample-pixels")
         rng = streams(seed, sample_latent or sample_pixels, json_out)
-        return lambda batch: m.edit(
-            batch, dim=dim, direction=direction, delta=delta, sample_latent=sample_latent, sample_pixels=sample_pixels, seed=rng
-        )
+
+        def op(batch: np.ndarray) -> Any:
+            edited = m.edit(
+                batch, dim=dim, direction=direction, delta=delta, sample_latent=sample_latent, sample_pixels=sample_pixels, seed=rng
+            )
+            return pairs(batch, edited) if side_by_side else edited
+
+        return op
 
     run_per_image(opts, "edit", prepare, {"dim": dim, "direction": direction, "delta": delta})
 
@@ -121,7 +134,7 @@ def edit(
 @app.command()
 def reconstruct(
     images: ImagesArg,
-    side_by_side: Annotated[bool, typer.Option("--side-by-side", help="Put each input left of its reconstruction.")] = False,
+    side_by_side: SideBySideOpt = False,
     sample_latent: SampleLatentOpt = False,
     sample_pixels: SamplePixelsOpt = False,
     seed: SeedOpt = None,
@@ -144,7 +157,7 @@ def reconstruct(
 
         def op(batch: np.ndarray) -> Any:
             recon = m.reconstruct(batch, sample_latent=sample_latent, sample_pixels=sample_pixels, seed=rng)
-            return [make_grid(np.stack([a, b]), ncols=2, padding=1) for a, b in zip(batch, recon)] if side_by_side else recon
+            return pairs(batch, recon) if side_by_side else recon
 
         return op
 

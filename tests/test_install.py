@@ -49,7 +49,7 @@ def test_sample_and_edit_work_from_a_fresh_install(fresh_venv, tmp_path):
     assert "samples.png" in r.stderr
     with Image.open(tmp_path / "samples.png") as im:
         grid = np.asarray(im)
-    assert grid.shape == (2 * (4 * 28 + 5 * 2),) * 2 and grid.std() > 10  # a picture, not a blank
+    assert grid.shape == (4 * 2 * 28 + 5 * 2,) * 2 and grid.std() > 10  # 4x4 at scale 2; a picture, not a blank
     crop = tmp_path / "one.png"
     Image.fromarray(grid[4:60, 4:60]).save(crop)  # first sample, 2x enlarged: exercises the resize policy
     r = run(vae, "edit", crop, "--dim", "3", "--delta", "2", cwd=tmp_path)
