@@ -9,7 +9,6 @@ separate streams, so the same seed gives the same result for any batch size and 
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import threading
@@ -487,7 +486,13 @@ class Model:
 
 @contextmanager
 def _locked(folder: Path) -> Iterator[None]:
-    """An advisory lock on the bundle folder, held while its manifest is rewritten."""
+    """An advisory lock on the bundle folder, held while its manifest is rewritten (POSIX;
+    elsewhere only the in-process lock applies)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
     fd = os.open(folder, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
