@@ -36,10 +36,14 @@ def choose_seed(seed: int | None, quiet: bool = False) -> int:
     if seed is None:
         seed = secrets.randbits(31)
         if not quiet:
-            note(f"seed {seed} (pass --seed {seed} to repeat this run)")
+            announce_seed(seed)
     elif seed < 0:
         raise InvalidArgumentError(f"--seed must be >= 0, got {seed}")
     return seed
+
+
+def announce_seed(seed: int) -> None:
+    note(f"seed {seed} (pass --seed {seed} to repeat this run)")
 
 
 def note(message: str) -> None:

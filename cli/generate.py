@@ -12,7 +12,7 @@ from vaesdk.errors import InvalidArgumentError
 from vaesdk.images import make_grid
 from vaesdk.model import DEFAULT_BATCH
 
-from .common import Outputs, choose_seed, emit_json, enlarge, load_model, note, progress
+from .common import Outputs, announce_seed, choose_seed, emit_json, enlarge, load_model, note, progress
 from .options import BatchOpt, DeviceOpt, ForceOpt, JsonOpt, ModelOpt, OutDirOpt, OutFileOpt, PriorOpt, SamplePixelsOpt, SeedOpt
 
 app = typer.Typer()
@@ -50,12 +50,14 @@ def sample(
     if out_dir is None and n > MAX_GRID:
         raise InvalidArgumentError(f"--n {n} is too many for one grid (at most {MAX_GRID}); pass --out-dir to write one file per image")
     m = load_model(model, device, batch_size)
-    # iter_sample checks every argument at once and runs nothing until iterated, so a bad
-    # argument fails here, before a seed is drawn and announced.
     options = dict(temperature=temperature, truncation=truncation, sample_pixels=sample_pixels, prior=prior)
-    m.iter_sample(n, seed=0, **options)
-    seed = choose_seed(seed, quiet=json_out)
+    drawn = seed is None
+    seed = choose_seed(seed, quiet=True)
+    # iter_sample checks every argument at once and runs nothing until iterated, so a bad
+    # argument fails here, before the drawn seed is announced.
     batches = m.iter_sample(n, seed=seed, **options)
+    if drawn and not json_out:
+        announce_seed(seed)
     scale = scale or (2 if out_dir is None else 1)
     outputs = Outputs(force)
     written: list[str] = []
