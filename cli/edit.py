@@ -204,7 +204,7 @@ def traverse(
         tuple[float, float], typer.Option("--range", help="Lowest and highest value, in prior standard deviations.")
     ] = (-3.0, 3.0),
     steps: Annotated[int, typer.Option(min=1, max=1000, help="Columns: values from low to high.")] = 7,
-    prior: PriorOpt = "standard",
+    prior: PriorOpt = None,
     seed: SeedOpt = None,
     out: OutFileOpt = None,
     scale: ScaleOpt = 2,

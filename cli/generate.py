@@ -27,7 +27,7 @@ def sample(
     truncation: Annotated[
         Optional[float], typer.Option(help="Redraw latent components beyond +-this many standard deviations.")
     ] = None,
-    prior: PriorOpt = "standard",
+    prior: PriorOpt = None,
     sample_pixels: SamplePixelsOpt = False,
     out: OutFileOpt = None,
     out_dir: OutDirOpt = None,
@@ -73,7 +73,7 @@ def sample(
                     written.append(outputs.write_png(out_dir / f"sample-{len(written):0{width}d}.png", enlarge(image, scale)))
                 advance(len(batch))
     if json_out:
-        emit_json({"model": m.name, "device": m.device, "seed": seed, "n": n, "prior": prior, "outputs": written})
+        emit_json({"model": m.name, "device": m.device, "seed": seed, "n": n, "prior": prior or m.default_prior, "outputs": written})
     elif written != ["-"]:
         where = written[0] if out_dir is None else f"{len(written)} files in {out_dir}"
         note(f"wrote {n} sample(s) from {m.name} to {where}")

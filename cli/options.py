@@ -29,11 +29,12 @@ SampleLatentOpt = Annotated[bool, typer.Option("--sample-latent", help="Draw z f
 SamplePixelsOpt = Annotated[bool, typer.Option("--sample-pixels", help="Draw pixels from p(x|z) instead of taking its mean.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, max=65536, help="Images per model call.")]
 PriorOpt = Annotated[
-    str,
+    Optional[str],
     typer.Option(
         "--prior",
-        help="Where latents come from: standard (the model's N(0, I)), aggregate (a Gaussian fitted to the training "
-        "images' latents) or a class name (see `vae info`).",
+        help="Where latents come from: mixture (a Gaussian mixture fitted to the training images' latents), standard "
+        "(the model's N(0, I)), aggregate (one Gaussian fitted to them) or a class name (see `vae info`).",
+        show_default="the bundle's default prior (vae info)",
     ),
 ]
 DataOpt = Annotated[

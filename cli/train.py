@@ -11,6 +11,8 @@ import typer
 
 from vaesdk.errors import require_train_extra
 
+from vaesdk.training.config import ModelConfig, TrainConfig
+
 from .common import progress
 from .options import DataDirOpt, DataOpt, Kind
 
@@ -25,59 +27,82 @@ def _import_torch_side() -> None:
         raise require_train_extra(e) from None
 
 
+_M, _T = ModelConfig(), TrainConfig()  # the defaults live in the dataclasses; options only override them
+
+
+def _default(value: object) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def _opt(help: str, default: object, *names: str, **kw) -> typer.models.OptionInfo:
+    return typer.Option(*names, help=help, show_default=_default(default), **kw)
+
+
 @app.command()
 def train(
-    out_dir: Annotated[Path, typer.Option("--out-dir", help="Run folder for checkpoints.")] = Path("runs/fashion-mnist"),
+    out_dir: Annotated[Path, typer.Option("--out-dir", help="Run folder for checkpoints.")] = Path(_T.out_dir),
     data: DataOpt = "fashion-mnist",
     data_dir: DataDirOpt = None,
     kind: Annotated[Kind, typer.Option(help="vae (probabilistic, trained on the ELBO) or ae (plain autoencoder, L2 loss).")] = Kind.vae,
-    latent_dim: Annotated[int, typer.Option(min=1, max=4096, help="Latent dimensions.")] = 32,
-    widths: Annotated[str, typer.Option(help="Channel counts per resolution, comma-separated; each after the first halves the size.")] = "32,64,128",
-    res_blocks: Annotated[int, typer.Option(min=0, max=8, help="Residual blocks per resolution.")] = 0,
-    image_size: Annotated[int, typer.Option(min=4, max=1024, help="Side of the square model input (image folders).")] = 28,
-    channels: Annotated[int, typer.Option(min=1, max=3, help="1 (grayscale) or 3 (RGB), for image folders.")] = 1,
-    epochs: Annotated[int, typer.Option(min=1, help="At most this many epochs.")] = 100,
-    patience: Annotated[int, typer.Option(min=1, help="Stop after this many epochs without validation improvement.")] = 6,
-    lr_patience: Annotated[int, typer.Option(min=1, help="Halve the learning rate after this many epochs without improvement.")] = 2,
-    grad_clip: Annotated[float, typer.Option(min=0.0, help="Clip the gradient norm to this (0 = off).")] = 5000.0,
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per optimisation step.")] = 128,
-    lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")] = 1e-3,
-    seed: Annotated[int, typer.Option(help="Seed of initialisation, validation split and shuffling.")] = 0,
-    limit: Annotated[int, typer.Option(min=0, help="Use only the first N training images (0 = all).")] = 0,
-    threads: Annotated[int, typer.Option(min=0, help="torch CPU threads (0 = torch's default).")] = 0,
+    latent_dim: Annotated[Optional[int], _opt("Latent dimensions.", _M.latent_dim, min=1, max=4096)] = None,
+    widths: Annotated[Optional[str], _opt("Channel counts per resolution, comma-separated; each after the first halves the size.", _M.widths)] = None,
+    res_blocks: Annotated[Optional[int], _opt("Residual blocks per resolution.", _M.res_blocks, min=0, max=8)] = None,
+    upsample: Annotated[Optional[str], _opt("Decoder upsampling: resize (nearest + 3x3 conv) or transpose.", _M.upsample)] = None,
+    covariance: Annotated[Optional[str], _opt("Pixel covariance of p(x|z): diagonal or lowrank.", _M.covariance)] = None,
+    rank: Annotated[Optional[int], _opt("Columns of the low-rank covariance factor (with --covariance lowrank).", _M.rank, min=0, max=256)] = None,
+    likelihood: Annotated[Optional[str], _opt("Pixel likelihood: discretized (exact bins, diagonal only) or dequantized (a bound, any covariance).", _M.likelihood)] = None,
+    image_size: Annotated[Optional[int], _opt("Side of the square model input (image folders).", _M.image_size, min=4, max=1024)] = None,
+    channels: Annotated[Optional[int], _opt("1 (grayscale) or 3 (RGB), for image folders.", _M.channels, min=1, max=3)] = None,
+    epochs: Annotated[Optional[int], _opt("At most this many epochs.", _T.max_epochs, min=1)] = None,
+    patience: Annotated[Optional[int], _opt("Stop after this many epochs without validation improvement.", _T.patience, min=1)] = None,
+    lr_patience: Annotated[Optional[int], _opt("Halve the learning rate after this many epochs without improvement.", _T.lr_patience, min=1)] = None,
+    kl_warmup_epochs: Annotated[Optional[int], _opt("Raise the KL weight from 0 to 1 over this many epochs (against posterior collapse; 0 = off).", _T.kl_warmup_epochs, min=0)] = None,
+    fixed_variance_epochs: Annotated[Optional[int], _opt("Hold the decoder variance fixed for this many epochs (against posterior collapse; 0 = off).", _T.fixed_variance_epochs, min=0)] = None,
+    grad_clip: Annotated[Optional[float], _opt("Clip the gradient norm to this (0 = off).", _T.grad_clip, min=0.0)] = None,
+    batch_size: Annotated[Optional[int], _opt("Images per optimisation step.", _T.batch_size, min=1)] = None,
+    lr: Annotated[Optional[float], _opt("Adam learning rate.", _T.lr, min=0.0)] = None,
+    seed: Annotated[Optional[int], _opt("Seed of initialisation, validation split and shuffling.", _T.seed)] = None,
+    limit: Annotated[Optional[int], _opt("Use only the first N training images (0 = all).", _T.limit, min=0)] = None,
+    threads: Annotated[Optional[int], _opt("torch CPU threads (0 = torch's default).", _T.num_threads, min=0)] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out-dir from its last epoch.")] = False,
 ) -> None:
     """Train a VAE (or plain autoencoder) and write checkpoints to --out-dir."""
     _import_torch_side()
     from vaesdk.datasets import DEFAULT_FASHION_MNIST_DIR
     from vaesdk.errors import InvalidArgumentError
-    from vaesdk.training.config import ModelConfig, TrainConfig
     from vaesdk.training.train import train as run_training
 
-    try:
-        width_list = tuple(int(w) for w in widths.split(","))
-    except ValueError:
-        raise InvalidArgumentError(f"--widths {widths!r} is not a comma-separated list of integers (e.g. 32,64,128)") from None
+    width_list = None
+    if widths is not None:
+        try:
+            width_list = tuple(int(w) for w in widths.split(","))
+        except ValueError:
+            raise InvalidArgumentError(f"--widths {widths!r} is not a comma-separated list of integers (e.g. 32,64,128)") from None
+    model_options = dict(
+        kind=kind.value, image_size=image_size, channels=channels, latent_dim=latent_dim, widths=width_list,
+        res_blocks=res_blocks, upsample=upsample, covariance=covariance, rank=rank, likelihood=likelihood,
+    )  # fmt: skip
+    if covariance == "diagonal":  # the default rank belongs to the default low-rank covariance
+        model_options.update(rank=rank or 0, likelihood=likelihood or "discretized")
     folder = data != "fashion-mnist"
+    run_options = dict(
+        seed=seed, batch_size=batch_size, lr=lr, max_epochs=epochs, patience=patience, lr_patience=lr_patience,
+        kl_warmup_epochs=kl_warmup_epochs, fixed_variance_epochs=fixed_variance_epochs, grad_clip=grad_clip,
+        limit=limit, num_threads=threads,
+    )  # fmt: skip
     config = TrainConfig(
-        model=ModelConfig(
-            kind=kind.value, image_size=image_size, channels=channels, latent_dim=latent_dim, widths=width_list, res_blocks=res_blocks
-        ),
+        model=ModelConfig(**_given(model_options)),
         dataset="folder" if folder else "fashion-mnist",
         data_dir=data if folder else str(data_dir or DEFAULT_FASHION_MNIST_DIR),
         out_dir=str(out_dir),
-        seed=seed,
-        batch_size=batch_size,
-        lr=lr,
-        max_epochs=epochs,
-        patience=patience,
-        lr_patience=lr_patience,
-        grad_clip=grad_clip,
-        limit=limit,
-        num_threads=threads,
+        **_given(run_options),
     )
     command = "vae " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else "vae train"
     run_training(config, resume=resume, command=command, log=typer.echo)
+
+
+def _given(options: dict) -> dict:
+    return {k: v for k, v in options.items() if v is not None}
 
 
 @app.command("export")
@@ -87,14 +112,22 @@ def export_cmd(
     name: Annotated[Optional[str], typer.Option(help="Model name in the manifest.", show_default="the --out folder's name")] = None,
     description: Annotated[str, typer.Option(help="One line about the model, stored in the manifest.")] = "",
     data: Annotated[
-        str, typer.Option("--data", help="Test data for the manifest's metrics: fashion-mnist, a labelled image folder, or none.")
-    ] = "fashion-mnist",
+        str,
+        typer.Option(
+            "--data",
+            help="Data for the manifest's metrics, priors and directions: auto (the run's own source: Fashion-MNIST's test "
+            "split, or the held-out part of its image folder), fashion-mnist, a labelled image folder, or none.",
+        ),
+    ] = "auto",
     data_dir: DataDirOpt = None,
     train_data: Annotated[
         Optional[str], typer.Option(help="Labelled image folder for the probe and the class directions, with --data FOLDER.")
     ] = None,
     iw_samples: Annotated[int, typer.Option(min=1, max=10000, help="Importance samples for the likelihood bound.")] = 100,
     eval_limit: Annotated[int, typer.Option(min=0, help="Evaluate on only the first N images (0 = all).")] = 0,
+    allow_collapsed: Annotated[
+        bool, typer.Option("--allow-collapsed", help="Export even if too few latent dimensions are in use (posterior collapse).")
+    ] = False,
     force: Annotated[bool, typer.Option("--force", "-f", help="Replace an existing bundle folder.")] = False,
 ) -> None:
     """Export a checkpoint to a verified bundle: encoder.onnx, decoder.onnx, manifest.json.
@@ -115,6 +148,7 @@ def export_cmd(
             probe_data=train_data,
             iw_samples=iw_samples,
             eval_limit=eval_limit,
+            allow_collapsed=allow_collapsed,
             force=force,
             log=typer.echo,
             progress=lambda task, done, total: update(completed=done, total=total, description=task),

@@ -24,6 +24,27 @@ IMAGE_POLICY = (
 )
 
 
+def _likelihood(config: ModelConfig) -> dict[str, Any]:
+    units = "pixel k sits at k/255; decoder mean, logvar and factor are in these [0, 1] units"
+    covariance = (
+        {"covariance": "lowrank", "rank": config.rank, "covariance_form": "diag(exp(logvar)) + W W^T, W = factor [R, C*H*W] per image"}
+        if config.covariance == "lowrank"
+        else {"covariance": "diagonal"}
+    )
+    if config.likelihood == "discretized":
+        return {"type": "discretized_gaussian", "bins": 256, "units": units, "edge_bins": "open-ended at 0 and 255", **covariance}
+    return {
+        "type": "dequantized_gaussian",
+        "bins": 256,
+        "units": units,
+        "bound": (
+            "log P(k) >= E_u[log p((k + u) / 255)] - log 255 per pixel, u ~ U(-1/2, 1/2) (Jensen); "
+            "reported bits/dim are this lower bound on the discrete likelihood, estimated with seeded u"
+        ),
+        **covariance,
+    }
+
+
 def build_manifest(
     name: str,
     config: ModelConfig,
@@ -33,7 +54,7 @@ def build_manifest(
     description: str = "",
 ) -> dict[str, Any]:
     """A manifest for the graphs in `files`, without metrics or directions (added after evaluation)."""
-    contract = io_contract(config.kind, config.channels, config.image_size, config.latent_dim)
+    contract = io_contract(config.kind, config.channels, config.image_size, config.latent_dim, config.factor_channels // config.channels)
     data: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -51,16 +72,7 @@ def build_manifest(
             "input_policy": IMAGE_POLICY,
         },
         "latent": {"dim": config.latent_dim, "prior": "standard_normal" if config.kind == "vae" else None},
-        "likelihood": (
-            {
-                "type": "discretized_gaussian",
-                "bins": 256,
-                "units": "pixel k sits at k/255; decoder mean and logvar are in these [0, 1] units",
-                "edge_bins": "open-ended at 0 and 255",
-            }
-            if config.kind == "vae"
-            else None
-        ),
+        "likelihood": _likelihood(config) if config.kind == "vae" else None,
     }
     for role in ("encoder", "decoder"):
         blob = files[role].read_bytes()
@@ -86,6 +98,7 @@ def build_manifest(
         "objective": checkpoint["objective"],
         "seed": checkpoint["config"]["seed"],
         "command": checkpoint["command"],
+        "schedule": checkpoint.get("schedule"),
         "config": checkpoint["config"],
         "torch": checkpoint.get("torch"),
         "machine": platform.machine(),

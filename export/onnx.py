@@ -50,7 +50,7 @@ def export_graphs(model: VAE, out_dir: Path) -> dict[str, Path]:
     """Write encoder.onnx and decoder.onnx into out_dir with the bundle contract's I/O names."""
     c = model.config
     model = model.eval()
-    contract = io_contract(c.kind, c.channels, c.image_size, c.latent_dim)
+    contract = io_contract(c.kind, c.channels, c.image_size, c.latent_dim, c.factor_channels // c.channels)
     paths = {"encoder": out_dir / "encoder.onnx", "decoder": out_dir / "decoder.onnx"}
     with torch.no_grad():
         _export(

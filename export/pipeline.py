@@ -7,27 +7,48 @@ the runtime, and evaluation. A failure leaves no partial bundle behind.
 
 from __future__ import annotations
 
+import hashlib
+import math
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import vaesdk
-from vaesdk.bundle import NAME_RE, write_manifest
+from vaesdk.bundle import NAME_RE, STANDARD_PRIOR, write_manifest
 from vaesdk.datasets import DEFAULT_FASHION_MNIST_DIR, ImageSet, load_dataset
-from vaesdk.errors import InvalidArgumentError, OutputError
+from vaesdk.errors import BundleError, InvalidArgumentError, OutputError
 from vaesdk.evaluate import Progress, evaluate
-from vaesdk.fileio import UMASK
-from vaesdk.latent import Posterior, class_mean_directions, fit_gaussian
+from vaesdk.fileio import UMASK, write_atomic
+from vaesdk.latent import ACTIVE_KL_NATS, Posterior, class_mean_directions, fit_gaussian
 
-from ..training.train import load_model
+from ..training.data import split_train_val
+from ..training.train import load_checkpoint
+from .fit_prior import fit_mixture
 from .manifest import build_manifest
+
+MIXTURE_PRIOR = "mixture"
+MIXTURE_FILE = "prior-mixture.npz"
 from .onnx import export_graphs
 from .verify import check_parity
+
+
+@dataclass
+class EvalSets:
+    """Images for the manifest's figures: `test` for metrics, `train` (the images the model
+    was trained on) for the probe, class directions and fitted priors, `held_out` (images not
+    trained on) for choosing the prior's size and for calibration. `source` says what `test` is."""
+
+    test: ImageSet | None
+    train: ImageSet | None
+    held_out: ImageSet | None
+    source: str
+    dataset: str
 
 
 def export_bundle(
@@ -36,20 +57,23 @@ def export_bundle(
     *,
     name: str | None = None,
     description: str = "",
-    eval_data: str | None = "fashion-mnist",
+    eval_data: str | None = "auto",
     data_dir: str | os.PathLike | None = None,
     probe_data: str | None = None,
     iw_samples: int = 100,
     eval_limit: int = 0,
+    allow_collapsed: bool = False,
     force: bool = False,
     log: Callable[[str], None] = lambda s: None,
     progress: Progress | None = None,
 ) -> Path:
     """Export the best weights of `run_dir` to the bundle folder `out_dir`.
 
-    eval_data: 'fashion-mnist' (test split for metrics, train split for the probe and the
-    class directions), a labelled image folder, or None to skip metrics. eval_limit > 0 uses
-    only that many images of each set (quick runs and tests).
+    eval_data: 'auto' (the run's own data source, from its checkpoint: Fashion-MNIST's test
+    split, or the held-out validation part of the run's image folder), 'fashion-mnist', a
+    labelled image folder, or None to skip metrics and fitted priors. eval_limit > 0 uses
+    only that many images of each set (quick runs and tests). A VAE with too few active
+    latent dimensions (posterior collapse) is refused unless allow_collapsed.
     """
     out_dir = Path(out_dir)
     name = name or out_dir.name
@@ -57,25 +81,29 @@ def export_bundle(
         raise InvalidArgumentError(f"bundle name {name!r} must be 1-64 letters, digits, '_', '.' or '-'; pass --name")
     if (out_dir.exists() or out_dir.is_symlink()) and not force:
         raise OutputError(f"{out_dir} already exists; pass --force to replace it")
-    model, checkpoint = load_model(run_dir)
+    model, checkpoint = load_checkpoint(run_dir)
     config = model.config
-    test, train = _eval_sets(eval_data, probe_data, data_dir, config.image_size, config.channels)
+    sets = _eval_sets(eval_data, probe_data, data_dir, checkpoint, config.image_size, config.channels)
     if eval_limit:
-        test = test.head(eval_limit) if test is not None else None
-        train = train.head(eval_limit) if train is not None else None
+        sets = EvalSets(*(None if s is None else s.head(eval_limit) for s in (sets.test, sets.train, sets.held_out)), sets.source, sets.dataset)
+    if sets.test is None and config.kind == "vae":
+        _refuse_collapse(_last_active_dims(checkpoint), config.latent_dim, checkpoint, allow_collapsed, "its last validation")
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
     try:
         log("exporting encoder.onnx and decoder.onnx")
         files = export_graphs(model, tmp)
-        real = test.images[:256] if test is not None else _random_images(config.image_size, config.channels)
+        real = sets.test.images[:256] if sets.test is not None else _random_images(config.image_size, config.channels)
         report = check_parity(model, files["encoder"].read_bytes(), files["decoder"].read_bytes(), real)
         log(f"parity gate passed: worst error {report.worst_ratio:.3f} of tolerance")
         data = build_manifest(name, config, files, checkpoint, report.as_manifest(), description)
         write_manifest(tmp, data)
-        if test is not None:
-            _add_evaluation(tmp, data, test, train, eval_data, iw_samples, log, progress)
+        if sets.test is not None:
+            _add_evaluation(tmp, data, sets, iw_samples, log, progress)
+            if config.kind == "vae":
+                active = data["latent"]["active_dims"]
+                _refuse_collapse(active, config.latent_dim, checkpoint, allow_collapsed, f"the {len(sets.test)} evaluation images")
         vaesdk.load(tmp, device="cpu")  # the finished bundle must load through the runtime's checks
         os.chmod(tmp, 0o777 & ~UMASK)  # mkdtemp makes it private; a bundle is for others to read
         _move_into_place(tmp, out_dir)
@@ -86,19 +114,64 @@ def export_bundle(
     return out_dir
 
 
+def _last_active_dims(checkpoint: dict[str, Any]) -> int | None:
+    history = checkpoint.get("history") or []
+    return history[-1]["val"].get("active_dims") if history else None
+
+
+def _refuse_collapse(active: int | None, dim: int, checkpoint: dict[str, Any], allow: bool, where: str) -> None:
+    if active is None:
+        return
+    fraction = (checkpoint.get("config") or {}).get("min_active_fraction", 0.1)
+    need = max(1, math.ceil(fraction * dim))
+    if active < need and not allow:
+        raise BundleError(
+            f"posterior collapse: only {active} of {dim} latent dimensions are active (mean KL > {ACTIVE_KL_NATS} nats) on "
+            f"{where}, fewer than {need}; the model ignores its latent. Retrain (see `vae train --help`: "
+            "--kl-warmup-epochs, --fixed-variance-epochs, --latent-dim), or pass --allow-collapsed to export it anyway"
+        )
+
+
 def _eval_sets(
-    eval_data: str | None, probe_data: str | None, data_dir: Any, size: int, channels: int
-) -> tuple[ImageSet | None, ImageSet | None]:
+    eval_data: str | None, probe_data: str | None, data_dir: Any, checkpoint: dict[str, Any], size: int, channels: int
+) -> EvalSets:
     if eval_data is None:
-        return None, None
+        return EvalSets(None, None, None, "none", "none")
+    dataset = checkpoint["dataset"]
+    trained_on = dataset.get("name", "fashion-mnist")
+    if eval_data == "auto":
+        train, held_out = _run_split(checkpoint, trained_on, data_dir, size, channels)
+        if trained_on == "fashion-mnist":
+            test = load_dataset("fashion-mnist", "test", size, channels, data_dir or DEFAULT_FASHION_MNIST_DIR)
+            return EvalSets(test, train, held_out, "test", "fashion-mnist")
+        # A folder has no test split: the run's validation images were never trained on.
+        return EvalSets(held_out, train, held_out, "validation split of the training folder (not used for training)", "image folder")
     if eval_data == "fashion-mnist":
         data_dir = data_dir or DEFAULT_FASHION_MNIST_DIR
-        return load_dataset("fashion-mnist", "test", size, channels, data_dir), load_dataset(
-            "fashion-mnist", "train", size, channels, data_dir
-        )
+        test = load_dataset("fashion-mnist", "test", size, channels, data_dir)
+        if trained_on == "fashion-mnist":
+            train, held_out = _run_split(checkpoint, trained_on, data_dir, size, channels)
+            return EvalSets(test, train, held_out, "test", "fashion-mnist")
+        return EvalSets(test, load_dataset("fashion-mnist", "train", size, channels, data_dir), None, "test", "fashion-mnist")
     test = load_dataset(eval_data, "test", size, channels)
     train = load_dataset(probe_data, "train", size, channels) if probe_data else None
-    return test, train
+    return EvalSets(test, train, None, eval_data, "image folder")
+
+
+def _run_split(checkpoint: dict[str, Any], trained_on: str, data_dir: Any, size: int, channels: int) -> tuple[ImageSet, ImageSet]:
+    """The run's own training and validation images, reproduced from its recorded seed and fraction."""
+    from ..training.config import TrainConfig
+    from ..training.train import load_training_images
+
+    config = TrainConfig.from_dict(checkpoint["config"])
+    if data_dir is not None:
+        config.data_dir = str(data_dir)
+    if trained_on != "fashion-mnist" and not Path(config.data_dir).is_dir():
+        raise InvalidArgumentError(
+            f"the run was trained on the folder {config.data_dir}, which is gone; pass --data-dir with its new place, "
+            "or --data FOLDER / --data none"
+        )
+    return split_train_val(load_training_images(config), config.val_fraction, config.seed)
 
 
 def _random_images(size: int, channels: int) -> np.ndarray:
@@ -108,15 +181,14 @@ def _random_images(size: int, channels: int) -> np.ndarray:
 def _add_evaluation(
     bundle_dir: Path,
     data: dict[str, Any],
-    test: ImageSet,
-    train: ImageSet | None,
-    source: str,
+    sets: EvalSets,
     k: int,
     log: Callable[[str], None],
     progress: Progress | None,
 ) -> None:
     model = vaesdk.load(bundle_dir, device="cpu")
-    log(f"evaluating on {len(test)} images (importance-weighted bound with k={k})")
+    test, train = sets.test, sets.train
+    log(f"evaluating on {len(test)} images ({sets.source}; importance-weighted bound with k={k})")
     train_post = model.encode(train.images) if train is not None else None
     train_features = train_post.mean if train_post is not None else None
     metrics = evaluate(
@@ -125,10 +197,13 @@ def _add_evaluation(
     kl = metrics.pop("kl_per_dim", None)
     if kl is not None:
         data["latent"]["kl_per_dim"] = kl
-    split = "test" if source == "fashion-mnist" else source
-    data["metrics"] = {"dataset": "fashion-mnist" if source == "fashion-mnist" else "image folder", "split": split, **metrics}
+        data["latent"]["active_dims"] = metrics["active_dims"]
+        data["latent"]["active_threshold_nats"] = ACTIVE_KL_NATS
+    data["metrics"] = {"dataset": sets.dataset, "split": sets.source, **metrics}
     if train_post is not None:
         data["latent"]["gaussians"] = _fit_gaussians(train_post, train)
+        held_out = model.embed(sets.held_out.images) if sets.held_out is not None else None
+        _add_mixture(bundle_dir, data, train_post.mean, held_out, log)
     if train is not None and train.labels is not None and train.class_names:
         vectors = class_mean_directions(train_features, train.labels, train.class_names)
         data["directions"] = {
@@ -142,6 +217,30 @@ def _add_evaluation(
     write_manifest(bundle_dir, data)
 
 
+def _add_mixture(bundle_dir: Path, data: dict[str, Any], train: np.ndarray, held_out: np.ndarray | None, log: Callable[[str], None]) -> None:
+    """Fit the mixture prior on the training latents (posterior means), write it as
+    prior-mixture.npz and make it the bundle's default prior."""
+    if held_out is None:  # no images held out of training: hold out a tenth of the latents
+        order = np.random.default_rng(0).permutation(len(train))
+        cut = max(1, len(train) // 10)
+        train, held_out = train[order[cut:]], train[order[:cut]]
+    if len(train) < 4:
+        log("prior: too few training images to fit a mixture; the default prior stays N(0, I)")
+        return
+    mixture, record = fit_mixture(train, held_out, log=log)
+    blob = mixture.to_npz()
+    path = bundle_dir / MIXTURE_FILE
+    write_atomic(path, blob)
+    data["latent"].setdefault("mixtures", {})[MIXTURE_PRIOR] = {
+        "file": MIXTURE_FILE,
+        "sha256": hashlib.sha256(blob).hexdigest(),
+        "bytes": len(blob),
+        "fitted_to": "posterior means of the training images",
+        **record,
+    }
+    data["latent"]["default_prior"] = MIXTURE_PRIOR
+
+
 def _fit_gaussians(post: Posterior, data: ImageSet) -> dict[str, dict[str, Any]]:
     """Gaussians moment-matched to the encoded training images: all of them ('aggregate'),
     and each class. Sampling from them avoids the regions of N(0, I) no image encodes to."""
@@ -150,7 +249,7 @@ def _fit_gaussians(post: Posterior, data: ImageSet) -> dict[str, dict[str, Any]]
         groups.update({name: data.labels == k for k, name in enumerate(data.class_names)})
     out = {}
     for name, sel in groups.items():
-        if sel.sum() < 2:
+        if sel.sum() < 2 or name in (MIXTURE_PRIOR, STANDARD_PRIOR):
             continue
         g = fit_gaussian(post.mean[sel], None if post.logvar is None else post.logvar[sel])
         out[name] = {**g.to_manifest(), "images": int(sel.sum()), "fitted_to": "encoded training images" + ("" if name == "aggregate" else f" of class '{name}'")}

@@ -53,12 +53,16 @@ def check_parity(model: VAE, encoder_onnx: bytes, decoder_onnx: bytes, real_imag
         "single_image": real[:1],
     }
     out_names = ["mean", "logvar"] if c.kind == "vae" else ["mean"]
+    decoder_names = out_names + (["factor"] if c.factor_channels else [])
     errors: dict[str, float] = {}
     worst = 0.0
 
     def compare(label: str, ours: list[np.ndarray], theirs: tuple[torch.Tensor, ...]) -> None:
         nonlocal worst
-        for name, a, b in zip(out_names, ours, theirs):
+        names = decoder_names if label == "decoder" else out_names
+        if len(ours) != len(theirs):
+            raise BundleError(f"parity: {label} has {len(ours)} outputs in onnxruntime, {len(theirs)} in torch")
+        for name, a, b in zip(names, ours, theirs):
             b = b.numpy()
             if a.shape != b.shape:
                 raise BundleError(f"parity: {label} output '{name}' has shape {a.shape} in onnxruntime, {b.shape} in torch")
@@ -81,7 +85,7 @@ def check_parity(model: VAE, encoder_onnx: bytes, decoder_onnx: bytes, real_imag
             "single_latent": rng.standard_normal((1, c.latent_dim), dtype=np.float32),
         }
         for z in latent_cases.values():
-            compare("decoder", dec.run(z, out_names), model.decoder(torch.from_numpy(z)))
+            compare("decoder", dec.run(z, decoder_names), model.decoder(torch.from_numpy(z)))
     cases = {k: len(v) for k, v in {**image_cases, **latent_cases}.items()}
     report = ParityReport(errors, worst, cases)
     if worst > 1.0:

@@ -31,22 +31,29 @@ def bundled_model() -> vaesdk.Model:
     return vaesdk.load(device="cpu")
 
 
-def _train_and_export(root: Path, kind: str) -> Path:
+# The diagonal, discretized decoder of format-1 bundles; the low-rank one is the default.
+DIAGONAL = dict(covariance="diagonal", rank=0, likelihood="discretized")
+
+
+def _train_and_export(root: Path, kind: str, name: str | None = None, **model_options) -> Path:
     from vaesdk.export.pipeline import export_bundle
     from vaesdk.training.config import ModelConfig, TrainConfig
     from vaesdk.training.train import train
 
-    run = root / f"run-{kind}"
+    name = name or kind
+    run = root / f"run-{name}"
     config = TrainConfig(
-        model=ModelConfig(kind=kind, latent_dim=8, widths=TINY_WIDTHS),
+        model=ModelConfig(kind=kind, latent_dim=8, widths=TINY_WIDTHS, **model_options),
         out_dir=str(run),
         limit=3000,
         max_epochs=2,
         batch_size=64,
         lr=2e-3,
+        kl_warmup_epochs=1,
+        fixed_variance_epochs=1,
     )
     train(config, command=f"test fixture ({kind})", log=lambda s: None)
-    return export_bundle(run, root / f"tiny-{kind}", eval_data="fashion-mnist", eval_limit=300, iw_samples=8)
+    return export_bundle(run, root / f"tiny-{name}", eval_data="fashion-mnist", eval_limit=300, iw_samples=8)
 
 
 @pytest.fixture(scope="session")
@@ -56,8 +63,16 @@ def tiny_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_vae_bundle(tiny_root) -> Path:
-    """A small VAE bundle (latent_dim 8). Treat as read-only; copy it to change it."""
-    return _train_and_export(tiny_root, "vae")
+    """A small VAE bundle (latent_dim 8) with a diagonal, discretized decoder. Treat as
+    read-only; copy it to change it."""
+    return _train_and_export(tiny_root, "vae", **DIAGONAL)
+
+
+@pytest.fixture(scope="session")
+def tiny_lowrank_bundle(tiny_root) -> Path:
+    """A small VAE bundle (latent_dim 8) with the default decoder: low-rank-plus-diagonal
+    covariance (rank 4), dequantized likelihood. Treat as read-only."""
+    return _train_and_export(tiny_root, "vae", "lowrank", covariance="lowrank", rank=4, likelihood="dequantized")
 
 
 @pytest.fixture(scope="session")

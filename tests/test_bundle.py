@@ -282,9 +282,9 @@ def test_manifest_with_wrong_format_is_refused(bundle_copy):
 
 
 def test_manifest_from_a_newer_format_version_says_upgrade(bundle_copy):
-    rewrite_manifest(bundle_copy, lambda m: set_path(m, "format_version", 2))
+    rewrite_manifest(bundle_copy, lambda m: set_path(m, "format_version", vaesdk.bundle.FORMAT_VERSION + 1))
     message = load_error(bundle_copy)
-    assert "format_version 2" in message and "upgrade vaesdk" in message
+    assert f"format_version {vaesdk.bundle.FORMAT_VERSION + 1}" in message and "upgrade vaesdk" in message
 
 
 def test_manifest_format_version_zero_is_refused(bundle_copy):

@@ -13,7 +13,7 @@ from vaesdk.errors import BundleError, OutputError
 from vaesdk.export import pipeline
 from vaesdk.export.verify import ATOL, RTOL, check_parity
 from vaesdk.training.evaluate import bounds_bpd
-from vaesdk.training.train import load_model
+from vaesdk.training.train import load_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_manifest_records_what_a_deployer_needs(tiny_vae_bundle):
 
 
 def test_runtime_matches_pytorch_on_fresh_inputs(tiny_vae_bundle, run_dir, fashion_test):
-    torch_model, _ = load_model(run_dir)
+    torch_model, _ = load_checkpoint(run_dir)
     m = vaesdk.load(tiny_vae_bundle, device="cpu")
     x = fashion_test.images[100:164]
     with torch.no_grad():
@@ -52,14 +52,14 @@ def test_runtime_matches_pytorch_on_fresh_inputs(tiny_vae_bundle, run_dir, fashi
         np.testing.assert_allclose(post.mean, t_mean.numpy(), rtol=RTOL, atol=ATOL)
         np.testing.assert_allclose(post.logvar, t_logvar.numpy(), rtol=RTOL, atol=ATOL)
         z = np.random.default_rng(0).standard_normal((32, 8), dtype=np.float32)
-        d_mean, d_logvar = torch_model.decoder(torch.from_numpy(z))
+        d_mean, d_logvar, *_ = torch_model.decoder(torch.from_numpy(z))
         mean, logvar = m.decode_params(z)
         np.testing.assert_allclose(mean, d_mean.numpy().transpose(0, 2, 3, 1), rtol=RTOL, atol=ATOL)
         np.testing.assert_allclose(logvar, d_logvar.numpy().transpose(0, 2, 3, 1), rtol=RTOL, atol=ATOL)
 
 
 def test_runtime_scores_agree_with_the_training_code(tiny_vae_bundle, run_dir, fashion_test):
-    torch_model, _ = load_model(run_dir)
+    torch_model, _ = load_checkpoint(run_dir)
     m = vaesdk.load(tiny_vae_bundle, device="cpu", batch_size=4096)
     x, k = fashion_test.images[:20], 50
     scores = m.score(x, k=k, seed=7)
@@ -70,8 +70,37 @@ def test_runtime_scores_agree_with_the_training_code(tiny_vae_bundle, run_dir, f
     np.testing.assert_allclose(scores.iw_bpd, iw, atol=1e-3)
 
 
+def test_lowrank_scores_agree_with_the_training_code(tiny_lowrank_bundle, fashion_test):
+    """The dequantized bound with a low-rank covariance: numpy (Woodbury) against torch."""
+    torch_model, _ = load_checkpoint(tiny_lowrank_bundle.parent / "run-lowrank")
+    m = vaesdk.load(tiny_lowrank_bundle, device="cpu", batch_size=4096)
+    assert m.manifest.covariance_rank == 4 and m.manifest.likelihood_type == "dequantized_gaussian"
+    x, k = fashion_test.images[:20], 30
+    scores = m.score(x, k=k, seed=7)
+    # One chunk: the runtime drew these posterior and dequantization noises.
+    rng = np.random.default_rng(7)
+    noise_rng = rng.spawn(1)[0]
+    eps = rng.standard_normal((20, k, 8), dtype=np.float32)
+    noise = noise_rng.random((20, k, 1, 28, 28))
+    elbo, iw = bounds_bpd(torch_model, x, eps, noise)
+    np.testing.assert_allclose(scores.elbo_bpd, elbo, atol=1e-3)
+    np.testing.assert_allclose(scores.iw_bpd, iw, atol=1e-3)
+    assert np.all(scores.iw_bpd <= scores.elbo_bpd + 1e-9)
+
+
+def test_lowrank_decoder_passes_parity_with_its_factor_output(tiny_lowrank_bundle, fashion_test):
+    torch_model, _ = load_checkpoint(tiny_lowrank_bundle.parent / "run-lowrank")
+    report = check_parity(
+        torch_model,
+        (tiny_lowrank_bundle / "encoder.onnx").read_bytes(),
+        (tiny_lowrank_bundle / "decoder.onnx").read_bytes(),
+        fashion_test.images[:32],
+    )
+    assert any(key.endswith(".factor") for key in report.max_abs_error)
+
+
 def test_parity_gate_fails_when_onnx_and_torch_differ(tiny_vae_bundle, run_dir, fashion_test):
-    torch_model, _ = load_model(run_dir)
+    torch_model, _ = load_checkpoint(run_dir)
     with torch.no_grad():
         torch_model.decoder.conv_out.bias.add_(0.01)  # a change far below what a picture shows
     with pytest.raises(BundleError, match="parity gate failed"):

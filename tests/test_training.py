@@ -15,7 +15,7 @@ from vaesdk.errors import InvalidArgumentError, OutputError
 from vaesdk.images import save_png
 from vaesdk.training.config import ModelConfig, TrainConfig
 from vaesdk.training.model import VAE
-from vaesdk.training.train import BEST_WEIGHTS, CHECKPOINT_JSON, LAST_STATE, load_model, train
+from vaesdk.training.train import BEST_WEIGHTS, CHECKPOINT_JSON, LAST_STATE, load_checkpoint, train
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(latent_dim=4, widths=(4, 8))
@@ -84,7 +84,7 @@ def test_checkpoints_are_safetensors_and_json_and_resume_is_exact(tmp_path):
         assert (straight / name).read_bytes() == (resumed / name).read_bytes(), name
     record = json.loads((resumed / CHECKPOINT_JSON).read_text())
     assert record["epochs_done"] == 3 and len(record["history"]) == 3
-    model, meta = load_model(resumed)
+    model, meta = load_checkpoint(resumed)
     assert model.config.latent_dim == 4 and meta["config"]["seed"] == 0
 
 
@@ -153,5 +153,5 @@ def test_training_on_an_image_folder(tmp_path, fashion_test):
         dataset="folder", data_dir=str(tmp_path / "imgs"), out_dir=str(tmp_path / "run"), max_epochs=1, batch_size=8,
     )  # fmt: skip
     run = train(config, log=lambda s: None)
-    model, _ = load_model(run)
+    model, _ = load_checkpoint(run)
     assert model.config.channels == 3

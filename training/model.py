@@ -14,7 +14,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from .config import ModelConfig
-from .likelihood import discretized_gaussian_log_prob
+from .likelihood import dequantized_log_prob, discretized_gaussian_log_prob
+
+# The decoder's covariance factor is its raw output times this, so an untrained decoder
+# starts with factors of a few grey levels rather than the whole pixel range.
+FACTOR_SCALE = 0.1
 
 
 class DiagonalGaussian:
@@ -33,10 +37,13 @@ class DiagonalGaussian:
     def mode(self) -> torch.Tensor:
         return self.mean
 
+    def kl_per_dim(self) -> torch.Tensor:
+        """KL(q || N(0, I)) per example and latent dimension: shape [N, D]."""
+        return 0.5 * (self.mean.pow(2) + self.logvar.exp() - 1.0 - self.logvar)
+
     def kl(self) -> torch.Tensor:
         """KL(q || N(0, I)) per example, summed over all non-batch axes: shape [N]."""
-        terms = 0.5 * (self.mean.pow(2) + self.logvar.exp() - 1.0 - self.logvar)
-        return terms.flatten(1).sum(1)
+        return self.kl_per_dim().flatten(1).sum(1)
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log q(z), summed over the latent axis: shape [..., N] for z of shape [..., N, D]."""
@@ -86,8 +93,18 @@ class Encoder(nn.Module):
         return mean, logvar.clamp(-30.0, 20.0)
 
 
+def up_block(c_in: int, c_out: int, res_blocks: int, upsample: str) -> nn.Sequential:
+    """Double the resolution: nearest-neighbour resize + 3x3 convolution, or a transposed convolution."""
+    if upsample == "resize":
+        up = [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c_out, 3, padding=1)]
+    else:
+        up = [nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1)]
+    return nn.Sequential(nn.SiLU(), *up, *[ResBlock(c_out) for _ in range(res_blocks)])
+
+
 class Decoder(nn.Module):
-    """z [N, D] -> (mean [N, C, H, W] in (0, 1), logvar [N, C, H, W]); an autoencoder returns (mean,)."""
+    """z [N, D] -> (mean [N, C, H, W] in (0, 1), logvar [N, C, H, W]) and, with a low-rank
+    covariance, factor [N, R, C, H, W]; an autoencoder returns (mean,)."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -98,10 +115,8 @@ class Decoder(nn.Module):
         self.mid_block = nn.Sequential(*[ResBlock(w[-1]) for _ in range(r)])
         self.up_blocks = nn.ModuleList()
         for c_in, c_out in zip(w[:0:-1], w[-2::-1]):
-            self.up_blocks.append(
-                nn.Sequential(nn.SiLU(), nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1), *[ResBlock(c_out) for _ in range(r)])
-            )
-        n_out = 2 * config.channels if config.kind == "vae" else config.channels
+            self.up_blocks.append(up_block(c_in, c_out, r, config.upsample))
+        n_out = 2 * config.channels + config.factor_channels if config.kind == "vae" else config.channels
         self.conv_out = nn.Conv2d(w[0], n_out, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -113,9 +128,12 @@ class Decoder(nn.Module):
         out = self.conv_out(F.silu(h))
         if c.kind == "ae":
             return (torch.sigmoid(out),)
-        mean_logit, logvar_logit = out.chunk(2, dim=1)
+        mean_logit, logvar_logit = out[:, : c.channels], out[:, c.channels : 2 * c.channels]
         logvar = c.logvar_min + (c.logvar_max - c.logvar_min) * torch.sigmoid(logvar_logit)
-        return torch.sigmoid(mean_logit), logvar
+        if c.covariance == "diagonal":
+            return torch.sigmoid(mean_logit), logvar
+        factor = FACTOR_SCALE * out[:, 2 * c.channels :].reshape(-1, c.rank, c.channels, c.image_size, c.image_size)
+        return torch.sigmoid(mean_logit), logvar, factor
 
 
 class VAE(nn.Module):
@@ -131,10 +149,35 @@ class VAE(nn.Module):
         mean, logvar = self.encoder(x)
         return DiagonalGaussian(mean, logvar)
 
-    def loss(self, images: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def log_px(
+        self, images: torch.Tensor, z: torch.Tensor, generator: torch.Generator | None = None, fixed_logvar: float | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log p(x|z) in nats per image [N] under the configured likelihood, decoder mean).
+
+        fixed_logvar replaces the decoder's variance by a constant (and drops the covariance
+        factor): the variance warm-up against posterior collapse.
+        """
+        mean, logvar, *factor = self.decoder(z)
+        if fixed_logvar is not None:
+            logvar, factor = torch.full_like(logvar, fixed_logvar), []
+        if self.config.likelihood == "discretized":
+            return discretized_gaussian_log_prob(images, mean, logvar).flatten(1).sum(1), mean
+        noise = torch.rand(images.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+        return dequantized_log_prob(images, noise, mean, logvar, factor[0] if factor else None), mean
+
+    def loss(
+        self,
+        images: torch.Tensor,
+        generator: torch.Generator | None = None,
+        *,
+        kl_weight: float = 1.0,
+        fixed_logvar: float | None = None,
+    ) -> dict[str, torch.Tensor]:
         """images: uint8 [N, C, H, W]. Returns per-batch means; `loss` is what to minimise.
 
-        VAE: `loss` = -ELBO in nats per image; `bpd` = -ELBO in bits per dimension.
+        VAE: `loss` = KL * kl_weight - log p(x|z) in nats per image (the negative ELBO at
+        kl_weight 1); `bpd` = -ELBO in bits per dimension, always with weight 1.
+        `kl_per_dim` [D] is the mean KL of each latent dimension.
         AE: `loss` = mean squared error per pixel in [0, 1] units.
         """
         x = images.float() / 255.0
@@ -145,14 +188,15 @@ class VAE(nn.Module):
             return {"loss": mse, "mse": mse.detach()}
         q = self.posterior(x)
         z = q.sample(generator)
-        mean, logvar = self.decoder(z)
-        log_px = discretized_gaussian_log_prob(images, mean, logvar).flatten(1).sum(1)
-        kl = q.kl()
+        log_px, mean = self.log_px(images, z, generator, fixed_logvar)
+        kl_per_dim = q.kl_per_dim()
+        kl = kl_per_dim.sum(1)
         neg_elbo = kl - log_px
         dims = images[0].numel()
         return {
-            "loss": neg_elbo.mean(),
+            "loss": (kl_weight * kl - log_px).mean(),
             "bpd": (neg_elbo.mean() / (dims * math.log(2))).detach(),
             "kl": kl.mean().detach(),
             "mse": F.mse_loss(mean, x).detach(),
+            "kl_per_dim": kl_per_dim.mean(0).detach(),
         }

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from vaesdk.errors import InvalidArgumentError, OutputError
 from vaesdk.fileio import write_atomic
+from vaesdk.latent import ACTIVE_KL_NATS
 
 from .config import ModelConfig, TrainConfig
 from .data import ImageSet, load_fashion_mnist, load_image_folder, split_train_val, to_nchw
@@ -37,7 +38,7 @@ LAST_STATE = "state.safetensors"
 # ---- data -------------------------------------------------------------------------------
 
 
-def load_dataset(config: TrainConfig) -> ImageSet:
+def load_training_images(config: TrainConfig) -> ImageSet:
     if config.dataset == "fashion-mnist":
         data = load_fashion_mnist(config.data_dir, "train")
         m = config.model
@@ -59,18 +60,45 @@ def batches(images: torch.Tensor, batch_size: int, generator: torch.Generator | 
 # ---- evaluation -------------------------------------------------------------------------
 
 
+def accumulate(totals: dict[str, Any], out: dict[str, torch.Tensor], n: int) -> None:
+    """Add a batch's mean metrics, weighted by its size; vectors (kl_per_dim) stay vectors."""
+    for k, v in out.items():
+        v = v.detach().double()
+        totals[k] = totals.get(k, 0.0) + (v if v.ndim else float(v)) * n
+
+
+def averaged(totals: dict[str, Any], n: int) -> tuple[dict[str, float], list[float] | None]:
+    """(scalar metrics, per-dimension KL) from accumulated totals, with `active_dims` added."""
+    kl = totals.pop("kl_per_dim", None)
+    metrics = {k: v / n for k, v in totals.items()}
+    if kl is None:
+        return metrics, None
+    kl_per_dim = (kl / n).tolist()
+    metrics["active_dims"] = sum(v > ACTIVE_KL_NATS for v in kl_per_dim)
+    return metrics, kl_per_dim
+
+
 @torch.no_grad()
-def evaluate(model: VAE, images: torch.Tensor, batch_size: int = 500, seed: int = 1234) -> dict[str, float]:
-    """Mean metrics over `images` (uint8 [N, C, H, W]); posterior noise is seeded so the figure is repeatable."""
+def validate(model: VAE, images: torch.Tensor, batch_size: int = 500, seed: int = 1234) -> tuple[dict[str, float], list[float] | None]:
+    """Mean metrics of the true objective (-ELBO with weight 1, the decoder's own variance)
+    over `images` (uint8 [N, C, H, W]), and the per-dimension KL (None for an AE).
+    Posterior and dequantization noise are seeded so the figures are repeatable."""
     model.eval()
     generator = torch.Generator().manual_seed(seed)
-    totals: dict[str, float] = {}
+    totals: dict[str, Any] = {}
     for batch in batches(images, batch_size):
-        out = model.loss(batch, generator)
-        for k, v in out.items():
-            totals[k] = totals.get(k, 0.0) + float(v) * len(batch)
+        accumulate(totals, model.loss(batch, generator), len(batch))
     model.train()
-    return {k: v / len(images) for k, v in totals.items()}
+    return averaged(totals, len(images))
+
+
+def collapse_message(active: int, dim: int, epochs: int) -> str:
+    return (
+        f"posterior collapse: only {active} of {dim} latent dimensions are in use (mean KL > {ACTIVE_KL_NATS} nats) "
+        f"after {epochs} epochs; the decoder is explaining the images without z. Likely causes: a decoder too strong "
+        f"for the latent, or its variance learned too early. Try a longer --kl-warmup-epochs or --fixed-variance-epochs, "
+        f"a smaller --latent-dim, or fewer --res-blocks"
+    )
 
 
 def objective(metrics: dict[str, float], kind: str) -> float:
@@ -109,10 +137,10 @@ def read_checkpoint(run_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def load_model(run_dir: str | Path) -> tuple[VAE, dict[str, Any]]:
+def load_checkpoint(run_dir: str | Path) -> tuple[VAE, dict[str, Any]]:
     """The best weights of a run, in eval mode, with its checkpoint record."""
     meta = read_checkpoint(run_dir)
-    model = VAE(ModelConfig(**meta["config"]["model"]))
+    model = VAE(ModelConfig.from_record(meta["config"]["model"]))
     load_weights(Path(run_dir) / BEST_WEIGHTS, model)
     return model.eval(), meta
 
@@ -129,7 +157,7 @@ def train(config: TrainConfig, *, resume: bool = False, command: str = "", log: 
         torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.seed)
 
-    data = load_dataset(config)
+    data = load_training_images(config)
     train_set, val_set = split_train_val(data, config.val_fraction, config.seed)
     train_images = torch.from_numpy(to_nchw(train_set.images))
     val_images = torch.from_numpy(to_nchw(val_set.images))
@@ -139,13 +167,19 @@ def train(config: TrainConfig, *, resume: bool = False, command: str = "", log: 
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=config.lr_patience - 1)
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"model: {config.model.kind}, latent_dim={config.model.latent_dim}, widths={config.model.widths}, {n_params:,} parameters")
+    m = config.model
+    covariance = f"lowrank (rank {m.rank})" if m.covariance == "lowrank" else m.covariance
+    log(
+        f"model: {m.kind}, latent_dim={m.latent_dim}, widths={m.widths}, res_blocks={m.res_blocks}, "
+        f"upsample={m.upsample}" + (f", {covariance} covariance, {m.likelihood} likelihood" if m.kind == "vae" else "")
+        + f", {n_params:,} parameters"
+    )
 
     history: list[dict[str, Any]] = []
     start_epoch, best, best_epoch = 0, math.inf, -1
     if resume:
         meta = read_checkpoint(run_dir)
-        if meta["config"]["model"] != config.to_dict()["model"]:
+        if TrainConfig.from_dict(meta["config"]).to_dict()["model"] != config.to_dict()["model"]:
             raise InvalidArgumentError(f"{run_dir} was trained with a different model config; resume with the same settings")
         state = load_safetensors((run_dir / LAST_STATE).read_bytes())
         model.load_state_dict({k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")})
@@ -154,49 +188,62 @@ def train(config: TrainConfig, *, resume: bool = False, command: str = "", log: 
         torch.set_rng_state(state["rng.torch"])
         history, best, best_epoch = meta["history"], meta["best_objective"], meta["best_epoch"]
         start_epoch = meta["epochs_done"]
-        log(f"resumed at epoch {start_epoch} (best {best:.4f} at epoch {best_epoch})")
+        log(f"resumed at epoch {start_epoch} (best {best:.4f} at epoch {best_epoch + 1})")
 
+    is_vae = m.kind == "vae"
+    # The warm-up epochs optimise a different objective: the learning-rate schedule and early
+    # stopping only start counting after them (validation always measures the true -ELBO).
+    warmup_epochs = max(config.kl_warmup_epochs, config.fixed_variance_epochs) if is_vae else 0
+    n_batches = math.ceil(len(train_images) / config.batch_size)
     for epoch in range(start_epoch, config.max_epochs):
-        if best_epoch >= 0 and epoch - best_epoch > config.patience:
+        if best_epoch >= 0 and epoch - max(best_epoch, warmup_epochs - 1) > config.patience:
             break
         t0 = time.perf_counter()
         model.train()
+        fixed_logvar = config.warmup_logvar if is_vae and epoch < config.fixed_variance_epochs else None
         # Shuffling is seeded per epoch, so a resumed run sees the same order it would have.
         order = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-        n_batches = math.ceil(len(train_images) / config.batch_size)
         bar = tqdm(batches(train_images, config.batch_size, order), total=n_batches, desc=f"epoch {epoch + 1}", leave=False, disable=None)
-        sums: dict[str, float] = {}
-        for batch in bar:
-            out = model.loss(batch)
+        sums: dict[str, Any] = {}
+        for step, batch in enumerate(bar):
+            kl_weight = config.kl_weight(epoch + step / n_batches) if is_vae else 1.0
+            out = model.loss(batch, kl_weight=kl_weight, fixed_logvar=fixed_logvar) if is_vae else model.loss(batch)
             optimizer.zero_grad(set_to_none=True)
             out["loss"].backward()
             if config.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
-            for k, v in out.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(batch)
+            accumulate(sums, out, len(batch))
             bar.set_postfix({k: f"{float(out[k]):.4f}" for k in ("bpd", "mse") if k in out})
-        train_metrics = {k: v / len(train_images) for k, v in sums.items()}
-        val_metrics = evaluate(model, val_images)
-        score = objective(val_metrics, config.model.kind)
-        scheduler.step(score)
+        train_metrics, _ = averaged(sums, len(train_images))
+        val_metrics, kl_per_dim = validate(model, val_images)
+        score = objective(val_metrics, m.kind)
+        in_warmup = epoch < warmup_epochs
+        if not in_warmup:
+            scheduler.step(score)
         improved = score < best
         if improved:
             best, best_epoch = score, epoch
             save_weights(run_dir / BEST_WEIGHTS, model)
-        history.append(
-            {
-                "epoch": epoch + 1,
-                "seconds": round(time.perf_counter() - t0, 1),
-                "lr": optimizer.param_groups[0]["lr"],
-                "train": train_metrics,
-                "val": val_metrics,
-            }
-        )
+        entry: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "seconds": round(time.perf_counter() - t0, 1),
+            "lr": optimizer.param_groups[0]["lr"],
+            "train": train_metrics,
+            "val": val_metrics,
+        }
+        if is_vae:
+            entry["kl_weight"] = config.kl_weight(epoch + 1)
+            entry["fixed_variance"] = fixed_logvar is not None
+            entry["val_kl_per_dim"] = kl_per_dim
+        history.append(entry)
         log(
             f"epoch {epoch + 1}: train {_fmt(train_metrics)} | val {_fmt(val_metrics)}"
-            f"{' *' if improved else ''} ({time.perf_counter() - t0:.0f}s)"
+            f"{' *' if improved else ' (warm-up)' if in_warmup else ''} ({time.perf_counter() - t0:.0f}s)"
         )
+        collapsed = is_vae and _collapsed(history, config)
+        if collapsed:
+            log(collapse_message(int(val_metrics["active_dims"]), m.latent_dim, epoch + 1))
 
         opt_tensors, opt_meta = optimizer_tensors(optimizer)
         state = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
@@ -211,23 +258,37 @@ def train(config: TrainConfig, *, resume: bool = False, command: str = "", log: 
                 "data_dir": config.data_dir,
                 "train_images": len(train_set),
                 "val_images": len(val_set),
+                "split": {"seed": config.seed, "val_fraction": config.val_fraction, "limit": config.limit},
                 "class_names": list(data.class_names),
             },
             "command": command,
             "epochs_done": epoch + 1,
             "best_epoch": best_epoch,
             "best_objective": best,
-            "objective": "val -ELBO (bits/dim)" if config.model.kind == "vae" else "val MSE",
+            "objective": "val -ELBO (bits/dim)" if is_vae else "val MSE",
+            "schedule": config.schedule() if is_vae else None,
+            "collapsed": collapsed,
             "history": history,
             "optimizer": opt_meta,
             "scheduler": scheduler.state_dict(),
             "torch": torch.__version__,
         }
         write_atomic(run_dir / CHECKPOINT_JSON, json.dumps(record, indent=1).encode(), overwrite=True)
-    log(f"best epoch {best_epoch + 1}: val {'bits/dim' if config.model.kind == 'vae' else 'MSE'} {best:.4f}; weights in {run_dir / BEST_WEIGHTS}")
+    log(f"best epoch {best_epoch + 1}: val {'bits/dim' if is_vae else 'MSE'} {best:.4f}; weights in {run_dir / BEST_WEIGHTS}")
     return run_dir
 
 
+def _collapsed(history: list[dict[str, Any]], config: TrainConfig) -> bool:
+    """True when the last `collapse_patience` epochs after the warm-up all had fewer than
+    `min_active_fraction` of the latent dimensions active (and always when none are)."""
+    after = [h for h in history if h["epoch"] > config.kl_warmup_epochs and not h["fixed_variance"]]
+    recent = after[-config.collapse_patience :]
+    if len(recent) < config.collapse_patience:
+        return False
+    need = max(1, math.ceil(config.min_active_fraction * config.model.latent_dim))
+    return all(h["val"]["active_dims"] < need for h in recent)
+
+
 def _fmt(metrics: dict[str, float]) -> str:
-    return " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k != "loss")
+    return " ".join(f"{k}={v:.4f}" if k != "active_dims" else f"active={v}" for k, v in metrics.items() if k != "loss")
 

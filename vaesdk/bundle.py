@@ -6,9 +6,12 @@ the manifest's schema and version, that each model file is a regular file (no sy
 the size cap whose sha256 matches the manifest, that no tensor asks for external data, and
 that the graphs' inputs and outputs match the contract below.
 
-Contract (format_version 1), N being a symbolic batch dimension:
+Contract (format_version 2), N being a symbolic batch dimension:
   encoder.onnx  x [N, C, H, W] float32 in [0, 1]  ->  mean [N, D], logvar [N, D]   (ae: mean only)
   decoder.onnx  z [N, D] float32                   ->  mean [N, C, H, W], logvar [N, C, H, W]   (ae: mean only)
+                                                       and factor [N, R, C, H, W] with a low-rank covariance
+Version 2 added the low-rank covariance (likelihood.covariance, likelihood.rank), the
+dequantized likelihood and fitted mixture priors; version-1 bundles read unchanged.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from .fileio import write_atomic
 from .onnx_proto import ModelInfo, TensorSpec, inspect_model
 
 FORMAT = "vaesdk-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 MAX_MODEL_BYTES = 512 * 1024 * 1024
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
@@ -36,12 +39,18 @@ MAX_LATENT_DIM = 65536
 MAX_IMAGE_SIDE = 4096
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\.onnx\Z")
+PRIOR_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\.npz\Z")
+MAX_PRIOR_BYTES = 64 * 1024 * 1024
 ROLES = ("encoder", "decoder")
 STANDARD_PRIOR = "standard"  # the model's own prior N(0, I); fitted Gaussians take other names
 
 
-def io_contract(kind: str, channels: int, size: int, latent_dim: int) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    """The inputs and outputs each graph must have, as written into the manifest."""
+LIKELIHOODS = ("discretized_gaussian", "dequantized_gaussian")
+
+
+def io_contract(kind: str, channels: int, size: int, latent_dim: int, rank: int = 0) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """The inputs and outputs each graph must have, as written into the manifest.
+    rank > 0: the decoder also outputs the factor W of a low-rank-plus-diagonal covariance."""
     image = ["N", channels, size, size]
     latent = ["N", latent_dim]
     outs = ("mean", "logvar") if kind == "vae" else ("mean",)
@@ -49,9 +58,12 @@ def io_contract(kind: str, channels: int, size: int, latent_dim: int) -> dict[st
     def spec(name: str, shape: list) -> dict[str, Any]:
         return {"name": name, "dtype": "float32", "shape": shape}
 
+    decoder_outs = [spec(o, image) for o in outs]
+    if rank:
+        decoder_outs.append(spec("factor", ["N", rank, channels, size, size]))
     return {
         "encoder": {"inputs": [spec("x", image)], "outputs": [spec(o, latent) for o in outs]},
-        "decoder": {"inputs": [spec("z", latent)], "outputs": [spec(o, image) for o in outs]},
+        "decoder": {"inputs": [spec("z", latent)], "outputs": decoder_outs},
     }
 
 
@@ -125,8 +137,30 @@ class Manifest:
     def directions(self) -> dict[str, dict[str, Any]]:
         return self.data.get("directions") or {}
 
+    @property
+    def likelihood_type(self) -> str | None:
+        """'discretized_gaussian', 'dequantized_gaussian', or None for a plain autoencoder."""
+        lik = self.data.get("likelihood")
+        return lik["type"] if lik else None
+
+    @property
+    def covariance_rank(self) -> int:
+        """Columns of the decoder's covariance factor; 0 for a diagonal covariance."""
+        lik = self.data.get("likelihood") or {}
+        return int(lik.get("rank", 0)) if lik.get("covariance") == "lowrank" else 0
+
     def file(self, role: str) -> dict[str, Any]:
         return self.data[role]
+
+    @property
+    def mixtures(self) -> dict[str, dict[str, Any]]:
+        """Fitted mixture priors: name -> {file, sha256, bytes, components, ...}."""
+        return self.data["latent"].get("mixtures") or {}
+
+    @property
+    def default_prior(self) -> str | None:
+        """The prior `sample` uses unless told otherwise (None: the model's own N(0, I))."""
+        return self.data["latent"].get("default_prior")
 
 
 def validate_manifest(data: Any) -> Manifest:
@@ -165,13 +199,23 @@ def validate_manifest(data: Any) -> Manifest:
         _vector(latent["kl_per_dim"], dim, "latent.kl_per_dim")
 
     likelihood = data.get("likelihood")
+    rank = 0
     if kind == "vae":
-        if not isinstance(likelihood, dict) or likelihood.get("type") != "discretized_gaussian":
-            raise _fail("likelihood", "must be {'type': 'discretized_gaussian', ...} for a vae")
+        if not isinstance(likelihood, dict) or likelihood.get("type") not in LIKELIHOODS:
+            raise _fail("likelihood", f"must be {{'type': one of {list(LIKELIHOODS)}, ...}} for a vae")
+        covariance = likelihood.get("covariance", "diagonal")
+        if covariance == "lowrank":
+            rank = _get(likelihood, "rank", int, "likelihood")
+            if not 1 <= rank <= 256:
+                raise _fail("likelihood.rank", f"must be in 1..256, got {rank}")
+            if likelihood["type"] != "dequantized_gaussian":
+                raise _fail("likelihood.type", "must be 'dequantized_gaussian' with a low-rank covariance")
+        elif covariance != "diagonal":
+            raise _fail("likelihood.covariance", f"must be 'diagonal' or 'lowrank', got {covariance!r}")
     elif likelihood is not None:
         raise _fail("likelihood", "must be null for a plain autoencoder ('ae')")
 
-    contract = io_contract(kind, channels, h, dim)
+    contract = io_contract(kind, channels, h, dim, rank)
     for role in ROLES:
         entry = _get(data, role, dict, "")
         fname = _get(entry, "file", str, role)
@@ -214,6 +258,30 @@ def validate_manifest(data: Any) -> Manifest:
             diagonal = [chol[i * (i + 1) // 2 + i] for i in range(dim)]
             if min(diagonal) <= 0:
                 raise _fail(f"{where}.cholesky", "must have a positive diagonal")
+    mixtures = data["latent"].get("mixtures")
+    names = {STANDARD_PRIOR} if kind == "vae" else set()
+    names |= set(gaussians or {})
+    if mixtures is not None:
+        if not isinstance(mixtures, dict):
+            raise _fail("latent.mixtures", "must be an object of name -> {file, sha256, bytes, ...}")
+        for mname, entry in mixtures.items():
+            where = f"latent.mixtures.{mname}"
+            if not NAME_RE.match(mname) or mname in names:
+                raise _fail("latent.mixtures", f"has a bad or repeated prior name {mname!r}")
+            if not isinstance(entry, dict):
+                raise _fail(where, "must be an object")
+            fname = _get(entry, "file", str, where)
+            if not PRIOR_FILE_RE.match(fname) or fname in (data["encoder"]["file"], data["decoder"]["file"]):
+                raise _fail(f"{where}.file", f"must be a plain file name ending in .npz, got {fname!r}")
+            if not re.fullmatch(r"[0-9a-f]{64}", _get(entry, "sha256", str, where)):
+                raise _fail(f"{where}.sha256", "must be 64 lowercase hex digits")
+            size = _get(entry, "bytes", int, where)
+            if not 0 < size <= MAX_PRIOR_BYTES:
+                raise _fail(f"{where}.bytes", f"must be in 1..{MAX_PRIOR_BYTES}, got {size}")
+            names.add(mname)
+    default = data["latent"].get("default_prior")
+    if default is not None and default not in names:
+        raise _fail("latent.default_prior", f"names no prior of this bundle ({default!r}; known: {sorted(names)})")
     for key in ("metrics", "training", "parity", "onnx", "variants"):
         if data.get(key) is not None and not isinstance(data[key], dict):
             raise _fail(key, "must be an object")
@@ -291,6 +359,7 @@ class Bundle:
     manifest: Manifest
     models: dict[str, bytes]
     info: dict[str, ModelInfo]
+    priors: dict[str, bytes]  # fitted mixture name -> .npz bytes, verified like the models
 
 
 def read_bundle(bundle_dir: str | os.PathLike, verify: bool = True) -> Bundle:
@@ -300,7 +369,7 @@ def read_bundle(bundle_dir: str | os.PathLike, verify: bool = True) -> Bundle:
     if not bundle_dir.is_dir():
         raise BundleError(f"{bundle_dir} is not a directory; a bundle is a folder with {MANIFEST}, encoder.onnx, decoder.onnx")
     manifest = read_manifest(bundle_dir)
-    contract = io_contract(manifest.kind, manifest.channels, manifest.image_size, manifest.latent_dim)
+    contract = io_contract(manifest.kind, manifest.channels, manifest.image_size, manifest.latent_dim, manifest.covariance_rank)
     models, infos = {}, {}
     for role in ROLES:
         entry = manifest.file(role)
@@ -326,7 +395,23 @@ def read_bundle(bundle_dir: str | os.PathLike, verify: bool = True) -> Bundle:
             )
         check_graph_io(info, contract[role], str(path))
         models[role], infos[role] = data, info
-    return Bundle(bundle_dir, manifest, models, infos)
+    priors = {}
+    for name, entry in manifest.mixtures.items():
+        path = bundle_dir / entry["file"]
+        data = read_regular_file(path, MAX_PRIOR_BYTES, "prior file")
+        if verify:
+            _check_digest(path, data, entry)
+        priors[name] = data
+    return Bundle(bundle_dir, manifest, models, infos, priors)
+
+
+def _check_digest(path: Path, data: bytes, entry: dict[str, Any]) -> None:
+    digest = hashlib.sha256(data).hexdigest()
+    if len(data) != entry["bytes"] or digest != entry["sha256"]:
+        raise BundleError(
+            f"{path} does not match its manifest (sha256 {digest[:16]}..., {len(data)} bytes; expected "
+            f"{entry['sha256'][:16]}..., {entry['bytes']} bytes); the file was modified or replaced: re-export the bundle or restore the file"
+        )
 
 
 def write_manifest(bundle_dir: str | os.PathLike, data: dict[str, Any], overwrite: bool = True) -> Path:

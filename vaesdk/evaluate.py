@@ -14,13 +14,13 @@ import numpy as np
 from .datasets import ImageSet
 from .errors import InvalidArgumentError
 from .images import as_batch
-from .latent import Posterior
+from .latent import ACTIVE_KL_NATS, Posterior
 from .model import Model
 from .probe import fit_probe
 
 CHUNK = 1000  # images per encode/decode call: bounded memory, few calls
 SCORE_DECODES = 20_000  # decoder runs per score call (images x k)
-ACTIVE_KL = 0.01  # nats: a dimension whose average KL is below this carries no information
+
 
 Progress = Callable[[str, int, int], None]
 
@@ -66,7 +66,7 @@ def evaluate(
     if model.kind == "vae":
         kl = post.kl().mean(0)
         out["kl_per_dim"] = [float(x) for x in kl]
-        out["active_dims"] = int(np.sum(kl > ACTIVE_KL))
+        out["active_dims"] = int(np.sum(kl > ACTIVE_KL_NATS))
         rng = np.random.default_rng(seed)
         elbo, iw = [], []
         # Images per score call: k decoder runs each, so about SCORE_DECODES runs per call.

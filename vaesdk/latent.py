@@ -18,6 +18,10 @@ MAX_TRUNCATION_TRIES = 1000
 # Far beyond any latent a trained model produces (the prior puts |z| > 10 at ~1e-23), yet
 # small enough that a decoder's first layer cannot overflow float32.
 MAX_ABS_LATENT = 1e6
+# A latent dimension is "active" (carries information about the image) when its KL to the
+# prior, averaged over a set of images, exceeds this many nats. Training, export, `vae info`
+# and `vae eval` all count active dimensions with this one threshold.
+ACTIVE_KL_NATS = 0.01
 
 
 def rng_from(seed: int | np.random.Generator | None) -> np.random.Generator:

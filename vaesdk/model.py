@@ -26,6 +26,7 @@ from .bundle import NAME_RE, Bundle, read_manifest, write_manifest
 from .errors import BundleError, InvalidArgumentError, UnsupportedOperationError
 from .images import ImageInput, as_batch
 from .latent import Seed
+from .priors import GaussianMixture
 from .session import Graph, create_graph
 
 DEFAULT_BATCH = 256
@@ -74,6 +75,10 @@ class Model:
         self._encoder, self._decoder = encoder, decoder
         self._write_lock = threading.Lock()
         self._gaussians = {k: L.LatentGaussian.from_manifest(v) for k, v in (self.manifest.data["latent"].get("gaussians") or {}).items()}
+        self._mixtures = {
+            k: GaussianMixture.from_npz(v, self.latent_dim, f"{bundle.path}/{self.manifest.mixtures[k]['file']}")
+            for k, v in bundle.priors.items()
+        }
 
     # ---- description ----------------------------------------------------------------------
 
@@ -106,9 +111,20 @@ class Model:
 
     @property
     def priors(self) -> list[str]:
-        """Names `sample` accepts as `prior`: 'standard' (the model's N(0, I), VAEs only) and
-        the Gaussians fitted at export ('aggregate', one per class, ...)."""
-        return (["standard"] if self.kind == "vae" else []) + sorted(self._gaussians)
+        """Names `sample` accepts as `prior`: 'standard' (the model's N(0, I), VAEs only), the
+        mixtures and the Gaussians fitted at export ('mixture', 'aggregate', one per class, ...)."""
+        return (["standard"] if self.kind == "vae" else []) + sorted(self._mixtures) + sorted(self._gaussians)
+
+    @property
+    def default_prior(self) -> str:
+        """What `sample`, `iter_sample`, `sample_latents` and `traverse` draw from when no
+        prior is named: the bundle's fitted prior when it has one, else N(0, I)
+        ('standard'); a plain autoencoder without one falls back to its first Gaussian."""
+        if self.manifest.default_prior:
+            return self.manifest.default_prior
+        if self.kind == "vae" or not self._gaussians:
+            return "standard"
+        return "aggregate" if "aggregate" in self._gaussians else sorted(self._gaussians)[0]
 
     @property
     def directions(self) -> dict[str, np.ndarray]:
@@ -200,16 +216,32 @@ class Model:
             self.require_vae("sampling pixels from p(x|z)")
             rng = seed.pixels if isinstance(seed, L.RandomStreams) else L.rng_from(seed)
         out = np.empty((len(z), *self.image_shape), np.uint8)
-        outputs = ["mean", "logvar"] if sample_pixels else ["mean"]
         for sl in self._chunks(len(z)):
-            res = self._decoder.run(z[sl], outputs)
-            mean = res[0]
             if sample_pixels:
-                # A Gaussian draw rounded to the nearest bin is exactly a draw from the
-                # discretized likelihood (edge bins are open-ended, hence the clip).
-                mean += np.exp(0.5 * res[1]) * rng.standard_normal(mean.shape, dtype=np.float32)
+                mean = self._draw_pixels(z[sl], rng)
+            else:
+                (mean,) = self._decoder.run(z[sl], ["mean"])
             _to_uint8(mean, out[sl], self.name)
         return out
+
+    def _draw_pixels(self, z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """x ~ p(x|z) in [0, 1] units, [N, C, H, W] float32, before rounding to 8-bit values.
+
+        Diagonal: x = mean + sigma * eps. Low rank: x = mean + W eps1 + sigma * eps2, which has
+        covariance diag(sigma^2) + W W^T. Each image takes its R + C*H*W normals from `rng` in
+        one row, so the draws do not depend on how images are split into batches. Rounding
+        to the nearest bin (edge bins open-ended, hence the clip in _to_uint8) makes this a
+        draw of the 8-bit image.
+        """
+        rank = self.manifest.covariance_rank
+        res = self._decoder.run(z, ["mean", "logvar", "factor"] if rank else ["mean", "logvar"])
+        mean, logvar = res[0], res[1]
+        n, pixels = len(mean), mean[0].size
+        eps = rng.standard_normal((n, rank + pixels), dtype=np.float32)
+        mean += np.exp(0.5 * logvar) * eps[:, rank:].reshape(mean.shape)
+        if rank:
+            mean += np.einsum("nr,nrp->np", eps[:, :rank], res[2].reshape(n, rank, pixels)).reshape(mean.shape)
+        return mean
 
     # ---- generation and editing -----------------------------------------------------------
 
@@ -220,15 +252,19 @@ class Model:
         seed: Seed = None,
         temperature: float = 1.0,
         truncation: float | None = None,
-        prior: str = "standard",
+        prior: str | None = None,
     ) -> np.ndarray:
-        """n latents drawn from `prior` (see `priors`) with its spread scaled by `temperature`,
-        optionally truncated: float32 [n, D]."""
+        """n latents drawn from `prior` (see `priors`; default `default_prior`) with its spread
+        scaled by `temperature`, optionally truncated: float32 [n, D]."""
         n = _positive_int("n", n, MAX_SAMPLES)
         return np.concatenate(list(self._prior_blocks(n, L.rng_from(seed), temperature, truncation, prior)))
 
-    def _prior_draw(self, prior: str):
+    def _prior_draw(self, prior: str | None):
         """The function drawing (n, rng, temperature, truncation) -> z for a prior name."""
+        if prior is None:
+            prior = self.default_prior
+        if prior in self._mixtures:
+            return self._mixtures[prior].sample
         if prior == "standard":
             if self.kind != "vae":
                 fitted = f"; sample from a fitted Gaussian instead: prior={self.priors[0]!r}" if self.priors else ""
@@ -240,7 +276,7 @@ class Model:
         return self._gaussians[prior].sample
 
     def _prior_blocks(
-        self, n: int, rng: np.random.Generator, temperature: float, truncation: float | None, prior: str = "standard"
+        self, n: int, rng: np.random.Generator, temperature: float, truncation: float | None, prior: str | None = None
     ) -> Iterator[np.ndarray]:
         # Fixed-size blocks, whatever the batch size, so truncation's redraws consume the
         # stream identically and a seed means the same latents in every call pattern.
@@ -256,7 +292,7 @@ class Model:
         temperature: float = 1.0,
         truncation: float | None = None,
         sample_pixels: bool = False,
-        prior: str = "standard",
+        prior: str | None = None,
     ) -> Iterator[np.ndarray]:
         """`sample` in batches of `batch_size` (memory stays bounded): yields uint8 [b, H, W, C].
         The concatenated batches equal `sample` with the same arguments."""
@@ -273,7 +309,7 @@ class Model:
 
     def _sample_batches(
         self, n: int, z_rng: np.random.Generator, px_rng: np.random.Generator, temperature: float,
-        truncation: float | None, sample_pixels: bool, prior: str,
+        truncation: float | None, sample_pixels: bool, prior: str | None,
     ) -> Iterator[np.ndarray]:  # fmt: skip
         for block in self._prior_blocks(n, z_rng, temperature, truncation, prior):
             for sl in self._chunks(len(block)):
@@ -287,10 +323,11 @@ class Model:
         temperature: float = 1.0,
         truncation: float | None = None,
         sample_pixels: bool = False,
-        prior: str = "standard",
+        prior: str | None = None,
     ) -> np.ndarray:
-        """n new images: latents drawn from `prior` (default the model's N(0, I); see
-        `priors` for the Gaussians fitted at export, e.g. one per class), decoded. uint8 [n, H, W, C]."""
+        """n new images: latents drawn from `prior` (default `default_prior`: the bundle's
+        fitted mixture when it has one, else N(0, I); see `priors` for the others, e.g. one
+        Gaussian per class), decoded. uint8 [n, H, W, C]."""
         n = _positive_int("n", n, MAX_SAMPLES)
         parts = self.iter_sample(
             n, seed=seed, temperature=temperature, truncation=truncation, sample_pixels=sample_pixels, prior=prior
@@ -391,7 +428,7 @@ class Model:
         values: Sequence[float] | np.ndarray | None = None,
         max_dims: int = 8,
         seed: Seed = None,
-        prior: str = "standard",
+        prior: str | None = None,
     ) -> Traversal:
         """Vary one latent dimension at a time around a base latent (the image's posterior
         mean, or a draw from `prior` when no image is given).
@@ -431,6 +468,9 @@ class Model:
         batch = self._images(images)
         post = self.encode(batch)
         rng = L.rng_from(seed)
+        # The dequantization noise has a stream of its own, so the posterior draws are the
+        # same as a discretized model's for the same seed.
+        noise_rng = L.split_rng(rng, 1)[0] if self.manifest.likelihood_type == "dequantized_gaussian" else None
         dims = int(np.prod(self.image_shape))
         elbo, iw = np.empty(len(batch)), np.empty(len(batch))
         per_call = max(1, self.batch_size // k)
@@ -438,18 +478,26 @@ class Model:
             m, lv = post.mean[sl], post.logvar[sl]
             eps = rng.standard_normal((len(m), k, self.latent_dim), dtype=np.float32)
             z = (m[:, None, :] + np.exp(0.5 * lv)[:, None, :] * eps).astype(np.float32)
-            log_px = self._log_px(batch[sl], z)
+            log_px = self._log_px(batch[sl], z, noise_rng)
             elbo[sl], iw[sl] = likelihood.bounds_from_samples(log_px, z, m, lv)
         return Scores(likelihood.nats_to_bpd(elbo, dims), likelihood.nats_to_bpd(iw, dims), k)
 
-    def _log_px(self, images: np.ndarray, z: np.ndarray) -> np.ndarray:
-        """log p(x|z) summed over pixels, [N, K], for images [N, H, W, C] and z [N, K, D]."""
+    def _log_px(self, images: np.ndarray, z: np.ndarray, noise_rng: np.random.Generator | None = None) -> np.ndarray:
+        """log p(x|z) summed over pixels, [N, K], for images [N, H, W, C] and z [N, K, D]:
+        the exact discretized likelihood, or its dequantized lower bound (one uniform draw
+        per image and sample from `noise_rng`)."""
         n, k, d = z.shape
-        mean, logvar = self._decoder.run(z.reshape(n * k, d), ["mean", "logvar"])
+        rank = self.manifest.covariance_rank
+        res = self._decoder.run(z.reshape(n * k, d), ["mean", "logvar", "factor"] if rank else ["mean", "logvar"])
         target = images.transpose(0, 3, 1, 2)[:, None]  # [N, 1, C, H, W]
-        shape = (n, k, *mean.shape[1:])
-        lp = likelihood.discretized_gaussian_log_prob(target, mean.reshape(shape), logvar.reshape(shape))
-        return lp.reshape(n, k, -1).sum(-1)
+        shape = (n, k, *res[0].shape[1:])
+        mean, logvar = res[0].reshape(shape), res[1].reshape(shape)
+        if noise_rng is None:
+            lp = likelihood.discretized_gaussian_log_prob(target, mean, logvar)
+            return lp.reshape(n, k, -1).sum(-1)
+        noise = noise_rng.random(shape)
+        factor = res[2].reshape(n, k, *res[2].shape[1:]) if rank else None
+        return likelihood.dequantized_log_prob(target, noise, mean, logvar, factor)
 
     # ---- directions -----------------------------------------------------------------------
 

@@ -1,0 +1,149 @@
+"""The fitted mixture prior: its draws follow the stated distribution, its file is checked
+like the model files, and it is the default sampler of bundles that carry one."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import vaesdk
+from vaesdk.errors import BundleError
+from vaesdk.priors import GaussianMixture
+
+D = 3
+
+
+def _mixture() -> GaussianMixture:
+    """Three well-separated components with non-trivial, unequal covariances."""
+    rng = np.random.default_rng(7)
+    means = np.array([[-20.0, 0.0, 5.0], [0.0, 20.0, -5.0], [20.0, -10.0, 0.0]])
+    chol = []
+    for scale in (0.5, 1.5, 3.0):
+        a = rng.normal(size=(D, D))
+        cov = scale * (a @ a.T + D * np.eye(D))
+        chol.append(np.linalg.cholesky(cov))
+    return GaussianMixture(np.array([0.2, 0.5, 0.3]), means, np.array(chol))
+
+
+def _assign(mix: GaussianMixture, z: np.ndarray) -> np.ndarray:
+    return np.argmin(((z[:, None, :] - mix.means[None]) ** 2).sum(-1), axis=1)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.6])
+def test_draws_match_weights_means_and_covariances(temperature):
+    mix = _mixture()
+    n = 60_000
+    z = mix.sample(n, np.random.default_rng(0), temperature=temperature).astype(np.float64)
+    comp = _assign(mix, z)
+    for k in range(mix.components):
+        p = mix.weights[k]
+        count = np.sum(comp == k)
+        assert abs(count - n * p) < 5 * np.sqrt(n * p * (1 - p)), (k, count)
+        zk = z[comp == k]
+        cov = temperature**2 * mix.cholesky[k] @ mix.cholesky[k].T
+        # mean: 5 standard errors per coordinate
+        se = np.sqrt(np.diag(cov) / len(zk))
+        assert np.all(np.abs(zk.mean(0) - mix.means[k]) < 5 * se), (k, zk.mean(0), mix.means[k])
+        # covariance: whitened draws have identity covariance; the sample variance of a
+        # normal variable has standard error sqrt(2/n)
+        white = np.linalg.solve(temperature * mix.cholesky[k], (zk - mix.means[k]).T).T
+        emp = np.cov(white, rowvar=False)
+        assert np.all(np.abs(emp - np.eye(D)) < 5 * np.sqrt(2.0 / len(zk))), (k, emp)
+
+
+def test_draws_pass_a_normality_test_after_whitening():
+    stats = pytest.importorskip("scipy.stats")
+    mix = _mixture()
+    z = mix.sample(20_000, np.random.default_rng(1)).astype(np.float64)
+    comp = _assign(mix, z)
+    for k in range(mix.components):
+        white = np.linalg.solve(mix.cholesky[k], (z[comp == k] - mix.means[k]).T).T
+        for j in range(D):
+            assert stats.kstest(white[:, j], "norm").pvalue > 1e-4
+
+
+def test_truncation_bounds_each_whitened_component():
+    mix = _mixture()
+    z = mix.sample(5000, np.random.default_rng(2), temperature=0.8, truncation=1.5).astype(np.float64)
+    comp = _assign(mix, z)
+    for k in range(mix.components):
+        white = np.linalg.solve(0.8 * mix.cholesky[k], (z[comp == k] - mix.means[k]).T).T
+        assert np.abs(white).max() <= 1.5 + 1e-4
+        assert np.abs(white).max() > 1.3  # the bound is reached, not far inside it
+
+
+def test_log_prob_matches_the_density_formula():
+    mix = _mixture()
+    z = np.random.default_rng(3).normal(0, 15, (50, D))
+    dens = np.zeros(len(z))
+    for w, m, l in zip(mix.weights, mix.means, mix.cholesky):
+        cov = l @ l.T
+        diff = z - m
+        quad = np.einsum("ni,ij,nj->n", diff, np.linalg.inv(cov), diff)
+        dens += w * np.exp(-0.5 * quad) / np.sqrt((2 * np.pi) ** D * np.linalg.det(cov))
+    with np.errstate(divide="ignore"):
+        expected = np.log(dens)
+    finite = np.isfinite(expected)
+    assert finite.sum() > 25
+    np.testing.assert_allclose(mix.log_prob(z)[finite], expected[finite], rtol=1e-9, atol=1e-9)
+
+
+def test_npz_round_trip_and_refusals():
+    mix = _mixture()
+    back = GaussianMixture.from_npz(mix.to_npz(), D, "p.npz")
+    for a, b in zip((mix.weights, mix.means, mix.cholesky), (back.weights, back.means, back.cholesky)):
+        np.testing.assert_array_equal(a, b)
+
+    def npz(**arrays) -> bytes:
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        return buf.getvalue()
+
+    good = dict(weights=mix.weights, means=mix.means, cholesky=mix.cholesky)
+    bad_cases = {
+        "not an npz": b"garbage",
+        "missing": npz(weights=mix.weights, means=mix.means),
+        "shape": npz(**{**good, "means": mix.means[:, :2]}),
+        "nan": npz(**{**good, "means": np.where(mix.means == 0, np.nan, mix.means)}),
+        "weights": npz(**{**good, "weights": np.array([0.5, 0.5, 0.5])}),
+        "upper": npz(**{**good, "cholesky": np.transpose(mix.cholesky, (0, 2, 1))}),
+        "pickle": npz(**{**good, "weights": np.array([0.2, 0.5, 0.3], dtype=object)}),
+    }
+    for label, blob in bad_cases.items():
+        with pytest.raises(BundleError, match="p.npz"):
+            GaussianMixture.from_npz(blob, D, "p.npz")
+
+
+def test_bundle_default_prior_is_the_fitted_mixture(tiny_vae_bundle):
+    model = vaesdk.load(tiny_vae_bundle, device="cpu")
+    assert model.default_prior == "mixture"
+    assert "mixture" in model.priors and "standard" in model.priors
+    np.testing.assert_array_equal(model.sample(6, seed=3), model.sample(6, seed=3, prior="mixture"))
+    assert not np.array_equal(model.sample(6, seed=3), model.sample(6, seed=3, prior="standard"))
+    small = vaesdk.load(tiny_vae_bundle, device="cpu", batch_size=2)
+    np.testing.assert_array_equal(small.sample(2000, seed=5), model.sample(2000, seed=5))
+
+
+def test_tampered_prior_file_is_refused(tiny_vae_bundle, tmp_path):
+    bundle = tmp_path / "b"
+    shutil.copytree(tiny_vae_bundle, bundle)
+    path = bundle / "prior-mixture.npz"
+    blob = bytearray(path.read_bytes())
+    blob[-5] ^= 1
+    path.write_bytes(bytes(blob))
+    with pytest.raises(BundleError, match="does not match its manifest"):
+        vaesdk.load(bundle, device="cpu")
+
+
+def test_manifest_default_prior_must_name_a_prior(tiny_vae_bundle, tmp_path):
+    bundle = tmp_path / "b"
+    shutil.copytree(tiny_vae_bundle, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["latent"]["default_prior"] = "nonexistent"
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="default_prior"):
+        vaesdk.load(bundle, device="cpu")

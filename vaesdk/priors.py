@@ -1,0 +1,102 @@
+"""Latent priors fitted after training: a full-covariance Gaussian mixture stored in the bundle.
+
+A VAE's encoder does not fill its prior N(0, I) evenly (the "prior hole"), so draws from
+N(0, I) often land where no training image encodes and decode to blurry mixtures. A
+mixture fitted to the encoded training images samples where the decoder was trained.
+
+The mixture is stored as an .npz file beside the ONNX graphs (read with allow_pickle=False)
+and covered by the manifest's sha256 and size like them:
+  weights   float64 [K]        non-negative, summing to 1
+  means     float64 [K, D]
+  cholesky  float64 [K, D, D]  lower-triangular factors L_k of the covariances L_k L_k^T
+
+Draws: a component k from `weights`, then z = means[k] + temperature * L_k eps with
+eps ~ N(0, I) truncated to |eps_i| <= truncation as in `latent.prior_sample`. So temperature
+scales each component's spread around its mean (not the spacing of the components), and
+truncation limits how far inside its component a draw may fall.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import zipfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import BundleError
+from .latent import prior_sample
+
+MAX_COMPONENTS = 4096
+ARRAYS = ("weights", "means", "cholesky")
+
+
+@dataclass(frozen=True)
+class GaussianMixture:
+    weights: np.ndarray  # [K]
+    means: np.ndarray  # [K, D]
+    cholesky: np.ndarray  # [K, D, D]
+
+    @property
+    def components(self) -> int:
+        return len(self.weights)
+
+    @property
+    def dim(self) -> int:
+        return self.means.shape[1]
+
+    def sample(
+        self, n: int, rng: np.random.Generator, temperature: float = 1.0, truncation: float | None = None
+    ) -> np.ndarray:
+        """n latents, float32 [n, D]: components first, then the noise, from the same stream."""
+        comp = rng.choice(self.components, size=n, p=self.weights)
+        eps = prior_sample(n, self.dim, rng, temperature, truncation).astype(np.float64)
+        z = self.means[comp] + np.einsum("nij,nj->ni", self.cholesky[comp], eps)
+        return z.astype(np.float32)
+
+    def log_prob(self, z: np.ndarray) -> np.ndarray:
+        """log density of each latent under the mixture, float64 [N] for z [N, D]."""
+        z = np.asarray(z, np.float64)
+        diff = z[:, None, :] - self.means[None]  # [N, K, D]
+        # Solve L_k y = diff for every point and component: the Mahalanobis distance is |y|^2.
+        y = np.linalg.solve(self.cholesky[None], diff[..., None])[..., 0]
+        log_det = np.log(np.diagonal(self.cholesky, axis1=1, axis2=2)).sum(1)  # half of log|Sigma_k|
+        comp = -0.5 * np.sum(y * y, -1) - log_det - 0.5 * self.dim * math.log(2 * math.pi)
+        with np.errstate(divide="ignore"):
+            comp = comp + np.log(self.weights)
+        m = comp.max(1, keepdims=True)
+        return (m[:, 0] + np.log(np.exp(comp - m).sum(1))).astype(np.float64)
+
+    def to_npz(self) -> bytes:
+        buf = io.BytesIO()
+        np.savez(buf, weights=self.weights, means=self.means, cholesky=self.cholesky)
+        return buf.getvalue()
+
+    @classmethod
+    def from_npz(cls, data: bytes, dim: int, label: str) -> GaussianMixture:
+        """Read and validate a stored mixture; raise BundleError naming `label` on any fault."""
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as f:
+                missing = [k for k in ARRAYS if k not in f.files]
+                if missing:
+                    raise BundleError(f"{label} lacks the arrays {missing}; re-export the bundle")
+                arrays = {k: np.asarray(f[k]) for k in ARRAYS}
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+            raise BundleError(f"{label} is not a valid .npz prior file ({e}); re-export the bundle") from None
+        w, mu, chol = arrays["weights"], arrays["means"], arrays["cholesky"]
+        k = len(w) if w.ndim == 1 else -1
+        if not 1 <= k <= MAX_COMPONENTS or mu.shape != (k, dim) or chol.shape != (k, dim, dim):
+            raise BundleError(
+                f"{label} has shapes weights {w.shape}, means {mu.shape}, cholesky {chol.shape}; "
+                f"expected [K], [K, {dim}], [K, {dim}, {dim}] with 1 <= K <= {MAX_COMPONENTS}"
+            )
+        for name, a in arrays.items():
+            if a.dtype.kind != "f" or not np.isfinite(a).all():
+                raise BundleError(f"{label}: {name} must hold finite floating-point numbers")
+        w, mu, chol = (a.astype(np.float64) for a in (w, mu, chol))
+        if (w < 0).any() or abs(w.sum() - 1.0) > 1e-6:
+            raise BundleError(f"{label}: weights must be non-negative and sum to 1 (sum {w.sum():.6g})")
+        if (np.diagonal(chol, axis1=1, axis2=2) <= 0).any() or np.abs(np.triu(chol, 1)).max(initial=0.0) > 0:
+            raise BundleError(f"{label}: cholesky must be lower-triangular with a positive diagonal")
+        return cls(w / w.sum(), mu, chol)
