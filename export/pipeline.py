@@ -202,8 +202,9 @@ def _add_evaluation(
     data["metrics"] = {"dataset": sets.dataset, "split": sets.source, **metrics}
     if train_post is not None:
         data["latent"]["gaussians"] = _fit_gaussians(train_post, train)
-        held_out = model.embed(sets.held_out.images) if sets.held_out is not None else None
-        _add_mixture(bundle_dir, data, train_post.mean, held_out, log)
+        if model.kind == "vae":
+            held_out = model.embed(sets.held_out.images) if sets.held_out is not None else None
+            _add_mixture(bundle_dir, data, train_post.mean, held_out, log)
     if train is not None and train.labels is not None and train.class_names:
         vectors = class_mean_directions(train_features, train.labels, train.class_names)
         data["directions"] = {

@@ -26,7 +26,7 @@ def test_graphs_pass_the_full_onnx_check_and_hold_their_weights(tiny_vae_bundle)
         model = onnx.load(str(tiny_vae_bundle / name))
         onnx.checker.check_model(model, full_check=True)
         assert all(t.data_location != onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
-    assert sorted(p.name for p in tiny_vae_bundle.iterdir()) == ["decoder.onnx", "encoder.onnx", "manifest.json"]
+    assert sorted(p.name for p in tiny_vae_bundle.iterdir()) == ["decoder.onnx", "encoder.onnx", "manifest.json", "prior-mixture.npz"]
 
 
 def test_manifest_records_what_a_deployer_needs(tiny_vae_bundle):

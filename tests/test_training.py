@@ -96,7 +96,11 @@ def test_resume_refuses_a_different_model(tmp_path):
 
 
 def test_early_stopping_and_lr_halving_follow_the_validation_objective(tmp_path):
-    run = train(_run(tmp_path, "d", max_epochs=30, patience=1, lr_patience=1, lr=0.5), log=lambda s: None)
+    # no warm-up: the schedule would hold early stopping back for its epochs
+    run = train(
+        _run(tmp_path, "d", max_epochs=30, patience=1, lr_patience=1, lr=0.5, kl_warmup_epochs=0, fixed_variance_epochs=0),
+        log=lambda s: None,
+    )
     record = json.loads((run / CHECKPOINT_JSON).read_text())
     assert record["epochs_done"] < 30  # a huge learning rate stops improving quickly
     # best_epoch is an index: the run stops after `patience` (1) epochs without improvement.
@@ -155,3 +159,27 @@ def test_training_on_an_image_folder(tmp_path, fashion_test):
     run = train(config, log=lambda s: None)
     model, _ = load_checkpoint(run)
     assert model.config.channels == 3
+
+
+def _collapse_prone(tmp_path, name, **schedule):
+    """A strong decoder (residual blocks) over a wide latent with a learned variance: without
+    the warm-up its posterior collapses within the first epoch on real images."""
+    model = ModelConfig(latent_dim=64, widths=(16, 32, 64), res_blocks=1, covariance="diagonal", rank=0, likelihood="discretized")
+    config = TrainConfig(model=model, out_dir=str(tmp_path / name), limit=4000, max_epochs=4, batch_size=64, **schedule)
+    logs: list[str] = []
+    train(config, log=logs.append)
+    return json.loads((tmp_path / name / CHECKPOINT_JSON).read_text()), logs
+
+
+def test_default_schedule_prevents_the_collapse_that_happens_without_it(tmp_path):
+    collapsed, logs = _collapse_prone(tmp_path, "off", kl_warmup_epochs=0, fixed_variance_epochs=0, collapse_patience=1)
+    assert collapsed["history"][-1]["val"]["active_dims"] == 0
+    assert collapsed["collapsed"] is True
+    assert any(line.startswith("posterior collapse: only 0 of 64 latent dimensions") for line in logs)
+
+    healthy, logs = _collapse_prone(tmp_path, "on", kl_warmup_epochs=2, fixed_variance_epochs=1)
+    assert healthy["history"][-1]["val"]["active_dims"] >= 16
+    assert healthy["collapsed"] is False and not any("posterior collapse" in line for line in logs)
+    assert healthy["schedule"]["kl_warmup_epochs"] == 2
+    # the warm-up reports the true objective: bpd is the -ELBO at weight 1 in every epoch
+    assert [h["kl_weight"] for h in healthy["history"]] == [0.5, 1.0, 1.0, 1.0]

@@ -118,13 +118,9 @@ class Model:
     @property
     def default_prior(self) -> str:
         """What `sample`, `iter_sample`, `sample_latents` and `traverse` draw from when no
-        prior is named: the bundle's fitted prior when it has one, else N(0, I)
-        ('standard'); a plain autoencoder without one falls back to its first Gaussian."""
-        if self.manifest.default_prior:
-            return self.manifest.default_prior
-        if self.kind == "vae" or not self._gaussians:
-            return "standard"
-        return "aggregate" if "aggregate" in self._gaussians else sorted(self._gaussians)[0]
+        prior is named: the bundle's fitted prior when it has one, else N(0, I) ('standard',
+        which a plain autoencoder does not have: name one of its fitted Gaussians)."""
+        return self.manifest.default_prior or "standard"
 
     @property
     def directions(self) -> dict[str, np.ndarray]:
