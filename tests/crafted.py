@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -230,3 +231,48 @@ def pb_model(graph: bytes, opset: bytes = pb_int(2, OPSET)) -> bytes:
     """ModelProto: ir_version (1), opset_import (8), graph (7)."""
     return pb_int(1, IR_VERSION) + pb_bytes(8, opset) + pb_bytes(7, graph)
 
+
+
+def _affine_gaussian_graph(name: str, x: str, x_shape: list, w: np.ndarray, b: np.ndarray, logvar: np.ndarray,
+                           out_shape: list) -> bytes:  # fmt: skip
+    """mean = reshape(flatten(x) @ w + b), logvar = reshape(flatten(x) @ 0 + logvar): a Gaussian
+    whose mean is affine in the input and whose log-variance is fixed, known exactly."""
+    nodes = [
+        helper.make_node("Flatten", [x], ["flat"], axis=1),
+        helper.make_node("MatMul", ["flat", "W"], ["wx"]),
+        helper.make_node("Add", ["wx", "b"], ["mean_flat"]),
+        helper.make_node("MatMul", ["flat", "zero"], ["zx"]),
+        helper.make_node("Add", ["zx", "lv"], ["logvar_flat"]),
+        helper.make_node("Reshape", ["mean_flat", "shape"], ["mean"]),
+        helper.make_node("Reshape", ["logvar_flat", "shape"], ["logvar"]),
+    ]
+    inits = [
+        numpy_helper.from_array(np.asarray(w, np.float32), "W"),
+        numpy_helper.from_array(np.asarray(b, np.float32).ravel(), "b"),
+        numpy_helper.from_array(np.zeros_like(np.asarray(w, np.float32)), "zero"),
+        numpy_helper.from_array(np.asarray(logvar, np.float32).ravel(), "lv"),
+        numpy_helper.from_array(np.array([-1, *out_shape[1:]], np.int64), "shape"),
+    ]
+    graph = helper.make_graph(nodes, name, [vi(x, x_shape)], [vi("mean", out_shape), vi("logvar", out_shape)], inits)
+    return make_model(graph)
+
+
+def affine_encoder(w: np.ndarray, b: np.ndarray, logvar: np.ndarray) -> bytes:
+    """q(z|x) = N(flatten(x) @ w + b, diag(exp(logvar))) for x [N, 1, 28, 28] in [0, 1];
+    w [784, D], b and logvar [D]."""
+    return _affine_gaussian_graph("affine_encoder", "x", ["N", 1, 28, 28], w, b, logvar, ["N", w.shape[1]])
+
+
+def affine_decoder(w: np.ndarray, b: np.ndarray, logvar: np.ndarray) -> bytes:
+    """p(x|z) per pixel = N(z @ w + b, exp(logvar)) for z [N, D]; w [D, 784], b and logvar
+    [784] in [0, 1] pixel units (row-major over 28 x 28)."""
+    return _affine_gaussian_graph("affine_decoder", "z", ["N", w.shape[0]], w, b, logvar, ["N", 1, 28, 28])
+
+
+def bundle_with(source: Path, dest: Path, **models: bytes) -> Path:
+    """A copy of the bundle `source` at `dest` with models swapped in by role
+    (encoder=..., decoder=...), checksums fixed up."""
+    shutil.copytree(source, dest)
+    for role, data in models.items():
+        swap_model(dest, role, data)
+    return dest

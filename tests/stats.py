@@ -105,3 +105,19 @@ def discretized_gaussian_pmf(mean: np.ndarray, std: np.ndarray, levels: int = 25
     edges[0], edges[-1] = -np.inf, np.inf
     cdf = stats.norm.cdf((edges[None, :] - mean) / std)
     return np.diff(cdf, axis=1)
+
+
+def discretized_gaussian_pit(k: np.ndarray, mean: np.ndarray, std: np.ndarray, rng: np.random.Generator, levels: int = 256) -> np.ndarray:
+    """Randomised probability integral transform of levels k drawn from the rounded, clipped
+    N(mean, std^2) (broadcasting; [0, 1] units, bins as in `discretized_gaussian_pmf`):
+    Phi(lo) + U (Phi(hi) - Phi(lo)) over the drawn level's bin, exactly uniform on [0, 1]
+    when every k was drawn from its own pixel's distribution."""
+    k = np.asarray(k, np.float64)
+    top = levels - 1
+    mean = np.asarray(mean, np.float64)
+    std = np.asarray(std, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lo = np.where(k <= 0, -np.inf, ((k - 0.5) / top - mean) / std)
+        hi = np.where(k >= top, np.inf, ((k + 0.5) / top - mean) / std)
+    lo_cdf, hi_cdf = stats.norm.cdf(lo), stats.norm.cdf(hi)
+    return lo_cdf + rng.random(np.broadcast(k, mean, std).shape) * (hi_cdf - lo_cdf)
