@@ -4,7 +4,8 @@ shows those figures.
 The whole evaluation (as at export: every test image, the probe fit on the whole training
 split, the recorded seed and number of importance samples) is run again through the runtime
 and compared with the manifest's `metrics`, key by key, so the test keeps working for any
-bundled model. It takes a few minutes on 2 cores (marked slow; CI runs it).
+bundled model. It is the whole test-set evaluation with k importance samples per image, the
+longest test of the suite (marked slow; CI runs it).
 """
 
 from __future__ import annotations
