@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# Regenerate the pictures in docs/images with the commands the README shows.
-# Needs an installed vaesdk (the bundled model) and Debian's dataset-fashion-mnist for the inputs.
+# Make the pictures in docs/images (or in OUT_DIR) with the commands the README shows.
+# Usage: docs/make_examples.sh [OUT_DIR]. Needs `vae` on PATH from an installed vaesdk (the
+# bundled model) and Debian's dataset-fashion-mnist for the inputs; PYTHON picks the
+# interpreter (default python3). scripts/regenerate-golden runs it; tests/test_golden.py
+# checks that the committed pictures are what it makes.
 set -euo pipefail
-cd "$(dirname "$0")/images"
+out=${1:-"$(dirname "$0")/images"}
+python=${PYTHON:-python3}
+mkdir -p "$out/inputs"
+cd "$out"
 rm -rf ./*.png inputs/*.png recon
-python3 - <<'PY'
+"$python" - <<'PY'
 from vaesdk.datasets import load_fashion_mnist
 from vaesdk.images import save_png
 test = load_fashion_mnist(split="test")
@@ -17,7 +23,7 @@ vae sample --n 32 --seed 0 --ncols 8 -o sample.png
 vae sample --n 32 --seed 0 --ncols 8 --prior aggregate -o sample-aggregate.png
 vae sample --n 16 --seed 0 --ncols 8 --prior ankle-boot -o sample-ankle-boot.png
 vae reconstruct inputs/*.png --side-by-side --scale 2 --out-dir recon
-vae edit inputs/shirt.png --dim "$(vae info --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["dims_by_usage"][0])')" --delta 2 --side-by-side --scale 2 -o edit-dim.png
+vae edit inputs/shirt.png --dim "$(vae info --json | "$python" -c 'import json,sys; print(json.load(sys.stdin)["dims_by_usage"][0])')" --delta 2 --side-by-side --scale 2 -o edit-dim.png
 vae edit inputs/pullover.png --direction trouser --delta 1 --side-by-side --scale 2 -o edit-direction.png
 vae interpolate inputs/sneaker.png inputs/ankle-boot.png --steps 8 -o interpolate.png
 vae interpolate inputs/shirt.png inputs/trouser.png --steps 8 -o interpolate-shirt-trouser.png

@@ -1,9 +1,10 @@
-"""Shared fixtures: small real bundles made by the project's own train and export code.
+"""Shared fixtures.
 
-`tiny_vae_bundle` / `tiny_ae_bundle` are trained for a few hundred steps on real
-Fashion-MNIST images (Debian's dataset-fashion-mnist; the test script installs it), then
-exported through the full pipeline, parity gate included. Tests that only need the
-runtime use `bundled_model`, the committed default model.
+`tiny_vae_bundle` / `tiny_ae_bundle` are the committed tiny bundles under tests/data (made
+once by tests/make_tiny_bundles.py with the project's own train and export code), so the
+runtime and command-line tests need neither torch nor a training run. `trained_vae_bundle`
+trains and exports a fresh one, for the tests of training and export themselves. Tests that
+only need the runtime at full size use `bundled_model`, the committed default model.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 import vaesdk
 from vaesdk.datasets import DEFAULT_FASHION_MNIST_DIR, ImageSet, load_fashion_mnist
 
-TINY_WIDTHS = (8, 16, 32)
+DATA = Path(__file__).resolve().parent / "data"
 
 
 @pytest.fixture(scope="session")
@@ -31,54 +32,40 @@ def bundled_model() -> vaesdk.Model:
     return vaesdk.load(device="cpu")
 
 
-# The diagonal, discretized decoder of format-1 bundles; the low-rank one is the default.
-DIAGONAL = dict(covariance="diagonal", rank=0, likelihood="discretized")
-
-
-def _train_and_export(root: Path, kind: str, name: str | None = None, **model_options) -> Path:
-    from vaesdk.export.pipeline import export_bundle
-    from vaesdk.training.config import ModelConfig, TrainConfig
-    from vaesdk.training.train import train
-
-    name = name or kind
-    run = root / f"run-{name}"
-    config = TrainConfig(
-        model=ModelConfig(kind=kind, latent_dim=8, widths=TINY_WIDTHS, **model_options),
-        out_dir=str(run),
-        limit=3000,
-        max_epochs=2,
-        batch_size=64,
-        lr=2e-3,
-        kl_warmup_epochs=1,
-        fixed_variance_epochs=1,
-    )
-    train(config, command=f"test fixture ({kind})", log=lambda s: None)
-    return export_bundle(run, root / f"tiny-{name}", eval_data="fashion-mnist", eval_limit=300, iw_samples=8)
-
-
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("tiny")
 
 
 @pytest.fixture(scope="session")
-def tiny_vae_bundle(tiny_root) -> Path:
-    """A small VAE bundle (latent_dim 8) with a diagonal, discretized decoder. Treat as
-    read-only; copy it to change it."""
-    return _train_and_export(tiny_root, "vae", **DIAGONAL)
+def tiny_vae_bundle() -> Path:
+    """The committed tiny VAE bundle (latent_dim 8). Read-only: copy it (`bundle_copy`) to change it."""
+    return DATA / "tiny-vae"
+
+
+@pytest.fixture(scope="session")
+def tiny_ae_bundle() -> Path:
+    """The committed tiny plain-autoencoder bundle (latent_dim 8). Read-only."""
+    return DATA / "tiny-ae"
+
+
+@pytest.fixture(scope="session")
+def trained_vae_bundle(tiny_root) -> Path:
+    """A tiny VAE with a diagonal, discretized decoder, trained and exported in this run
+    (its run folder is next to it, run-vae)."""
+    from make_tiny_bundles import DIAGONAL, train_and_export
+
+    return train_and_export(tiny_root, "vae", **DIAGONAL)
 
 
 @pytest.fixture(scope="session")
 def tiny_lowrank_bundle(tiny_root) -> Path:
-    """A small VAE bundle (latent_dim 8) with the default decoder: low-rank-plus-diagonal
-    covariance (rank 4), dequantized likelihood. Treat as read-only."""
-    return _train_and_export(tiny_root, "vae", "lowrank", covariance="lowrank", rank=4, likelihood="dequantized")
+    """A tiny VAE with the default decoder (low-rank-plus-diagonal covariance, here rank 4;
+    dequantized likelihood) and a fitted mixture prior, trained and exported in this run
+    (run folder: run-lowrank)."""
+    from make_tiny_bundles import train_and_export
 
-
-@pytest.fixture(scope="session")
-def tiny_ae_bundle(tiny_root) -> Path:
-    """A small plain-autoencoder bundle (latent_dim 8). Treat as read-only."""
-    return _train_and_export(tiny_root, "ae")
+    return train_and_export(tiny_root, "vae", name="lowrank", covariance="lowrank", rank=4, likelihood="dequantized")
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from vaesdk.cli.main import app
+from vaesdk.errors import InvalidArgumentError
 from vaesdk.images import save_png
 
 runner = CliRunner()
@@ -97,9 +98,15 @@ def test_bad_arguments_give_one_line_errors(workdir, tiny_vae_bundle, args, code
     assert r.output.strip().count("\n") <= 1
 
 
-def test_debug_switch_shows_the_traceback(workdir, tiny_vae_bundle):
+def test_debug_switch_lets_the_error_through_and_does_not_leak_into_the_next_run(workdir, tiny_vae_bundle):
+    """With --debug the SDK's exception itself leaves the command (its traceback is shown);
+    without it, the same error is a one-line message and exit code 2. The stderr of a real
+    process is tested in test_claims.py."""
     r = vae("--debug", "sample", "--n", "0", "-m", tiny_vae_bundle)
-    assert r.exit_code != 0 and r.exception is not None
+    assert isinstance(r.exception, InvalidArgumentError) and "--n must be at least 1" in str(r.exception)
+    r = vae("sample", "--n", "0", "-m", tiny_vae_bundle)
+    assert isinstance(r.exception, SystemExit) and r.exit_code == 2
+    assert r.output == "vae: error: --n must be at least 1, got 0\n"
 
 
 def test_edit_writes_next_to_cwd_and_matches_the_api(workdir, pictures, tiny_vae_bundle):

@@ -17,22 +17,22 @@ from vaesdk.training.train import load_checkpoint
 
 
 @pytest.fixture(scope="module")
-def run_dir(tiny_vae_bundle):
-    return tiny_vae_bundle.parent / "run-vae"
+def run_dir(trained_vae_bundle):
+    return trained_vae_bundle.parent / "run-vae"
 
 
-def test_graphs_pass_the_full_onnx_check_and_hold_their_weights(tiny_vae_bundle):
+def test_graphs_pass_the_full_onnx_check_and_hold_their_weights(trained_vae_bundle):
     for name in ("encoder.onnx", "decoder.onnx"):
-        model = onnx.load(str(tiny_vae_bundle / name))
+        model = onnx.load(str(trained_vae_bundle / name))
         onnx.checker.check_model(model, full_check=True)
         assert all(t.data_location != onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
-    assert sorted(p.name for p in tiny_vae_bundle.iterdir()) == ["decoder.onnx", "encoder.onnx", "manifest.json", "prior-mixture.npz"]
+    assert sorted(p.name for p in trained_vae_bundle.iterdir()) == ["decoder.onnx", "encoder.onnx", "manifest.json", "prior-mixture.npz"]
 
 
-def test_manifest_records_what_a_deployer_needs(tiny_vae_bundle):
-    data = json.loads((tiny_vae_bundle / "manifest.json").read_text())
+def test_manifest_records_what_a_deployer_needs(trained_vae_bundle):
+    data = json.loads((trained_vae_bundle / "manifest.json").read_text())
     for role in ("encoder", "decoder"):
-        blob = (tiny_vae_bundle / data[role]["file"]).read_bytes()
+        blob = (trained_vae_bundle / data[role]["file"]).read_bytes()
         assert data[role]["sha256"] == hashlib.sha256(blob).hexdigest() and data[role]["bytes"] == len(blob)
     assert data["parity"]["worst_error_to_tolerance"] <= 1.0
     assert data["parity"]["tolerance"] == {"atol": ATOL, "rtol": RTOL, "rule": data["parity"]["tolerance"]["rule"]}
@@ -42,9 +42,9 @@ def test_manifest_records_what_a_deployer_needs(tiny_vae_bundle):
     assert data["onnx"]["opset"] >= 17
 
 
-def test_runtime_matches_pytorch_on_fresh_inputs(tiny_vae_bundle, run_dir, fashion_test):
+def test_runtime_matches_pytorch_on_fresh_inputs(trained_vae_bundle, run_dir, fashion_test):
     torch_model, _ = load_checkpoint(run_dir)
-    m = vaesdk.load(tiny_vae_bundle, device="cpu")
+    m = vaesdk.load(trained_vae_bundle, device="cpu")
     x = fashion_test.images[100:164]
     with torch.no_grad():
         t_mean, t_logvar = torch_model.encoder(torch.from_numpy(x.transpose(0, 3, 1, 2).astype(np.float32) / 255))
@@ -58,9 +58,9 @@ def test_runtime_matches_pytorch_on_fresh_inputs(tiny_vae_bundle, run_dir, fashi
         np.testing.assert_allclose(logvar, d_logvar.numpy().transpose(0, 2, 3, 1), rtol=RTOL, atol=ATOL)
 
 
-def test_runtime_scores_agree_with_the_training_code(tiny_vae_bundle, run_dir, fashion_test):
+def test_runtime_scores_agree_with_the_training_code(trained_vae_bundle, run_dir, fashion_test):
     torch_model, _ = load_checkpoint(run_dir)
-    m = vaesdk.load(tiny_vae_bundle, device="cpu", batch_size=4096)
+    m = vaesdk.load(trained_vae_bundle, device="cpu", batch_size=4096)
     x, k = fashion_test.images[:20], 50
     scores = m.score(x, k=k, seed=7)
     # One chunk, so the runtime drew exactly these posterior noises.
@@ -99,15 +99,15 @@ def test_lowrank_decoder_passes_parity_with_its_factor_output(tiny_lowrank_bundl
     assert any(key.endswith(".factor") for key in report.max_abs_error)
 
 
-def test_parity_gate_fails_when_onnx_and_torch_differ(tiny_vae_bundle, run_dir, fashion_test):
+def test_parity_gate_fails_when_onnx_and_torch_differ(trained_vae_bundle, run_dir, fashion_test):
     torch_model, _ = load_checkpoint(run_dir)
     with torch.no_grad():
         torch_model.decoder.conv_out.bias.add_(0.01)  # a change far below what a picture shows
     with pytest.raises(BundleError, match="parity gate failed"):
         check_parity(
             torch_model,
-            (tiny_vae_bundle / "encoder.onnx").read_bytes(),
-            (tiny_vae_bundle / "decoder.onnx").read_bytes(),
+            (trained_vae_bundle / "encoder.onnx").read_bytes(),
+            (trained_vae_bundle / "decoder.onnx").read_bytes(),
             fashion_test.images[:32],
         )
 

@@ -118,19 +118,19 @@ def test_npz_round_trip_and_refusals():
             GaussianMixture.from_npz(blob, D, "p.npz")
 
 
-def test_bundle_default_prior_is_the_fitted_mixture(tiny_vae_bundle):
-    model = vaesdk.load(tiny_vae_bundle, device="cpu")
+def test_bundle_default_prior_is_the_fitted_mixture(tiny_lowrank_bundle):
+    model = vaesdk.load(tiny_lowrank_bundle, device="cpu")
     assert model.default_prior == "mixture"
     assert "mixture" in model.priors and "standard" in model.priors
     np.testing.assert_array_equal(model.sample(6, seed=3), model.sample(6, seed=3, prior="mixture"))
     assert not np.array_equal(model.sample(6, seed=3), model.sample(6, seed=3, prior="standard"))
-    small = vaesdk.load(tiny_vae_bundle, device="cpu", batch_size=2)
+    small = vaesdk.load(tiny_lowrank_bundle, device="cpu", batch_size=2)
     np.testing.assert_array_equal(small.sample(2000, seed=5), model.sample(2000, seed=5))
 
 
-def test_tampered_prior_file_is_refused(tiny_vae_bundle, tmp_path):
+def test_tampered_prior_file_is_refused(tiny_lowrank_bundle, tmp_path):
     bundle = tmp_path / "b"
-    shutil.copytree(tiny_vae_bundle, bundle)
+    shutil.copytree(tiny_lowrank_bundle, bundle)
     path = bundle / "prior-mixture.npz"
     blob = bytearray(path.read_bytes())
     blob[-5] ^= 1
@@ -139,9 +139,9 @@ def test_tampered_prior_file_is_refused(tiny_vae_bundle, tmp_path):
         vaesdk.load(bundle, device="cpu")
 
 
-def test_manifest_default_prior_must_name_a_prior(tiny_vae_bundle, tmp_path):
+def test_manifest_default_prior_must_name_a_prior(tiny_lowrank_bundle, tmp_path):
     bundle = tmp_path / "b"
-    shutil.copytree(tiny_vae_bundle, bundle)
+    shutil.copytree(tiny_lowrank_bundle, bundle)
     manifest = json.loads((bundle / "manifest.json").read_text())
     manifest["latent"]["default_prior"] = "nonexistent"
     (bundle / "manifest.json").write_text(json.dumps(manifest))

@@ -1,0 +1,147 @@
+"""Golden outputs of the bundled model: seeded `vae` commands pinned pixel for pixel.
+
+`compute()` runs each command of CASES through the CLI (in this process, CliRunner) on a few
+Fashion-MNIST test images and returns what it made: the pixels of each PNG (shape, sha256
+and the pixels themselves, so a failure can say how far off it is) and the `score` figures.
+tests/test_golden.py compares that with tests/golden/<model>.json. When the bundled model
+changes on purpose, `scripts/regenerate-golden` rewrites the JSON (this file, run with
+--write) and the README's pictures (docs/make_examples.sh) in one go.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import zlib
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
+MODEL = "fashion-mnist"
+# Inputs: the first Fashion-MNIST test image of each of these classes.
+INPUT_CLASSES = ("shirt", "trouser", "sneaker", "bag")
+# Relative tolerance for the score figures: float64 sums over the same float32 network
+# outputs; a different CPU kernel changes them in the last digits only.
+SCORE_RTOL = 1e-6
+
+# {DIM0}, {DIM1}: the model's most used latent dimensions, so the cases fit any replacement model.
+CASES: dict[str, list[str]] = {
+    "sample": ["sample", "--n", "16", "--seed", "0", "-o", "sample.png"],
+    "sample-aggregate-pixels": ["sample", "--n", "8", "--seed", "3", "--prior", "aggregate", "--temperature", "0.8",
+                                "--truncation", "2", "--sample-pixels", "-o", "sample-aggregate.png"],
+    "traverse": ["traverse", "inputs/shirt.png", "--rows", "3", "--steps", "5", "-o", "traverse.png"],
+    "traverse-prior": ["traverse", "--seed", "1", "--dims", "{DIM0},{DIM1}", "--range", "-2", "2", "--steps", "4", "-o", "traverse-prior.png"],
+    "edit-dim": ["edit", "inputs/shirt.png", "--dim", "{DIM0}", "--delta", "2", "-o", "edit-dim.png"],
+    "edit-direction": ["edit", "inputs/trouser.png", "--direction", "sneaker", "--delta", "1", "--sample-latent",
+                       "--seed", "2", "-o", "edit-direction.png"],
+    "reconstruct": ["reconstruct", "inputs/bag.png", "-o", "reconstruct.png"],
+    "score": ["score", "inputs", "--k", "100", "--seed", "0", "--json"],
+}  # fmt: skip
+
+
+def _inputs(folder: Path) -> dict[str, int]:
+    """Write the input images as PNG files into folder/inputs; their test-set indices."""
+    from vaesdk.datasets import load_fashion_mnist
+    from vaesdk.images import save_png
+
+    test = load_fashion_mnist(split="test")
+    (folder / "inputs").mkdir()
+    indices = {}
+    for name in INPUT_CLASSES:
+        indices[name] = int((test.labels == test.class_names.index(name)).argmax())
+        save_png(folder / "inputs" / f"{name}.png", test.images[indices[name]])
+    return indices
+
+
+@contextmanager
+def _cwd(path: Path):
+    old = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def pixels_record(pixels: np.ndarray) -> dict[str, Any]:
+    pixels = np.ascontiguousarray(pixels, np.uint8)
+    return {
+        "shape": list(pixels.shape),
+        "sha256": hashlib.sha256(pixels.tobytes()).hexdigest(),
+        "pixels": base64.b64encode(zlib.compress(pixels.tobytes(), 9)).decode(),
+    }
+
+
+def pixels_from_record(record: dict[str, Any]) -> np.ndarray:
+    return np.frombuffer(zlib.decompress(base64.b64decode(record["pixels"])), np.uint8).reshape(record["shape"])
+
+
+def model_identity() -> dict[str, Any]:
+    """What the golden outputs belong to: the bundled model's files, by checksum."""
+    import vaesdk
+
+    model = vaesdk.load(MODEL, device="cpu")
+    manifest = model.manifest.data
+    return {
+        "model": MODEL,
+        "encoder_sha256": manifest["encoder"]["sha256"],
+        "decoder_sha256": manifest["decoder"]["sha256"],
+        "dims_by_usage": model.dims_by_usage()[:2],
+    }
+
+
+def compute() -> dict[str, Any]:
+    from typer.testing import CliRunner
+
+    from vaesdk.cli.main import app
+
+    runner = CliRunner()
+    out: dict[str, Any] = model_identity()
+    dims = {"DIM0": str(out["dims_by_usage"][0]), "DIM1": str(out["dims_by_usage"][1])}
+    out["commands"] = {}
+    with tempfile.TemporaryDirectory() as tmp, _cwd(Path(tmp)):
+        out["inputs"] = _inputs(Path(tmp))
+        for name, template in CASES.items():
+            args = [a.format(**dims) for a in template]
+            result = runner.invoke(app, [*args, "-m", MODEL, "--device", "cpu"])
+            if result.exit_code != 0:
+                raise RuntimeError(f"vae {' '.join(args)} failed ({result.exit_code}): {result.output}")
+            entry: dict[str, Any] = {"command": "vae " + " ".join(args)}
+            if "--json" in args:
+                scores = json.loads(result.stdout)["scores"]
+                entry["scores"] = [{"file": Path(s["file"]).name, "elbo_bpd": s["elbo_bpd"], "iw_bpd": s["iw_bpd"]} for s in scores]
+            else:
+                with Image.open(args[args.index("-o") + 1]) as im:
+                    entry.update(pixels_record(np.asarray(im)))
+            out["commands"][name] = entry
+    return out
+
+
+def golden_path(model: str = MODEL) -> Path:
+    return GOLDEN_DIR / f"{model}.json"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--write", action="store_true", help="rewrite tests/golden/MODEL.json (else print what they belong to)")
+    args = parser.parse_args()
+    data = compute()
+    if args.write:
+        GOLDEN_DIR.mkdir(exist_ok=True)
+        golden_path().write_text(json.dumps(data, indent=1) + "\n")
+        print(f"wrote {golden_path()}", file=sys.stderr)
+    else:
+        json.dump({k: v for k, v in data.items() if k != "commands"}, sys.stdout, indent=1)
+
+
+if __name__ == "__main__":
+    main()

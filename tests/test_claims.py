@@ -1,0 +1,280 @@
+"""The README's promises that no other module tests: the debug switch, every documented exit
+code, the latent bound and the sample caps at their boundaries, score's independence of the
+batch size, concurrent `add_direction`, and bounded memory for large batches."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import pytest
+from crafted import LATENT, PIXELS, affine_decoder, affine_encoder, bundle_with, make_model, vi
+from onnx import helper, numpy_helper
+from typer.testing import CliRunner
+
+import vaesdk
+from vaesdk.cli.main import app
+from vaesdk.errors import InferenceError, InvalidArgumentError
+from vaesdk.latent import MAX_ABS_LATENT, check_latents
+from vaesdk.model import MAX_SAMPLES, MAX_STREAM_SAMPLES
+
+runner = CliRunner()
+
+
+def vae_process(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """`vae ARGS` as a user runs it: a fresh interpreter, real stderr."""
+    return subprocess.run(
+        [sys.executable, "-m", "vaesdk.cli.main", *map(str, args)],
+        capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=cwd, timeout=120,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def affine_bundle(tiny_vae_bundle, tmp_path_factory) -> Path:
+    """A bundle with affine Gaussian graphs: as fast as a model can be, for the big batches."""
+    r = np.random.default_rng(0)
+    return bundle_with(
+        tiny_vae_bundle,
+        tmp_path_factory.mktemp("affine") / "affine",
+        encoder=affine_encoder(r.normal(0, 0.1, (PIXELS, LATENT)), np.zeros(LATENT), np.full(LATENT, -2.0)),
+        decoder=affine_decoder(r.normal(0, 0.1, (LATENT, PIXELS)), np.full(PIXELS, 0.5), np.full(PIXELS, -6.0)),
+    )
+
+
+# ---- errors: the debug switch and the exit codes ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "how", [["--debug"], "VAESDK_DEBUG=1", "VAESDK_DEBUG=yes"], ids=["--debug", "VAESDK_DEBUG=1", "VAESDK_DEBUG=yes"]
+)
+def test_debug_switch_shows_the_traceback_instead_of_one_line(how, tiny_vae_bundle):
+    args = ["sample", "--n", "0", "-m", tiny_vae_bundle]
+    env = dict([how.split("=")]) if isinstance(how, str) else {}
+    r = vae_process(*(how if isinstance(how, list) else []), *args, env=env)
+    assert r.returncode != 0
+    assert "Traceback (most recent call last)" in r.stderr and "InvalidArgumentError: --n must be at least 1" in r.stderr
+
+
+@pytest.mark.parametrize("env", [{}, {"VAESDK_DEBUG": "0"}, {"VAESDK_DEBUG": ""}], ids=["unset", "0", "empty"])
+def test_without_the_debug_switch_an_error_is_one_line(env, tiny_vae_bundle):
+    r = vae_process("sample", "--n", "0", "-m", tiny_vae_bundle, env={"VAESDK_DEBUG": "", **env})
+    assert r.returncode == 2
+    assert r.stderr == "vae: error: --n must be at least 1, got 0\n"
+
+
+def test_exit_code_5_when_the_requested_device_is_unavailable(tiny_vae_bundle):
+    # A GPU index far beyond any machine's fails with the GPU build and the CPU build alike.
+    r = runner.invoke(app, ["info", "--device", "cuda:999", "-m", str(tiny_vae_bundle)])
+    assert r.exit_code == 5, r.output
+    assert r.output.startswith("vae: error: device 'cuda:999' requested") and "--device cpu" in r.output
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        r = runner.invoke(app, ["sample", "--n", "2", "--device", "cuda", "-m", str(tiny_vae_bundle)])
+        assert r.exit_code == 5 and "pip install onnxruntime-gpu" in r.output
+
+
+def batch_breaking_decoder() -> bytes:
+    """A decoder that loads and decodes one latent, but fails inside onnxruntime on a batch of
+    two or more (a Reshape to one image's size): a model broken at inference time."""
+    nodes = [
+        helper.make_node("MatMul", ["z", "W"], ["flat"]),
+        helper.make_node("Reshape", ["flat", "one"], ["mean"]),
+        helper.make_node("Identity", ["mean"], ["logvar"]),
+    ]
+    inits = [
+        numpy_helper.from_array(np.full((LATENT, PIXELS), 0.01, np.float32), "W"),
+        numpy_helper.from_array(np.array([1, 1, 28, 28], np.int64), "one"),
+    ]
+    graph = helper.make_graph(
+        nodes, "broken", [vi("z", ["N", LATENT])], [vi("mean", ["N", 1, 28, 28]), vi("logvar", ["N", 1, 28, 28])], inits
+    )
+    return make_model(graph)
+
+
+def test_exit_code_8_when_inference_fails(tiny_vae_bundle, tmp_path, monkeypatch):
+    broken = bundle_with(tiny_vae_bundle, tmp_path / "broken", decoder=batch_breaking_decoder())
+    m = vaesdk.load(broken, device="cpu")
+    assert m.decode(np.zeros((1, LATENT))).shape == (1, 28, 28, 1)
+    with pytest.raises(InferenceError, match="onnxruntime failed on a batch of 3 on cpu"):
+        m.decode(np.zeros((3, LATENT)))
+    monkeypatch.chdir(tmp_path)
+    r = runner.invoke(app, ["sample", "--n", "3", "--seed", "0", "-m", str(broken)])
+    assert r.exit_code == 8, r.output
+    assert r.output.startswith("vae: error: onnxruntime failed") and r.output.count("\n") == 1
+    assert not list(tmp_path.glob("*.png"))  # nothing partial
+
+
+# ---- the latent bound -------------------------------------------------------------------------
+
+
+def test_latents_are_accepted_up_to_1e6_and_refused_just_beyond():
+    bound = np.float32(MAX_ABS_LATENT)
+    assert bound == 1e6  # exactly representable: the boundary is the documented number
+    for edge in (bound, -bound):
+        z = np.zeros((2, 4), np.float32)
+        z[1, 2] = edge
+        np.testing.assert_array_equal(check_latents(z, 4), z)
+    for beyond in (np.nextafter(bound, np.float32(np.inf)), -np.nextafter(bound, np.float32(np.inf))):
+        with pytest.raises(InvalidArgumentError, match=r"beyond \+-1e\+06"):
+            check_latents(np.full((1, 4), beyond, np.float32), 4)
+    with pytest.raises(InvalidArgumentError, match=r"beyond \+-1e\+06"):
+        check_latents(np.full((1, 4), 1e6 + 0.125), 4)  # float64 input just past the bound: still past it in float32
+    with pytest.raises(InvalidArgumentError, match="NaN or infinite"):
+        check_latents(np.full((1, 4), 1e39), 4)  # beyond float32's range: the overflow branch
+
+
+def test_the_model_decodes_latents_at_the_bound_and_refuses_beyond(affine_bundle):
+    m = vaesdk.load(affine_bundle, device="cpu")
+    z = np.zeros((1, LATENT), np.float32)
+    z[0, 0] = 1e6
+    assert m.decode(z).shape == (1, 28, 28, 1)
+    z[0, 0] = np.nextafter(np.float32(1e6), np.float32(np.inf))
+    with pytest.raises(InvalidArgumentError, match="beyond"):
+        m.decode(z)
+    with pytest.raises(InvalidArgumentError, match="smaller delta"):
+        m.edit_latents(np.full((1, LATENT), 1e6, np.float32), dim=0, delta=1.0)
+
+
+# ---- sample caps --------------------------------------------------------------------------------
+
+
+def test_sample_caps_at_their_boundaries(affine_bundle):
+    m = vaesdk.load(affine_bundle, device="cpu", batch_size=4096)
+    assert MAX_SAMPLES == 100_000 and MAX_STREAM_SAMPLES == 10_000_000  # the README's figures
+    assert m.sample(MAX_SAMPLES, seed=0).shape == (MAX_SAMPLES, 28, 28, 1)
+    assert m.sample_latents(MAX_SAMPLES, seed=0).shape == (MAX_SAMPLES, LATENT)
+    for call in (m.sample, m.sample_latents):
+        with pytest.raises(InvalidArgumentError, match="n must be in 1..100000, got 100001"):
+            call(MAX_SAMPLES + 1, seed=0)
+    stream = m.iter_sample(MAX_STREAM_SAMPLES, seed=0)  # accepted; nothing is drawn until iterated
+    assert next(stream).shape[1:] == (28, 28, 1)
+    with pytest.raises(InvalidArgumentError, match="n must be in 1..10000000, got 10000001"):
+        m.iter_sample(MAX_STREAM_SAMPLES + 1, seed=0)
+
+
+def test_cli_sample_caps(tmp_path, tiny_vae_bundle):
+    common = ["--seed", "0", "-m", str(tiny_vae_bundle)]
+    r = runner.invoke(app, ["sample", "--n", "10000001", "--out-dir", str(tmp_path / "many"), *common])
+    assert r.exit_code == 2 and "10000000" in r.output and not (tmp_path / "many").exists()
+    r = runner.invoke(app, ["sample", "--n", "1025", "-o", str(tmp_path / "g.png"), *common])
+    assert r.exit_code == 2 and "at most 1024" in r.output and "--out-dir" in r.output
+    r = runner.invoke(app, ["sample", "--n", "1024", "--scale", "1", "-o", str(tmp_path / "g.png"), *common])
+    assert r.exit_code == 0, r.output
+
+
+# ---- same seed, same result, any batch size ----------------------------------------------------
+
+
+def test_score_does_not_depend_on_the_batch_size(tiny_vae_bundle, fashion_test):
+    images = fashion_test.images[:37]
+    want = vaesdk.load(tiny_vae_bundle, device="cpu").score(images, k=9, seed=4)
+    for batch_size in (1, 5, 9, 10, 64):
+        got = vaesdk.load(tiny_vae_bundle, device="cpu", batch_size=batch_size).score(images, k=9, seed=4)
+        np.testing.assert_array_equal(got.elbo_bpd, want.elbo_bpd)
+        np.testing.assert_array_equal(got.iw_bpd, want.iw_bpd)
+    # Scoring in parts with one generator gives the whole call's figures too.
+    rng = np.random.default_rng(4)
+    m = vaesdk.load(tiny_vae_bundle, device="cpu")
+    parts = np.concatenate([m.score(images[i : i + 10], k=9, seed=rng).iw_bpd for i in range(0, 37, 10)])
+    np.testing.assert_array_equal(parts, want.iw_bpd)
+
+
+# ---- concurrent add_direction ------------------------------------------------------------------
+
+
+def test_concurrent_add_direction_keeps_every_direction(bundle_copy, fashion_test):
+    """Threads on one model and on two separate models of the same bundle, plus a second
+    process, add directions at once: every one is in the manifest afterwards, which still
+    verifies, and each vector is what its images give."""
+    models = [vaesdk.load(bundle_copy, device="cpu") for _ in range(2)]
+    a, b = fashion_test.images[:20], fashion_test.images[20:40]
+    names = [f"concurrent-{i}" for i in range(12)]
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(names) + 1)
+
+    def add(i: int) -> None:
+        try:
+            start.wait()
+            models[i % 2].add_direction(names[i], a[i:], b[i:])
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    code = textwrap.dedent(
+        f"""
+        import numpy as np, vaesdk
+        from vaesdk.datasets import load_fashion_mnist
+        t = load_fashion_mnist(split="test").images
+        m = vaesdk.load({str(bundle_copy)!r}, device="cpu")
+        for i in range(6):
+            m.add_direction(f"process-{{i}}", t[:20], t[20:40])
+        """
+    )
+    other = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+    threads = [threading.Thread(target=add, args=(i,)) for i in range(len(names))]
+    for t in threads:
+        t.start()
+    start.wait()
+    for t in threads:
+        t.join()
+    assert other.wait(timeout=120) == 0, other.stderr.read()
+    assert not errors, errors
+    reloaded = vaesdk.load(bundle_copy, device="cpu")
+    for i, name in enumerate(names):
+        want = reloaded.embed(b[i:]).mean(0) - reloaded.embed(a[i:]).mean(0)
+        np.testing.assert_allclose(reloaded.directions[name], want, rtol=1e-5, atol=1e-6)
+    assert {f"process-{i}" for i in range(6)} <= set(reloaded.directions)
+    assert json.loads((bundle_copy / "manifest.json").read_text())["directions"].keys() == reloaded.directions.keys()
+
+
+# ---- bounded memory ----------------------------------------------------------------------------
+
+
+PEAK_SCRIPT = """
+import resource, sys
+import numpy as np
+import vaesdk
+
+def peak_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+op, n, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+m = vaesdk.load(path, device="cpu", batch_size=256)
+images = np.random.default_rng(0).integers(0, 256, (n, 28, 28, 1), dtype=np.uint8) if op == "reconstruct" else None
+m.reconstruct(np.zeros((256, 28, 28, 1), np.uint8))  # warm: sessions and their arenas at full batch size
+base = peak_mib()
+if op == "reconstruct":
+    out = m.reconstruct(images)
+else:
+    for batch in m.iter_sample(n, seed=0):
+        pass
+print(peak_mib() - base)
+"""
+
+
+def peak_growth_mib(op: str, n: int, bundle: Path) -> float:
+    r = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, op, str(n), str(bundle)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    return float(r.stdout.strip().splitlines()[-1])
+
+
+def test_a_large_batch_needs_memory_for_its_result_only(affine_bundle):
+    """reconstruct() of 60,000 images: the result (45 MiB of uint8) and the latents (2 MiB)
+    are the only things that grow with N; float copies of the whole batch would add 180 MiB
+    each. Peak RSS is measured in a fresh process."""
+    n = 60_000
+    result_mib = n * PIXELS / 2**20
+    growth = peak_growth_mib("reconstruct", n, affine_bundle)
+    assert growth < result_mib + 40, f"peak grew by {growth:.0f} MiB for a {result_mib:.0f} MiB result"
+
+
+def test_streamed_sampling_memory_does_not_grow_with_n(affine_bundle):
+    """iter_sample (`vae sample --out-dir`) holds one batch at a time: 300,000 images (224 MiB
+    as uint8) are drawn while the peak grows by a small fraction of that."""
+    growth = peak_growth_mib("stream", 300_000, affine_bundle)
+    assert growth < 40, f"peak grew by {growth:.0f} MiB while streaming"

@@ -1,0 +1,120 @@
+"""The bundled model's recorded figures are what the runtime computes today, and the README
+shows those figures.
+
+The whole evaluation (as at export: every test image, the probe fit on the whole training
+split, the recorded seed and number of importance samples) is run again through the runtime
+and compared with the manifest's `metrics`, key by key, so the test keeps working for any
+bundled model. It is the whole test-set evaluation with k importance samples per image, the
+longest test of the suite (marked slow; CI runs it).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import vaesdk
+import vaesdk.evaluate
+from vaesdk.cli.main import app
+from vaesdk.datasets import load_dataset
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# How far a recomputed figure may be from the recorded one. The runtime is deterministic
+# for a seed, but a different CPU or onnxruntime build can change float32 network outputs in
+# their last bits: that moves the bounds by far less than 1e-4 bits/dim and can flip the
+# probe's decision on an image or two right at a class boundary.
+TOLERANCE = {
+    "recon_mse": 0.0,  # exactly: the mean of whole-number squared errors
+    "recon_psnr": 1e-12,  # relative: computed from recon_mse
+    "elbo_bpd": 1e-4,  # bits/dim
+    "iw_bpd": 1e-4,  # bits/dim
+    "probe_accuracy": 3e-4,  # three test images of 10,000
+}
+EXACT = {"dataset", "split", "images", "seed", "iw_samples", "probe_train_images", "active_dims"}
+
+
+@pytest.fixture(scope="module")
+def bundled() -> vaesdk.Model:
+    return vaesdk.load(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def recorded(bundled) -> dict:
+    return bundled.manifest.data["metrics"]
+
+
+@pytest.fixture(scope="module")
+def recomputed(bundled, recorded) -> dict:
+    h, _, c = bundled.image_shape
+    test = load_dataset(recorded["dataset"], recorded["split"], h, c, None).head(recorded["images"])
+    train = None
+    if "probe_train_images" in recorded:
+        train = load_dataset(recorded["dataset"], "train", h, c, None).head(recorded["probe_train_images"])
+    metrics = vaesdk.evaluate.evaluate(bundled, test, train, k=recorded.get("iw_samples", 100), seed=recorded["seed"])
+    return {"dataset": recorded["dataset"], "split": recorded["split"], **metrics}
+
+
+def test_every_recorded_metric_has_a_stated_tolerance(recorded):
+    unknown = set(recorded) - EXACT - set(TOLERANCE)
+    assert not unknown, f"metrics {sorted(unknown)} have no tolerance here; add them to TOLERANCE or EXACT"
+
+
+@pytest.mark.slow
+def test_manifest_metrics_are_what_the_runtime_computes(recorded, recomputed):
+    for key, value in recorded.items():
+        assert key in recomputed, f"the runtime's evaluation no longer computes {key!r}"
+        if key in EXACT:
+            assert recomputed[key] == value, key
+        elif key == "recon_psnr":
+            assert recomputed[key] == pytest.approx(value, rel=TOLERANCE[key], abs=0), key
+        else:
+            assert abs(recomputed[key] - value) <= TOLERANCE[key], f"{key}: recomputed {recomputed[key]!r}, manifest {value!r}"
+    kl = np.asarray(recomputed["kl_per_dim"])
+    assert recorded.get("active_dims", int(np.sum(kl > vaesdk.evaluate.ACTIVE_KL))) == int(np.sum(kl > vaesdk.evaluate.ACTIVE_KL))
+
+
+def eval_block(metrics: dict, monkeypatch) -> str:
+    """What `vae eval` prints for these figures (the evaluation itself replaced by them)."""
+    monkeypatch.setattr(vaesdk.evaluate, "evaluate", lambda *a, **k: {**metrics, "kl_per_dim": []})
+    monkeypatch.setattr("vaesdk.datasets.load_dataset", lambda *a, **k: _Empty())
+    r = CliRunner().invoke(app, ["eval", "--k", str(metrics.get("iw_samples", 100)), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    return r.stdout
+
+
+class _Empty:
+    """Stands in for a dataset: `vae eval` only passes it on to the (replaced) evaluation."""
+
+    def head(self, n):
+        return self
+
+    def __len__(self):
+        return 0
+
+
+def test_readme_shows_the_manifests_figures(recorded, monkeypatch):
+    """The README's `vae eval` block is, line for line, what `vae eval` prints for the
+    manifest's figures."""
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"`vae eval` \(the runtime only.*?\n```\n(.*?)```", readme, re.S)
+    assert block, "the README has no `vae eval` block for the bundled model"
+    assert block.group(1) == eval_block(recorded, monkeypatch)
+
+
+def test_readme_training_and_parity_figures_match_the_manifest(bundled):
+    readme = (ROOT / "README.md").read_text()
+    training = bundled.manifest.data["training"]
+    parity = bundled.manifest.data["parity"]
+    section = readme.split("## The bundled model", 1)[1].split("\n## ", 1)[0]
+    assert f"It ran {training['epochs']} epochs" in section
+    assert f"kept\nepoch {training['best_epoch']}" in section or f"kept epoch {training['best_epoch']}" in section
+    assert f"({training['best_val_objective']:.3f} bits/dim)" in section
+    worst = max(parity["max_abs_error"].values())
+    mantissa, exponent = f"{worst:.1e}".split("e")
+    assert f"parity error is at most {mantissa}e{int(exponent)}" in " ".join(section.split())
+    assert f"{round(100 * parity['worst_error_to_tolerance'])}% of the tolerance" in " ".join(section.split())

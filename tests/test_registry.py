@@ -1,0 +1,55 @@
+"""Named bundled models and user paths (vaesdk.registry).
+"""
+
+from __future__ import annotations
+
+import pytest
+from crafted import LATENT
+
+import vaesdk
+import vaesdk.bundle
+import vaesdk.registry
+import vaesdk.session
+from vaesdk.bundle import MANIFEST
+from vaesdk.errors import BundleError, ModelNotFoundError
+
+# ---- the registry ------------------------------------------------------------------------
+
+
+def test_list_models_returns_names():
+    names = vaesdk.list_models()
+    assert isinstance(names, list) and all(isinstance(n, str) for n in names)
+    assert names == sorted(names)
+
+
+def test_unknown_model_name_lists_the_known_ones():
+    with pytest.raises(ModelNotFoundError) as e:
+        vaesdk.load("no-such-model", device="cpu")
+    message = str(e.value)
+    assert "'no-such-model'" in message and "bundled models:" in message
+    for name in vaesdk.list_models():
+        assert name in message
+    if not vaesdk.list_models():
+        assert "(none installed)" in message
+
+
+@pytest.mark.parametrize("as_str", [True, False])
+def test_path_to_a_missing_folder_is_model_not_found(tmp_path, as_str):
+    missing = tmp_path / "nowhere" / "bundle"
+    with pytest.raises(ModelNotFoundError) as e:
+        vaesdk.load(str(missing) if as_str else missing, device="cpu")
+    assert f"no bundle at {missing}" in str(e.value)
+
+
+def test_folder_without_a_manifest_is_a_bundle_error(tmp_path):
+    with pytest.raises(BundleError) as e:
+        vaesdk.load(tmp_path, device="cpu")
+    assert not isinstance(e.value, ModelNotFoundError)
+    assert "manifest" in str(e.value) and "is missing" in str(e.value)
+
+
+def test_manifest_path_itself_resolves_to_its_bundle(tiny_vae_bundle):
+    manifest = tiny_vae_bundle / MANIFEST
+    assert vaesdk.registry.resolve(str(manifest)) == tiny_vae_bundle
+    model = vaesdk.load(str(manifest), device="cpu")
+    assert model.path == tiny_vae_bundle and model.latent_dim == LATENT
