@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 import vaesdk
+from vaesdk.anomaly import calibrate_anomaly
 from vaesdk.bundle import NAME_RE, write_manifest
 from vaesdk.datasets import DEFAULT_FASHION_MNIST_DIR, ImageSet, load_dataset
 from vaesdk.errors import InvalidArgumentError, OutputError
@@ -25,6 +26,7 @@ from vaesdk.fileio import UMASK
 from vaesdk.latent import Posterior, class_mean_directions, fit_gaussian
 
 from ..training.train import load_model
+from .calibration import validation_images
 from .manifest import build_manifest
 from .onnx import export_graphs
 from .verify import check_parity
@@ -74,6 +76,8 @@ def export_bundle(
         log(f"parity gate passed: worst error {report.worst_ratio:.3f} of tolerance")
         data = build_manifest(name, config, files, checkpoint, report.as_manifest(), description)
         write_manifest(tmp, data)
+        if config.kind == "vae":
+            _add_anomaly_calibration(tmp, data, checkpoint, log)
         if test is not None:
             _add_evaluation(tmp, data, test, train, eval_data, iw_samples, log, progress)
         vaesdk.load(tmp, device="cpu")  # the finished bundle must load through the runtime's checks
@@ -139,6 +143,17 @@ def _add_evaluation(
             }
             for cls, v in vectors.items()
         }
+    write_manifest(bundle_dir, data)
+
+
+def _add_anomaly_calibration(
+    bundle_dir: Path, data: dict[str, Any], checkpoint: dict[str, Any], log: Callable[[str], None]
+) -> None:
+    """Calibrate the anomaly score on the run's validation split, images the weights were
+    never trained on (reproduced from the checkpoint's recorded data, seed and fraction)."""
+    images, source = validation_images(checkpoint["config"])
+    log(f"calibrating the anomaly score on {len(images)} held-out validation images")
+    data["anomaly"] = calibrate_anomaly(vaesdk.load(bundle_dir, device="cpu"), images, source)
     write_manifest(bundle_dir, data)
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .anomaly import check_manifest_entry as check_anomaly_entry
 from .errors import BundleError
 from .fileio import write_atomic
 from .onnx_proto import ModelInfo, TensorSpec, inspect_model
@@ -214,6 +215,8 @@ def validate_manifest(data: Any) -> Manifest:
             diagonal = [chol[i * (i + 1) // 2 + i] for i in range(dim)]
             if min(diagonal) <= 0:
                 raise _fail(f"{where}.cholesky", "must have a positive diagonal")
+    if data.get("anomaly") is not None:
+        check_anomaly_entry(data["anomaly"])
     for key in ("metrics", "training", "parity", "onnx", "variants"):
         if data.get(key) is not None and not isinstance(data[key], dict):
             raise _fail(key, "must be an object")
