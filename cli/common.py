@@ -174,9 +174,13 @@ def gather_inputs(items: Sequence[str]) -> Inputs:
 
 
 @contextmanager
-def progress(total: int, label: str, enabled: bool = True) -> Iterator[Callable[..., None]]:
-    """A progress bar on stderr when it is a terminal, otherwise silent. Yields
+def progress(total: int, label: str, enabled: bool = True, lines: bool = False) -> Iterator[Callable[..., None]]:
+    """A progress bar on stderr when it is a terminal, otherwise silent, or with `lines`
+    one line on stderr per step or per 10 seconds (long runs in logs and pipelines). Yields
     `update(advance=1, completed=None, total=None, description=None)`."""
+    if enabled and lines and not sys.stderr.isatty():
+        yield _progress_lines(total, label)
+        return
     if not enabled or not sys.stderr.isatty():
         yield lambda *args, **kwargs: None
         return
@@ -193,3 +197,20 @@ def progress(total: int, label: str, enabled: bool = True) -> Iterator[Callable[
                 bar.advance(task, advance)
 
         yield update
+
+
+def _progress_lines(total: int, label: str) -> Callable[..., None]:
+    import time
+
+    state = {"done": 0, "total": total, "task": label, "last": 0.0, "start": time.monotonic()}
+
+    def update(advance: int = 1, completed: int | None = None, total: int | None = None, description: str | None = None) -> None:
+        now = time.monotonic()
+        task = description or label
+        state["done"] = completed if completed is not None else state["done"] + advance
+        state["total"] = total or state["total"]
+        if task != state["task"] or now - state["last"] >= 10.0 or state["done"] >= state["total"]:
+            typer.echo(f"{task}: {state['done']}/{state['total']} ({now - state['start']:.0f} s)", err=True)
+            state["task"], state["last"] = task, now
+
+    return update

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 import vaesdk
+from vaesdk.anomaly import calibrate_anomaly
 from vaesdk.bundle import NAME_RE, STANDARD_PRIOR, write_manifest
 from vaesdk.datasets import DEFAULT_FASHION_MNIST_DIR, ImageSet, load_dataset
 from vaesdk.errors import BundleError, InvalidArgumentError, OutputError
@@ -29,13 +30,14 @@ from vaesdk.latent import ACTIVE_KL_NATS, Posterior, class_mean_directions, fit_
 
 from ..training.data import split_train_val
 from ..training.train import load_checkpoint
+from .calibration import validation_images
 from .fit_prior import fit_mixture
 from .manifest import build_manifest
+from .onnx import export_graphs
+from .verify import check_parity
 
 MIXTURE_PRIOR = "mixture"
 MIXTURE_FILE = "prior-mixture.npz"
-from .onnx import export_graphs
-from .verify import check_parity
 
 
 @dataclass
@@ -99,6 +101,8 @@ def export_bundle(
         log(f"parity gate passed: worst error {report.worst_ratio:.3f} of tolerance")
         data = build_manifest(name, config, files, checkpoint, report.as_manifest(), description)
         write_manifest(tmp, data)
+        if config.kind == "vae":
+            _add_anomaly_calibration(tmp, data, checkpoint, log)
         if sets.test is not None:
             _add_evaluation(tmp, data, sets, iw_samples, log, progress)
             if config.kind == "vae":
@@ -240,6 +244,17 @@ def _add_mixture(bundle_dir: Path, data: dict[str, Any], train: np.ndarray, held
         **record,
     }
     data["latent"]["default_prior"] = MIXTURE_PRIOR
+
+
+def _add_anomaly_calibration(
+    bundle_dir: Path, data: dict[str, Any], checkpoint: dict[str, Any], log: Callable[[str], None]
+) -> None:
+    """Calibrate the anomaly score on the run's validation split, images the weights were
+    never trained on (reproduced from the checkpoint's recorded data, seed and fraction)."""
+    images, source = validation_images(checkpoint["config"])
+    log(f"calibrating the anomaly score on {len(images)} held-out validation images")
+    data["anomaly"] = calibrate_anomaly(vaesdk.load(bundle_dir, device="cpu"), images, source)
+    write_manifest(bundle_dir, data)
 
 
 def _fit_gaussians(post: Posterior, data: ImageSet) -> dict[str, dict[str, Any]]:

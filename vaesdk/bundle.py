@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .anomaly import check_manifest_entry as check_anomaly_entry
 from .errors import BundleError
 from .fileio import write_atomic
 from .onnx_proto import ModelInfo, TensorSpec, inspect_model
@@ -282,6 +283,8 @@ def validate_manifest(data: Any) -> Manifest:
     default = data["latent"].get("default_prior")
     if default is not None and default not in names:
         raise _fail("latent.default_prior", f"names no prior of this bundle ({default!r}; known: {sorted(names)})")
+    if data.get("anomaly") is not None:
+        check_anomaly_entry(data["anomaly"])
     for key in ("metrics", "training", "parity", "onnx", "variants"):
         if data.get(key) is not None and not isinstance(data[key], dict):
             raise _fail(key, "must be an object")

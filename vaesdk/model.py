@@ -22,6 +22,7 @@ import numpy as np
 
 from . import latent as L
 from . import likelihood
+from .anomaly import anomaly_from_elbo, calibration_from_manifest, flag
 from .bundle import NAME_RE, Bundle, read_manifest, write_manifest
 from .errors import BundleError, InvalidArgumentError, UnsupportedOperationError
 from .images import ImageInput, as_batch
@@ -35,6 +36,7 @@ MAX_STREAM_SAMPLES = 10_000_000  # produced batch by batch
 PRIOR_BLOCK = 1024
 MAX_STEPS = 1000
 MAX_IW_SAMPLES = 10_000
+DEFAULT_IW_SAMPLES = 1  # score's default k: the anomaly score needs none (benchmarks/anomaly.py)
 
 
 @dataclass(frozen=True)
@@ -48,15 +50,29 @@ class Traversal:
 
 @dataclass(frozen=True)
 class Scores:
-    """Per-image bounds in bits/dim (positive, lower is better), float64 [N].
+    """Per-image scores, float64 [N].
 
     elbo_bpd: -ELBO; iw_bpd: -(importance-weighted bound with `k` samples), always <= elbo_bpd
-    up to Monte-Carlo noise, and closer to the true negative log-likelihood.
+    up to Monte-Carlo noise, and closer to the true negative log-likelihood. Both are in
+    bits/dim (positive, lower is better) and depend on `seed` (the same seed gives the same
+    values for any batch size).
+    anomaly: how unusual each image is for the model (higher = more unusual; see
+    `vaesdk.anomaly`): the single-sample -ELBO of the first of the k posterior draws minus a
+    lossless compressor's bits/dim. Its distribution is the same for every k; like the bounds,
+    the same seed and k give the same values for any batch size.
+    p_value: the fraction of held-out in-distribution images scoring at least as high (small =
+    unusual), from the bundle's calibration; None when the bundle has no calibration.
     """
 
     elbo_bpd: np.ndarray
     iw_bpd: np.ndarray
     k: int
+    anomaly: np.ndarray
+    p_value: np.ndarray | None = None
+
+    def flagged(self, p_below: float) -> np.ndarray:
+        """bool [N]: images whose p_value is below `p_below` (raises when uncalibrated)."""
+        return flag(self.p_value, p_below)
 
 
 class Model:
@@ -456,9 +472,14 @@ class Model:
     # ---- likelihood -----------------------------------------------------------------------
 
     def score(
-        self, images: ImageInput | Sequence[ImageInput], *, k: int = 100, seed: int | np.random.Generator | None = 0
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        *,
+        k: int = DEFAULT_IW_SAMPLES,
+        seed: int | np.random.Generator | None = 0,
     ) -> Scores:
-        """-ELBO and -(importance-weighted bound with k samples) per image, in bits/dim."""
+        """-ELBO and -(importance-weighted bound with k samples) per image in bits/dim, the
+        anomaly score and, when the bundle is calibrated, its p-value (see `Scores`)."""
         self.require_vae("scoring likelihoods")
         k = _positive_int("k", k, MAX_IW_SAMPLES)
         batch = self._images(images)
@@ -468,7 +489,7 @@ class Model:
         # same as a discretized model's for the same seed.
         noise_rng = L.split_rng(rng, 1)[0] if self.manifest.likelihood_type == "dequantized_gaussian" else None
         dims = int(np.prod(self.image_shape))
-        elbo, iw = np.empty(len(batch)), np.empty(len(batch))
+        elbo, iw, elbo1 = np.empty(len(batch)), np.empty(len(batch)), np.empty(len(batch))
         per_call = max(1, self.batch_size // k)
         for sl in self._chunks(len(batch), per_call):
             m, lv = post.mean[sl], post.logvar[sl]
@@ -476,7 +497,13 @@ class Model:
             z = (m[:, None, :] + np.exp(0.5 * lv)[:, None, :] * eps).astype(np.float32)
             log_px = self._log_px(batch[sl], z, noise_rng)
             elbo[sl], iw[sl] = likelihood.bounds_from_samples(log_px, z, m, lv)
-        return Scores(likelihood.nats_to_bpd(elbo, dims), likelihood.nats_to_bpd(iw, dims), k)
+            # The anomaly score's single-sample ELBO uses the first draw only, so its
+            # distribution (and so the calibration) is the same for every k.
+            elbo1[sl] = log_px[:, 0] - likelihood.kl_to_standard_normal(m, lv).sum(-1)
+        unusual = anomaly_from_elbo(likelihood.nats_to_bpd(elbo1, dims), batch)
+        calibration = calibration_from_manifest(self.manifest.data)
+        p_value = calibration.p_values(unusual) if calibration is not None else None
+        return Scores(likelihood.nats_to_bpd(elbo, dims), likelihood.nats_to_bpd(iw, dims), k, unusual, p_value)
 
     def _log_px(self, images: np.ndarray, z: np.ndarray, noise_rng: np.random.Generator | None = None) -> np.ndarray:
         """log p(x|z) summed over pixels, [N, K], for images [N, H, W, C] and z [N, K, D]:

@@ -1,0 +1,74 @@
+"""Anomaly-score calibration for a bundle: reproduce the training run's held-out validation
+split and store the score's quantiles on it in the manifest (`vaesdk.anomaly`).
+
+Export calls `validation_images` for every new VAE bundle; `calibrate_bundle` (and
+`scripts/calibrate_bundle.py`) adds a calibration to a bundle made before calibration existed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import vaesdk
+from vaesdk.anomaly import calibrate_anomaly
+from vaesdk.bundle import read_manifest, write_manifest
+from vaesdk.errors import InvalidArgumentError, OutputError
+
+from ..training.config import TrainConfig
+from ..training.data import split_train_val
+from ..training.train import load_training_images as load_training_data
+
+
+def validation_images(config: dict[str, Any], data_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, str]:
+    """The validation images of a training run (uint8 [N, H, W, C]) and a description of
+    them, from the run's recorded config (checkpoint.json's or the manifest's
+    `training.config`): the same data, limit, seed and fraction give the same split, so
+    these are exactly the images the weights were not trained on. `data_dir` overrides where
+    the run's Fashion-MNIST files or image folder are now."""
+    cfg = TrainConfig.from_dict(config)
+    if data_dir is not None:
+        cfg.data_dir = str(data_dir)
+    _, held_out = split_train_val(load_training_data(cfg), cfg.val_fraction, cfg.seed)
+    source = f"validation split of the training run ({cfg.dataset}, seed {cfg.seed}, val_fraction {cfg.val_fraction:.4g})"
+    return held_out.images, source
+
+
+def calibrate_bundle(
+    bundle_dir: str | os.PathLike,
+    *,
+    images: np.ndarray | None = None,
+    source: str | None = None,
+    data_dir: str | os.PathLike | None = None,
+    out: str | os.PathLike | None = None,
+) -> Path:
+    """Add (or replace) the anomaly calibration of a VAE bundle and return its folder.
+
+    images: held-out in-distribution images NOT used for training; by default the
+    validation split reproduced from the manifest's `training.config`. out: write a
+    calibrated copy there instead of changing `bundle_dir` (which must then not exist).
+    Only the manifest changes; the model files and their checksums stay as they are."""
+    bundle_dir = Path(bundle_dir)
+    if out is not None:
+        out = Path(out)
+        if out.exists() or out.is_symlink():
+            raise OutputError(f"{out} already exists; choose another --out or remove it")
+        shutil.copytree(bundle_dir, out)
+        bundle_dir = out
+    model = vaesdk.load(bundle_dir, device="cpu")
+    if images is None:
+        config = (model.manifest.data.get("training") or {}).get("config")
+        if not config:
+            raise InvalidArgumentError(
+                f"{bundle_dir} records no training config to reproduce its validation split from; pass held-out images"
+            )
+        images, source = validation_images(config, data_dir)
+    entry = calibrate_anomaly(model, images, source or "held-out images")
+    data = read_manifest(bundle_dir).data
+    data["anomaly"] = entry
+    write_manifest(bundle_dir, data)
+    return bundle_dir
