@@ -14,6 +14,7 @@ import typer
 from vaesdk.errors import InvalidArgumentError, OutputError
 from vaesdk.fileio import write_atomic
 
+from vaesdk.describe import ACTIVE_KL
 from vaesdk.model import DEFAULT_BATCH
 
 from .common import emit_json, gather_inputs, load_model, note, progress
@@ -194,7 +195,7 @@ def evaluate(
         (f"-IW bound, k={k} (bits/dim)", _fmt(metrics.get("iw_bpd"))),
         ("reconstruction MSE", _fmt(metrics.get("recon_mse"), 5)),
         ("reconstruction PSNR (dB)", _fmt(metrics.get("recon_psnr"), 2) if metrics.get("recon_psnr") is not None else "inf"),
-        ("active latent dims (KL > 0.01)", str(metrics.get("active_dims", "n/a"))),
+        (f"active latent dims (KL > {ACTIVE_KL:g})", str(metrics.get("active_dims", "n/a"))),
         ("linear probe accuracy", _fmt(metrics.get("probe_accuracy"))),
     ]
     width = max(len(r[0]) for r in rows)

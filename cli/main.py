@@ -34,7 +34,7 @@ class VaeGroup(TyperGroup):
         except VaesdkError as e:
             if _state["debug"]:
                 raise
-            typer.echo(f"vae: error: {e}", err=True)
+            typer.echo(f"vae: error: {e.cli_message}", err=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             if _state["debug"]:

@@ -20,7 +20,7 @@ from .probe import fit_probe
 
 CHUNK = 1000  # images per encode/decode call: bounded memory, few calls
 SCORE_DECODES = 20_000  # decoder runs per score call (images x k)
-ACTIVE_KL = 0.01  # nats: a dimension whose average KL is below this carries no information
+from .describe import ACTIVE_KL  # noqa: E402 (one definition, shared with `vae info`)
 
 Progress = Callable[[str, int, int], None]
 

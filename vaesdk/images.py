@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InvalidArgumentError, InvalidImageError
-from .fileio import write_atomic
+from .fileio import checked_path, write_atomic
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -51,7 +51,7 @@ _open_lock = threading.Lock()
 
 def _open(source: Any, label: str) -> Image.Image:
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
+        path = checked_path(source, InvalidImageError, "image path")
         try:
             size = path.stat().st_size
         except FileNotFoundError:
