@@ -16,7 +16,7 @@ from typer.core import TyperGroup
 
 from vaesdk.errors import VaesdkError
 
-from . import analyze, directions, edit, generate, manage, train
+from . import analyze, directions, edit, generate, manage, serve, train
 
 _state = {"debug": False}
 
@@ -84,7 +84,7 @@ def _root(
     _state["debug"] = debug or _debug_from_env()
 
 
-for module in (generate, edit, analyze, manage, train):
+for module in (generate, edit, analyze, manage, serve, train):
     app.add_typer(module.app)
 app.add_typer(directions.app, name="directions")
 
