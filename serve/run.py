@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 from typing import Any, Callable
 
 import vaesdk
@@ -39,7 +41,16 @@ def serve(
     names = ", ".join(m.name for m in models)
     shown = f"[{host}]" if ":" in host else host
     log(f"serving {names} on http://{shown}:{port} (API docs at /docs, the page at /){'; token required' if config.token else ''}")
+    # uvicorn stops gracefully on SIGTERM, then raises the signal again for the handler it
+    # found: a handler that only notes it makes the stop a clean exit (status 0).
+    stopped: list[int] = []
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, lambda sig, frame: stopped.append(sig)) if main else None
     try:
         server.run()
     finally:
         app.app.state.pool.shutdown()
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+    if stopped:
+        log("stopped on SIGTERM; requests in flight were finished")
