@@ -147,6 +147,7 @@ def validate_manifest(data: Any) -> Manifest:
     name = _get(data, "name", str, "")
     if not NAME_RE.match(name):
         raise _fail("name", f"must match {NAME_RE.pattern}, got {name!r}")
+    _get(data, "description", str, "", required=False)
     kind = _get(data, "kind", str, "")
     if kind not in ("vae", "ae"):
         raise _fail("kind", f"must be 'vae' or 'ae', got {kind!r}")
@@ -163,6 +164,7 @@ def validate_manifest(data: Any) -> Manifest:
     dim = _get(latent, "dim", int, "latent")
     if not 1 <= dim <= MAX_LATENT_DIM:
         raise _fail("latent.dim", f"must be in 1..{MAX_LATENT_DIM}, got {dim}")
+    _get(latent, "default_prior", str, "latent", required=False)
     if latent.get("kl_per_dim") is not None:
         _vector(latent["kl_per_dim"], dim, "latent.kl_per_dim")
 
