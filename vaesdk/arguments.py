@@ -97,12 +97,21 @@ def check_dim(model: Model, value: Any) -> int:
     return int(value)
 
 
+def _as_list(name: str, value: Any, what: str) -> list:
+    """A list or tuple or 1-D array as a list; anything else refused, naming `what` it should be."""
+    if isinstance(value, np.ndarray):
+        if value.ndim != 1:
+            raise InvalidArgumentError(f"{name} must be {what}, got an array of shape {value.shape}")
+        return value.tolist()
+    if not isinstance(value, (list, tuple, range)):
+        raise InvalidArgumentError(f"{name} must be {what}, got {value!r:.80}")
+    return list(value)
+
+
 def check_dims(model: Model, value: Any) -> list[int] | None:
     if value is None:
         return None
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-        raise InvalidArgumentError(f"dims must be a list of latent dimensions in 0..{model.latent_dim - 1}, got {value!r:.80}")
-    out = [check_dim(model, d) for d in value]
+    out = [check_dim(model, d) for d in _as_list("dims", value, f"a list of latent dimensions in 0..{model.latent_dim - 1}")]
     if not out:
         raise InvalidArgumentError(f"dims is empty; give latent dimensions in 0..{model.latent_dim - 1}")
     if len(out) > MAX_STEPS:
@@ -115,9 +124,7 @@ def check_values(value: Any) -> np.ndarray:
     order given (a descending list gives a reversed row)."""
     if value is None:
         return np.linspace(-3.0, 3.0, 7)
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
-        raise InvalidArgumentError(f"values must be a list of 1 to {MAX_STEPS} numbers, got {value!r:.80}")
-    items = list(value) if not isinstance(value, np.ndarray) else value.tolist()
+    items = _as_list("values", value, f"a list of 1 to {MAX_STEPS} numbers")
     if not 1 <= len(items) <= MAX_STEPS:
         raise InvalidArgumentError(f"values must hold 1 to {MAX_STEPS} numbers, got {len(items)}")
     out = np.array([number("each traversal value", v) for v in items])
@@ -127,7 +134,7 @@ def check_values(value: Any) -> np.ndarray:
 
 
 def check_method(value: Any) -> str:
-    if value not in METHODS:
+    if not isinstance(value, str) or value not in METHODS:
         raise InvalidArgumentError(f"method must be 'slerp' or 'linear', got {value!r:.80}")
     return value
 

@@ -13,9 +13,11 @@ class VaesdkError(Exception):
     exit_code = 1
 
     def __init__(self, message: str = "", *, cli_message: str | None = None):
+        # One line, always: values shown in messages (array reprs, file names) may hold newlines.
+        message = " ".join(str(message).split())
         super().__init__(message)
         # The same fault in command-line words (--force rather than overwrite=True).
-        self.cli_message = cli_message or message
+        self.cli_message = " ".join(cli_message.split()) if cli_message else message
 
 
 class InvalidArgumentError(VaesdkError, ValueError):

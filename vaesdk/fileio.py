@@ -18,6 +18,8 @@ def write_atomic(path: str | os.PathLike, data: bytes, overwrite: bool = False) 
     refused unless `overwrite`. On any failure the temporary file is removed.
     """
     path = checked_path(path, OutputError, "output path")
+    if not isinstance(overwrite, bool):
+        raise OutputError(f"overwrite must be True or False, got {overwrite!r:.80}")
     if path.is_symlink():
         raise OutputError(f"{path} is a symbolic link; refusing to write through it (choose another output path)")
     if path.exists():

@@ -68,6 +68,8 @@ def expand_sources(sources: Iterable[Any]) -> list[tuple[str, Any]]:
     no filesystem could hold, becomes an error entry rather than stopping the rest."""
     if isinstance(sources, (str, os.PathLike, bytes, bytearray, memoryview, np.ndarray)):
         sources = [sources]
+    if isinstance(sources, dict) or not hasattr(sources, "__iter__"):
+        raise InvalidArgumentError(f"sources must be a list of paths, folders, bytes or images, got {type(sources).__name__}")
     out: list[tuple[str, Any]] = []
     for i, source in enumerate(sources):
         if isinstance(source, tuple) and len(source) == 2 and isinstance(source[0], str):

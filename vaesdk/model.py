@@ -176,7 +176,7 @@ class Model:
     ) -> np.ndarray:
         """z for each image: the posterior mean, or a draw from q(z|x) with `sample=True`
         (from `seed`, or from its latent stream when it is a RandomStreams)."""
-        if not sample:
+        if not A.flag("sample", sample):
             return self.encode(images).mean
         self.require_vae("sampling from q(z|x)")
         rng = seed.latent if isinstance(seed, L.RandomStreams) else L.rng_from(seed)
@@ -199,6 +199,7 @@ class Model:
         """Latents -> uint8 images [N, H, W, C]: the mean of p(x|z), or a draw from it
         (from `seed`, or from its pixel stream when it is a RandomStreams)."""
         z = L.check_latents(z, self.latent_dim)
+        sample_pixels = A.flag("sample_pixels", sample_pixels)
         rng = None
         if sample_pixels:
             self.require_vae("sampling pixels from p(x|z)")
@@ -230,6 +231,7 @@ class Model:
         optionally truncated: float32 [n, D]."""
         n = _positive_int("n", n, MAX_SAMPLES)
         temperature, truncation = A.check_temperature(temperature), A.check_truncation(truncation)
+        prior = A.check_prior(self, prior)
         return np.concatenate(list(self._prior_blocks(n, L.rng_from(seed), temperature, truncation, prior)))
 
     def _prior_draw(self, prior: str):

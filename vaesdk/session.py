@@ -18,6 +18,7 @@ from .errors import BundleError, DeviceUnavailableError, InferenceError, Invalid
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+MAX_THREADS = 1024
 DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:[0-9]+)?)\Z")
 
 # HEURISTIC picks cuDNN convolution algorithms without benchmarking every candidate on the
@@ -66,9 +67,9 @@ class Graph:
 def create_graph(model: bytes, device: str = "auto", threads: int | None = None, label: str = "model") -> Graph:
     """A session for `model` on `device` ('auto', 'cpu', 'cuda' or 'cuda:N')."""
     if not isinstance(device, str) or not DEVICE_RE.match(device):
-        raise InvalidArgumentError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
-        raise InvalidArgumentError(f"threads must be a non-negative integer (0 = onnxruntime's default), got {threads!r}")
+        raise InvalidArgumentError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r:.80}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 0 <= threads <= MAX_THREADS):
+        raise InvalidArgumentError(f"threads must be an integer in 0..{MAX_THREADS} (0 = onnxruntime's default), got {threads!r:.80}")
     if device != "cpu":
         device_id = int(device.split(":")[1]) if ":" in device else 0
         if CUDA in available_providers():
