@@ -69,7 +69,7 @@ def create_graph(model: bytes, device: str = "auto", threads: int | None = None,
     if not isinstance(device, str) or not DEVICE_RE.match(device):
         raise InvalidArgumentError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r:.80}")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 0 <= threads <= MAX_THREADS):
-        raise InvalidArgumentError(f"threads must be an integer in 0..{MAX_THREADS} (0 = onnxruntime's default), got {threads!r:.80}")
+        raise InvalidArgumentError(f"threads must be a non-negative integer, at most {MAX_THREADS} (0 = onnxruntime's default), got {threads!r:.80}")
     if device != "cpu":
         device_id = int(device.split(":")[1]) if ":" in device else 0
         if CUDA in available_providers():
