@@ -9,7 +9,7 @@ const [url, latentsFile, outFile, screenshot] = process.argv.slice(2);
 const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
 const browser = await chromium.launch({ executablePath, args: ["--no-sandbox"] });
 try {
-  const page = await browser.newPage({ viewport: { width: 1000, height: 760 } });
+  const page = await browser.newPage({ viewport: { width: 1000, height: 580 } });
   const errors = [];
   page.on("pageerror", (e) => errors.push(e.message));
   await page.goto(url);
