@@ -116,12 +116,15 @@ def main() -> None:
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{base}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        with httpx.Client(base_url=base, timeout=5) as probe:
+            while True:
+                if proc.poll() is not None:
+                    raise SystemExit(f"vae serve exited with {proc.returncode} before answering")
+                try:
+                    if probe.get("/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.1)
         cells: dict[tuple[str, int], list[dict]] = {}
         for _ in range(args.rounds):
             for name, op in OPERATIONS.items():

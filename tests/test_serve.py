@@ -7,10 +7,7 @@ import asyncio
 import base64
 import io
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -21,7 +18,7 @@ import pytest
 from PIL import Image
 
 from vaesdk.images import encode_png, make_grid
-from webserver import free_port, running_app
+from webserver import running_app, vae_serve_process
 
 ROOT = Path(__file__).resolve().parents[1]
 INPUTS = ROOT / "docs" / "images" / "inputs"
@@ -193,20 +190,8 @@ def test_pool_refuses_overload_and_times_out():
 
 
 def test_vae_serve_finishes_in_flight_requests_on_sigterm(tmp_path):
-    port = free_port()
-    env = {**os.environ, "VAESDK_DEBUG": "0"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vaesdk.cli.main", "serve", "--port", str(port), "--device", "cpu"],
-        stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
-    try:
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            try:
-                if httpx.get(f"{base}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+    log = tmp_path / "serve.log"
+    with log.open("w+") as stderr, vae_serve_process("--device", "cpu", stderr=stderr) as (proc, base):
         files = [("image", (f"{i}.png", png_bytes("shirt"))) for i in range(2)]
         result: dict = {}
 
@@ -215,15 +200,11 @@ def test_vae_serve_finishes_in_flight_requests_on_sigterm(tmp_path):
 
         client = threading.Thread(target=slow_request)
         client.start()
-        time.sleep(1.0)  # the request is being computed (2 x 1000 decodes: seconds of work)
+        time.sleep(2.0)  # the request is being computed (2 x 1000 decodes: seconds of work)
         proc.send_signal(signal.SIGTERM)
         client.join(timeout=120)
         assert result["r"].status_code == 200 and len(result["r"].json()["results"]) == 2
         assert proc.wait(timeout=60) == 0
-        stderr = proc.stderr.read()
-        assert "serving fashion-mnist on http://127.0.0.1" in stderr and "Traceback" not in stderr
-        assert "stopped on SIGTERM" in stderr
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    text = log.read_text()
+    assert "serving fashion-mnist on http://127.0.0.1" in text and "Traceback" not in text
+    assert "stopped on SIGTERM" in text

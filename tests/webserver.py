@@ -59,3 +59,41 @@ def static_files(folder: Path) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def vae_serve_process(*args: str, stderr: Any = None) -> Iterator[tuple[Any, str]]:
+    """`vae serve --port P ARGS` in its own process on 127.0.0.1; yields (process, base URL)
+    once /healthz answers. A server that exits or does not answer within a minute fails with
+    its own stderr."""
+    import subprocess
+    import sys
+    import tempfile
+
+    import httpx
+
+    port = free_port()
+    log = stderr if stderr is not None else tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen([sys.executable, "-m", "vaesdk.cli.main", "serve", "--port", str(port), *args], stderr=log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        with httpx.Client(base_url=base, timeout=5) as client:
+            while True:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    raise RuntimeError(f"vae serve did not start (exit {proc.poll()}): {log.read()[-2000:]}")
+                try:
+                    if client.get("/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+        yield proc, base
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
