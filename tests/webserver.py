@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import os
 import socket
 import threading
 import time
@@ -64,8 +65,8 @@ def static_files(folder: Path) -> Iterator[str]:
 @contextmanager
 def vae_serve_process(*args: str, stderr: Any = None) -> Iterator[tuple[Any, str]]:
     """`vae serve --port P ARGS` in its own process on 127.0.0.1; yields (process, base URL)
-    once /healthz answers. A server that exits or does not answer within a minute fails with
-    its own stderr."""
+    once /healthz answers. A server that exits or does not answer within five minutes fails
+    with its own stderr."""
     import subprocess
     import sys
     import tempfile
@@ -74,10 +75,12 @@ def vae_serve_process(*args: str, stderr: Any = None) -> Iterator[tuple[Any, str
 
     port = free_port()
     log = stderr if stderr is not None else tempfile.TemporaryFile(mode="w+")
-    proc = subprocess.Popen([sys.executable, "-m", "vaesdk.cli.main", "serve", "--port", str(port), *args], stderr=log)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # its log lines reach the file as written
+    proc = subprocess.Popen([sys.executable, "-m", "vaesdk.cli.main", "serve", "--port", str(port), *args], stderr=log, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
+        # Generous: on a loaded 2-core machine the imports and the model load alone can take a minute.
+        deadline = time.monotonic() + 300
         with httpx.Client(base_url=base, timeout=5) as client:
             while True:
                 if proc.poll() is not None or time.monotonic() > deadline:
