@@ -17,6 +17,7 @@ from vaesdk.fileio import write_atomic
 from vaesdk.anomaly import SCORE as ANOMALY_SCORE
 from vaesdk.anomaly import calibration_of as anomaly_calibration
 from vaesdk.anomaly import check_flag
+from vaesdk.describe import ACTIVE_KL
 from vaesdk.evaluate import DEFAULT_EVAL_K
 from vaesdk.model import DEFAULT_BATCH, DEFAULT_IW_SAMPLES
 
@@ -239,7 +240,7 @@ def evaluate(
         (f"-IW bound, k={k} (bits/dim)", _fmt(metrics.get("iw_bpd"))),
         ("reconstruction MSE", _fmt(metrics.get("recon_mse"), 5)),
         ("reconstruction PSNR (dB)", _fmt(metrics.get("recon_psnr"), 2) if metrics.get("recon_psnr") is not None else "inf"),
-        ("active latent dims (KL > 0.01)", str(metrics.get("active_dims", "n/a"))),
+        (f"active latent dims (KL > {ACTIVE_KL:g})", str(metrics.get("active_dims", "n/a"))),
         ("linear probe accuracy", _fmt(metrics.get("probe_accuracy"))),
     ]
     unusual = metrics.get("anomaly")

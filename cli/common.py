@@ -21,7 +21,8 @@ import typer
 import vaesdk
 from vaesdk.errors import InvalidArgumentError, InvalidImageError, OutputError
 from vaesdk.fileio import write_atomic
-from vaesdk.images import encode_png, iter_image_files, load_image
+from vaesdk.images import encode_png
+from vaesdk.inputs import expand_sources
 
 STDIO = "-"
 
@@ -132,28 +133,23 @@ def read_source(name: str) -> str | bytes:
 
 @dataclass
 class Inputs:
-    """The files a command was given (folders expanded), and what went wrong with any."""
+    """The inputs a command was given (folders expanded, '-' read from stdin), and what went
+    wrong with any. Reading and skipping are the SDK's (`vaesdk.read_inputs`); this only
+    reports."""
 
-    paths: list[str]
+    named: list[tuple[str, Any]]
     failures: list[str] = field(default_factory=list)
+
+    @property
+    def paths(self) -> list[str]:
+        return [name for name, _ in self.named]
 
     def batches(self, model: vaesdk.Model, batch_size: int) -> Iterator[tuple[list[str], np.ndarray]]:
         """Yield (names, uint8 [B, H, W, C]) of readable images; unreadable ones are recorded."""
-        h, _, c = model.image_shape
-        names: list[str] = []
-        arrays: list[np.ndarray] = []
-        for name in self.paths:
-            try:
-                arrays.append(load_image(read_source(name), h, c))
-                names.append(name)
-            except InvalidImageError as e:
-                self.failures.append(str(e))  # the message names the file
-                continue
-            if len(arrays) == batch_size:
-                yield names, np.stack(arrays)
-                names, arrays = [], []
-        if arrays:
-            yield names, np.stack(arrays)
+        for batch in vaesdk.read_inputs(self.named, model, batch_size):
+            self.failures += [e.cli_message for _, e in batch.errors]  # each message names its input
+            if len(batch):
+                yield batch.names, batch.images
 
     def finish(self, done: int) -> None:
         """Report the bad inputs; exit non-zero when there were any."""
@@ -169,8 +165,7 @@ def gather_inputs(items: Sequence[str]) -> Inputs:
         raise InvalidArgumentError("no input images given; pass image files, folders, or '-' for stdin")
     if list(items).count(STDIO) > 1:
         raise InvalidArgumentError("'-' (stdin) can be given only once")
-    paths = [STDIO if s == STDIO else str(p) for s in items for p in ([s] if s == STDIO else iter_image_files([s]))]
-    return Inputs(paths)
+    return Inputs(expand_sources([(STDIO, read_source(STDIO)) if s == STDIO else s for s in items]))
 
 
 @contextmanager

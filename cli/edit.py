@@ -12,7 +12,7 @@ import typer
 
 import vaesdk
 from vaesdk.errors import InvalidArgumentError
-from vaesdk.images import load_image, make_grid
+from vaesdk.images import make_grid
 from vaesdk.model import DEFAULT_BATCH
 
 from .common import STDIO, Outputs, choose_seed, emit_json, enlarge, gather_inputs, load_model, note, progress, read_source
@@ -110,14 +110,10 @@ def edit(
 
     Writes NAME.edit.png per input into the current folder (or --out-dir; --out for one image).
     """
-    if (dim is None) == (direction is None):
-        raise InvalidArgumentError("give exactly one of --dim N or --direction NAME")
     opts = PerImage(images, out, out_dir, scale, force, json_out, batch_size, model, device)
 
     def prepare(m: vaesdk.Model) -> Callable[[np.ndarray], np.ndarray]:
-        m.edit_latents(np.zeros((1, m.latent_dim)), dim=dim, direction=direction, delta=delta)
-        if sample_latent or sample_pixels:
-            m.require_vae("--sample-latent / --sample-pixels")
+        m.validate("edit", dim=dim, direction=direction, delta=delta, sample_latent=sample_latent, sample_pixels=sample_pixels)
         rng = streams(seed, sample_latent or sample_pixels, json_out)
 
         def op(batch: np.ndarray) -> Any:
@@ -151,8 +147,7 @@ def reconstruct(
     opts = PerImage(images, out, out_dir, scale, force, json_out, batch_size, model, device)
 
     def prepare(m: vaesdk.Model) -> Callable[[np.ndarray], Any]:
-        if sample_latent or sample_pixels:
-            m.require_vae("--sample-latent / --sample-pixels")
+        m.validate("reconstruct", sample_latent=sample_latent, sample_pixels=sample_pixels)
         rng = streams(seed, sample_latent or sample_pixels, json_out)
 
         def op(batch: np.ndarray) -> Any:
@@ -182,8 +177,7 @@ def interpolate(
     if image_a == image_b == STDIO:
         raise InvalidArgumentError("only one of the two images can come from stdin ('-')")
     m = load_model(model, device)
-    h, _, c = m.image_shape
-    frames = m.interpolate(load_image(read_source(image_a), h, c), load_image(read_source(image_b), h, c), steps=steps, method=method.value)
+    frames = m.interpolate(read_source(image_a), read_source(image_b), steps=steps, method=method.value)
     outputs = Outputs(force)
     target = outputs.explicit(out) if out is not None else outputs.default(Path("interpolation.png"))
     written = [outputs.write_png(target, make_grid(frames, ncols=steps, scale=scale))]
@@ -201,7 +195,7 @@ def traverse(
     dims: Annotated[Optional[str], typer.Option(help="Comma-separated latent dimensions, one row each.", show_default="the most used")] = None,
     rows: Annotated[int, typer.Option(min=1, max=4096, help="Without --dims: how many of the most used dimensions.")] = 8,
     value_range: Annotated[
-        tuple[float, float], typer.Option("--range", help="Lowest and highest value, in prior standard deviations.")
+        tuple[float, float], typer.Option("--range", help="First and last column's value, in prior standard deviations (3 -3 runs high to low).")
     ] = (-3.0, 3.0),
     steps: Annotated[int, typer.Option(min=1, max=1000, help="Columns: values from low to high.")] = 7,
     prior: PriorOpt = None,
@@ -216,11 +210,8 @@ def traverse(
     """A grid with one row per latent dimension and one column per value (traversal.png)."""
     dim_list = _parse_dims(dims) if dims is not None else None
     m = load_model(model, device)
-    source = None
-    if image is not None:
-        h, _, c = m.image_shape
-        source = load_image(read_source(image), h, c)
-    else:
+    source = read_source(image) if image is not None else None
+    if image is None:
         seed = choose_seed(seed, quiet=json_out)
     values = np.linspace(value_range[0], value_range[1], steps)
     result = m.traverse(source, dims=dim_list, values=values, max_dims=rows, seed=seed, prior=prior)

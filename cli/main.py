@@ -12,11 +12,15 @@ import sys
 from typing import Annotated, Any
 
 import typer
+import typer.core
 from typer.core import TyperGroup
+
+# Newer typer releases carry their own copy of click; older ones use click itself.
+click = getattr(typer.core, "_click", None) or __import__("click")
 
 from vaesdk.errors import VaesdkError
 
-from . import analyze, directions, edit, generate, manage, train
+from . import analyze, directions, edit, generate, manage, serve, train
 
 _state = {"debug": False}
 
@@ -28,13 +32,33 @@ def _debug_from_env() -> bool:
 class VaeGroup(TyperGroup):
     """Catches errors around every subcommand, so CliRunner and the console script behave alike."""
 
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        # Usage errors (a bad option value, a missing argument) become one line like every
+        # other error, instead of click's framed block.
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as e:
+            typer.echo(e.ctx.get_help() if e.ctx is not None else e.format_message())
+            code = 0
+        except click.exceptions.ClickException as e:
+            where = f"; see `{e.ctx.command_path} -h`" if getattr(e, "ctx", None) is not None else ""
+            message = " ".join(e.format_message().split()).rstrip(".")
+            typer.echo(f"vae: error: {message}{where}", err=True)
+            code = e.exit_code
+        except click.exceptions.Abort:
+            typer.echo("vae: aborted", err=True)
+            code = 1
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except VaesdkError as e:
             if _state["debug"]:
                 raise
-            typer.echo(f"vae: error: {e}", err=True)
+            typer.echo(f"vae: error: {e.cli_message}", err=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             if _state["debug"]:
@@ -76,15 +100,26 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from vaesdk import __version__
+
+        typer.echo(f"vae (vaesdk) {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", callback=_print_version, is_eager=True)
+    ] = False,
 ) -> None:
     # Set on every invocation, so one debug run does not leak into the next in the same process.
     _state["debug"] = debug or _debug_from_env()
 
 
-for module in (generate, edit, analyze, manage, train):
+for module in (generate, edit, analyze, manage, serve, train):
     app.add_typer(module.app)
 app.add_typer(directions.app, name="directions")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import typer
 
 import vaesdk
@@ -31,28 +30,9 @@ def models(json_out: JsonOpt = False) -> None:
 def info(model: ModelOpt = None, device: DeviceOpt = "auto", json_out: JsonOpt = False) -> None:
     """Describe a bundle and say which execution provider runs it."""
     m = load_model(model, device)
-    data = m.manifest.data
-    h, w, c = m.image_shape
-    metrics = data.get("metrics") or {}
-    usage = m.dims_by_usage()
-    kl = data["latent"].get("kl_per_dim")
-    summary = {
-        "name": m.name,
-        "path": str(m.path),
-        "kind": m.kind,
-        "image": [h, w, c],
-        "latent_dim": m.latent_dim,
-        "device": m.device,
-        "providers": m.providers,
-        "available_providers": available_providers(),
-        "dims_by_usage": usage,
-        "directions": sorted(m.manifest.directions),
-        "priors": m.priors,
-        "metrics": metrics,
-        "parity_max_abs_error": (data.get("parity") or {}).get("max_abs_error"),
-        "training": {k: (data.get("training") or {}).get(k) for k in ("dataset", "epochs", "best_epoch", "command")},
-        "vaesdk": vaesdk.__version__,
-    }
+    summary = {**m.describe(), "available_providers": available_providers()}
+    h, w, c = summary["image"]["height"], summary["image"]["width"], summary["image"]["channels"]
+    usage, kl, metrics = summary["dims_by_usage"], summary["kl_per_dim"], summary["metrics"]
     if json_out:
         emit_json(summary)
         return
@@ -64,7 +44,9 @@ def info(model: ModelOpt = None, device: DeviceOpt = "auto", json_out: JsonOpt =
         f"runs on     {m.device} ({', '.join(m.providers)}); available: {', '.join(available_providers())}",
     ]
     if kl:
-        lines.append(f"active dims {int(np.sum(np.asarray(kl) > 0.01))} of {m.latent_dim} carry information (KL > 0.01 nats)")
+        lines.append(
+            f"active dims {summary['active_dims']} of {m.latent_dim} carry information (KL > {summary['active_kl_threshold']:g} nats)"
+        )
     if m.priors:
         lines.append(f"priors      {', '.join(m.priors)}")
     if summary["directions"]:

@@ -41,6 +41,8 @@ def test_install_brings_no_torch_and_one_import_name(fresh_venv):
     for generic in ("cli", "training", "export", "models"):
         assert not (Path(purelib) / generic).exists()
     assert any(f.endswith("models/fashion-mnist/decoder.onnx") for f in files)
+    for shipped in ("vaesdk/manifest.schema.json", "vaesdk/web/index.html", "vaesdk/web/vae.js", "vaesdk/serve/app.py"):
+        assert shipped in files, shipped
 
 
 def test_sample_and_edit_work_from_a_fresh_install(fresh_venv, tmp_path):

@@ -24,6 +24,7 @@ from .errors import (
     VaesdkError,
 )
 from .images import make_grid, save_png, to_pil
+from .inputs import InputBatch, InputItem, read_inputs
 from .latent import Posterior, RandomStreams
 from .model import Model, Scores, Traversal
 from .registry import DEFAULT_MODEL, list_models, resolve
@@ -57,6 +58,9 @@ __all__ = [
     "Scores",
     "Traversal",
     "make_grid",
+    "read_inputs",
+    "InputBatch",
+    "InputItem",
     "save_png",
     "to_pil",
     "DEFAULT_MODEL",

@@ -22,12 +22,14 @@ import math
 import os
 import re
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .anomaly import check_manifest_entry as check_anomaly_entry
-from .errors import BundleError
+from .errors import BundleError, InvalidArgumentError
 from .fileio import write_atomic
 from .onnx_proto import ModelInfo, TensorSpec, inspect_model
 
@@ -180,6 +182,7 @@ def validate_manifest(data: Any) -> Manifest:
     name = _get(data, "name", str, "")
     if not NAME_RE.match(name):
         raise _fail("name", f"must match {NAME_RE.pattern}, got {name!r}")
+    _get(data, "description", str, "", required=False)
     kind = _get(data, "kind", str, "")
     if kind not in ("vae", "ae"):
         raise _fail("kind", f"must be 'vae' or 'ae', got {kind!r}")
@@ -196,6 +199,7 @@ def validate_manifest(data: Any) -> Manifest:
     dim = _get(latent, "dim", int, "latent")
     if not 1 <= dim <= MAX_LATENT_DIM:
         raise _fail("latent.dim", f"must be in 1..{MAX_LATENT_DIM}, got {dim}")
+    _get(latent, "default_prior", str, "latent", required=False)
     if latent.get("kl_per_dim") is not None:
         _vector(latent["kl_per_dim"], dim, "latent.kl_per_dim")
 
@@ -430,3 +434,52 @@ def manifest_json(data: dict[str, Any]) -> str:
     # never changes a value.
     text = re.sub(r"\[\n\s*([^\[\]{}]*?)\n\s*\]", lambda m: "[" + re.sub(r",\n\s*", ", ", m.group(1)) + "]", text)
     return text + "\n"
+
+
+# ---- rewriting the manifest -----------------------------------------------------------------
+
+
+@contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """An advisory lock on the bundle folder, held while its manifest is rewritten (POSIX;
+    elsewhere only the caller's in-process lock applies)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def add_direction(
+    bundle_dir: str | os.PathLike, name: str, vector: Any, *, description: str = "", overwrite: bool = False
+) -> Manifest:
+    """Store a named latent direction in the bundle's manifest (rewritten atomically; the model
+    files and their checksums are untouched) and return the new manifest."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise InvalidArgumentError(f"direction name {name!r:.80} must be 1-64 letters, digits, '_', '.' or '-'")
+    if not isinstance(description, str):
+        raise InvalidArgumentError(f"description must be a string, got {type(description).__name__}")
+    bundle_dir = Path(bundle_dir)
+    with _folder_lock(bundle_dir):
+        # Re-read under the lock, so directions added meanwhile by another Model or process
+        # are kept, and a manifest changed on disk is validated again.
+        data = json.loads(json.dumps(read_manifest(bundle_dir).data))
+        directions = data.setdefault("directions", {})
+        if name in directions and not overwrite:
+            raise InvalidArgumentError(
+                f"direction {name!r} already exists; pass overwrite=True to replace it",
+                cli_message=f"direction {name!r} already exists; pass --force to replace it",
+            )
+        directions[name] = {
+            "vector": [float(x) for x in vector],
+            "description": description or "mean latent of the 'to' images minus that of the 'from' images",
+            "source": "user",
+        }
+        write_manifest(bundle_dir, data)
+        return read_manifest(bundle_dir)

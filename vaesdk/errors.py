@@ -12,6 +12,13 @@ class VaesdkError(Exception):
 
     exit_code = 1
 
+    def __init__(self, message: str = "", *, cli_message: str | None = None):
+        # One line, always: values shown in messages (array reprs, file names) may hold newlines.
+        message = " ".join(str(message).split())
+        super().__init__(message)
+        # The same fault in command-line words (--force rather than overwrite=True).
+        self.cli_message = " ".join(cli_message.split()) if cli_message else message
+
 
 class InvalidArgumentError(VaesdkError, ValueError):
     """An argument is out of range or of the wrong kind (dimension, delta, n, steps, ...)."""
@@ -67,5 +74,5 @@ def require_train_extra(exc: ImportError) -> MissingDependencyError:
     """The error to raise when torch, onnx or safetensors is missing."""
     return MissingDependencyError(
         f"{exc.name or 'a training dependency'} is not installed; training and export need the train extra: "
-        "pip install 'torch==2.13.0' && pip install 'vaesdk[train]'"
+        "pip install 'torch==2.13.0' && pip install 'vaesdk[train]' (from a source checkout: pip install '.[train]')"
     )

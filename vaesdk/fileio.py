@@ -17,14 +17,16 @@ def write_atomic(path: str | os.PathLike, data: bytes, overwrite: bool = False) 
     target. A symlink at `path` is refused (it could point anywhere); an existing file is
     refused unless `overwrite`. On any failure the temporary file is removed.
     """
-    path = Path(path)
+    path = checked_path(path, OutputError, "output path")
+    if not isinstance(overwrite, bool):
+        raise OutputError(f"overwrite must be True or False, got {overwrite!r:.80}")
     if path.is_symlink():
         raise OutputError(f"{path} is a symbolic link; refusing to write through it (choose another output path)")
     if path.exists():
         if path.is_dir():
             raise OutputError(f"{path} is a directory; give a file name")
         if not overwrite:
-            raise OutputError(f"{path} already exists; pass --force (overwrite=True) to replace it, or choose another path")
+            raise _exists(path)
     parent = path.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -51,11 +53,18 @@ def write_atomic(path: str | os.PathLike, data: bytes, overwrite: bool = False) 
         except FileNotFoundError:
             pass
         if isinstance(e, FileExistsError):
-            raise OutputError(f"{path} already exists; pass --force (overwrite=True) to replace it, or choose another path") from None
+            raise _exists(path) from None
         if isinstance(e, OSError):
             raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
         raise
     return path
+
+
+def _exists(path: Path) -> OutputError:
+    return OutputError(
+        f"{path} already exists; pass overwrite=True to replace it, or choose another path",
+        cli_message=f"{path} already exists; pass --force to replace it, or choose another path",
+    )
 
 
 _NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.EXDEV}
@@ -100,3 +109,34 @@ def _read_umask() -> int:
 
 
 UMASK = _read_umask()
+
+
+# Limits of the usual filesystems; os.pathconf would need the path to exist already.
+NAME_MAX = 255
+PATH_MAX = 4096
+
+
+def checked_path(value: str | os.PathLike, error: type[Exception], what: str) -> Path:
+    """`value` as a Path, or `error` naming it when no filesystem could hold it: a NUL byte,
+    a name over NAME_MAX bytes, or a path over PATH_MAX bytes (the OS would raise ValueError
+    or OSError later, far from the argument that caused it)."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise error(f"{what} must be a path (a string or os.PathLike), got {type(value).__name__}")
+    try:
+        text = os.fspath(value)
+    except TypeError:
+        raise error(f"{what} must be a path, got {value!r:.80}") from None
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    shown = text if len(text) <= 80 else text[:60] + "..." + text[-12:]
+    if "\0" in text:
+        raise error(f"{what} {shown!r} contains a NUL byte; give a real file path")
+    if not text:
+        raise error(f"{what} is empty; give a file path")
+    encoded = os.fsencode(text)
+    if len(encoded) > PATH_MAX:
+        raise error(f"{what} {shown!r} is {len(encoded)} bytes long; paths are limited to {PATH_MAX}")
+    longest = max((len(part) for part in encoded.split(b"/")), default=0)
+    if longest > NAME_MAX:
+        raise error(f"{what} {shown!r} has a name of {longest} bytes; file names are limited to {NAME_MAX}")
+    return Path(text)

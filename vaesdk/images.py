@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InvalidArgumentError, InvalidImageError
-from .fileio import write_atomic
+from .fileio import checked_path, write_atomic
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -51,7 +51,7 @@ _open_lock = threading.Lock()
 
 def _open(source: Any, label: str) -> Image.Image:
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
+        path = checked_path(source, InvalidImageError, "image path")
         try:
             size = path.stat().st_size
         except FileNotFoundError:
@@ -258,10 +258,29 @@ def as_batch(images: ImageInput | Sequence[ImageInput], size: int, channels: int
 
 def to_pil(images: np.ndarray) -> list[Image.Image]:
     """uint8 [N, H, W, C] (or one [H, W, C]) -> PIL images ('L' or 'RGB')."""
-    images = np.asarray(images)
+    try:
+        images = np.asarray(images)
+    except Exception:
+        raise InvalidArgumentError("to_pil takes a uint8 array [N, H, W, C] or [H, W, C]") from None
     if images.ndim == 3:
         images = images[None]
+    if images.ndim != 4:
+        raise InvalidArgumentError(f"to_pil takes a uint8 array [N, H, W, C] or [H, W, C], got shape {images.shape}")
     return [_array_to_pil(a, "output image") for a in images]
+
+
+MAX_GRID_COLUMNS = 4096
+MAX_GRID_SCALE = 64
+MAX_GRID_PADDING = 1024
+MAX_GRID_PIXELS = 200_000_000
+
+
+def _grid_int(name: str, value: object, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InvalidArgumentError(f"{name} must be an integer in {low}..{high}, got {value!r:.80}")
+    if not low <= value <= high:
+        raise InvalidArgumentError(f"{name} must be in {low}..{high}, got {value}")
+    return int(value)
 
 
 def make_grid(images: np.ndarray, ncols: int | None = None, padding: int = 2, scale: int = 1) -> np.ndarray:
@@ -270,20 +289,31 @@ def make_grid(images: np.ndarray, ncols: int | None = None, padding: int = 2, sc
     images: uint8 [N, H, W, C] (laid out row-major, `ncols` per row, default near-square)
     or [R, K, H, W, C] (R rows of K). Returns uint8 [H', W', C]. `scale` repeats pixels.
     """
-    images = _array_to_uint8(np.asarray(images), "grid images")
+    try:
+        images = np.asarray(images)
+    except Exception:
+        raise InvalidArgumentError("make_grid takes a uint8 array [N, H, W, C] or [R, K, H, W, C]") from None
+    images = _array_to_uint8(images, "grid images")
     if images.size == 0:
         raise InvalidArgumentError(f"make_grid needs at least one image, got shape {images.shape}")
+    scale = _grid_int("scale", scale, 1, MAX_GRID_SCALE)
+    padding = _grid_int("padding", padding, 0, MAX_GRID_PADDING)
     if images.ndim == 5:
         rows, ncols = images.shape[:2]
         images = images.reshape(-1, *images.shape[2:])
     elif images.ndim == 4:
         n = len(images)
-        ncols = ncols or int(np.ceil(np.sqrt(n)))
+        ncols = int(np.ceil(np.sqrt(n))) if ncols is None else _grid_int("ncols", ncols, 1, MAX_GRID_COLUMNS)
         rows = -(-n // ncols)
     else:
         raise InvalidArgumentError(f"make_grid takes [N, H, W, C] or [R, K, H, W, C], got shape {images.shape}")
-    if scale < 1 or padding < 0:
-        raise InvalidArgumentError(f"scale must be >= 1 and padding >= 0 (got scale={scale}, padding={padding})")
+    h, w = images.shape[1] * scale, images.shape[2] * scale
+    pixels = (rows * h + (rows + 1) * padding) * (ncols * w + (ncols + 1) * padding)
+    if pixels > MAX_GRID_PIXELS:
+        raise InvalidArgumentError(
+            f"the grid would have {pixels} pixels (ncols={ncols}, scale={scale}, padding={padding}); "
+            f"the limit is {MAX_GRID_PIXELS}: use fewer columns or a smaller scale"
+        )
     if scale > 1:
         images = images.repeat(scale, axis=1).repeat(scale, axis=2)
     n, h, w, c = images.shape

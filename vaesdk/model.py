@@ -9,33 +9,29 @@ separate streams, so the same seed gives the same result for any batch size and 
 
 from __future__ import annotations
 
-import json
-import os
 import threading
 from pathlib import Path
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from . import arguments as A
 from . import latent as L
 from . import likelihood
 from .anomaly import anomaly_from_elbo, calibration_from_manifest, flag
-from .bundle import NAME_RE, Bundle, read_manifest, write_manifest
+from .arguments import MAX_IW_SAMPLES, MAX_SAMPLES, MAX_STEPS, MAX_STREAM_SAMPLES
+from .bundle import Bundle, add_direction
+from .describe import describe_model
 from .errors import BundleError, InvalidArgumentError, UnsupportedOperationError
 from .images import ImageInput, as_batch
 from .latent import Seed
 from .priors import GaussianMixture
-from .session import Graph, create_graph
+from .session import create_graphs, verify_output_contract
 
 DEFAULT_BATCH = 256
-MAX_SAMPLES = 100_000  # held in memory at once
-MAX_STREAM_SAMPLES = 10_000_000  # produced batch by batch
 PRIOR_BLOCK = 1024
-MAX_STEPS = 1000
-MAX_IW_SAMPLES = 10_000
 DEFAULT_IW_SAMPLES = 1  # score's default k: the anomaly score needs none (benchmarks/anomaly.py)
 
 
@@ -82,13 +78,8 @@ class Model:
         self.path: Path = bundle.path
         self.manifest = bundle.manifest
         self.batch_size = _positive_int("batch_size", batch_size, 1 << 20)
-        encoder = create_graph(bundle.models["encoder"], device, threads, f"{bundle.path}/encoder")
-        decoder = create_graph(bundle.models["decoder"], device, threads, f"{bundle.path}/decoder")
-        if device == "auto" and encoder.device != decoder.device:
-            # Both graphs run on one provider: if either fell back to the CPU, so do both.
-            encoder = create_graph(bundle.models["encoder"], "cpu", threads, f"{bundle.path}/encoder")
-            decoder = create_graph(bundle.models["decoder"], "cpu", threads, f"{bundle.path}/decoder")
-        self._encoder, self._decoder = encoder, decoder
+        self._encoder, self._decoder = create_graphs(bundle.models, device, threads, str(bundle.path))
+        verify_output_contract(self._encoder, self._decoder, self.manifest, str(bundle.path))
         self._write_lock = threading.Lock()
         self._gaussians = {k: L.LatentGaussian.from_manifest(v) for k, v in (self.manifest.data["latent"].get("gaussians") or {}).items()}
         self._mixtures = {
@@ -150,6 +141,19 @@ class Model:
             return list(range(self.latent_dim))
         return [int(i) for i in np.argsort(-np.asarray(kl), kind="stable")]
 
+    def describe(self) -> dict[str, Any]:
+        """What this model is and can do, as a plain JSON-ready dict: name, kind, image and
+        latent sizes, dimensions by use, priors (and the default one), directions, metrics,
+        device. `vae info`, the server's /v1/models and the browser page read the same keys."""
+        return describe_model(self)
+
+    def validate(self, operation: str, **arguments: Any) -> dict[str, Any]:
+        """Check the arguments of `operation` ('sample', 'edit', 'reconstruct', 'interpolate',
+        'traverse', 'score', 'encode', 'embed', 'decode') against this model, before any image
+        is read; raise InvalidArgumentError naming the bad value, else return them checked
+        (directions resolved to vectors)."""
+        return A.validate(self, operation, arguments)
+
     def __repr__(self) -> str:
         h, w, c = self.image_shape
         return f"<vaesdk.Model {self.name!r} {self.kind} {h}x{w}x{c} latent_dim={self.latent_dim} on {self.device}>"
@@ -200,7 +204,7 @@ class Model:
     ) -> np.ndarray:
         """z for each image: the posterior mean, or a draw from q(z|x) with `sample=True`
         (from `seed`, or from its latent stream when it is a RandomStreams)."""
-        if not sample:
+        if not A.flag("sample", sample):
             return self.encode(images).mean
         self.require_vae("sampling from q(z|x)")
         rng = seed.latent if isinstance(seed, L.RandomStreams) else L.rng_from(seed)
@@ -223,6 +227,7 @@ class Model:
         """Latents -> uint8 images [N, H, W, C]: the mean of p(x|z), or a draw from it
         (from `seed`, or from its pixel stream when it is a RandomStreams)."""
         z = L.check_latents(z, self.latent_dim)
+        sample_pixels = A.flag("sample_pixels", sample_pixels)
         rng = None
         if sample_pixels:
             self.require_vae("sampling pixels from p(x|z)")
@@ -269,6 +274,8 @@ class Model:
         """n latents drawn from `prior` (see `priors`; default `default_prior`) with its spread
         scaled by `temperature`, optionally truncated: float32 [n, D]."""
         n = _positive_int("n", n, MAX_SAMPLES)
+        temperature, truncation = A.check_temperature(temperature), A.check_truncation(truncation)
+        prior = A.check_prior(self, prior)
         return np.concatenate(list(self._prior_blocks(n, L.rng_from(seed), temperature, truncation, prior)))
 
     def _prior_draw(self, prior: str | None):
@@ -309,13 +316,9 @@ class Model:
         """`sample` in batches of `batch_size` (memory stays bounded): yields uint8 [b, H, W, C].
         The concatenated batches equal `sample` with the same arguments."""
         # Checked now, not at the first next(): a generator function would defer every error.
-        n = _positive_int("n", n, MAX_STREAM_SAMPLES)
-        self._prior_draw(prior)
-        if sample_pixels:
-            self.require_vae("sampling pixels from p(x|z)")
-        L.check_finite_positive("temperature", temperature, allow_zero=True)
-        if truncation is not None:
-            L.check_finite_positive("truncation", truncation)
+        args = A.validate(self, "sample", dict(n=n, seed=seed, temperature=temperature, truncation=truncation,
+                                                sample_pixels=sample_pixels, prior=prior, stream=True))  # fmt: skip
+        n, temperature, truncation = args["n"], args["temperature"], args["truncation"]
         z_rng, px_rng = L.split_rng(seed, 2)
         return self._sample_batches(n, z_rng, px_rng, temperature, truncation, sample_pixels, prior)
 
@@ -364,14 +367,18 @@ class Model:
     ) -> np.ndarray:
         """Shift latents: `dim` by `delta` prior standard deviations, or along a named (or
         given) direction by `delta` times its vector."""
-        z = L.check_latents(z, self.latent_dim).copy()
-        delta = L.check_finite("delta", delta)
-        if (dim is None) == (direction is None):
-            raise InvalidArgumentError("give exactly one of dim (a latent dimension) or direction (a name or vector)")
+        z = L.check_latents(z, self.latent_dim)
+        target = A.edit_target(self, dim, direction)
+        return self._shift(z, target, A.check_delta(delta))
+
+    def _shift(self, z: np.ndarray, target: tuple[int | None, np.ndarray | None], delta: float) -> np.ndarray:
+        """z moved by checked arguments (see `edit_latents`)."""
+        z = z.copy()
+        dim, vector = target
         if dim is not None:
-            z[:, self._check_dim(dim)] += np.float32(delta)
+            z[:, dim] += np.float32(delta)
         else:
-            z += np.float32(delta) * self._direction_vector(direction)
+            z += np.float32(delta) * vector
         if not np.isfinite(z).all() or np.abs(z).max() > L.MAX_ABS_LATENT:
             raise InvalidArgumentError(f"delta {delta!r} pushes the latent beyond +-{L.MAX_ABS_LATENT:g}; use a smaller delta")
         return z
@@ -388,20 +395,16 @@ class Model:
         seed: Seed = None,
     ) -> np.ndarray:
         """Encode, shift (see `edit_latents`), decode: uint8 [N, H, W, C]."""
+        args = A.validate(self, "edit", dict(dim=dim, direction=direction, delta=delta, sample_latent=sample_latent,
+                                              sample_pixels=sample_pixels, seed=seed))  # fmt: skip
         streams = L.RandomStreams.from_seed(seed) if not isinstance(seed, L.RandomStreams) else seed
-        self.edit_latents(np.zeros((1, self.latent_dim), np.float32), dim=dim, direction=direction, delta=delta)  # fail fast
         z = self.latents(images, sample=sample_latent, seed=streams)
-        z = self.edit_latents(z, dim=dim, direction=direction, delta=delta)
+        z = self._shift(z, (args["dim"], args["direction"]), args["delta"])
         return self.decode(z, sample_pixels=sample_pixels, seed=streams)
 
-    def _check_dim(self, dim: Any) -> int:
-        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
-            raise InvalidArgumentError(f"latent dimension must be an integer in 0..{self.latent_dim - 1}, got {dim!r}")
-        if not 0 <= dim < self.latent_dim:
-            raise InvalidArgumentError(f"latent dimension {dim} is out of range; this model has dimensions 0..{self.latent_dim - 1}")
-        return int(dim)
-
     def _direction_vector(self, direction: str | np.ndarray) -> np.ndarray:
+        if isinstance(direction, str) and direction in self.directions:
+            return self.directions[direction]
         if isinstance(direction, str):
             known = self.directions
             if direction not in known:
@@ -417,8 +420,7 @@ class Model:
         if len(a) != 1 or len(b) != 1:
             raise InvalidArgumentError("interpolate takes one start and one end latent")
         steps = _positive_int("steps", steps, MAX_STEPS, minimum=2)
-        if method not in ("slerp", "linear"):
-            raise InvalidArgumentError(f"method must be 'slerp' or 'linear', got {method!r}")
+        method = A.check_method(method)
         t = np.linspace(0.0, 1.0, steps)
         return (L.slerp if method == "slerp" else L.lerp)(a[0], b[0], t)
 
@@ -428,6 +430,7 @@ class Model:
     ) -> np.ndarray:  # fmt: skip
         """Images along the path between the posterior means of images a and b: uint8 [steps, H, W, C].
         The first and last frames are the reconstructions of a and b."""
+        A.validate(self, "interpolate", dict(steps=steps, method=method, sample_pixels=sample_pixels, seed=seed))
         za, zb = self.latents([a, b])
         z = self.interpolate_latents(za, zb, steps, method)
         return self.decode(z, sample_pixels=sample_pixels, seed=seed)
@@ -448,21 +451,15 @@ class Model:
         Row r sets dimension dims[r] to each of `values` (default -3..3 in 7 steps, in prior
         standard deviations); dims default to the `max_dims` most used dimensions.
         """
+        args = A.validate(self, "traverse", dict(dims=dims, values=values, max_dims=max_dims, seed=seed, prior=prior))
         if image is None:
             base = self.sample_latents(1, seed=seed, prior=prior)
         else:
             base = self.latents(image)
             if len(base) != 1:
                 raise InvalidArgumentError(f"traverse takes one image, got {len(base)}")
-        if dims is None:
-            dims = self.dims_by_usage()[: _positive_int("max_dims", max_dims, L.MAX_ABS_LATENT)]
-        else:
-            dims = [self._check_dim(d) for d in dims]
-            if not dims:
-                raise InvalidArgumentError(f"dims is empty; give latent dimensions in 0..{self.latent_dim - 1}")
-        values = np.linspace(-3.0, 3.0, 7) if values is None else np.asarray(values, np.float64)
-        if values.ndim != 1 or not 1 <= len(values) <= MAX_STEPS or not np.isfinite(values).all():
-            raise InvalidArgumentError(f"values must be 1 to {MAX_STEPS} finite numbers, got {values!r}")
+        dims = args["dims"] if args["dims"] is not None else self.dims_by_usage()[: args["max_dims"]]
+        values = args["values"]
         z = np.repeat(base, len(dims) * len(values), axis=0).reshape(len(dims), len(values), -1)
         for r, d in enumerate(dims):
             z[r, :, d] = values
@@ -535,41 +532,10 @@ class Model:
     ) -> np.ndarray:
         """Store mean(z of to_images) - mean(z of from_images) as a named direction in the
         bundle's manifest (written atomically; the model files and their checksums are untouched)."""
-        if not isinstance(name, str) or not NAME_RE.match(name):
-            raise InvalidArgumentError(f"direction name {name!r} must be 1-64 letters, digits, '_', '.' or '-'")
         vector = (self.embed(to_images).mean(0) - self.embed(from_images).mean(0)).astype(np.float32)
-        with self._write_lock, _locked(self.path):
-            # Re-read under the lock, so directions added meanwhile by another Model or
-            # process are kept, and a manifest changed on disk is validated again.
-            data = _json_copy(read_manifest(self.path).data)
-            directions = data.setdefault("directions", {})
-            if name in directions and not overwrite:
-                raise InvalidArgumentError(f"direction {name!r} already exists; pass --force (overwrite=True) to replace it")
-            directions[name] = {
-                "vector": [float(x) for x in vector],
-                "description": description or "mean latent of the 'to' images minus that of the 'from' images",
-                "source": "user",
-            }
-            write_manifest(self.path, data)
-            self.manifest = read_manifest(self.path)
+        with self._write_lock:
+            self.manifest = add_direction(self.path, name, vector, description=description, overwrite=overwrite)
         return vector
-
-
-@contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    """An advisory lock on the bundle folder, held while its manifest is rewritten (POSIX;
-    elsewhere only the in-process lock applies)."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 def _to_uint8(x: np.ndarray, out: np.ndarray, name: str) -> None:
@@ -584,13 +550,7 @@ def _to_uint8(x: np.ndarray, out: np.ndarray, name: str) -> None:
     np.copyto(out, x.transpose(0, 2, 3, 1), casting="unsafe")  # exact: the values are whole numbers
 
 
-def _positive_int(name: str, value: Any, maximum: int, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidArgumentError(f"{name} must be an integer in {minimum}..{maximum}, got {value!r}")
-    if not minimum <= value <= maximum:
-        raise InvalidArgumentError(f"{name} must be in {minimum}..{maximum}, got {value}")
-    return int(value)
+_positive_int = A.positive_int
 
 
-def _json_copy(data: dict) -> dict:
-    return json.loads(json.dumps(data))
+

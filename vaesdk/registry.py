@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .bundle import MANIFEST
 from .errors import InvalidArgumentError, ModelNotFoundError
+from .fileio import checked_path
 
 DEFAULT_MODEL = "fashion-mnist"
 
@@ -39,7 +40,12 @@ def resolve(name_or_path: str | os.PathLike | None = None) -> Path:
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise InvalidArgumentError(f"model must be a bundled model name or a bundle folder path, got {name_or_path!r}")
     text = os.fspath(name_or_path)
+    if isinstance(text, bytes):
+        raise InvalidArgumentError(f"model must be a name or a path given as str, got bytes {text!r:.80}")
     bundled = _bundled()
+    if text not in bundled:
+        # A path no filesystem could hold would raise OSError or ValueError below.
+        checked_path(text, ModelNotFoundError, "bundle path")
     # A bare bundled name wins over a same-named folder in the working directory (the
     # dataset folder is often called fashion-mnist too); paths say so with a separator.
     is_path = isinstance(name_or_path, os.PathLike) or os.sep in text or text.startswith(".") or (

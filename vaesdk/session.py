@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -17,6 +18,7 @@ from .errors import BundleError, DeviceUnavailableError, InferenceError, Invalid
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+MAX_THREADS = 1024
 DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:[0-9]+)?)\Z")
 
 # HEURISTIC picks cuDNN convolution algorithms without benchmarking every candidate on the
@@ -65,9 +67,9 @@ class Graph:
 def create_graph(model: bytes, device: str = "auto", threads: int | None = None, label: str = "model") -> Graph:
     """A session for `model` on `device` ('auto', 'cpu', 'cuda' or 'cuda:N')."""
     if not isinstance(device, str) or not DEVICE_RE.match(device):
-        raise InvalidArgumentError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
-        raise InvalidArgumentError(f"threads must be a non-negative integer (0 = onnxruntime's default), got {threads!r}")
+        raise InvalidArgumentError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r:.80}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 0 <= threads <= MAX_THREADS):
+        raise InvalidArgumentError(f"threads must be a non-negative integer, at most {MAX_THREADS} (0 = onnxruntime's default), got {threads!r:.80}")
     if device != "cpu":
         device_id = int(device.split(":")[1]) if ":" in device else 0
         if CUDA in available_providers():
@@ -103,3 +105,37 @@ def _cuda_problem(device: str) -> str:
         f"device {device!r} requested but the CUDA provider did not start (no usable GPU, or CUDA/cuDNN libraries missing); "
         "check nvidia-smi and the CUDA/cuDNN versions onnxruntime-gpu needs, or use --device cpu"
     )
+
+
+def create_graphs(models: dict[str, bytes], device: str = "auto", threads: int | None = None, label: str = "bundle") -> tuple[Graph, Graph]:
+    """(encoder, decoder) sessions on one device: under 'auto', if either graph fell back to
+    the CPU, both run there (mixing providers would copy every batch between devices)."""
+    encoder = create_graph(models["encoder"], device, threads, f"{label}/encoder")
+    decoder = create_graph(models["decoder"], device, threads, f"{label}/decoder")
+    if device == "auto" and encoder.device != decoder.device:
+        encoder = create_graph(models["encoder"], "cpu", threads, f"{label}/encoder")
+        decoder = create_graph(models["decoder"], "cpu", threads, f"{label}/decoder")
+    return encoder, decoder
+
+
+def verify_output_contract(encoder: Graph, decoder: Graph, manifest: Any, label: str) -> None:
+    """Run each graph once on one zero input and compare the real output shapes with the
+    manifest's: a graph may declare the right shapes and compute others, which would
+    otherwise surface later as a numpy broadcasting error far from its cause."""
+    c, s, d = manifest.channels, manifest.image_size, manifest.latent_dim
+    vae = manifest.kind == "vae"
+    checks = (
+        (encoder, np.zeros((1, c, s, s), np.float32), (1, d), "encoder", ["mean", "logvar"] if vae else ["mean"]),
+        (decoder, np.zeros((1, d), np.float32), (1, c, s, s), "decoder", ["mean", "logvar"] if vae else ["mean"]),
+    )
+    for graph, x, want, role, outputs in checks:
+        try:
+            results = graph.session.run(outputs, {graph.input_name: x})
+        except Exception as e:  # onnxruntime's own exception types
+            raise BundleError(f"the {role} of {label} fails on one input: {str(e).splitlines()[0][:300]}") from None
+        for name, out in zip(outputs, results):
+            if tuple(out.shape) != want or out.dtype != np.float32:
+                raise BundleError(
+                    f"the {role} of {label} returns '{name}' as {out.dtype} {list(out.shape)} for one input; "
+                    f"its manifest promises float32 {list(want)}: the model file does not match its manifest"
+                )

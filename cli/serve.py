@@ -1,0 +1,60 @@
+"""`vae serve`: the HTTP service (the `serve` extra)."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Optional
+
+import typer
+
+from vaesdk.errors import InvalidArgumentError, MissingDependencyError
+
+from .common import load_model, note
+
+app = typer.Typer()
+
+TOKEN_ENV = "VAESDK_TOKEN"
+
+
+@app.command()
+def serve(
+    model: Annotated[
+        Optional[list[str]], typer.Option("--model", "-m", help="Bundled model name or bundle folder; repeat to serve several.", show_default="fashion-mnist")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to bind; the default answers this machine only.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8000,
+    token: Annotated[
+        Optional[str], typer.Option(help=f"Require 'Authorization: Bearer TOKEN' on /v1/* (or set {TOKEN_ENV}).", show_default=False)
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, max=256, help="Requests computed at once.")] = 2,
+    queue: Annotated[int, typer.Option(min=0, max=4096, help="Requests waiting for a worker; beyond that, 503.")] = 16,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds a request may take, waiting included; beyond that, 504.")] = 60.0,
+    max_upload_mb: Annotated[float, typer.Option(min=0.001, help="Largest request body, MiB.")] = 16.0,
+    max_pixels: Annotated[int, typer.Option(min=1, help="Largest uploaded image, pixels.")] = 4_000_000,
+    max_images: Annotated[int, typer.Option(min=1, help="Uploads per request.")] = 64,
+    max_n: Annotated[int, typer.Option(min=1, max=100_000, help="Samples (and latents to decode) per request.")] = 256,
+    max_k: Annotated[int, typer.Option(min=1, max=10_000, help="Importance samples per score request.")] = 1000,
+    cors_origin: Annotated[
+        Optional[list[str]], typer.Option("--cors-origin", help="Allow browser pages from this origin (repeatable); CORS is off without it.")
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+) -> None:
+    """Serve models over HTTP: JSON/PNG routes under /v1, API docs at /docs, the page at /."""
+    try:
+        from vaesdk.serve import Limits, ServeConfig
+        from vaesdk.serve import serve as run_server
+    except ImportError as e:
+        raise MissingDependencyError(
+            f"{e.name or 'a server dependency'} is not installed; `vae serve` needs the serve extra: "
+            "pip install 'vaesdk[serve]' (from a source checkout: pip install '.[serve]')"
+        ) from None
+    token = token or os.environ.get(TOKEN_ENV) or None
+    if token is not None and len(token) < 8:
+        raise InvalidArgumentError("--token must be at least 8 characters")
+    limits = Limits(
+        max_body_bytes=int(max_upload_mb * 1024 * 1024), max_image_pixels=max_pixels, max_images=max_images,
+        max_n=max_n, max_latents=max_n, max_k=max_k, workers=workers, queue=queue, timeout_s=timeout,
+    )  # fmt: skip
+    models = [load_model(name, device) for name in (model or [None])]
+    config = ServeConfig(limits=limits, token=token, cors_origins=list(cors_origin or []))
+    run_server(models, host=host, port=port, config=config, log=note)

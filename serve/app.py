@@ -1,0 +1,484 @@
+"""The FastAPI app of `vae serve`: routes that parse a request, make one SDK call in a bounded
+worker pool, and answer PNG or JSON.
+
+Safe by default: the models are fixed when the app is made (a request can only name one of
+them, never a path), request bodies, images, sample counts and batches are capped (413/422
+naming the limit), a full pool answers 503 at once instead of queueing without bound, a
+request that runs too long answers 504, and every error is JSON {"error", "detail"}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import secrets
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from PIL import Image
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import vaesdk
+from vaesdk.errors import (
+    BundleError, DeviceUnavailableError, InferenceError, InvalidArgumentError, ModelNotFoundError, VaesdkError,
+)  # fmt: skip
+from vaesdk.images import encode_png, make_grid
+from vaesdk.latent import split_rng
+
+PNG = "image/png"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for. Every refusal names the limit it hit."""
+
+    max_body_bytes: int = 16 * 1024 * 1024  # a whole request, uploads included
+    max_image_pixels: int = 4_000_000  # per uploaded image, read from its header before decoding
+    max_images: int = 64  # uploads per request
+    max_n: int = 256  # sample: images per request
+    max_latents: int = 256  # decode: latents per request
+    max_k: int = 1000  # score: importance samples
+    workers: int = 2  # requests computed at once
+    queue: int = 16  # requests waiting for a worker; beyond that, 503
+    timeout_s: float = 60.0  # per request, waiting included; beyond that, 504
+
+
+@dataclass
+class ServeConfig:
+    limits: Limits = field(default_factory=Limits)
+    token: str | None = None  # bearer token required on /v1/*, when set
+    cors_origins: list[str] = field(default_factory=list)  # CORS stays off unless origins are given
+    web_dir: Path | None = None  # the browser page; default: the installed vaesdk.web
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error: str, detail: str, headers: dict[str, str] | None = None):
+        super().__init__(detail)
+        self.status, self.error, self.detail, self.headers = status, error, detail, headers
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def _error_response(status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
+
+
+def _status_of(e: VaesdkError) -> tuple[int, str]:
+    if isinstance(e, ModelNotFoundError):
+        return 404, "not_found"
+    if isinstance(e, InvalidArgumentError):
+        return 422, "invalid_argument"
+    if isinstance(e, vaesdk.InvalidImageError):
+        return 422, "invalid_image"
+    if isinstance(e, (InferenceError, DeviceUnavailableError, BundleError)):
+        return 500, "model_failure"
+    return 500, "error"
+
+
+class Pool:
+    """A fixed set of worker threads with a bounded wait list: overload is refused at once
+    (503) rather than held in memory."""
+
+    def __init__(self, workers: int, queue: int):
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vae-serve")
+        self._slots = threading.BoundedSemaphore(workers + queue)
+        self.capacity = workers + queue
+
+    async def run(self, fn: Callable[[], Any], timeout: float) -> Any:
+        if not self._slots.acquire(blocking=False):
+            raise ApiError(503, "overloaded", f"all {self.capacity} request slots are busy; retry shortly", {"Retry-After": "1"})
+        future: Future = self._executor.submit(fn)
+        # Released when the work ends (or is cancelled before starting), not when the client
+        # stops waiting: a timed-out computation still holds its worker until it finishes.
+        future.add_done_callback(lambda _: self._slots.release())
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+        except asyncio.TimeoutError:
+            raise ApiError(504, "timeout", f"the request took longer than the {timeout:g} s limit") from None
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=True)
+
+
+class _LimitBody:
+    """ASGI wrapper: refuse a body over the limit from its Content-Length, and stop reading
+    one that grows past it (chunked uploads)."""
+
+    def __init__(self, app: Any, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        for key, value in scope.get("headers", []):
+            if key == b"content-length" and value.isdigit() and int(value) > self.limit:
+                response = _error_response(413, "too_large", f"the request body is {int(value)} bytes; the limit is {self.limit}")
+                return await response(scope, receive, send)
+        seen = 0
+
+        async def limited() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise BodyTooLarge(f"the request body exceeds the limit of {self.limit} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def _web_dir(config: ServeConfig) -> Path:
+    if config.web_dir is not None:
+        return config.web_dir
+    return Path(str(resources.files("vaesdk.web")))
+
+
+def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) -> Any:
+    """The ASGI app serving `models` (loaded bundles, fixed for the app's life)."""
+    config = config or ServeConfig()
+    limits = config.limits
+    by_name: dict[str, vaesdk.Model] = {}
+    for m in models:
+        if m.name in by_name:
+            raise InvalidArgumentError(f"two bundles are named {m.name!r}; serve each name once")
+        by_name[m.name] = m
+    if not by_name:
+        raise InvalidArgumentError("no models to serve")
+    pool = Pool(limits.workers, limits.queue)
+    descriptions = {name: {k: v for k, v in m.describe().items() if k != "path"} for name, m in by_name.items()}
+
+    app = FastAPI(
+        title="vaesdk",
+        version=vaesdk.__version__,
+        description="Sample, encode, edit, decode and score images with exported VAE bundles.",
+    )
+    app.state.pool = pool
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, e: ApiError) -> JSONResponse:
+        return _error_response(e.status, e.error, e.detail, e.headers)
+
+    @app.exception_handler(VaesdkError)
+    async def _sdk_error(request: Request, e: VaesdkError) -> JSONResponse:
+        status, error = _status_of(e)
+        return _error_response(status, error, str(e).splitlines()[0] if str(e) else type(e).__name__)
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(request: Request, e: BodyTooLarge) -> JSONResponse:
+        return _error_response(413, "too_large", str(e))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, e: RequestValidationError) -> JSONResponse:
+        first = e.errors()[0] if e.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return _error_response(422, "invalid_argument", f"{where}: {first.get('msg', 'invalid request')}".strip(": "))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, e: StarletteHTTPException) -> JSONResponse:
+        return _error_response(e.status_code, "http_error", str(e.detail))
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, e: Exception) -> JSONResponse:
+        # A bug, not the client's fault: one line, never a traceback.
+        return _error_response(500, "internal_error", f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
+
+    def authorize(request: Request) -> None:
+        if config.token is None:
+            return
+        given = request.headers.get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(value.encode(), config.token.encode()):
+            raise ApiError(401, "unauthorized", "a valid token is required: send 'Authorization: Bearer TOKEN'", {"WWW-Authenticate": "Bearer"})
+
+    def model_of(name: str) -> vaesdk.Model:
+        if name not in by_name:
+            raise ApiError(404, "not_found", f"unknown model {name[:80]!r}; served models: {', '.join(by_name)}")
+        return by_name[name]
+
+    async def compute(fn: Callable[[], Any]) -> Any:
+        return await pool.run(fn, limits.timeout_s)
+
+    def wants_json(request: Request) -> bool:
+        return "application/json" in request.headers.get("accept", "")
+
+    async def json_body(request: Request) -> dict[str, Any]:
+        raw = await request.body()
+        if not raw:
+            return {}
+        try:
+            body = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise ApiError(422, "invalid_argument", "the request body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise ApiError(422, "invalid_argument", "the request body must be a JSON object")
+        return body
+
+    def limit(name: str, value: Any, maximum: int, what: str) -> None:
+        if isinstance(value, int) and not isinstance(value, bool) and value > maximum:
+            raise ApiError(413, "too_large", f"{name}={value} is over this server's limit of {maximum} {what}")
+
+    async def uploads(request: Request) -> tuple[list[tuple[str, bytes]], dict[str, str]]:
+        """(name, bytes) of each uploaded file, and the other form fields."""
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise ApiError(422, "invalid_argument", "send the images as multipart/form-data file fields (e.g. curl -F image=@shirt.png)")
+        try:
+            form = await request.form(max_files=limits.max_images, max_fields=64, max_part_size=limits.max_body_bytes)
+        except BodyTooLarge:
+            raise
+        except StarletteHTTPException as e:
+            raise ApiError(413 if "many" in str(e.detail).lower() else 422, "invalid_upload", f"{e.detail} (at most {limits.max_images} images)") from None
+        files, fields = [], {}
+        try:
+            for key, value in form.multi_items():
+                if hasattr(value, "read"):
+                    files.append((value.filename or key, await value.read()))
+                else:
+                    fields[key] = value
+        finally:
+            await form.close()
+        if not files:
+            raise ApiError(422, "invalid_argument", "no image uploaded; send one or more multipart file fields")
+        if len(files) > limits.max_images:
+            raise ApiError(413, "too_large", f"{len(files)} images uploaded; the limit is {limits.max_images} per request")
+        return files, fields
+
+    def checked_images(files: list[tuple[str, bytes]]) -> list[tuple[str, Any]]:
+        """Uploads over the pixel limit become per-item errors, from the header alone."""
+        out: list[tuple[str, Any]] = []
+        for name, data in files:
+            try:
+                with Image.open(io.BytesIO(data)) as im:
+                    w, h = im.size
+            except Exception:  # unreadable: the SDK's reader says why, per item
+                out.append((name, data))
+                continue
+            if w * h > limits.max_image_pixels:
+                out.append((name, vaesdk.InvalidImageError(f"{name} is {w}x{h} pixels; this server's limit is {limits.max_image_pixels} per image")))
+            else:
+                out.append((name, data))
+        return out
+
+    def form_value(fields: dict[str, str], key: str, kind: type, default: Any) -> Any:
+        if key not in fields or fields[key] == "":
+            return default
+        text = fields[key]
+        try:
+            if kind is bool:
+                if text.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError
+                return text.lower() in ("true", "1")
+            return kind(text)
+        except ValueError:
+            raise ApiError(422, "invalid_argument", f"form field {key}={text[:40]!r} must be {'an integer' if kind is int else 'a number' if kind is float else kind.__name__}") from None
+
+    def png_response(image: np.ndarray, headers: dict[str, str] | None = None) -> Response:
+        return Response(encode_png(image), media_type=PNG, headers=headers)
+
+    def b64png(image: np.ndarray) -> str:
+        return base64.b64encode(encode_png(image)).decode("ascii")
+
+    def per_image(files: list[tuple[str, bytes]], model: vaesdk.Model, op: Callable[[np.ndarray], Any]) -> list[dict[str, Any]]:
+        """Run `op` on every readable upload (in the model's batches); bad uploads get an error entry."""
+        entries: list[dict[str, Any]] = []
+        for batch in vaesdk.read_inputs(checked_images(files), model, model.batch_size):
+            outputs = iter(op(batch.images) if len(batch) else [])
+            for item in batch.items:
+                if item.ok:
+                    entries.append({"name": item.name, "result": next(outputs)})
+                else:
+                    entries.append({"name": item.name, "error": str(item.error).splitlines()[0]})
+        return entries
+
+    def image_answer(request: Request, entries: list[dict[str, Any]], headers: dict[str, str] | None = None) -> Response:
+        if len(entries) == 1 and not wants_json(request):
+            if "error" in entries[0]:
+                raise ApiError(422, "invalid_image", entries[0]["error"])
+            return png_response(entries[0]["result"], headers)
+        body = [{"name": e["name"], **({"error": e["error"]} if "error" in e else {"png": b64png(e["result"])})} for e in entries]
+        return JSONResponse({"results": body}, headers=headers)
+
+    def seed_of(value: Any) -> int:
+        if value is None:
+            return secrets.randbits(31)
+        return value
+
+    v1 = [Depends(authorize)]
+
+    @app.get("/healthz", tags=["service"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/models", tags=["models"], dependencies=v1)
+    async def list_models() -> dict[str, Any]:
+        """The served models' descriptions (as `Model.describe()`)."""
+        return {"models": list(descriptions.values())}
+
+    @app.get("/v1/models/{name}", tags=["models"], dependencies=v1)
+    async def describe(name: str) -> dict[str, Any]:
+        model_of(name)
+        return descriptions[name]
+
+    @app.get("/v1/models/{name}/files/{file}", tags=["models"], dependencies=v1)
+    async def bundle_file(name: str, file: str) -> Response:
+        """The bundle's own files (manifest.json, encoder.onnx, decoder.onnx), for the page."""
+        model = model_of(name)
+        files = descriptions[name]["files"]
+        if file not in files.values():
+            raise ApiError(404, "not_found", f"no file {file[:80]!r} in bundle {name!r}; files: {', '.join(files.values())}")
+        data = await compute(lambda: (model.path / file).read_bytes())
+        return Response(data, media_type="application/json" if file.endswith(".json") else "application/octet-stream")
+
+    @app.post("/v1/models/{name}/sample", tags=["generate"], dependencies=v1)
+    async def sample(name: str, request: Request) -> Response:
+        """JSON {n, seed, prior, temperature, truncation, ncols} -> a PNG grid (or JSON with
+        the images and their latents when the request accepts application/json)."""
+        model = model_of(name)
+        body = await json_body(request)
+        known = {"n", "seed", "prior", "temperature", "truncation", "ncols"}
+        if set(body) - known:
+            raise ApiError(422, "invalid_argument", f"unknown field(s) {', '.join(sorted(set(body) - known))}; fields: {', '.join(sorted(known))}")
+        n = body.get("n", 16)
+        limit("n", n, limits.max_n, "images")
+        seed = seed_of(body.get("seed"))
+        args = model.validate(
+            "sample", n=n, seed=seed, prior=body.get("prior", model.describe()["default_prior"]),
+            temperature=body.get("temperature", 1.0), truncation=body.get("truncation"),
+        )  # fmt: skip
+        ncols = body.get("ncols")
+        if ncols is not None:
+            limit("ncols", ncols, limits.max_n, "columns")
+        as_json = wants_json(request)
+
+        def run() -> Any:
+            options = dict(seed=seed, temperature=args["temperature"], truncation=args["truncation"], prior=args["prior"])
+            if not as_json:
+                return make_grid(model.sample(args["n"], **options), ncols=ncols)
+            # The latents `sample` draws come from the first of its two streams.
+            z = model.sample_latents(args["n"], **{**options, "seed": split_rng(seed, 2)[0]})
+            return z, model.decode(z)
+
+        result = await compute(run)
+        headers = {"X-Vaesdk-Seed": str(seed)}
+        if not as_json:
+            return png_response(result, headers)
+        z, images = result
+        return JSONResponse({"seed": seed, "latents": z.tolist(), "images": [b64png(im) for im in images]}, headers=headers)
+
+    @app.post("/v1/models/{name}/decode", tags=["generate"], dependencies=v1)
+    async def decode(name: str, request: Request) -> Response:
+        """JSON {latents: [[...], ...], ncols} -> a PNG grid (or JSON images)."""
+        model = model_of(name)
+        body = await json_body(request)
+        latents = body.get("latents")
+        if not isinstance(latents, list) or not latents:
+            raise ApiError(422, "invalid_argument", f"latents must be a non-empty list of lists of {model.latent_dim} numbers")
+        limit("latents", len(latents), limits.max_latents, "latents")
+        if not all(isinstance(row, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in row) for row in latents):
+            raise ApiError(422, "invalid_argument", f"latents must be a list of lists of {model.latent_dim} numbers")
+        z = np.asarray(latents, dtype=np.float64) if len({len(r) for r in latents}) == 1 else None
+        if z is None:
+            raise ApiError(422, "invalid_argument", f"latents rows must all have {model.latent_dim} numbers")
+        ncols = body.get("ncols")
+        if ncols is not None:
+            limit("ncols", ncols, limits.max_latents, "columns")
+        images = await compute(lambda: model.decode(z))
+        if wants_json(request):
+            return JSONResponse({"images": [b64png(im) for im in images]})
+        return png_response(await compute(lambda: make_grid(images, ncols=ncols)))
+
+    @app.post("/v1/models/{name}/reconstruct", tags=["images"], dependencies=v1)
+    async def reconstruct(name: str, request: Request) -> Response:
+        """Multipart images (+ optional sample_latent, sample_pixels, seed) -> PNG for one
+        image, JSON {results: [{name, png | error}]} for several."""
+        model = model_of(name)
+        files, fields = await uploads(request)
+        seed = seed_of(form_value(fields, "seed", int, None))
+        args = model.validate(
+            "reconstruct", sample_latent=form_value(fields, "sample_latent", bool, False),
+            sample_pixels=form_value(fields, "sample_pixels", bool, False), seed=seed,
+        )  # fmt: skip
+        streams = vaesdk.RandomStreams.from_seed(seed)
+        entries = await compute(
+            lambda: per_image(files, model, lambda b: model.reconstruct(b, sample_latent=args["sample_latent"], sample_pixels=args["sample_pixels"], seed=streams))
+        )
+        return image_answer(request, entries, {"X-Vaesdk-Seed": str(seed)})
+
+    @app.post("/v1/models/{name}/edit", tags=["images"], dependencies=v1)
+    async def edit(name: str, request: Request) -> Response:
+        """Multipart images + dim or direction, delta (+ sample_latent, sample_pixels, seed)
+        -> PNG for one image, JSON for several."""
+        model = model_of(name)
+        files, fields = await uploads(request)
+        seed = seed_of(form_value(fields, "seed", int, None))
+        dim, direction = form_value(fields, "dim", int, None), fields.get("direction") or None
+        delta = form_value(fields, "delta", float, 1.0)
+        args = model.validate(
+            "edit", dim=dim, direction=direction, delta=delta, sample_latent=form_value(fields, "sample_latent", bool, False),
+            sample_pixels=form_value(fields, "sample_pixels", bool, False), seed=seed,
+        )  # fmt: skip
+        streams = vaesdk.RandomStreams.from_seed(seed)
+
+        def op(batch: np.ndarray) -> np.ndarray:
+            return model.edit(batch, dim=dim, direction=direction, delta=delta, sample_latent=args["sample_latent"],
+                              sample_pixels=args["sample_pixels"], seed=streams)  # fmt: skip
+
+        entries = await compute(lambda: per_image(files, model, op))
+        return image_answer(request, entries, {"X-Vaesdk-Seed": str(seed)})
+
+    @app.post("/v1/models/{name}/encode", tags=["images"], dependencies=v1)
+    async def encode(name: str, request: Request) -> JSONResponse:
+        """Multipart images -> JSON {results: [{name, mean, logvar} | {name, error}]}."""
+        model = model_of(name)
+        files, _ = await uploads(request)
+
+        def op(batch: np.ndarray) -> list[dict[str, Any]]:
+            post = model.encode(batch)
+            logvar = post.logvar if post.logvar is not None else [None] * len(post.mean)
+            return [{"mean": m.tolist(), "logvar": lv.tolist() if lv is not None else None} for m, lv in zip(post.mean, logvar)]
+
+        entries = await compute(lambda: per_image(files, model, op))
+        return JSONResponse({"results": [{"name": e["name"], **(e["result"] if "result" in e else {"error": e["error"]})} for e in entries]})
+
+    @app.post("/v1/models/{name}/score", tags=["images"], dependencies=v1)
+    async def score(name: str, request: Request) -> JSONResponse:
+        """Multipart images (+ k, seed) -> JSON per-image -ELBO and -IW bound in bits/dim."""
+        model = model_of(name)
+        files, fields = await uploads(request)
+        k = form_value(fields, "k", int, 100)
+        limit("k", k, limits.max_k, "importance samples")
+        seed = form_value(fields, "seed", int, 0)
+        model.validate("score", k=k, seed=seed)
+        rng = np.random.default_rng(seed)
+
+        def op(batch: np.ndarray) -> list[dict[str, float]]:
+            s = model.score(batch, k=k, seed=rng)
+            return [{"elbo_bpd": float(e), "iw_bpd": float(i)} for e, i in zip(s.elbo_bpd, s.iw_bpd)]
+
+        entries = await compute(lambda: per_image(files, model, op))
+        results = [{"name": e["name"], **(e["result"] if "result" in e else {"error": e["error"]})} for e in entries]
+        return JSONResponse({"k": k, "seed": seed, "units": "bits/dim, lower is better", "results": results})
+
+    web = _web_dir(config)
+    if (web / "index.html").is_file():
+        from fastapi.staticfiles import StaticFiles
+
+        app.mount("/", StaticFiles(directory=web, html=True), name="page")
+
+    if config.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
+    return _LimitBody(app, limits.max_body_bytes)

@@ -1,0 +1,247 @@
+"""Argument checks for every model operation, in one place.
+
+`Model.validate(operation, **arguments)` runs them before any image is read or any graph
+runs, so the CLI, the server and Python callers refuse a bad argument the same way and at
+the same moment; the operations themselves call the same checkers, once each.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import InvalidArgumentError
+from .latent import MAX_ABS_LATENT, RandomStreams
+
+if TYPE_CHECKING:
+    from .model import Model
+
+MAX_SAMPLES = 100_000  # held in memory at once
+MAX_STREAM_SAMPLES = 10_000_000  # produced batch by batch
+MAX_STEPS = 1000
+MAX_IW_SAMPLES = 10_000
+# A prior's spread times this stays far inside MAX_ABS_LATENT (|eps| < 40 in float32 draws),
+# so a large temperature is refused by name instead of overflowing the latents later.
+MAX_TEMPERATURE = 1000.0
+METHODS = ("slerp", "linear")
+
+
+def positive_int(name: str, value: Any, maximum: int, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InvalidArgumentError(f"{name} must be an integer in {minimum}..{maximum}, got {value!r:.80}")
+    if not minimum <= value <= maximum:
+        raise InvalidArgumentError(f"{name} must be in {minimum}..{maximum}, got {value}")
+    return int(value)
+
+
+def number(name: str, value: Any) -> float:
+    """A finite real number (bools and strings refused: True is not a delta)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InvalidArgumentError(f"{name} must be a number, got {value!r:.80}")
+    try:
+        v = float(value)
+    except OverflowError:
+        v = math.inf
+    if not math.isfinite(v):
+        raise InvalidArgumentError(f"{name} must be finite, got {value!r:.80}")
+    return v
+
+
+def check_delta(value: Any) -> float:
+    v = number("delta", value)
+    if abs(v) > MAX_ABS_LATENT:
+        raise InvalidArgumentError(f"delta must lie within +-{MAX_ABS_LATENT:g}, got {value!r}; use a smaller delta")
+    return v
+
+
+def check_temperature(value: Any) -> float:
+    v = number("temperature", value)
+    if not 0.0 <= v <= MAX_TEMPERATURE:
+        raise InvalidArgumentError(f"temperature must be in 0..{MAX_TEMPERATURE:g} (1 = the prior's own spread), got {value!r}")
+    return v
+
+
+def check_truncation(value: Any) -> float | None:
+    if value is None:
+        return None
+    v = number("truncation", value)
+    if v <= 0:
+        raise InvalidArgumentError(f"truncation must be a number > 0 (prior standard deviations), got {value!r}")
+    return v
+
+
+def flag(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise InvalidArgumentError(f"{name} must be True or False, got {value!r:.80}")
+    return bool(value)
+
+
+def check_seed(value: Any) -> Any:
+    """An int >= 0, a numpy Generator, a RandomStreams or None (fresh entropy)."""
+    if value is None or isinstance(value, (np.random.Generator, RandomStreams)):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise InvalidArgumentError(f"seed must be a non-negative integer or a numpy Generator, got {value!r:.80}")
+    return int(value)
+
+
+def check_dim(model: Model, value: Any) -> int:
+    last = model.latent_dim - 1
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InvalidArgumentError(f"latent dimension must be an integer in 0..{last}, got {value!r:.80}")
+    if not 0 <= value <= last:
+        raise InvalidArgumentError(f"latent dimension {value} is out of range; this model has dimensions 0..{last}")
+    return int(value)
+
+
+def _as_list(name: str, value: Any, what: str) -> list:
+    """A list or tuple or 1-D array as a list; anything else refused, naming `what` it should be."""
+    if isinstance(value, np.ndarray):
+        if value.ndim != 1:
+            raise InvalidArgumentError(f"{name} must be {what}, got an array of shape {value.shape}")
+        return value.tolist()
+    if not isinstance(value, (list, tuple, range)):
+        raise InvalidArgumentError(f"{name} must be {what}, got {value!r:.80}")
+    return list(value)
+
+
+def check_dims(model: Model, value: Any) -> list[int] | None:
+    if value is None:
+        return None
+    out = [check_dim(model, d) for d in _as_list("dims", value, f"a list of latent dimensions in 0..{model.latent_dim - 1}")]
+    if not out:
+        raise InvalidArgumentError(f"dims is empty; give latent dimensions in 0..{model.latent_dim - 1}")
+    if len(out) > MAX_STEPS:
+        raise InvalidArgumentError(f"dims has {len(out)} entries; at most {MAX_STEPS}")
+    return out
+
+
+def check_values(value: Any) -> np.ndarray:
+    """Traversal values, in prior standard deviations: 1..MAX_STEPS finite numbers, in the
+    order given (a descending list gives a reversed row)."""
+    if value is None:
+        return np.linspace(-3.0, 3.0, 7)
+    items = _as_list("values", value, f"a list of 1 to {MAX_STEPS} numbers")
+    if not 1 <= len(items) <= MAX_STEPS:
+        raise InvalidArgumentError(f"values must hold 1 to {MAX_STEPS} numbers, got {len(items)}")
+    out = np.array([number("each traversal value", v) for v in items])
+    if np.abs(out).max() > MAX_ABS_LATENT:
+        raise InvalidArgumentError(f"traversal values must lie within +-{MAX_ABS_LATENT:g}")
+    return out
+
+
+def check_method(value: Any) -> str:
+    if not isinstance(value, str) or value not in METHODS:
+        raise InvalidArgumentError(f"method must be 'slerp' or 'linear', got {value!r:.80}")
+    return value
+
+
+def check_prior(model: Model, value: Any) -> str:
+    if value is None:  # the bundle's default prior
+        value = model.default_prior
+    if not isinstance(value, str):
+        raise InvalidArgumentError(f"prior must be a name, one of: {', '.join(model.priors) or 'none'}; got {value!r:.80}")
+    model._prior_draw(value)  # raises for unknown names and for 'standard' on an ae
+    return value
+
+
+def edit_target(model: Model, dim_: Any, direction: Any) -> tuple[int | None, np.ndarray | None]:
+    """Exactly one of a latent dimension or a direction (a name or a vector), resolved."""
+    if (dim_ is None) == (direction is None):
+        raise InvalidArgumentError(
+            "give exactly one of dim (a latent dimension) or direction (a name or vector)",
+            cli_message="give exactly one of --dim N or --direction NAME",
+        )
+    if dim_ is not None:
+        return check_dim(model, dim_), None
+    return None, model._direction_vector(direction)
+
+
+def _random_parts(model: Model, sample_latent: Any = False, sample_pixels: Any = False) -> dict[str, bool]:
+    out = {}
+    if sample_latent is not None:
+        out["sample_latent"] = flag("sample_latent", sample_latent)
+    out["sample_pixels"] = flag("sample_pixels", sample_pixels)
+    if out.get("sample_latent") or out["sample_pixels"]:
+        model.require_vae("sampling from q(z|x) or p(x|z)")
+    return out
+
+
+def _sample(model: Model, n: Any = 16, seed: Any = None, temperature: Any = 1.0, truncation: Any = None,
+            sample_pixels: Any = False, prior: Any = "standard", stream: bool = False) -> dict[str, Any]:  # fmt: skip
+    return {
+        "n": positive_int("n", n, MAX_STREAM_SAMPLES if stream else MAX_SAMPLES),
+        "seed": check_seed(seed),
+        "temperature": check_temperature(temperature),
+        "truncation": check_truncation(truncation),
+        "prior": check_prior(model, prior),
+        **_random_parts(model, None, sample_pixels),
+    }
+
+
+def _edit(model: Model, dim: Any = None, direction: Any = None, delta: Any = 1.0, sample_latent: Any = False,
+          sample_pixels: Any = False, seed: Any = None) -> dict[str, Any]:  # fmt: skip
+    d, vector = edit_target(model, dim, direction)
+    return {"dim": d, "direction": vector, "delta": check_delta(delta), "seed": check_seed(seed),
+            **_random_parts(model, sample_latent, sample_pixels)}  # fmt: skip
+
+
+def _reconstruct(model: Model, sample_latent: Any = False, sample_pixels: Any = False, seed: Any = None) -> dict[str, Any]:
+    return {"seed": check_seed(seed), **_random_parts(model, sample_latent, sample_pixels)}
+
+
+def _interpolate(model: Model, steps: Any = 8, method: Any = "slerp", sample_pixels: Any = False, seed: Any = None) -> dict[str, Any]:
+    return {"steps": positive_int("steps", steps, MAX_STEPS, minimum=2), "method": check_method(method),
+            "seed": check_seed(seed), **_random_parts(model, None, sample_pixels)}  # fmt: skip
+
+
+def _traverse(model: Model, dims: Any = None, values: Any = None, max_dims: Any = 8, seed: Any = None,
+              prior: Any = "standard") -> dict[str, Any]:  # fmt: skip
+    return {
+        "dims": check_dims(model, dims),
+        "values": check_values(values),
+        "max_dims": positive_int("max_dims", max_dims, MAX_STEPS),
+        "seed": check_seed(seed),
+        "prior": check_prior(model, prior),
+    }
+
+
+def _score(model: Model, k: Any = 100, seed: Any = 0) -> dict[str, Any]:
+    model.require_vae("scoring likelihoods")
+    if isinstance(seed, RandomStreams):
+        raise InvalidArgumentError("score draws from one stream; pass an int seed or a numpy Generator")
+    return {"k": positive_int("k", k, MAX_IW_SAMPLES), "seed": check_seed(seed)}
+
+
+def _none(model: Model) -> dict[str, Any]:
+    return {}
+
+
+OPERATIONS: dict[str, Callable[..., dict[str, Any]]] = {
+    "sample": _sample,
+    "edit": _edit,
+    "reconstruct": _reconstruct,
+    "interpolate": _interpolate,
+    "traverse": _traverse,
+    "score": _score,
+    "encode": _none,
+    "embed": _none,
+    "decode": lambda model, sample_pixels=False, seed=None: {"seed": check_seed(seed), **_random_parts(model, None, sample_pixels)},
+}
+
+
+def validate(model: Model, operation: Any, arguments: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(operation, str) or operation not in OPERATIONS:
+        raise InvalidArgumentError(f"unknown operation {operation!r:.80}; one of: {', '.join(OPERATIONS)}")
+    check = OPERATIONS[operation]
+    try:
+        return check(model, **arguments)
+    except TypeError as e:
+        # An argument the operation does not take: name it rather than show Python's message.
+        unknown = sorted(set(arguments) - set(check.__code__.co_varnames[1 : check.__code__.co_argcount]))
+        if unknown:
+            raise InvalidArgumentError(f"{operation} takes no argument {', '.join(unknown)}") from None
+        raise
