@@ -3,7 +3,7 @@ with the diagonal part of the covariance only (independent pixels), and pixels d
 full low-rank-plus-diagonal covariance. Writes docs/images/covariance.png and prints the
 neighbour-difference statistic of each row (and of real test images) over 10,000 samples.
 
-    python docs/make_covariance_figure.py [--model NAME_OR_PATH]
+    python docs/make_covariance_figure.py [--model NAME_OR_PATH] [--out PNG] [--stats]
 """
 
 from __future__ import annotations
@@ -39,12 +39,16 @@ def rows(model: vaesdk.Model, n: int, seed: int) -> dict[str, np.ndarray]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None)
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--stats", action="store_true", help="also print the neighbour differences over 10,000 samples")
     args = parser.parse_args()
     model = vaesdk.load(args.model, device="cpu") if args.model else vaesdk.load(device="cpu")
     picture = rows(model, 8, seed=0)
     grid = vaesdk.make_grid(np.stack(list(picture.values())), scale=3)
-    vaesdk.save_png(OUT, grid, overwrite=True)
-    print(f"wrote {OUT}: rows {', '.join(picture)}")
+    vaesdk.save_png(args.out, grid, overwrite=True)
+    print(f"wrote {args.out}: rows {', '.join(picture)}")
+    if not args.stats:
+        return
     test = load_fashion_mnist(DEFAULT_FASHION_MNIST_DIR, "test").images
     print(f"neighbour difference, test images: {neighbour_difference(test):.1f}")
     for name, images in rows(model, 10_000, seed=0).items():

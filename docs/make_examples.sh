@@ -7,6 +7,7 @@
 set -euo pipefail
 out=${1:-"$(dirname "$0")/images"}
 python=${PYTHON:-python3}
+docs=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$out/inputs"
 cd "$out"
 rm -rf ./*.png inputs/*.png recon
@@ -20,6 +21,8 @@ for name in ("shirt", "trouser", "sneaker", "ankle-boot", "bag", "pullover"):
     save_png(f"inputs/{name}.png", test.images[i], overwrite=True)
 PY
 vae sample --n 32 --seed 0 --ncols 8 -o sample.png
+vae sample --n 32 --seed 0 --ncols 8 --sample-pixels -o sample-pixels.png
+vae sample --n 32 --seed 0 --ncols 8 --prior standard -o sample-standard.png
 vae sample --n 32 --seed 0 --ncols 8 --prior aggregate -o sample-aggregate.png
 vae sample --n 16 --seed 0 --ncols 8 --prior ankle-boot -o sample-ankle-boot.png
 vae reconstruct inputs/*.png --side-by-side --scale 2 --out-dir recon
@@ -28,3 +31,4 @@ vae edit inputs/pullover.png --direction trouser --delta 1 --side-by-side --scal
 vae interpolate inputs/sneaker.png inputs/ankle-boot.png --steps 8 -o interpolate.png
 vae interpolate inputs/shirt.png inputs/trouser.png --steps 8 -o interpolate-shirt-trouser.png
 vae traverse inputs/shirt.png --rows 6 --steps 9 -o traverse.png
+"$python" "$docs/make_covariance_figure.py" --out covariance.png >/dev/null

@@ -1,4 +1,4 @@
-"""Regenerate docs/images/web-page.png: the browser page, served by `vae serve`'s app, in
+"""Regenerate docs/screenshots/web-page.png: the browser page, served by `vae serve`'s app, in
 headless Chromium (needs Debian's chromium and `npm ci` in web/).
 
     python docs/make_web_screenshot.py
@@ -24,7 +24,7 @@ from webserver import running_app  # noqa: E402
 
 def main() -> None:
     model = vaesdk.load(device="cpu")
-    out = ROOT / "docs" / "images" / "web-page.png"
+    out = ROOT / "docs" / "screenshots" / "web-page.png"
     with tempfile.TemporaryDirectory() as tmp, running_app(create_app([model])) as base:
         z_file, result = Path(tmp) / "z.json", Path(tmp) / "out.json"
         z_file.write_text(json.dumps(np.zeros((1, model.latent_dim)).tolist()))
