@@ -5,8 +5,9 @@ the same for any number of processes, so a 2-process run follows the 1-process r
 step. They are not bit-identical: DDP sums the two processes' gradients (and the metrics are
 summed over processes) in another order than one process summing over the whole batch, and
 those float32 rounding differences (~1e-7 relative per step) pass through Adam for every
-step. RTOL bounds what that drift reaches in a few epochs; a wrong batch share, a missed
-gradient weighting or different noise moves the curve by far more (percent, not 1e-4).
+step. Measured over 3 epochs of this setup: at most 1.9e-7 relative on any metric. RTOL
+(500 times that) leaves room for other CPUs' kernels while still catching a wrong batch share,
+gradient weighting or noise draw, each of which changes what a step computes, not just rounding.
 """
 
 from __future__ import annotations
