@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from vaesdk.errors import require_train_extra
+from vaesdk.errors import InvalidArgumentError, require_train_extra
 
 from vaesdk.training.config import ModelConfig, TrainConfig
 
@@ -64,12 +65,17 @@ def train(
     seed: Annotated[Optional[int], _opt("Seed of initialisation, validation split and shuffling.", _T.seed)] = None,
     limit: Annotated[Optional[int], _opt("Use only the first N training images (0 = all).", _T.limit, min=0)] = None,
     threads: Annotated[Optional[int], _opt("torch CPU threads (0 = torch's default).", _T.num_threads, min=0)] = None,
+    workers: Annotated[Optional[int], _opt("DataLoader processes decoding images (0 = in the training process).", _T.num_workers, min=0, max=64)] = None,
+    nproc_per_node: Annotated[
+        int, typer.Option("--nproc-per-node", min=1, max=1024, help="Train with this many processes on this machine (starts torchrun; DDP).")
+    ] = 1,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out-dir from its last epoch.")] = False,
 ) -> None:
     """Train a VAE (or plain autoencoder) and write checkpoints to --out-dir."""
     _import_torch_side()
+    if nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
+        _relaunch_under_torchrun(nproc_per_node)
     from vaesdk.datasets import DEFAULT_FASHION_MNIST_DIR
-    from vaesdk.errors import InvalidArgumentError
     from vaesdk.training.train import train as run_training
 
     width_list = None
@@ -88,7 +94,7 @@ def train(
     run_options = dict(
         seed=seed, batch_size=batch_size, lr=lr, max_epochs=epochs, patience=patience, lr_patience=lr_patience,
         kl_warmup_epochs=kl_warmup_epochs, fixed_variance_epochs=fixed_variance_epochs, grad_clip=grad_clip,
-        limit=limit, num_threads=threads,
+        limit=limit, num_threads=threads, num_workers=workers,
     )  # fmt: skip
     config = TrainConfig(
         model=ModelConfig(**_given(model_options)),
@@ -99,6 +105,25 @@ def train(
     )
     command = "vae " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else "vae train"
     run_training(config, resume=resume, command=command, log=typer.echo)
+
+
+def _relaunch_under_torchrun(nproc_per_node: int) -> None:
+    """Start this same `vae train` command as `nproc_per_node` torchrun processes and exit with their status."""
+    from vaesdk.training.distributed import launch
+
+    argv = sys.argv[1:]
+    if "train" not in argv:
+        raise InvalidArgumentError("--nproc-per-node needs the command line of `vae train`; run `torchrun --nproc_per_node N -m vaesdk.cli.main train ...` instead")
+    at = argv.index("train")
+    rest, skip = [], False
+    for arg in argv[at + 1 :]:
+        if skip:
+            skip = False
+        elif arg == "--nproc-per-node":
+            skip = True
+        elif not arg.startswith("--nproc-per-node="):
+            rest.append(arg)
+    raise typer.Exit(launch(nproc_per_node, ["vaesdk.cli.main", *argv[:at], "train", *rest]))
 
 
 def _given(options: dict) -> dict:

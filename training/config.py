@@ -124,6 +124,9 @@ class TrainConfig:
     # Limit the number of training images (0 = all); for quick runs and tests.
     limit: int = 0
     num_threads: int = 0  # 0 = torch's default
+    # DataLoader processes decoding training images (0 = in the training process). Image
+    # folders are decoded lazily, file by file, so a few workers keep the model fed.
+    num_workers: int = 0
     # Against posterior collapse (a decoder that explains the data with its own variance and
     # ignores z): the KL term's weight beta rises linearly from 0 to 1 over the first
     # `kl_warmup_epochs` epochs (per step), and for the first `fixed_variance_epochs` the
@@ -148,6 +151,8 @@ class TrainConfig:
         for name in ("batch_size", "max_epochs", "patience", "lr_patience"):
             if getattr(self, name) < 1:
                 raise InvalidArgumentError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_workers < 0:
+            raise InvalidArgumentError(f"num_workers must be >= 0, got {self.num_workers}")
         if self.limit < 0:
             raise InvalidArgumentError(f"limit must be >= 0, got {self.limit}")
         for name in ("kl_warmup_epochs", "fixed_variance_epochs"):

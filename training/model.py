@@ -150,19 +150,25 @@ class VAE(nn.Module):
         return DiagonalGaussian(mean, logvar)
 
     def log_px(
-        self, images: torch.Tensor, z: torch.Tensor, generator: torch.Generator | None = None, fixed_logvar: float | None = None
+        self,
+        images: torch.Tensor,
+        z: torch.Tensor,
+        generator: torch.Generator | None = None,
+        fixed_logvar: float | None = None,
+        uniform: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(log p(x|z) in nats per image [N] under the configured likelihood, decoder mean).
 
         fixed_logvar replaces the decoder's variance by a constant (and drops the covariance
-        factor): the variance warm-up against posterior collapse.
+        factor): the variance warm-up against posterior collapse. `uniform` [N, C, H, W] in
+        [0, 1) is the dequantization noise, drawn from `generator` when not given.
         """
         mean, logvar, *factor = self.decoder(z)
         if fixed_logvar is not None:
             logvar, factor = torch.full_like(logvar, fixed_logvar), []
         if self.config.likelihood == "discretized":
             return discretized_gaussian_log_prob(images, mean, logvar).flatten(1).sum(1), mean
-        noise = torch.rand(images.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+        noise = uniform if uniform is not None else torch.rand(images.shape, generator=generator, dtype=mean.dtype, device=mean.device)
         return dequantized_log_prob(images, noise, mean, logvar, factor[0] if factor else None), mean
 
     def loss(
@@ -172,6 +178,7 @@ class VAE(nn.Module):
         *,
         kl_weight: float = 1.0,
         fixed_logvar: float | None = None,
+        noise: tuple[torch.Tensor, torch.Tensor | None] | None = None,
     ) -> dict[str, torch.Tensor]:
         """images: uint8 [N, C, H, W]. Returns per-batch means; `loss` is what to minimise.
 
@@ -179,6 +186,9 @@ class VAE(nn.Module):
         kl_weight 1); `bpd` = -ELBO in bits per dimension, always with weight 1.
         `kl_per_dim` [D] is the mean KL of each latent dimension.
         AE: `loss` = mean squared error per pixel in [0, 1] units.
+        `noise` = (eps [N, D], uniform [N, C, H, W] or None) replaces the draws from `generator`:
+        distributed training draws them per global batch, so an image gets the same noise
+        whichever process holds it.
         """
         x = images.float() / 255.0
         if self.config.kind == "ae":
@@ -187,8 +197,11 @@ class VAE(nn.Module):
             mse = F.mse_loss(recon, x)
             return {"loss": mse, "mse": mse.detach()}
         q = self.posterior(x)
-        z = q.sample(generator)
-        log_px, mean = self.log_px(images, z, generator, fixed_logvar)
+        if noise is None:
+            z, uniform = q.sample(generator), None
+        else:
+            z, uniform = q.mean + q.std * noise[0], noise[1]
+        log_px, mean = self.log_px(images, z, generator, fixed_logvar, uniform)
         kl_per_dim = q.kl_per_dim()
         kl = kl_per_dim.sum(1)
         neg_elbo = kl - log_px

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from tqdm.auto import tqdm
@@ -27,7 +29,11 @@ from vaesdk.fileio import write_atomic
 from vaesdk.latent import ACTIVE_KL_NATS
 
 from .config import ModelConfig, TrainConfig
-from .data import ImageSet, load_fashion_mnist, load_image_folder, split_train_val, to_nchw
+from .data import (
+    ArrayImages, GlobalBatchSampler, ImageSet, StackImages, TrainingData, load_fashion_mnist, load_image_folder,
+    open_training_data,
+)  # fmt: skip
+from .distributed import Objective, Processes, all_sum, join, leave
 from .model import VAE
 
 CHECKPOINT_JSON = "checkpoint.json"
@@ -39,6 +45,7 @@ LAST_STATE = "state.safetensors"
 
 
 def load_training_images(config: TrainConfig) -> ImageSet:
+    """All of the run's images in memory (export's evaluation reads them this way)."""
     if config.dataset == "fashion-mnist":
         data = load_fashion_mnist(config.data_dir, "train")
         m = config.model
@@ -51,10 +58,47 @@ def load_training_images(config: TrainConfig) -> ImageSet:
     return data
 
 
-def batches(images: torch.Tensor, batch_size: int, generator: torch.Generator | None = None):
-    order = torch.randperm(len(images), generator=generator) if generator is not None else torch.arange(len(images))
-    for i in range(0, len(images), batch_size):
-        yield images[order[i : i + batch_size]]
+def open_run_data(config: TrainConfig) -> TrainingData:
+    m = config.model
+    return open_training_data(config.dataset, config.data_dir, m.image_size, m.channels, config.limit, config.val_fraction, config.seed)
+
+
+def loader(dataset, sampler: GlobalBatchSampler, workers: int, persistent: bool = False) -> DataLoader:
+    """This process's batches; `workers` > 0 decodes them in that many background processes
+    (kept across epochs when `persistent`; the sampler still runs here, so set_epoch works)."""
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=workers,
+        collate_fn=StackImages(dataset.image_shape),
+        persistent_workers=persistent and workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+    )
+
+
+def draw_noise(
+    generator: torch.Generator, n: int, config: ModelConfig, image_shape: tuple[int, ...]
+) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """The posterior draw eps [n, D] and dequantization noise [n, C, H, W] of one global batch,
+    in the order model.loss draws them itself. Drawn whole on every process, each taking its
+    rows, so an image gets the same noise whatever the number of processes."""
+    if config.kind != "vae":
+        return None
+    eps = torch.randn((n, config.latent_dim), generator=generator)
+    uniform = torch.rand((n, *image_shape), generator=generator) if config.likelihood == "dequantized" else None
+    return eps, uniform
+
+
+def share(noise, rank: int, world_size: int, device: torch.device):
+    if noise is None:
+        return None
+    return tuple(None if t is None else t[rank::world_size].to(device) for t in noise)
+
+
+def step_generator(seed: int, epoch: int, step: int) -> torch.Generator:
+    """The noise source of one training step: a function of (seed, epoch, step) only, so a
+    resumed run, or one with another number of processes, draws the same noise."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch, step]).generate_state(1)[0]))
 
 
 # ---- evaluation -------------------------------------------------------------------------
@@ -63,8 +107,23 @@ def batches(images: torch.Tensor, batch_size: int, generator: torch.Generator | 
 def accumulate(totals: dict[str, Any], out: dict[str, torch.Tensor], n: int) -> None:
     """Add a batch's mean metrics, weighted by its size; vectors (kl_per_dim) stay vectors."""
     for k, v in out.items():
-        v = v.detach().double()
+        v = v.detach().double().cpu()
         totals[k] = totals.get(k, 0.0) + (v if v.ndim else float(v)) * n
+
+
+def reduce_totals(totals: dict[str, Any], processes: Processes) -> dict[str, Any]:
+    """Totals summed over all processes (every process holds a share of each batch)."""
+    if processes.world_size == 1:
+        return totals
+    keys = sorted(totals)
+    flat = torch.cat([torch.as_tensor(totals[k], dtype=torch.float64).reshape(-1) for k in keys])
+    flat = all_sum(flat, processes)
+    out, i = {}, 0
+    for k in keys:
+        size = torch.as_tensor(totals[k]).numel()
+        out[k] = flat[i : i + size].clone() if torch.as_tensor(totals[k]).ndim else float(flat[i])
+        i += size
+    return out
 
 
 def averaged(totals: dict[str, Any], n: int) -> tuple[dict[str, float], list[float] | None]:
@@ -79,17 +138,32 @@ def averaged(totals: dict[str, Any], n: int) -> tuple[dict[str, float], list[flo
 
 
 @torch.no_grad()
-def validate(model: VAE, images: torch.Tensor, batch_size: int = 500, seed: int = 1234) -> tuple[dict[str, float], list[float] | None]:
+def validate(
+    model: VAE, images, batch_size: int = 500, seed: int = 1234, processes: Processes = Processes(), workers: int = 0
+) -> tuple[dict[str, float], list[float] | None]:
     """Mean metrics of the true objective (-ELBO with weight 1, the decoder's own variance)
-    over `images` (uint8 [N, C, H, W]), and the per-dimension KL (None for an AE).
-    Posterior and dequantization noise are seeded so the figures are repeatable."""
+    over `images` (a Dataset of uint8 [C, H, W], or a uint8 [N, C, H, W] tensor), and the
+    per-dimension KL (None for an AE). Posterior and dequantization noise are seeded, and
+    drawn per whole batch, so the figures are repeatable and the same for any number of
+    processes (each evaluates its share of every batch; the totals are summed)."""
+    dataset = images if isinstance(images, Dataset) else TensorImages(images)
+    sampler = GlobalBatchSampler(len(dataset), batch_size, processes.rank, processes.world_size)
     model.eval()
     generator = torch.Generator().manual_seed(seed)
     totals: dict[str, Any] = {}
-    for batch in batches(images, batch_size):
-        accumulate(totals, model.loss(batch, generator), len(batch))
+    for n, batch in zip(sampler.global_batch_sizes(), loader(dataset, sampler, workers)):
+        noise = share(draw_noise(generator, n, model.config, dataset.image_shape), processes.rank, processes.world_size, processes.device)
+        if len(batch):
+            accumulate(totals, model.loss(batch.to(processes.device), noise=noise), len(batch))
     model.train()
-    return averaged(totals, len(images))
+    return averaged(reduce_totals(totals, processes), len(dataset))
+
+
+class TensorImages(ArrayImages):
+    """An ArrayImages over a uint8 [N, C, H, W] tensor that is already in torch's layout."""
+
+    def __init__(self, images: torch.Tensor):
+        self.images = images
 
 
 def collapse_message(active: int, dim: int, epochs: int) -> str:
@@ -149,21 +223,41 @@ def load_checkpoint(run_dir: str | Path) -> tuple[VAE, dict[str, Any]]:
 
 
 def train(config: TrainConfig, *, resume: bool = False, command: str = "", log: Callable[[str], None] = print) -> Path:
-    """Train until the validation objective stops improving; returns the run directory."""
+    """Train until the validation objective stops improving; returns the run directory.
+
+    Under torchrun (WORLD_SIZE > 1) every process runs this function: each computes the loss
+    of its strided share of every global batch of `batch_size` images, DistributedDataParallel
+    averages the gradients, validation totals are summed over the processes, and only
+    process 0 logs and writes the run directory.
+    """
+    processes = join()
+    try:
+        return _train(config, processes, resume=resume, command=command, log=log if processes.is_main else lambda s: None)
+    finally:
+        leave(processes)
+
+
+def _train(config: TrainConfig, processes: Processes, *, resume: bool, command: str, log: Callable[[str], None]) -> Path:
     run_dir = Path(config.out_dir)
     if (run_dir / CHECKPOINT_JSON).exists() and not resume:
         raise OutputError(f"{run_dir} already holds a checkpoint; pass --resume to continue it or choose another --out-dir")
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.seed)
+    rank, world_size, device = processes.rank, processes.world_size, processes.device
+    if config.batch_size < world_size:
+        raise InvalidArgumentError(f"batch_size {config.batch_size} is smaller than the {world_size} processes; use --batch-size {world_size} or more")
 
-    data = load_training_images(config)
-    train_set, val_set = split_train_val(data, config.val_fraction, config.seed)
-    train_images = torch.from_numpy(to_nchw(train_set.images))
-    val_images = torch.from_numpy(to_nchw(val_set.images))
-    log(f"data: {len(train_set)} training and {len(val_set)} validation images, {tuple(train_images.shape[1:])}")
+    data = open_run_data(config)
+    n_train, n_val = len(data.train), len(data.val)
+    if n_val < world_size:
+        raise InvalidArgumentError(f"{n_val} validation images are too few for {world_size} processes; use more images or fewer processes")
+    log(
+        f"data: {n_train} training and {n_val} validation images, {data.image_shape}"
+        + (f"; {world_size} processes ({processes.backend}), {config.batch_size} images per step in all" if world_size > 1 else "")
+    )
 
-    model = VAE(config.model)
+    model = VAE(config.model).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=config.lr_patience - 1)
     n_params = sum(p.numel() for p in model.parameters())
@@ -188,35 +282,57 @@ def train(config: TrainConfig, *, resume: bool = False, command: str = "", log: 
         torch.set_rng_state(state["rng.torch"])
         history, best, best_epoch = meta["history"], meta["best_objective"], meta["best_epoch"]
         start_epoch = meta["epochs_done"]
-        log(f"resumed at epoch {start_epoch} (best {best:.4f} at epoch {best_epoch + 1})")
+        before = meta.get("distributed", {}).get("world_size", 1)
+        log(
+            f"resumed at epoch {start_epoch} (best {best:.4f} at epoch {best_epoch + 1})"
+            + (f", trained so far with {before} processes" if before != world_size else "")
+        )
 
+    # Every process starts from the same weights (seeded above; DDP also broadcasts rank 0's).
+    objective_module = Objective(model)
+    if world_size > 1:
+        objective_module = DistributedDataParallel(objective_module, device_ids=[device.index] if device.type == "cuda" else None)
     is_vae = m.kind == "vae"
     # The warm-up epochs optimise a different objective: the learning-rate schedule and early
     # stopping only start counting after them (validation always measures the true -ELBO).
     warmup_epochs = max(config.kl_warmup_epochs, config.fixed_variance_epochs) if is_vae else 0
-    n_batches = math.ceil(len(train_images) / config.batch_size)
+    sampler = GlobalBatchSampler(n_train, config.batch_size, rank, world_size, seed=config.seed)
+    batch_sizes = sampler.global_batch_sizes()
+    n_batches = len(batch_sizes)
+    train_batches = loader(data.train, sampler, config.num_workers, persistent=True)
     for epoch in range(start_epoch, config.max_epochs):
         if best_epoch >= 0 and epoch - max(best_epoch, warmup_epochs - 1) > config.patience:
             break
         t0 = time.perf_counter()
         model.train()
         fixed_logvar = config.warmup_logvar if is_vae and epoch < config.fixed_variance_epochs else None
-        # Shuffling is seeded per epoch, so a resumed run sees the same order it would have.
-        order = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-        bar = tqdm(batches(train_images, config.batch_size, order), total=n_batches, desc=f"epoch {epoch + 1}", leave=False, disable=None)
+        sampler.set_epoch(epoch)
+        bar = tqdm(zip(batch_sizes, train_batches), total=n_batches, desc=f"epoch {epoch + 1}", leave=False, disable=None if processes.is_main else True)
         sums: dict[str, Any] = {}
-        for step, batch in enumerate(bar):
-            kl_weight = config.kl_weight(epoch + step / n_batches) if is_vae else 1.0
-            out = model.loss(batch, kl_weight=kl_weight, fixed_logvar=fixed_logvar) if is_vae else model.loss(batch)
+        for step, (n_global, batch) in enumerate(bar):
+            noise = draw_noise(step_generator(config.seed, epoch, step), n_global, m, data.image_shape)
+            options = {"noise": share(noise, rank, world_size, device)} if is_vae else {}
+            if is_vae:
+                options.update(kl_weight=config.kl_weight(epoch + step / n_batches), fixed_logvar=fixed_logvar)
+            n_local = len(batch)
+            if n_local == 0:
+                # The last global batch can be smaller than the number of processes; a process
+                # without a share still joins the gradient averaging, with a zero-weighted image.
+                batch = torch.zeros((1, *data.image_shape), dtype=torch.uint8)
+                options["noise"] = None if not is_vae else tuple(None if t is None else torch.zeros_like(t[:1]).to(device) for t in noise)
+            out = objective_module(batch.to(device), **options)
             optimizer.zero_grad(set_to_none=True)
-            out["loss"].backward()
+            # Each process's loss is the mean over its share; weighting it by its share of the
+            # global batch makes DDP's average of the gradients that of the global batch mean.
+            (out["loss"] * (n_local * world_size / n_global)).backward()
             if config.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
-            accumulate(sums, out, len(batch))
+            if n_local:
+                accumulate(sums, out, n_local)
             bar.set_postfix({k: f"{float(out[k]):.4f}" for k in ("bpd", "mse") if k in out})
-        train_metrics, _ = averaged(sums, len(train_images))
-        val_metrics, kl_per_dim = validate(model, val_images)
+        train_metrics, _ = averaged(reduce_totals(sums, processes), n_train)
+        val_metrics, kl_per_dim = validate(model, data.val, processes=processes, workers=config.num_workers)
         score = objective(val_metrics, m.kind)
         in_warmup = epoch < warmup_epochs
         if not in_warmup:
@@ -224,11 +340,13 @@ def train(config: TrainConfig, *, resume: bool = False, command: str = "", log: 
         improved = score < best
         if improved:
             best, best_epoch = score, epoch
-            save_weights(run_dir / BEST_WEIGHTS, model)
+            if processes.is_main:
+                save_weights(run_dir / BEST_WEIGHTS, model)
         entry: dict[str, Any] = {
             "epoch": epoch + 1,
             "seconds": round(time.perf_counter() - t0, 1),
             "lr": optimizer.param_groups[0]["lr"],
+            "world_size": world_size,
             "train": train_metrics,
             "val": val_metrics,
         }
@@ -244,10 +362,12 @@ def train(config: TrainConfig, *, resume: bool = False, command: str = "", log: 
         collapsed = is_vae and _collapsed(history, config)
         if collapsed:
             log(collapse_message(int(val_metrics["active_dims"]), m.latent_dim, epoch + 1))
+        if not processes.is_main:
+            continue
 
         opt_tensors, opt_meta = optimizer_tensors(optimizer)
-        state = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
-        state.update(opt_tensors)
+        state = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        state.update({k: v.cpu() for k, v in opt_tensors.items()})
         state["rng.torch"] = torch.get_rng_state()
         write_atomic(run_dir / LAST_STATE, save_safetensors(state), overwrite=True)
         record = {
@@ -256,11 +376,14 @@ def train(config: TrainConfig, *, resume: bool = False, command: str = "", log: 
             "dataset": {
                 "name": config.dataset,
                 "data_dir": config.data_dir,
-                "train_images": len(train_set),
-                "val_images": len(val_set),
+                "train_images": n_train,
+                "val_images": n_val,
                 "split": {"seed": config.seed, "val_fraction": config.val_fraction, "limit": config.limit},
                 "class_names": list(data.class_names),
             },
+            # The global batch is the same for any number of processes, so a run can be
+            # resumed with another number of them and continue the same optimisation.
+            "distributed": {"world_size": world_size, "global_batch_size": config.batch_size, "backend": processes.backend},
             "command": command,
             "epochs_done": epoch + 1,
             "best_epoch": best_epoch,

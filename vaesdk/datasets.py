@@ -88,22 +88,29 @@ def load_fashion_mnist(data_dir: str | Path = DEFAULT_FASHION_MNIST_DIR, split: 
     return ImageSet(images[:, :, :, None].copy(), labels, FASHION_MNIST_CLASSES)
 
 
-def load_image_folder(folder: str | Path, image_size: int, channels: int) -> ImageSet:
-    """Every image file below `folder`, converted by the runtime's image policy. When every
-    file sits in a sub-folder, each sub-folder is a class and the set is labelled."""
+def list_image_folder(folder: str | Path) -> tuple[list[Path], np.ndarray | None, tuple[str, ...]]:
+    """(files in sorted order, labels or None, class names) of an image folder, without
+    decoding anything. When every file sits in a sub-folder, each sub-folder is a class."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InvalidArgumentError(f"image folder {folder} does not exist or is not a directory")
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise InvalidArgumentError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {folder}")
-    images = np.stack([load_image(p, image_size, channels) for p in files])
     if all(p.parent != folder for p in files):
         classes = tuple(sorted({p.parent.relative_to(folder).as_posix() for p in files}))
         index = {name: i for i, name in enumerate(classes)}
         labels = np.array([index[p.parent.relative_to(folder).as_posix()] for p in files], dtype=np.int64)
-        return ImageSet(images, labels, classes)
-    return ImageSet(images)
+        return files, labels, classes
+    return files, None, ()
+
+
+def load_image_folder(folder: str | Path, image_size: int, channels: int) -> ImageSet:
+    """Every image file below `folder`, converted by the runtime's image policy. When every
+    file sits in a sub-folder, each sub-folder is a class and the set is labelled."""
+    files, labels, classes = list_image_folder(folder)
+    images = np.stack([load_image(p, image_size, channels) for p in files])
+    return ImageSet(images, labels, classes)
 
 
 def load_dataset(source: str, split: str, image_size: int, channels: int, data_dir: str | Path | None = None) -> ImageSet:
