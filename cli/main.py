@@ -17,6 +17,8 @@ from typer.core import TyperGroup
 
 # Newer typer releases carry their own copy of click; older ones use click itself.
 click = getattr(typer.core, "_click", None) or __import__("click")
+# Ctrl-D at a prompt: click's Abort, which typer's own copy of click may not define.
+ABORT = getattr(click.exceptions, "Abort", None) or getattr(typer, "Abort", None) or type("NeverRaised", (Exception,), {})
 
 from vaesdk.errors import VaesdkError
 
@@ -45,7 +47,7 @@ class VaeGroup(TyperGroup):
             message = " ".join(e.format_message().split()).rstrip(".")
             typer.echo(f"vae: error: {message}{where}", err=True)
             code = e.exit_code
-        except click.exceptions.Abort:
+        except ABORT:
             typer.echo("vae: aborted", err=True)
             code = 1
         if not standalone_mode:

@@ -235,7 +235,7 @@ def test_exported_bundles_are_readable_by_others(tiny_vae_bundle):
 
 def test_fitted_gaussians_sample_the_classes_they_were_fitted_to(bundled_model, fashion_test):
     m = bundled_model
-    assert m.priors[:2] == ["standard", "aggregate"] and "sneaker" in m.priors
+    assert m.priors[0] == "standard" and "aggregate" in m.priors and "sneaker" in m.priors
     probe = fit_probe(m.embed(fashion_test.images[:5000]), fashion_test.labels[:5000], iterations=300)
     for name in ("trouser", "sneaker", "bag"):
         drawn = probe.predict(m.embed(m.sample(100, seed=0, prior=name)))
