@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 import vaesdk
-from vaesdk.anomaly import calibrate_anomaly
+from vaesdk.anomaly import MIN_CALIBRATION, calibrate_anomaly
 from vaesdk.bundle import NAME_RE, STANDARD_PRIOR, write_manifest
 from vaesdk.datasets import DEFAULT_FASHION_MNIST_DIR, ImageSet, load_dataset
 from vaesdk.errors import BundleError, InvalidArgumentError, OutputError
@@ -252,6 +252,12 @@ def _add_anomaly_calibration(
     """Calibrate the anomaly score on the run's validation split, images the weights were
     never trained on (reproduced from the checkpoint's recorded data, seed and fraction)."""
     images, source = validation_images(checkpoint["config"])
+    if len(images) < MIN_CALIBRATION:
+        log(
+            f"anomaly score not calibrated: the run held out {len(images)} validation images, fewer than "
+            f"{MIN_CALIBRATION}; the bundle reports anomaly without p_value (a larger folder gives one)"
+        )
+        return
     log(f"calibrating the anomaly score on {len(images)} held-out validation images")
     data["anomaly"] = calibrate_anomaly(vaesdk.load(bundle_dir, device="cpu"), images, source)
     write_manifest(bundle_dir, data)

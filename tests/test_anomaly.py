@@ -91,7 +91,8 @@ def test_uncalibrated_bundles_report_scores_without_p_values(bundle_copy, fashio
         s.flagged(0.01)
 
 
-def test_export_calibrates_on_the_validation_split(tiny_vae_bundle, fashion_test):
+def test_export_calibrates_on_the_validation_split(trained_vae_bundle, fashion_test):
+    tiny_vae_bundle = trained_vae_bundle
     entry = read_manifest(tiny_vae_bundle).data["anomaly"]
     assert entry["score"] == A.SCORE
     # The fixture trains on the first 3,000 training images with the default 1/12 held out.
