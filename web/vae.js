@@ -172,7 +172,9 @@ export async function loadBundle(base, { headers = {} } = {}) {
   if (!response.ok) throw new Error(`no bundle at ${root}: manifest.json gave HTTP ${response.status}`);
   const manifest = await response.json();
   if (manifest.format !== "vaesdk-bundle") throw new Error(`${root}manifest.json is not a vaesdk bundle manifest`);
-  if (manifest.format_version > 1) throw new Error(`bundle format_version ${manifest.format_version} is newer than this page reads (1)`);
+  // Version 2 added the low-rank factor output (the page decodes means only) and mixture priors
+  // (not drawn here yet: the page samples from N(0, I) and the fitted Gaussians).
+  if (manifest.format_version > 2) throw new Error(`bundle format_version ${manifest.format_version} is newer than this page reads (2)`);
   const decoder = await createSession(`${root}${manifest.decoder.file}`, headers);
   return new BundleModel(manifest, decoder, `${root}${manifest.encoder.file}`);
 }
