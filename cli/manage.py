@@ -48,7 +48,8 @@ def info(model: ModelOpt = None, device: DeviceOpt = "auto", json_out: JsonOpt =
             f"active dims {summary['active_dims']} of {m.latent_dim} carry information (KL > {summary['active_kl_threshold']:g} nats)"
         )
     if m.priors:
-        lines.append(f"priors      {', '.join(m.priors)}")
+        why = " (fitted to the training latents: samples look like the data; standard is N(0, I))" if m.default_prior in m.manifest.mixtures else ""
+        lines.append(f"priors      {', '.join(m.priors)}; default {m.default_prior}{why}")
     if summary["directions"]:
         lines.append(f"directions  {', '.join(summary['directions'])}")
     if metrics:
