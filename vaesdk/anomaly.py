@@ -32,11 +32,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import likelihood
 from .errors import BundleError, InvalidArgumentError, UnsupportedOperationError
 
 if TYPE_CHECKING:
-    from .latent import Posterior
     from .model import Model
 
 SCORE = "elbo1-minus-complexity/1"
