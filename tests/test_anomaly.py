@@ -50,16 +50,36 @@ def test_p_values_are_calibrated_on_images_not_used_for_calibration(calibrated_b
 
 
 def test_mnist_digits_and_noise_are_clearly_separated(calibrated_bundled, fashion_test, mnist):
-    test = calibrated_bundled.score(fashion_test.images[:2000]).anomaly
-    digits = calibrated_bundled.score(mnist.images[:2000]).anomaly
-    noise = calibrated_bundled.score(synthetic_sets(fashion_test.images, 500, names=["uniform-noise"])["uniform-noise"]).anomaly
-    assert A.auroc(test, digits) > 0.99
-    assert A.fpr_at_tpr(test, digits) < 0.05
-    assert A.auroc(test, noise) > 0.99
-    # Likelihood alone gets MNIST backwards: the complexity correction is what makes it work.
-    neg_elbo_test = test + A.complexity_bpd(fashion_test.images[:2000])
-    neg_elbo_digits = digits + A.complexity_bpd(mnist.images[:2000])
-    assert A.auroc(neg_elbo_test, neg_elbo_digits) < 0.5
+    test = calibrated_bundled.score(fashion_test.images[:2000], k=1)
+    digits = calibrated_bundled.score(mnist.images[:2000], k=1)
+    noise = calibrated_bundled.score(synthetic_sets(fashion_test.images, 500, names=["uniform-noise"])["uniform-noise"], k=1)
+    assert A.auroc(test.anomaly, digits.anomaly) > 0.99
+    assert A.fpr_at_tpr(test.anomaly, digits.anomaly) < 0.05
+    assert A.auroc(test.anomaly, noise.anomaly) > 0.99
+    # Likelihood alone gets MNIST backwards (with k=1 the -ELBO is the single-sample one).
+    assert A.auroc(test.elbo_bpd, digits.elbo_bpd) < 0.5
+    # Each part catches what the other misses: the latent part the digits, the pixel part the noise.
+    assert A.auroc(test.anomaly_latent, digits.anomaly_latent) > A.auroc(test.anomaly_pixel, digits.anomaly_pixel)
+    assert A.auroc(test.anomaly_pixel, noise.anomaly_pixel) > A.auroc(test.anomaly_latent, noise.anomaly_latent)
+
+
+def test_the_score_is_its_parts_standardised_on_the_calibration_images(calibrated_bundled, fashion_test):
+    from vaesdk.export.calibration import validation_images
+
+    cal = A.calibration_of(calibrated_bundled)
+    assert cal.prior == "mixture" == A.anomaly_prior(calibrated_bundled)
+    held_out, _ = validation_images(calibrated_bundled.manifest.data["training"]["config"])
+    s = calibrated_bundled.score(held_out[:2000], k=1, seed=A.CALIBRATION_SEED)
+    for part, values in (("pixel", s.anomaly_pixel), ("latent", s.anomaly_latent)):
+        assert cal.standardization[part] == pytest.approx((values.mean(), values.std()), rel=1e-9)
+    zs = [(v - m) / sd for v, (m, sd) in ((s.anomaly_pixel, cal.standardization["pixel"]), (s.anomaly_latent, cal.standardization["latent"]))]
+    np.testing.assert_allclose(s.anomaly, zs[0] + zs[1], rtol=1e-12)
+    np.testing.assert_allclose(cal.quantiles[[0, 500, -1]], np.quantile(s.anomaly, [0.0, 0.5, 1.0]), rtol=1e-9)
+    # The latent part is the mixture's density at the posterior mean, in bits/dim.
+    x = fashion_test.images[:5]
+    mean = calibrated_bundled.encode(x).mean
+    log_density = calibrated_bundled._mixtures["mixture"].log_prob(mean)
+    np.testing.assert_allclose(calibrated_bundled.score(x).anomaly_latent, -log_density / (784 * np.log(2)), rtol=1e-9)
 
 
 def test_scores_are_identical_across_batch_sizes_and_repeatable_by_seed(calibrated_bundled, fashion_test):
@@ -87,8 +107,17 @@ def test_uncalibrated_bundles_report_scores_without_p_values(bundle_copy, fashio
     write_manifest(bundle_copy, data)
     s = vaesdk.load(bundle_copy, device="cpu").score(fashion_test.images[:4])
     assert s.p_value is None and np.isfinite(s.anomaly).all()
+    np.testing.assert_array_equal(s.anomaly, s.anomaly_pixel + s.anomaly_latent)  # no statistics to standardise by
     with pytest.raises(UnsupportedOperationError, match="calibrate_bundle"):
         s.flagged(0.01)
+
+
+def test_a_calibration_of_an_older_score_is_kept_but_not_used(bundle_copy, fashion_test):
+    data = read_manifest(bundle_copy).data
+    data["anomaly"] = {"score": "elbo1-minus-complexity/1", "description": "", "calibration": {"quantiles": [0.0, 1.0], "n": 10, "source": "old"}}
+    write_manifest(bundle_copy, data)
+    m = vaesdk.load(bundle_copy, device="cpu")
+    assert A.calibration_of(m) is None and m.score(fashion_test.images[:4]).p_value is None
 
 
 def test_export_calibrates_on_the_validation_split(trained_vae_bundle, fashion_test):
@@ -105,7 +134,7 @@ def test_export_calibrates_on_the_validation_split(trained_vae_bundle, fashion_t
 
 
 def test_p_value_edges():
-    cal = A.Calibration(np.linspace(0.0, 1.0, 11), 10, "test")
+    cal = A.Calibration(np.linspace(0.0, 1.0, 11), 10, "test", {"pixel": (0.0, 1.0), "latent": (0.0, 1.0)}, "standard")
     p = cal.p_values(np.array([-5.0, 0.0, 0.5, 1.0, 5.0, np.nan]))
     np.testing.assert_allclose(p[:5], [1.0, 1.0, (1 + 10 * 0.5) / 11, 1 / 11, 1 / 11])
     assert np.isnan(p[5])
@@ -125,6 +154,17 @@ def test_auroc_matches_the_pairwise_definition(rng):
         ({"score": A.SCORE, "calibration": {"quantiles": [2.0, 1.0], "n": 10}}, "non-decreasing"),
         ({"score": A.SCORE, "calibration": {"quantiles": [1.0, float("nan")], "n": 10}}, "finite"),
         ({"score": A.SCORE, "calibration": {"quantiles": [1.0, 2.0], "n": 1}}, "calibration.n"),
+        ({"score": A.SCORE, "calibration": {"quantiles": [1.0, 2.0], "n": 10, "prior": "mixture"}}, "standardization"),
+        (
+            {"score": A.SCORE, "calibration": {"quantiles": [1.0, 2.0], "n": 10, "prior": "mixture", "standardization": {
+                "pixel": {"mean": 0.0, "sd": 1.0}, "latent": {"mean": 0.0, "sd": 0.0}}}},
+            "latent.sd",
+        ),
+        (
+            {"score": A.SCORE, "calibration": {"quantiles": [1.0, 2.0], "n": 10, "prior": "ankle-boot", "standardization": {
+                "pixel": {"mean": 0.0, "sd": 1.0}, "latent": {"mean": 0.0, "sd": 1.0}}}},
+            "calibration.prior",
+        ),
     ],
 )
 def test_bad_calibration_in_a_manifest_is_refused(bundle_copy, entry, problem):

@@ -195,8 +195,10 @@ def test_score_json_matches_the_api(workdir, pictures, tiny_vae_bundle):
     assert (workdir / "s.csv").read_text().splitlines()[0] == "file,elbo_bpd,iw_bpd,anomaly,p_value"
 
 
-def test_plain_autoencoder_refuses_to_sample(workdir, tiny_ae_bundle):
-    r = vae("sample", "-m", tiny_ae_bundle)
+def test_plain_autoencoder_samples_from_its_fitted_gaussian_and_refuses_the_standard_prior(workdir, tiny_ae_bundle):
+    r = vae("sample", "-m", tiny_ae_bundle, "--n", "2", "--seed", "0", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["prior"] == "aggregate"
+    r = vae("sample", "-m", tiny_ae_bundle, "--prior", "standard")
     assert r.exit_code == 2 and "plain autoencoder" in r.output
 
 

@@ -1,11 +1,14 @@
 """The model object: every operation, on real exported bundles."""
 
+import shutil
+
 import numpy as np
 import pytest
 from scipy.stats import uniform
 from stats import assert_ks, discretized_gaussian_pit
 
 import vaesdk
+from vaesdk.bundle import read_manifest, write_manifest
 from vaesdk.errors import InvalidArgumentError, UnsupportedOperationError
 from vaesdk.probe import fit_probe
 
@@ -155,14 +158,32 @@ def test_plain_autoencoder_refuses_distribution_operations(ae, images):
     assert ae.reconstruct(images).shape == (20, 28, 28, 1)
     assert ae.edit(images, dim=0, delta=1.0).shape == (20, 28, 28, 1)
     for call in (
-        lambda: ae.sample(4),
+        lambda: ae.sample(4, prior="standard"),
         lambda: ae.score(images),
         lambda: ae.decode(np.zeros((1, 8)), sample_pixels=True),
         lambda: ae.reconstruct(images, sample_latent=True),
-        lambda: ae.traverse(),
     ):
         with pytest.raises(UnsupportedOperationError, match="plain autoencoder"):
             call()
+
+
+def test_a_plain_autoencoder_samples_from_its_first_fitted_gaussian_by_default(ae):
+    # It has no prior of its own; one rule (Model.default_prior) serves sample, info and the server.
+    assert ae.default_prior == ae.priors[0] == ae.describe()["default_prior"]
+    np.testing.assert_array_equal(ae.sample(4, seed=0), ae.sample(4, seed=0, prior=ae.priors[0]))
+    assert ae.traverse(dims=[0], values=[-1.0, 0.0, 1.0], seed=0).images.shape[:2] == (1, 3)
+
+
+def test_a_plain_autoencoder_without_fitted_priors_cannot_sample(tiny_ae_bundle, tmp_path):
+    ae_copy = tmp_path / "ae"
+    shutil.copytree(tiny_ae_bundle, ae_copy)
+    data = read_manifest(ae_copy).data
+    data["latent"].pop("gaussians", None)
+    write_manifest(ae_copy, data)
+    bare = vaesdk.load(ae_copy, device="cpu")
+    assert bare.default_prior is None and bare.describe()["default_prior"] is None
+    with pytest.raises(UnsupportedOperationError, match="no fitted priors"):
+        bare.sample(2)
 
 
 def test_add_direction_writes_the_manifest_and_keeps_checksums(bundle_copy, fashion_test):
@@ -244,7 +265,7 @@ def test_fitted_gaussians_sample_the_classes_they_were_fitted_to(bundled_model, 
 
 def test_plain_autoencoder_samples_from_its_fitted_gaussian(ae):
     with pytest.raises(UnsupportedOperationError, match="prior='aggregate'"):
-        ae.sample(2)
+        ae.sample(2, prior="standard")
     assert ae.sample(3, seed=0, prior="aggregate").shape == (3, 28, 28, 1)
     with pytest.raises(InvalidArgumentError, match="unknown prior 'nope'; this model has: aggregate"):
         ae.sample(2, prior="nope")

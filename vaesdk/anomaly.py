@@ -2,24 +2,34 @@
 
 Likelihood alone is a poor judge of what a model has not seen: a VAE trained on
 Fashion-MNIST gives MNIST digits *higher* likelihood than its own test images, because simple
-images are cheap to describe for any model. Following Serrà et al. (2020, "Input complexity
-and out-of-distribution detection with likelihood-based generative models"), the score
-subtracts what a generic lossless compressor needs for the same image:
+images are cheap to describe for any model. The score adds two kinds of evidence, each
+measured in bits/dim:
 
-    anomaly = -ELBO_1(x) - complexity(x)          (both in bits/dim; higher = more unusual)
+    pixel(x)  = -log p(x|z) - complexity(x)       how badly the decoder explains the pixels,
+                                                  beyond what any compressor needs for them
+    latent(x) = -log p_prior(mu(x))                how far the image's code lies from where
+                                                  the training images' codes lie
 
--ELBO_1(x) = -log p(x|z) + KL(q(z|x) || p(z)) with z the first posterior draw of `Model.score`:
-the single-sample ELBO, so the score costs one decoder run per image, shared with the bounds.
-complexity(x) = the shorter of zlib (level 9) and raw LZMA2 (preset 6) on the image's bytes.
-Both were chosen by measurement (benchmarks/anomaly.py; README, "Anomaly scores"): the
-single-sample ELBO separates as well as the ELBO at the posterior mean or with more samples,
-and the importance-weighted bound does worse; of PNG, zlib, bz2, LZMA and JPEG 2000, the
-shorter of zlib and LZMA was the most even over the kinds of unusual images measured.
+pixel follows Serra et al. (2020, "Input complexity and out-of-distribution detection with
+likelihood-based generative models"): z is the first posterior draw of `Model.score` (one
+decoder run per image, shared with the bounds), complexity(x) the shorter of zlib (level 9)
+and raw LZMA2 (preset 6) on the image's bytes. It catches noise, textures, shuffled or
+constant images, but an MNIST digit or a letter is simple enough to pass it. latent is the
+density of the posterior mean under the bundle's fitted prior (the Gaussian mixture export
+fits to the training latents; N(0, I) for a bundle without one): a digit is decoded well
+enough, but its code falls where no garment's does.
+
+    anomaly = (pixel - mean_pixel) / sd_pixel + (latent - mean_latent) / sd_latent
+
+standardised by their means and spreads on held-out in-distribution images, so neither part
+drowns the other whatever the image size, latent size or data set. A bundle without a
+calibration has no such statistics: its anomaly is pixel + latent, unweighted. Every choice
+here was made by measurement (benchmarks/anomaly.py; README, "Anomaly scores").
 
 Calibration turns a score into a p-value: the fraction of held-out in-distribution images
 (not used for training) scoring at least as high. Export scores the training run's validation
-split and stores quantiles of the scores in the manifest under `anomaly.calibration`; a
-bundle without them reports scores without p-values.
+split and stores the standardisation and quantiles of the scores in the manifest under
+`anomaly.calibration`; a bundle without them reports scores without p-values.
 """
 
 from __future__ import annotations
@@ -37,15 +47,17 @@ from .errors import BundleError, InvalidArgumentError, UnsupportedOperationError
 if TYPE_CHECKING:
     from .model import Model
 
-SCORE = "elbo1-minus-complexity/1"
+SCORE = "pixel-plus-latent/2"
 SCORE_DESCRIPTION = (
-    "bits/dim: -log p(x|z) + KL(q(z|x) || p(z)) for one posterior draw z, minus the bits/dim of the shorter of "
-    "zlib level 9 and raw LZMA2 preset 6 on the image's bytes; higher = more unusual"
+    "sum of two parts, each standardised on held-out images: pixel = -log p(x|z) for one posterior draw z minus the "
+    "bits/dim of the shorter of zlib level 9 and raw LZMA2 preset 6 on the image's bytes; latent = -log density of the "
+    "posterior mean under the fitted prior, in bits/dim; higher = more unusual"
 )
 CALIBRATION_SEED = 0
 QUANTILES = 1001  # stored quantile levels 0, 0.001, ..., 1
 MIN_CALIBRATION = 100
 MAX_CALIBRATION_N = 1 << 31
+PARTS = ("pixel", "latent")
 
 
 def _lzma_filters(nbytes: int) -> list[dict[str, int]]:
@@ -71,20 +83,34 @@ def complexity_bpd(images: np.ndarray) -> np.ndarray:
     return out
 
 
-def anomaly_from_elbo(neg_elbo_bpd: np.ndarray, images: np.ndarray) -> np.ndarray:
-    """The anomaly score (see the module docstring), float64 [N], from each image's
-    single-sample -ELBO in bits/dim and the image itself (uint8 [N, H, W, C])."""
-    return np.asarray(neg_elbo_bpd, np.float64) - complexity_bpd(images)
+def anomaly_prior(model: Model) -> str:
+    """The prior whose density gives the latent part: the bundle's default prior when it is a
+    fitted mixture, else the model's N(0, I) ('standard')."""
+    default = model.default_prior
+    return default if default in model.manifest.mixtures else "standard"
+
+
+def combine(pixel: np.ndarray, latent: np.ndarray, calibration: Calibration | None) -> np.ndarray:
+    """The anomaly score from its two parts (bits/dim, float64 [N]): standardised and added
+    when the bundle is calibrated, else added as they are."""
+    pixel, latent = np.asarray(pixel, np.float64), np.asarray(latent, np.float64)
+    if calibration is None:
+        return pixel + latent
+    (mp, sp), (ml, sl) = (calibration.standardization[k] for k in PARTS)
+    return (pixel - mp) / sp + (latent - ml) / sl
 
 
 @dataclass(frozen=True)
 class Calibration:
     """Quantiles of the anomaly score over n held-out in-distribution images, at the evenly
-    spaced levels 0, 1/(m-1), ..., 1 (m = len(quantiles))."""
+    spaced levels 0, 1/(m-1), ..., 1 (m = len(quantiles)); the (mean, sd) of each part over
+    the same images; and the prior of the latent part."""
 
     quantiles: np.ndarray
     n: int
     source: str
+    standardization: dict[str, tuple[float, float]]
+    prior: str
 
     def p_values(self, scores: np.ndarray) -> np.ndarray:
         """For each score: (1 + n * tail) / (n + 1), where tail is the fraction of calibration
@@ -103,7 +129,13 @@ class Calibration:
         return np.where(np.isnan(scores), np.nan, p)
 
     def to_manifest(self) -> dict[str, Any]:
-        return {"quantiles": [float(x) for x in self.quantiles], "n": self.n, "source": self.source}
+        return {
+            "quantiles": [float(x) for x in self.quantiles],
+            "n": self.n,
+            "source": self.source,
+            "prior": self.prior,
+            "standardization": {k: {"mean": float(m), "sd": float(sd)} for k, (m, sd) in self.standardization.items()},
+        }
 
 
 def calibrate_anomaly(model: Model, images: Any, source: str = "held-out images") -> dict[str, Any]:
@@ -115,12 +147,18 @@ def calibrate_anomaly(model: Model, images: Any, source: str = "held-out images"
     n = len(images) if isinstance(images, (list, tuple, np.ndarray)) else 0
     if n < MIN_CALIBRATION:
         raise InvalidArgumentError(f"calibration needs at least {MIN_CALIBRATION} held-out images, got {n}")
-    scores = model.score(images, k=1, seed=CALIBRATION_SEED).anomaly
-    if not np.isfinite(scores).all():
+    # Raw parts, whatever calibration the bundle holds now (it is being replaced).
+    scores = model._score(model._images(images), 1, CALIBRATION_SEED, None)
+    parts = {"pixel": scores.anomaly_pixel, "latent": scores.anomaly_latent}
+    if not all(np.isfinite(v).all() for v in parts.values()):
         raise InvalidArgumentError("some calibration images have a non-finite anomaly score; the model is broken for them")
-    m = min(QUANTILES, len(scores))
-    quantiles = np.quantile(scores, np.linspace(0.0, 1.0, m))
-    calibration = Calibration(quantiles, len(scores), str(source))
+    standardization = {k: (float(np.mean(v)), float(np.std(v))) for k, v in parts.items()}
+    if min(sd for _, sd in standardization.values()) <= 0.0:
+        raise InvalidArgumentError("the calibration images all score the same; calibrate on a varied held-out set")
+    m = min(QUANTILES, n)
+    draft = Calibration(np.zeros(2), n, str(source), standardization, anomaly_prior(model))
+    quantiles = np.quantile(combine(parts["pixel"], parts["latent"], draft), np.linspace(0.0, 1.0, m))
+    calibration = Calibration(quantiles, n, str(source), standardization, draft.prior)
     return {"score": SCORE, "description": SCORE_DESCRIPTION, "calibration": calibration.to_manifest()}
 
 
@@ -156,7 +194,10 @@ def calibration_from_manifest(data: dict[str, Any]) -> Calibration | None:
     if not entry or entry.get("score") != SCORE or not entry.get("calibration"):
         return None
     cal = entry["calibration"]
-    return Calibration(np.asarray(cal["quantiles"], np.float64), int(cal["n"]), str(cal.get("source", "")))
+    standardization = {k: (float(cal["standardization"][k]["mean"]), float(cal["standardization"][k]["sd"])) for k in PARTS}
+    return Calibration(
+        np.asarray(cal["quantiles"], np.float64), int(cal["n"]), str(cal.get("source", "")), standardization, str(cal["prior"])
+    )
 
 
 def check_manifest_entry(entry: Any) -> None:
@@ -187,6 +228,21 @@ def check_manifest_entry(entry: Any) -> None:
         raise fail(".calibration.n", f"must be an integer from the number of quantiles ({len(q)}) up, got {n!r}")
     if not isinstance(cal.get("source", ""), str):
         raise fail(".calibration.source", "must be a string")
+    if entry["score"] != SCORE:
+        return  # an older score's calibration: kept, not used
+    if not isinstance(cal.get("prior"), str):
+        raise fail(".calibration.prior", "must name the prior of the latent part ('standard' or a mixture)")
+    std = cal.get("standardization")
+    if not isinstance(std, dict):
+        raise fail(".calibration.standardization", f"must be an object with {' and '.join(PARTS)}")
+    for part in PARTS:
+        ms = std.get(part)
+        if not isinstance(ms, dict):
+            raise fail(f".calibration.standardization.{part}", "must be an object {mean, sd}")
+        for key in ("mean", "sd"):
+            x = ms.get(key)
+            if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or (key == "sd" and x <= 0):
+                raise fail(f".calibration.standardization.{part}.{key}", f"must be a finite number{' > 0' if key == 'sd' else ''}, got {x!r:.40}")
 
 
 # ---- measuring a score ----------------------------------------------------------------------

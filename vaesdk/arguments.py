@@ -142,6 +142,8 @@ def check_method(value: Any) -> str:
 def check_prior(model: Model, value: Any) -> str:
     if value is None:  # the bundle's default prior
         value = model.default_prior
+        if value is None:
+            model._prior_draw(None)  # raises: a plain autoencoder with no fitted prior
     if not isinstance(value, str):
         raise InvalidArgumentError(f"prior must be a name, one of: {', '.join(model.priors) or 'none'}; got {value!r:.80}")
     model._prior_draw(value)  # raises for unknown names and for 'standard' on an ae

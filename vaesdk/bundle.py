@@ -289,6 +289,10 @@ def validate_manifest(data: Any) -> Manifest:
         raise _fail("latent.default_prior", f"names no prior of this bundle ({default!r}; known: {sorted(names)})")
     if data.get("anomaly") is not None:
         check_anomaly_entry(data["anomaly"])
+        prior = (data["anomaly"].get("calibration") or {}).get("prior")
+        mixtures = sorted(data["latent"].get("mixtures") or {})
+        if prior is not None and prior != STANDARD_PRIOR and prior not in mixtures:
+            raise _fail("anomaly.calibration.prior", f"must be 'standard' or a mixture of this bundle, got {prior!r} (mixtures: {mixtures})")
     for key in ("metrics", "training", "parity", "onnx", "variants"):
         if data.get(key) is not None and not isinstance(data[key], dict):
             raise _fail(key, "must be an object")

@@ -15,15 +15,6 @@ if TYPE_CHECKING:
 from .latent import ACTIVE_KL_NATS as ACTIVE_KL  # the one definition, shared with training and evaluation
 
 
-def default_prior(model: Model) -> str | None:
-    """The prior `sample` uses unless told otherwise: the manifest's choice when it names one
-    (latent.default_prior), else the model's own N(0, I), else (a plain autoencoder) the
-    first fitted Gaussian."""
-    if model.manifest.default_prior or model.kind == "vae":
-        return model.default_prior
-    return model.priors[0] if model.priors else None
-
-
 def describe_model(model: Model) -> dict[str, Any]:
     from . import __version__
 
@@ -44,7 +35,7 @@ def describe_model(model: Model) -> dict[str, Any]:
         "active_kl_threshold": ACTIVE_KL,
         "active_dims": int(np.sum(np.asarray(kl) > ACTIVE_KL)) if kl is not None else None,
         "priors": model.priors,
-        "default_prior": default_prior(model),
+        "default_prior": model.default_prior,
         "directions": sorted(model.manifest.directions),
         "metrics": data.get("metrics") or {},
         "parity_max_abs_error": (data.get("parity") or {}).get("max_abs_error"),

@@ -152,13 +152,16 @@ def dequantized_log_prob(
     e = (y - np.asarray(mean, np.float64)).reshape(*lead, n_pix)
     lv = np.asarray(logvar, np.float64).reshape(*lead, n_pix)
     inv_var = np.exp(-lv)
-    quad = np.einsum("...p,...p->...", e * inv_var, e)
+    scaled = e * inv_var
+    quad = np.einsum("...p,...p->...", scaled, e)
     log_det = lv.sum(-1)
     if factor is not None:
         w = np.asarray(factor, np.float64).reshape(*lead, -1, n_pix)  # [..., R, P]
         rank = w.shape[-2]
-        b = np.einsum("...rp,...p->...r", w, e * inv_var)
-        capacitance = np.eye(rank) + np.einsum("...rp,...sp->...rs", w * inv_var[..., None, :], w)
+        # matmul rather than einsum: batched BLAS, about twice as fast here.
+        b = (w @ scaled[..., None])[..., 0]
+        capacitance = (w * inv_var[..., None, :]) @ w.swapaxes(-1, -2)
+        capacitance += np.eye(rank)
         chol = np.linalg.cholesky(capacitance)
         log_det = log_det + 2.0 * np.log(np.diagonal(chol, axis1=-2, axis2=-1)).sum(-1)
         quad = quad - np.einsum("...r,...r->...", b, np.linalg.solve(capacitance, b[..., None])[..., 0])

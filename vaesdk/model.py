@@ -20,7 +20,7 @@ import numpy as np
 from . import arguments as A
 from . import latent as L
 from . import likelihood
-from .anomaly import anomaly_from_elbo, calibration_from_manifest, flag
+from .anomaly import Calibration, anomaly_prior, calibration_from_manifest, combine, complexity_bpd, flag
 from .arguments import MAX_IW_SAMPLES, MAX_SAMPLES, MAX_STEPS, MAX_STREAM_SAMPLES
 from .bundle import Bundle, add_direction
 from .describe import describe_model
@@ -53,9 +53,11 @@ class Scores:
     bits/dim (positive, lower is better) and depend on `seed` (the same seed gives the same
     values for any batch size).
     anomaly: how unusual each image is for the model (higher = more unusual; see
-    `vaesdk.anomaly`): the single-sample -ELBO of the first of the k posterior draws minus a
-    lossless compressor's bits/dim. Its distribution is the same for every k; like the bounds,
-    the same seed and k give the same values for any batch size.
+    `vaesdk.anomaly`): its two parts, standardised on held-out images and added.
+    anomaly_pixel: -log p(x|z) for the first of the k posterior draws minus a lossless
+    compressor's bits/dim; anomaly_latent: -log density of the posterior mean under the fitted
+    prior, bits/dim. The anomaly's distribution is the same for every k; like the bounds, the
+    same seed and k give the same values for any batch size.
     p_value: the fraction of held-out in-distribution images scoring at least as high (small =
     unusual), from the bundle's calibration; None when the bundle has no calibration.
     """
@@ -65,6 +67,8 @@ class Scores:
     k: int
     anomaly: np.ndarray
     p_value: np.ndarray | None = None
+    anomaly_pixel: np.ndarray | None = None
+    anomaly_latent: np.ndarray | None = None
 
     def flagged(self, p_below: float) -> np.ndarray:
         """bool [N]: images whose p_value is below `p_below` (raises when uncalibrated)."""
@@ -123,11 +127,16 @@ class Model:
         return (["standard"] if self.kind == "vae" else []) + sorted(self._mixtures) + sorted(self._gaussians)
 
     @property
-    def default_prior(self) -> str:
+    def default_prior(self) -> str | None:
         """What `sample`, `iter_sample`, `sample_latents` and `traverse` draw from when no
-        prior is named: the bundle's fitted prior when it has one, else N(0, I) ('standard',
-        which a plain autoencoder does not have: name one of its fitted Gaussians)."""
-        return self.manifest.default_prior or "standard"
+        prior is named: the bundle's choice when it names one (its fitted mixture), else the
+        model's own N(0, I) ('standard'), else (a plain autoencoder, which has no prior of its
+        own) its first fitted Gaussian, else None: such a model cannot sample."""
+        if self.manifest.default_prior:
+            return self.manifest.default_prior
+        if self.kind == "vae":
+            return "standard"
+        return self.priors[0] if self.priors else None
 
     @property
     def directions(self) -> dict[str, np.ndarray]:
@@ -282,6 +291,8 @@ class Model:
         """The function drawing (n, rng, temperature, truncation) -> z for a prior name."""
         if prior is None:
             prior = self.default_prior
+        if prior is None:
+            raise UnsupportedOperationError(f"{self.name!r} is a plain autoencoder with no fitted priors, so it cannot sample")
         if prior in self._mixtures:
             return self._mixtures[prior].sample
         if prior == "standard":
@@ -479,14 +490,16 @@ class Model:
         anomaly score and, when the bundle is calibrated, its p-value (see `Scores`)."""
         self.require_vae("scoring likelihoods")
         k = _positive_int("k", k, MAX_IW_SAMPLES)
-        batch = self._images(images)
+        return self._score(self._images(images), k, seed, calibration_from_manifest(self.manifest.data))
+
+    def _score(self, batch: np.ndarray, k: int, seed: int | np.random.Generator | None, calibration: Calibration | None) -> Scores:
         post = self.encode(batch)
         rng = L.rng_from(seed)
         # The dequantization noise has a stream of its own, so the posterior draws are the
         # same as a discretized model's for the same seed.
         noise_rng = L.split_rng(rng, 1)[0] if self.manifest.likelihood_type == "dequantized_gaussian" else None
         dims = int(np.prod(self.image_shape))
-        elbo, iw, elbo1 = np.empty(len(batch)), np.empty(len(batch)), np.empty(len(batch))
+        elbo, iw, log_px1 = np.empty(len(batch)), np.empty(len(batch)), np.empty(len(batch))
         per_call = max(1, self.batch_size // k)
         for sl in self._chunks(len(batch), per_call):
             m, lv = post.mean[sl], post.logvar[sl]
@@ -494,13 +507,21 @@ class Model:
             z = (m[:, None, :] + np.exp(0.5 * lv)[:, None, :] * eps).astype(np.float32)
             log_px = self._log_px(batch[sl], z, noise_rng)
             elbo[sl], iw[sl] = likelihood.bounds_from_samples(log_px, z, m, lv)
-            # The anomaly score's single-sample ELBO uses the first draw only, so its
-            # distribution (and so the calibration) is the same for every k.
-            elbo1[sl] = log_px[:, 0] - likelihood.kl_to_standard_normal(m, lv).sum(-1)
-        unusual = anomaly_from_elbo(likelihood.nats_to_bpd(elbo1, dims), batch)
-        calibration = calibration_from_manifest(self.manifest.data)
+            # The anomaly score uses the first draw only, so its distribution (and so the
+            # calibration) is the same for every k.
+            log_px1[sl] = log_px[:, 0]
+        pixel = likelihood.nats_to_bpd(log_px1, dims) - complexity_bpd(batch)
+        prior = calibration.prior if calibration is not None else anomaly_prior(self)
+        latent = likelihood.nats_to_bpd(self._prior_log_density(post.mean, prior), dims)
+        unusual = combine(pixel, latent, calibration)
         p_value = calibration.p_values(unusual) if calibration is not None else None
-        return Scores(likelihood.nats_to_bpd(elbo, dims), likelihood.nats_to_bpd(iw, dims), k, unusual, p_value)
+        return Scores(likelihood.nats_to_bpd(elbo, dims), likelihood.nats_to_bpd(iw, dims), k, unusual, p_value, pixel, latent)
+
+    def _prior_log_density(self, z: np.ndarray, prior: str) -> np.ndarray:
+        """log density of latents [N, D] under a mixture prior or N(0, I), float64 [N]."""
+        if prior in self._mixtures:
+            return self._mixtures[prior].log_prob(z)
+        return likelihood.gaussian_log_prob(z)
 
     def _log_px(self, images: np.ndarray, z: np.ndarray, noise_rng: np.random.Generator | None = None) -> np.ndarray:
         """log p(x|z) summed over pixels, [N, K], for images [N, H, W, C] and z [N, K, D]:
