@@ -66,6 +66,7 @@ def train(
     limit: Annotated[Optional[int], _opt("Use only the first N training images (0 = all).", _T.limit, min=0)] = None,
     threads: Annotated[Optional[int], _opt("torch CPU threads (0 = torch's default).", _T.num_threads, min=0)] = None,
     workers: Annotated[Optional[int], _opt("DataLoader processes decoding images (0 = in the training process).", _T.num_workers, min=0, max=64)] = None,
+    device: Annotated[Optional[str], _opt("Train on: auto (a CUDA GPU when torch sees one), cuda or cpu.", _T.device)] = None,
     nproc_per_node: Annotated[
         int, typer.Option("--nproc-per-node", min=1, max=1024, help="Train with this many processes on this machine (starts torchrun; DDP).")
     ] = 1,
@@ -94,7 +95,7 @@ def train(
     run_options = dict(
         seed=seed, batch_size=batch_size, lr=lr, max_epochs=epochs, patience=patience, lr_patience=lr_patience,
         kl_warmup_epochs=kl_warmup_epochs, fixed_variance_epochs=fixed_variance_epochs, grad_clip=grad_clip,
-        limit=limit, num_threads=threads, num_workers=workers,
+        limit=limit, num_threads=threads, num_workers=workers, device=device,
     )  # fmt: skip
     config = TrainConfig(
         model=ModelConfig(**_given(model_options)),

@@ -100,6 +100,8 @@ class ModelConfig:
     def bottom_size(self) -> int:
         return self.image_size // 2 ** (len(self.widths) - 1)
 
+DEVICES = ("auto", "cuda", "cpu")
+
 
 @dataclass
 class TrainConfig:
@@ -127,6 +129,9 @@ class TrainConfig:
     # DataLoader processes decoding training images (0 = in the training process). Image
     # folders are decoded lazily, file by file, so a few workers keep the model fed.
     num_workers: int = 0
+    # Where to train: "auto" (the GPU when torch sees one, else the CPU), "cuda" or "cpu".
+    # Under torchrun each process takes the GPU of its local rank.
+    device: str = "auto"
     # Against posterior collapse (a decoder that explains the data with its own variance and
     # ignores z): the KL term's weight beta rises linearly from 0 to 1 over the first
     # `kl_warmup_epochs` epochs (per step), and for the first `fixed_variance_epochs` the
@@ -153,6 +158,8 @@ class TrainConfig:
                 raise InvalidArgumentError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_workers < 0:
             raise InvalidArgumentError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.device not in DEVICES:
+            raise InvalidArgumentError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.limit < 0:
             raise InvalidArgumentError(f"limit must be >= 0, got {self.limit}")
         for name in ("kl_warmup_epochs", "fixed_variance_epochs"):

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from vaesdk.errors import InvalidArgumentError
+
 
 @dataclass(frozen=True)
 class Processes:
@@ -29,21 +31,25 @@ class Processes:
         return self.rank == 0
 
 
-def join() -> Processes:
+def join(device: str = "auto") -> Processes:
     """This process's place in the torchrun job (started with the torchrun environment), or a
-    single process. Joins the default process group when there are several processes."""
+    single process, and the device it trains on: its local rank's GPU when `device` is "cuda",
+    or "auto" and torch sees a GPU; else the CPU. Joins the default process group when there
+    are several processes (nccl on GPUs, gloo on CPUs)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return Processes()
-    if torch.cuda.is_available():
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InvalidArgumentError("--device cuda, but torch sees no CUDA GPU; use --device cpu (or auto)")
+    if device != "cpu" and torch.cuda.is_available():
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local_rank)
-        device, backend = torch.device("cuda", local_rank), "nccl"
+        where, backend = torch.device("cuda", local_rank), "nccl"
     else:
-        device, backend = torch.device("cpu"), "gloo"
+        where, backend = torch.device("cpu"), "gloo"
+    if world_size <= 1:
+        return Processes(device=where)
     if not dist.is_initialized():
         dist.init_process_group(backend)
-    return Processes(dist.get_rank(), dist.get_world_size(), device, backend)
+    return Processes(dist.get_rank(), dist.get_world_size(), where, backend)
 
 
 def leave(processes: Processes) -> None:

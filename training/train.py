@@ -186,7 +186,7 @@ def objective(metrics: dict[str, float], kind: str) -> float:
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Split an optimizer state into flat tensors (for safetensors) and JSON-able rest."""
     sd = optimizer.state_dict()
-    tensors = {f"optim.{idx}.{key}": t for idx, state in sd["state"].items() for key, t in state.items()}
+    tensors = {f"optim.{idx}.{key}": t.cpu() for idx, state in sd["state"].items() for key, t in state.items()}
     return tensors, {"param_groups": sd["param_groups"], "state_keys": {str(i): list(s) for i, s in sd["state"].items()}}
 
 
@@ -196,7 +196,7 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
 
 
 def save_weights(path: Path, model: VAE) -> None:
-    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     write_atomic(path, save_safetensors(tensors), overwrite=True)
 
 
@@ -230,7 +230,7 @@ def train(config: TrainConfig, *, resume: bool = False, command: str = "", log: 
     averages the gradients, validation totals are summed over the processes, and only
     process 0 logs and writes the run directory.
     """
-    processes = join()
+    processes = join(config.device)
     try:
         return _train(config, processes, resume=resume, command=command, log=log if processes.is_main else lambda s: None)
     finally:
