@@ -113,3 +113,17 @@ def test_batch_smaller_than_the_process_count_is_refused(tmp_path):
     assert done.returncode != 0
     assert "batch_size 1 is smaller than the 2 processes; use --batch-size 2 or more" in done.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_the_training_device_is_checked_before_anything_runs(monkeypatch):
+    import torch
+
+    from vaesdk.errors import InvalidArgumentError
+    from vaesdk.training.distributed import join
+
+    with pytest.raises(InvalidArgumentError, match="device must be one of auto, cuda, cpu, got 'gpu'"):
+        TrainConfig(device="gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(InvalidArgumentError, match="--device cuda, but torch sees no CUDA GPU"):
+        join("cuda")
+    assert join("auto").device == torch.device("cpu") and join("cpu").world_size == 1
