@@ -29,7 +29,7 @@ def main() -> None:
         z_file, result = Path(tmp) / "z.json", Path(tmp) / "out.json"
         z_file.write_text(json.dumps(np.zeros((1, model.latent_dim)).tolist()))
         page = ROOT / "web" / "test" / "page.mjs"
-        subprocess.run(["node", str(page), f"{base}/?prior=aggregate", str(z_file), str(result), str(out)], check=True)
+        subprocess.run(["node", str(page), f"{base}/", str(z_file), str(result), str(out)], check=True)
     print(f"wrote {out}")
 
 

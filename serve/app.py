@@ -333,7 +333,7 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
 
     @app.get("/v1/models/{name}/files/{file}", tags=["models"], dependencies=v1)
     async def bundle_file(name: str, file: str) -> Response:
-        """The bundle's own files (manifest.json, encoder.onnx, decoder.onnx), for the page."""
+        """The bundle's own files (manifest.json, encoder.onnx, decoder.onnx, the mixture priors' .npz), for the page."""
         model = model_of(name)
         files = descriptions[name]["files"]
         if file not in files.values():

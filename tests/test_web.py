@@ -6,6 +6,7 @@ Needs Debian's chromium and `npm ci` in web/ (scripts/test installs both)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -32,11 +33,12 @@ def browser_ready() -> None:
     assert not missing, f"the browser test needs: {', '.join(missing)}; ./scripts/test installs them"
 
 
-def run_page(url: str, latents: np.ndarray, tmp_path: Path, screenshot: Path | None = None) -> dict:
+def run_page(url: str, latents: np.ndarray, tmp_path: Path, screenshot: Path | None = None, draws: int = 0) -> dict:
     z_file, out_file = tmp_path / "z.json", tmp_path / "out.json"
     z_file.write_text(json.dumps(latents.tolist()))
     args = ["node", str(WEB / "test" / "page.mjs"), url, str(z_file), str(out_file)] + ([str(screenshot)] if screenshot else [])
-    done = subprocess.run(args, capture_output=True, text=True, timeout=90)
+    env = {**os.environ, "DRAWS": str(draws)}
+    done = subprocess.run(args, capture_output=True, text=True, timeout=90, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(out_file.read_text())
 
@@ -76,3 +78,25 @@ def test_page_as_static_files_next_to_a_bundle(browser_ready, tiny_vae_bundle, t
         result = run_page(f"{base}/index.html", z, tmp_path)
     assert result["errors"] == [] and result["status"].startswith("ready"), result["status"]
     assert np.abs(pixels_of(result) - model.decode(z).astype(np.int16)).max() <= 1
+
+
+def test_page_draws_from_the_bundles_mixture_prior(browser_ready, bundled_model, tmp_path):
+    """The page reads the bundle's .npz mixture and samples it by default, as the SDK does:
+    the draws' mean and per-dimension variance match the mixture's (5-sigma bounds)."""
+    from vaesdk.serve import create_app
+
+    n = 4000
+    with running_app(create_app([bundled_model])) as base:
+        result = run_page(f"{base}/", np.zeros((1, bundled_model.latent_dim), np.float32), tmp_path, draws=n)
+    assert result["errors"] == [] and result["status"].startswith("ready"), result["status"]
+    assert result["priors"] == bundled_model.priors and result["defaultPrior"] == bundled_model.default_prior == "mixture"
+    z = np.asarray(result["draws"], np.float64).reshape(n, bundled_model.latent_dim)
+    mix = bundled_model._mixtures["mixture"]
+    mean = mix.weights @ mix.means
+    second = np.einsum("k,kij,klj->il", mix.weights, mix.cholesky, mix.cholesky) + np.einsum("k,ki,kl->il", mix.weights, mix.means, mix.means)
+    var = np.diag(second) - mean**2
+    assert np.abs(z.mean(0) - mean).max() < 5 * np.sqrt(var.max() / n)
+    # The variance of a sample variance is (m4 - var^2) / n; a mixture's fourth moment is at most
+    # a few times 3 var^2, so 0.25 relative is over 5 sigma at n = 4000, and a draw with the
+    # covariance instead of its Cholesky factor is far outside it.
+    np.testing.assert_allclose(z.var(0), var, rtol=0.25)

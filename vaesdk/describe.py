@@ -40,7 +40,12 @@ def describe_model(model: Model) -> dict[str, Any]:
         "metrics": data.get("metrics") or {},
         "parity_max_abs_error": (data.get("parity") or {}).get("max_abs_error"),
         "training": {k: training.get(k) for k in ("dataset", "epochs", "best_epoch", "command")},
-        "files": {"manifest": MANIFEST, "encoder": data["encoder"]["file"], "decoder": data["decoder"]["file"]},
+        "files": {
+            "manifest": MANIFEST,
+            "encoder": data["encoder"]["file"],
+            "decoder": data["decoder"]["file"],
+            **{f"prior:{name}": entry["file"] for name, entry in model.manifest.mixtures.items()},
+        },
         "device": model.device,
         "providers": model.providers,
         "vaesdk": __version__,

@@ -1,5 +1,6 @@
 // A vaesdk bundle in the browser: reads manifest.json, runs decoder.onnx (and encoder.onnx)
-// with onnxruntime-web's wasm backend, and samples from the bundle's priors. Everything runs
+// with onnxruntime-web's wasm backend, and samples from the bundle's priors (N(0, I), the
+// fitted mixtures and Gaussians; the default is the manifest's `latent.default_prior`). Everything runs
 // client-side; the bundle format is described in docs/bundle-format.md.
 //
 //   const model = await loadBundle("models/fashion-mnist/");
@@ -62,30 +63,101 @@ function standardSampler(dim) {
   return (n, random, temperature) => Float32Array.from(gaussians(random, n * dim), (x) => x * temperature);
 }
 
+/** A Gaussian mixture from its stored arrays: weights [K], means [K, D], cholesky [K, D, D]
+ * (lower triangles). Like the SDK: a component by its weight, then mean + temperature * L eps. */
+function mixtureSampler(dim, { weights, means, cholesky }) {
+  const k = weights.data.length;
+  if (means.shape.join() !== `${k},${dim}` || cholesky.shape.join() !== `${k},${dim},${dim}`)
+    throw new Error(`mixture arrays do not fit ${k} components of dimension ${dim}`);
+  const cumulative = new Float64Array(k);
+  weights.data.reduce((sum, w, i) => (cumulative[i] = sum + w), 0);
+  return (n, random, temperature) => {
+    const z = new Float32Array(n * dim);
+    for (let s = 0; s < n; s++) {
+      const u = random() * cumulative[k - 1];
+      let c = 0;
+      while (c < k - 1 && u >= cumulative[c]) c++;
+      const eps = gaussians(random, dim);
+      const base = c * dim * dim;
+      for (let i = 0; i < dim; i++) {
+        let v = 0;
+        for (let j = 0; j <= i; j++) v += cholesky.data[base + i * dim + j] * eps[j];
+        z[s * dim + i] = means.data[c * dim + i] + temperature * v;
+      }
+    }
+    return z;
+  };
+}
+
 export const PRIOR_KINDS = {
   gaussian: gaussianSampler,
-  // mixture: (dim, entry) => ..., when bundles carry one
+  mixture: mixtureSampler,
 };
 
-function priorsOf(manifest) {
+/** The samplers of a manifest's priors, in the SDK's order: N(0, I) (VAEs), the mixtures
+ * (their arrays already read, in `mixtures`), then the fitted Gaussians. */
+function priorsOf(manifest, mixtures = {}) {
   const dim = manifest.latent.dim;
   const priors = new Map();
   if (manifest.kind === "vae") priors.set(STANDARD, standardSampler(dim));
-  for (const [name, entry] of Object.entries(manifest.latent.gaussians || {})) {
-    priors.set(name, gaussianSampler(dim, entry));
-  }
-  // Priors described with an explicit kind (newer bundles); unknown kinds are left out.
-  for (const [name, entry] of Object.entries(manifest.latent.priors || {})) {
-    const make = entry && PRIOR_KINDS[entry.kind];
-    if (make && !priors.has(name)) priors.set(name, make(dim, entry));
+  for (const name of Object.keys(mixtures).sort()) priors.set(name, mixtureSampler(dim, mixtures[name]));
+  for (const name of Object.keys(manifest.latent.gaussians || {}).sort()) {
+    priors.set(name, gaussianSampler(dim, manifest.latent.gaussians[name]));
   }
   return priors;
+}
+
+// ---- numpy's .npz: a zip of .npy arrays, stored uncompressed by numpy.savez -----------------
+
+const ZIP_END = 0x06054b50;
+const ZIP_CENTRAL = 0x02014b50;
+
+function readNpy(buffer, label) {
+  const bytes = new Uint8Array(buffer);
+  if (bytes[0] !== 0x93 || String.fromCharCode(...bytes.subarray(1, 6)) !== "NUMPY") throw new Error(`${label} is not a .npy array`);
+  const view = new DataView(buffer);
+  const start = bytes[6] === 1 ? 10 : 12;
+  const length = bytes[6] === 1 ? view.getUint16(8, true) : view.getUint32(8, true);
+  const header = new TextDecoder().decode(bytes.subarray(start, start + length));
+  const descr = /'descr':\s*'([^']+)'/.exec(header)?.[1];
+  if (descr !== "<f8" || /'fortran_order':\s*True/.test(header))
+    throw new Error(`${label}: the page reads little-endian float64 arrays in C order, got ${descr}`);
+  const shape = (/'shape':\s*\(([^)]*)\)/.exec(header)?.[1] || "").split(",").filter((x) => x.trim()).map(Number);
+  return { shape, data: new Float64Array(buffer.slice(start + length)) };
+}
+
+export function readNpz(buffer, label = "npz") {
+  const view = new DataView(buffer);
+  let end = buffer.byteLength - 22;
+  while (end >= 0 && view.getUint32(end, true) !== ZIP_END) end--;
+  if (end < 0) throw new Error(`${label} is not a zip archive`);
+  const arrays = {};
+  let at = view.getUint32(end + 16, true);
+  for (let i = view.getUint16(end + 10, true); i > 0; i--) {
+    if (view.getUint32(at, true) !== ZIP_CENTRAL) throw new Error(`${label}: broken zip directory`);
+    const [method, size] = [view.getUint16(at + 10, true), view.getUint32(at + 20, true)];
+    const [nameLength, extraLength, commentLength] = [28, 30, 32].map((o) => view.getUint16(at + o, true));
+    const local = view.getUint32(at + 42, true);
+    const name = new TextDecoder().decode(new Uint8Array(buffer, at + 46, nameLength));
+    if (method !== 0) throw new Error(`${label}: ${name} is compressed; bundles store arrays uncompressed (numpy.savez)`);
+    const data = local + 30 + view.getUint16(local + 26, true) + view.getUint16(local + 28, true);
+    arrays[name.replace(/\.npy$/, "")] = readNpy(buffer.slice(data, data + size), `${label}: ${name}`);
+    at += 46 + nameLength + extraLength + commentLength;
+  }
+  return arrays;
+}
+
+async function checkDigest(buffer, entry, url) {
+  if (buffer.byteLength !== entry.bytes) throw new Error(`${url} holds ${buffer.byteLength} bytes, the manifest says ${entry.bytes}`);
+  if (!globalThis.crypto?.subtle) return; // only secure contexts (https, localhost) have it
+  const hex = [...new Uint8Array(await crypto.subtle.digest("SHA-256", buffer))].map((b) => b.toString(16).padStart(2, "0")).join("");
+  if (hex !== entry.sha256) throw new Error(`${url} does not match its sha256 in the manifest`);
 }
 
 // ---- the model -------------------------------------------------------------------------------
 
 export class BundleModel {
-  constructor(manifest, decoder, encoderUrl) {
+  constructor(manifest, decoder, encoderUrl, mixtures = {}) {
     this.manifest = manifest;
     this.name = manifest.name;
     this.kind = manifest.kind;
@@ -93,7 +165,7 @@ export class BundleModel {
     this.height = manifest.image.height;
     this.width = manifest.image.width;
     this.channels = manifest.image.channels;
-    this.priors = priorsOf(manifest);
+    this.priors = priorsOf(manifest, mixtures);
     this._decoder = decoder;
     this._encoder = null;
     this._encoderUrl = encoderUrl;
@@ -172,11 +244,19 @@ export async function loadBundle(base, { headers = {} } = {}) {
   if (!response.ok) throw new Error(`no bundle at ${root}: manifest.json gave HTTP ${response.status}`);
   const manifest = await response.json();
   if (manifest.format !== "vaesdk-bundle") throw new Error(`${root}manifest.json is not a vaesdk bundle manifest`);
-  // Version 2 added the low-rank factor output (the page decodes means only) and mixture priors
-  // (not drawn here yet: the page samples from N(0, I) and the fitted Gaussians).
+  // Version 2 added the low-rank factor output (the page decodes means only) and mixture priors.
   if (manifest.format_version > 2) throw new Error(`bundle format_version ${manifest.format_version} is newer than this page reads (2)`);
   const decoder = await createSession(`${root}${manifest.decoder.file}`, headers);
-  return new BundleModel(manifest, decoder, `${root}${manifest.encoder.file}`);
+  const mixtures = {};
+  for (const [name, entry] of Object.entries(manifest.latent.mixtures || {})) {
+    const url = `${root}${entry.file}`;
+    const file = await fetch(url, { headers });
+    if (!file.ok) throw new Error(`cannot load ${url}: HTTP ${file.status}`);
+    const buffer = await file.arrayBuffer();
+    await checkDigest(buffer, entry, url);
+    mixtures[name] = readNpz(buffer, entry.file);
+  }
+  return new BundleModel(manifest, decoder, `${root}${manifest.encoder.file}`, mixtures);
 }
 
 /** Image file -> model-sized pixels (Uint8Array HWC), by the SDK's policy: transparency on

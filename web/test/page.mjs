@@ -1,6 +1,7 @@
 // Drives the page in headless Chromium (the system's, e.g. Debian's /usr/bin/chromium):
-// loads it, decodes the given latents through window.vae.decode, writes the pixels as JSON,
-// and saves a screenshot.
+// loads it, decodes the given latents through window.vae.decode, draws DRAWS latents from the
+// page's default prior (seed 1), writes both and the page's priors as JSON, and saves a
+// screenshot.
 //   node test/page.mjs URL LATENTS.json OUT.json [SCREENSHOT.png]
 import { readFileSync, writeFileSync } from "node:fs";
 import { chromium } from "playwright-core";
@@ -19,6 +20,12 @@ try {
     const out = await window.vae.decode(z);
     return { pixels: Array.from(out.pixels), n: out.n, height: out.height, width: out.width, channels: out.channels };
   }, latents);
+  const draws = Number(process.env.DRAWS || 0);
+  Object.assign(result, await page.evaluate(async (n) => {
+    const model = await window.vae.ready;
+    const z = n ? Array.from(model.sample(n, { seed: 1 })) : [];
+    return { priors: [...model.priors.keys()], defaultPrior: model.defaultPrior, draws: z };
+  }, draws));
   result.status = await page.textContent("#status");
   result.errors = errors;
   writeFileSync(outFile, JSON.stringify(result));
