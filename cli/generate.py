@@ -9,8 +9,7 @@ import numpy as np
 import typer
 
 from vaesdk.errors import InvalidArgumentError
-from vaesdk.images import make_grid
-from vaesdk.model import DEFAULT_BATCH
+from vaesdk import DEFAULT_BATCH, make_grid
 
 from .common import Outputs, announce_seed, choose_seed, emit_json, enlarge, load_model, note, progress
 from .options import BatchOpt, DeviceOpt, ForceOpt, JsonOpt, ModelOpt, OutDirOpt, OutFileOpt, PriorOpt, SamplePixelsOpt, SeedOpt

@@ -5,7 +5,6 @@ from __future__ import annotations
 import typer
 
 import vaesdk
-from vaesdk.session import available_providers
 
 from .common import emit_json, load_model
 from .options import DeviceOpt, JsonOpt, ModelOpt
@@ -30,7 +29,7 @@ def models(json_out: JsonOpt = False) -> None:
 def info(model: ModelOpt = None, device: DeviceOpt = "auto", json_out: JsonOpt = False) -> None:
     """Describe a bundle and say which execution provider runs it."""
     m = load_model(model, device)
-    summary = {**m.describe(), "available_providers": available_providers()}
+    summary = {**m.describe(), "available_providers": vaesdk.available_providers()}
     h, w, c = summary["image"]["height"], summary["image"]["width"], summary["image"]["channels"]
     usage, kl, metrics = summary["dims_by_usage"], summary["kl_per_dim"], summary["metrics"]
     if json_out:
@@ -41,7 +40,7 @@ def info(model: ModelOpt = None, device: DeviceOpt = "auto", json_out: JsonOpt =
         f"bundle      {m.path}",
         f"images      {h}x{w}, {c} channel{'s' if c > 1 else ''}, uint8",
         f"latent      {m.latent_dim} dimensions" + (f"; most used: {', '.join(map(str, usage[:8]))}" if kl else ""),
-        f"runs on     {m.device} ({', '.join(m.providers)}); available: {', '.join(available_providers())}",
+        f"runs on     {m.device} ({', '.join(m.providers)}); available: {', '.join(vaesdk.available_providers())}",
     ]
     if kl:
         lines.append(

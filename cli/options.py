@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from vaesdk.registry import DEFAULT_MODEL
+from vaesdk import DEFAULT_MODEL
 
 ModelOpt = Annotated[
     Optional[str],

@@ -23,11 +23,12 @@ from .errors import (
     UnsupportedOperationError,
     VaesdkError,
 )
-from .images import make_grid, save_png, to_pil
+from .images import encode_png, make_grid, save_png, to_pil
 from .inputs import InputBatch, InputItem, read_inputs
 from .latent import Posterior, RandomStreams
-from .model import Model, Scores, Traversal
+from .model import DEFAULT_BATCH, Model, Scores, Traversal
 from .registry import DEFAULT_MODEL, list_models, resolve
+from .session import available_providers
 
 __version__ = "0.1.0"
 
@@ -37,7 +38,7 @@ def load(
     device: str = "auto",
     *,
     threads: int | None = None,
-    batch_size: int = 256,
+    batch_size: int = DEFAULT_BATCH,
     verify: bool = True,
 ) -> Model:
     """Load a bundled model by name (default 'fashion-mnist') or a bundle folder by path.
@@ -58,6 +59,9 @@ __all__ = [
     "Scores",
     "Traversal",
     "make_grid",
+    "encode_png",
+    "available_providers",
+    "DEFAULT_BATCH",
     "read_inputs",
     "InputBatch",
     "InputItem",

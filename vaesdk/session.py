@@ -27,6 +27,8 @@ CUDA_OPTIONS = {"cudnn_conv_algo_search": "HEURISTIC", "do_copy_in_default_strea
 
 
 def available_providers() -> list[str]:
+    """The onnxruntime execution providers this installation has (CUDAExecutionProvider
+    with onnxruntime-gpu), whether or not their hardware is present."""
     return list(ort.get_available_providers())
 
 
