@@ -76,7 +76,6 @@ def train(
     _import_torch_side()
     if nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
         _relaunch_under_torchrun(nproc_per_node)
-    from vaesdk.datasets import DEFAULT_FASHION_MNIST_DIR
     from vaesdk.training.train import train as run_training
 
     width_list = None
@@ -100,7 +99,7 @@ def train(
     config = TrainConfig(
         model=ModelConfig(**_given(model_options)),
         dataset="folder" if folder else "fashion-mnist",
-        data_dir=data if folder else str(data_dir or DEFAULT_FASHION_MNIST_DIR),
+        data_dir=data if folder else str(data_dir or _T.data_dir),
         out_dir=str(out_dir),
         **_given(run_options),
     )
