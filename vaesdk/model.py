@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -493,6 +493,8 @@ class Model:
         return self._score(self._images(images), k, seed, calibration_from_manifest(self.manifest.data))
 
     def _score(self, batch: np.ndarray, k: int, seed: int | np.random.Generator | None, calibration: Calibration | None) -> Scores:
+        # The compressors release the GIL: they run beside the networks, not after them.
+        complexity = _in_background(complexity_bpd, batch)
         post = self.encode(batch)
         rng = L.rng_from(seed)
         # The dequantization noise has a stream of its own, so the posterior draws are the
@@ -510,7 +512,7 @@ class Model:
             # The anomaly score uses the first draw only, so its distribution (and so the
             # calibration) is the same for every k.
             log_px1[sl] = log_px[:, 0]
-        pixel = likelihood.nats_to_bpd(log_px1, dims) - complexity_bpd(batch)
+        pixel = likelihood.nats_to_bpd(log_px1, dims) - complexity()
         prior = calibration.prior if calibration is not None else anomaly_prior(self)
         latent = likelihood.nats_to_bpd(self._prior_log_density(post.mean, prior), dims)
         unusual = combine(pixel, latent, calibration)
@@ -557,6 +559,29 @@ class Model:
         with self._write_lock:
             self.manifest = add_direction(self.path, name, vector, description=description, overwrite=overwrite)
         return vector
+
+
+def _in_background(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
+    """Start fn(*args) in a thread; the returned function waits for its result (or raises
+    its exception)."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["result"] = fn(*args)
+        except BaseException as e:  # re-raised in the caller's thread
+            box["error"] = e
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+
+    def result() -> Any:
+        thread.join()
+        if "error" in box:
+            raise box["error"]
+        return box["result"]
+
+    return result
 
 
 def _to_uint8(x: np.ndarray, out: np.ndarray, name: str) -> None:
