@@ -30,6 +30,24 @@ def test_slerp_of_parallel_or_zero_vectors_falls_back_to_a_line():
     np.testing.assert_allclose(L.slerp(np.zeros(4), a, np.array([0.25]))[0], 0.25 * a, rtol=1e-6)
 
 
+def test_slerp_follows_the_arc_at_small_angles_and_for_unit_vectors():
+    # 0.5 rad between two unit vectors: the midpoint lies on the unit circle, at 0.25 rad
+    # from each end (a straight line would cut inside, to norm cos(0.25)).
+    a, b = np.array([1.0, 0.0]), np.array([np.cos(0.5), np.sin(0.5)])
+    mid = L.slerp(a, b, np.array([0.5]))[0]
+    np.testing.assert_allclose(mid, [np.cos(0.25), np.sin(0.25)], rtol=1e-6)
+    quarter = L.slerp(np.array([1.0, 0.0]), np.array([0.0, 1.0]), np.array([0.5]))[0]
+    np.testing.assert_allclose(quarter, [np.sqrt(0.5), np.sqrt(0.5)], rtol=1e-6)
+
+
+def test_slerp_of_antiparallel_or_rounded_parallel_vectors_stays_finite(rng):
+    a = rng.standard_normal(64)
+    np.testing.assert_allclose(L.slerp(a, -a, np.array([0.25]))[0], 0.5 * a, rtol=1e-5)
+    for scale in (1.0, 3.0, 1e-3, 7.1):  # dot / (|a| |b|) can round to just above 1 or below -1
+        for sign in (1.0, -1.0):
+            assert np.isfinite(L.slerp(a, sign * scale * a, np.linspace(0, 1, 5))).all()
+
+
 def test_lerp_is_a_straight_line(rng):
     a, b = rng.standard_normal(5), rng.standard_normal(5)
     np.testing.assert_allclose(L.lerp(a, b, np.array([0.5]))[0], (a + b) / 2, rtol=1e-6)

@@ -153,6 +153,27 @@ def test_score_is_deterministic_and_iw_is_tighter(vae, images):
     assert np.mean(s.iw_bpd) < np.mean(s.elbo_bpd)
 
 
+def test_interpolate_latents_gives_the_documented_path(vae):
+    from vaesdk import latent as L
+
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((1, vae.latent_dim)), 2 * rng.standard_normal((1, vae.latent_dim))
+    path = vae.interpolate_latents(a, b)  # defaults: 8 steps, slerp
+    np.testing.assert_allclose(path, L.slerp(a[0], b[0], np.linspace(0, 1, 8)), rtol=1e-6)
+    line = vae.interpolate_latents(a, b, steps=2, method="linear")
+    np.testing.assert_allclose(line, np.concatenate([a, b]), rtol=1e-6)
+    assert not np.allclose(vae.interpolate_latents(a, b, steps=3)[1], line.mean(0), rtol=1e-3)
+    for args, message in (
+        ((a, b, 1), r"^steps must be in 2\.\."),
+        ((np.concatenate([a, a]), b), "one start and one end"),
+        ((a, b[:, :3]), r"^b must have shape"),
+    ):
+        with pytest.raises(InvalidArgumentError, match=message):
+            vae.interpolate_latents(*args)
+    with pytest.raises(InvalidArgumentError, match="slerp"):
+        vae.interpolate_latents(a, b, method="cubic")
+
+
 def test_plain_autoencoder_refuses_distribution_operations(ae, images):
     assert ae.encode(images).logvar is None
     assert ae.reconstruct(images).shape == (20, 28, 28, 1)
