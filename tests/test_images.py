@@ -408,6 +408,23 @@ def test_mode_I_within_16_bits_is_scaled(kind):
 
 
 @pytest.mark.parametrize(
+    "mode,values,expected",
+    [
+        ("I;16", [0, 32768], [0, 128]),  # half the range: scaled, so not stretched to white
+        ("I", [1000, 65535], [4, 255]),  # at the 16-bit edge: still scaled
+        ("I", [0, 30000], [0, 117]),
+        ("F", [0.2, 1.0], [51, 255]),  # at the unit range's edge: still scaled
+        ("F", [0.2, 1.5], [0, 255]),  # just outside: stretched
+    ],
+)
+def test_high_depth_scaling_at_the_edges_of_its_range(mode, values, expected):
+    dtype = {"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode]
+    im = Image.fromarray(tiled(values, dtype))
+    assert im.mode == mode
+    assert np.array_equal(load_image(im, SIZE, 1)[..., 0], tiled(expected, np.uint8))
+
+
+@pytest.mark.parametrize(
     "values,expected",
     [([-50, 0, 200], [0, 51, 255]), ([0, 40_000, 100_000], [0, 102, 255]), ([-5, -5], [0, 0])],
     ids=["negative", "above-16-bit", "constant"],
