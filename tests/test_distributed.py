@@ -26,10 +26,11 @@ from vaesdk.training.train import BEST_WEIGHTS, CHECKPOINT_JSON, LAST_STATE, tra
 
 RTOL = 1e-4
 MODEL = dict(latent_dim=8, widths=(8, 16, 32))
-RUN = dict(limit=400, batch_size=50, kl_warmup_epochs=1, fixed_variance_epochs=1, num_threads=1, seed=0)
+# On the CPU everywhere (gloo), also on a machine with GPUs: the runs are compared number by number.
+RUN = dict(limit=400, batch_size=50, kl_warmup_epochs=1, fixed_variance_epochs=1, num_threads=1, seed=0, device="cpu")
 CLI_ARGS = [
     "--latent-dim", "8", "--widths", "8,16,32", "--limit", "400", "--batch-size", "50",
-    "--kl-warmup-epochs", "1", "--fixed-variance-epochs", "1", "--threads", "1", "--seed", "0",
+    "--kl-warmup-epochs", "1", "--fixed-variance-epochs", "1", "--threads", "1", "--seed", "0", "--device", "cpu",
 ]  # fmt: skip
 
 
@@ -127,3 +128,16 @@ def test_the_training_device_is_checked_before_anything_runs(monkeypatch):
     with pytest.raises(InvalidArgumentError, match="--device cuda, but torch sees no CUDA GPU"):
         join("cuda")
     assert join("auto").device == torch.device("cpu") and join("cpu").world_size == 1
+
+
+def test_a_process_without_a_gpu_of_its_own_is_refused(monkeypatch):
+    import torch
+
+    from vaesdk.errors import InvalidArgumentError
+    from vaesdk.training.distributed import join
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(InvalidArgumentError, match=r"process 1 on this machine has no GPU of its own \(1 GPU"):
+        join("auto")

@@ -41,6 +41,11 @@ def join(device: str = "auto") -> Processes:
         raise InvalidArgumentError("--device cuda, but torch sees no CUDA GPU; use --device cpu (or auto)")
     if device != "cpu" and torch.cuda.is_available():
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if local_rank >= torch.cuda.device_count():
+            raise InvalidArgumentError(
+                f"process {local_rank} on this machine has no GPU of its own ({torch.cuda.device_count()} GPU(s)); "
+                "start one process per GPU, or train on the CPU with --device cpu"
+            )
         torch.cuda.set_device(local_rank)
         where, backend = torch.device("cuda", local_rank), "nccl"
     else:
