@@ -476,6 +476,23 @@ def test_high_depth_modes_repeat_one_grey_for_three_channels(dtype):
 # ---------------------------------------------------------------- geometry
 
 
+@pytest.mark.parametrize("side", [56, 300])
+def test_downscaling_is_pillows_lanczos_with_a_reducing_gap_of_3(side):
+    im = Image.fromarray(np.random.default_rng(side).integers(0, 256, (side, side), dtype=np.uint8))
+    want = np.asarray(im.resize((SIZE, SIZE), Image.Resampling.LANCZOS, reducing_gap=3.0))
+    assert np.array_equal(load_image(im, SIZE, 1)[..., 0], want)
+    assert not np.array_equal(want, np.asarray(im.resize((SIZE, SIZE), Image.Resampling.BICUBIC)))
+
+
+def test_errors_name_the_input(tmp_path):
+    bad = tmp_path / "broken-shirt.png"
+    bad.write_bytes(b"not an image at all")
+    with pytest.raises(InvalidImageError, match="broken-shirt.png"):
+        to_model_array(str(bad), SIZE, 1)
+    with pytest.raises(InvalidImageError, match=r"^my-label is empty \(shape \(0, 5\)\)"):
+        to_model_array(np.zeros((0, 5), np.uint8), SIZE, 1, "my-label")
+
+
 def test_wide_image_is_scaled_and_centred_between_black_bars():
     wide = np.full((28, 56), 100, np.uint8)
     wide[:, :28] = 255

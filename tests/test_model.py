@@ -153,6 +153,20 @@ def test_score_is_deterministic_and_iw_is_tighter(vae, images):
     assert np.mean(s.iw_bpd) < np.mean(s.elbo_bpd)
 
 
+def test_posterior_draws_are_mean_plus_std_times_the_streams_normals(vae, images):
+    post = vae.encode(images)
+    eps = np.random.default_rng(4).standard_normal(post.mean.shape, dtype=np.float32)
+    want = (post.mean + np.exp(0.5 * post.logvar) * eps).astype(np.float32)
+    np.testing.assert_array_equal(post.sample(np.random.default_rng(4)), want)
+
+
+def test_reconstruct_draws_pixels_when_asked(vae, images):
+    means = vae.reconstruct(images, seed=0)
+    drawn = vae.reconstruct(images, sample_pixels=True, seed=0)
+    assert not np.array_equal(drawn, means)
+    np.testing.assert_array_equal(drawn, vae.reconstruct(images, sample_pixels=True, seed=0))
+
+
 def test_interpolate_latents_gives_the_documented_path(vae):
     from vaesdk import latent as L
 
