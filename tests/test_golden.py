@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from golden import CASES, SCORE_RTOL, compute, golden_path, pixels_from_record
+from golden import CASES, SCORE_FIELDS, SCORE_RTOL, compute, golden_path, pixels_from_record
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,7 +56,8 @@ def test_seeded_scores_match_the_golden_figures(golden, now):
     want, got = golden["commands"]["score"], now["commands"]["score"]
     assert [s["file"] for s in got["scores"]] == [s["file"] for s in want["scores"]]
     for w, g in zip(want["scores"], got["scores"]):
-        for key in ("elbo_bpd", "iw_bpd"):
+        for key in SCORE_FIELDS:
+            assert key in w, f"the golden figures lack {key}: {REGENERATE}"
             assert g[key] == pytest.approx(w[key], rel=SCORE_RTOL), f"{g['file']} {key}: {REGENERATE}"
 
 
