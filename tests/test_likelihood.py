@@ -81,3 +81,28 @@ def test_importance_weighted_bound_recovers_an_exact_marginal():
 
 def test_bits_per_dim_conversion():
     assert L.nats_to_bpd(np.array([-784 * math.log(2)]), 784)[0] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("rank", [0, 3])
+def test_dequantized_bound_is_the_gaussian_density_of_the_dequantized_pixels(rank):
+    """Value k with noise u in [0, 1) is the point (k + u - 1/2) / 255 of its bin (centred on
+    k / 255); its density under N(mean, diag(var) + W W^T), dense and by scipy, less log 255
+    per pixel (the bin's width)."""
+    from scipy.stats import multivariate_normal
+
+    rng = np.random.default_rng(rank)
+    shape = (2, 1, 3, 4)  # two images of 1 x 3 x 4 pixels
+    images = rng.integers(0, 256, shape).astype(np.uint8)
+    noise = rng.random(shape)
+    mean = rng.random(shape)
+    logvar = rng.uniform(-7.0, -2.0, shape)
+    factor = 0.05 * rng.standard_normal((2, rank, 1, 3, 4)) if rank else None
+    got = L.dequantized_log_prob(images, noise, mean, logvar, factor)
+    for i in range(2):
+        y = (images[i].astype(np.float64) + noise[i] - 0.5) / 255.0
+        w = factor[i].reshape(rank, -1) if rank else np.zeros((0, 12))
+        cov = np.diag(np.exp(logvar[i].ravel())) + w.T @ w
+        want = multivariate_normal(mean[i].ravel(), cov).logpdf(y.ravel()) - 12 * math.log(255.0)
+        assert got[i] == pytest.approx(want, rel=1e-9, abs=1e-9)
+    centred = L.dequantized_log_prob(images, np.full(shape, 0.5), images / 255.0, logvar, None)
+    assert centred == pytest.approx(-0.5 * (logvar.reshape(2, -1).sum(1) + 12 * math.log(2 * math.pi)) - 12 * math.log(255.0))
