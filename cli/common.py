@@ -144,12 +144,17 @@ class Inputs:
     def paths(self) -> list[str]:
         return [name for name, _ in self.named]
 
-    def batches(self, model: vaesdk.Model, batch_size: int) -> Iterator[tuple[list[str], np.ndarray]]:
-        """Yield (names, uint8 [B, H, W, C]) of readable images; unreadable ones are recorded."""
-        for batch in vaesdk.read_inputs(self.named, model, batch_size):
+    def batches(self, model: vaesdk.Model, batch_size: int, workers: int | None = None) -> Iterator[tuple[list[str], np.ndarray]]:
+        """Yield (names, uint8 [B, H, W, C]) of readable images, decoded by `workers` threads
+        while the caller runs the model; unreadable ones are recorded."""
+        for batch in vaesdk.read_inputs(self.named, model, batch_size, workers=workers):
             self.failures += [e.cli_message for _, e in batch.errors]  # each message names its input
             if len(batch):
                 yield batch.names, batch.images
+
+    def failed(self, errors: list[tuple[str, Any]]) -> None:
+        """Record the unreadable inputs of an SDK job result."""
+        self.failures += [e.cli_message for _, e in errors]
 
     def finish(self, done: int) -> None:
         """Report the bad inputs; exit non-zero when there were any."""

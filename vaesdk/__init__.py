@@ -23,10 +23,13 @@ from .errors import (
     UnsupportedOperationError,
     VaesdkError,
 )
+from .fileio import write_atomic
 from .images import make_grid, save_png, to_pil
 from .inputs import InputBatch, InputItem, read_inputs
+from .jobs import SEED_BLOCK, JobResult, run_job
 from .latent import Posterior, RandomStreams
-from .model import Model, Scores, Traversal
+from .model import DEFAULT_BATCH, DEFAULT_IW_SAMPLES, Model, Scores, Traversal
+from .shards import DEFAULT_SHARD_SIZE, run_sharded
 from .registry import DEFAULT_MODEL, list_models, resolve
 
 __version__ = "0.1.0"
@@ -63,7 +66,15 @@ __all__ = [
     "InputItem",
     "save_png",
     "to_pil",
+    "write_atomic",
+    "run_job",
+    "run_sharded",
+    "JobResult",
     "DEFAULT_MODEL",
+    "DEFAULT_BATCH",
+    "DEFAULT_IW_SAMPLES",
+    "DEFAULT_SHARD_SIZE",
+    "SEED_BLOCK",
     "VaesdkError",
     "BundleError",
     "ModelNotFoundError",
