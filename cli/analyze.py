@@ -20,7 +20,7 @@ from vaesdk.describe import ACTIVE_KL
 from vaesdk.evaluate import DEFAULT_EVAL_K
 
 from .common import Inputs, emit_json, gather_inputs, load_model, note, progress
-from .options import BatchOpt, DataDirOpt, DataOpt, DeviceOpt, ForceOpt, JsonOpt, ModelOpt
+from .options import BatchOpt, DataDirOpt, DataOpt, DeviceOpt, ForceOpt, JsonOpt, ModelOpt, WorkersOpt
 
 app = typer.Typer()
 
@@ -43,10 +43,6 @@ def _write_text(out: Path | None, text: str, force: bool) -> Optional[str]:
     return str(out)
 
 
-WorkersOpt = Annotated[
-    Optional[int],
-    typer.Option("--workers", min=1, max=256, help="Image-decoding threads (with --ray: Ray workers).", show_default="one per core"),
-]
 JobDirOpt = Annotated[
     Optional[Path],
     typer.Option(

@@ -151,7 +151,7 @@ def _open_index(folder: Path, index: dict[str, Any]) -> None:
     ):  # fmt: skip
         if old.get(key) != index[key]:
             raise InvalidArgumentError(
-                f"job folder {folder} belongs to another job: its {what} was {_short(old.get(key))}, now {_short(index[key])}; "
+                f"job folder {folder} belongs to another job: {what} there {_short(old.get(key))}, now {_short(index[key])}; "
                 "rerun with the same inputs and options to resume, or give a new job folder"
             )
     # A run killed while writing leaves write_atomic's temporary file; the shard itself is
