@@ -24,6 +24,8 @@ from .options import (
 app = typer.Typer()
 
 ImagesArg = Annotated[list[str], typer.Argument(help="Image files, folders, or '-' for stdin.", show_default=False)]
+# Threads writing output files while the model runs (they mostly wait for the disk).
+WRITERS = 4
 
 
 @dataclass
@@ -55,10 +57,9 @@ def run_per_image(
         raise InvalidArgumentError("--out takes one input image; with several, use --out-dir")
     m = load_model(opts.model, opts.device, opts.batch_size)
     op = prepare(m)
-    outputs = Outputs(opts.force)
     folder = opts.out_dir if opts.out_dir is not None else Path(".")
     records = []
-    with progress(len(inputs.paths), suffix) as advance:
+    with progress(len(inputs.paths), suffix) as advance, Outputs(opts.force, background=WRITERS) as outputs:
         for names, batch in inputs.batches(m, opts.batch_size, opts.workers):
             for name, result in zip(names, op(batch)):
                 stem = "stdin" if name == STDIO else Path(name).stem

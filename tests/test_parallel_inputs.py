@@ -90,3 +90,22 @@ def test_blocks_draw_different_numbers(folder, tiny_vae_bundle, fashion_test):
 def test_a_plain_autoencoder_cannot_score(folder, tiny_ae_bundle):
     with pytest.raises(vaesdk.UnsupportedOperationError, match="plain autoencoder"):
         vaesdk.run_job(vaesdk.load(tiny_ae_bundle, device="cpu"), "score", [folder])
+
+
+def test_reconstruct_writes_the_same_files_with_any_number_of_workers(folder, tiny_vae_bundle, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from vaesdk.cli.main import app
+
+    runs = {}
+    for workers in ("1", "3"):
+        out = tmp_path / workers
+        r = CliRunner().invoke(app, ["reconstruct", str(folder), "--out-dir", str(out), "--workers", workers,
+                                     "--batch-size", "64", "-m", str(tiny_vae_bundle), "--json"])  # fmt: skip
+        assert r.exit_code == 3  # the two unreadable files
+        results = json.loads(r.stdout)["results"]
+        assert [x["input"] for x in results] == sorted(str(p) for p in folder.glob("img????.png"))
+        runs[workers] = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert len(runs["1"]) == 300 and runs["1"] == runs["3"]
