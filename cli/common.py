@@ -21,10 +21,7 @@ import numpy as np
 import typer
 
 import vaesdk
-from vaesdk.errors import InvalidArgumentError, InvalidImageError, OutputError
-from vaesdk.fileio import write_atomic
-from vaesdk.images import encode_png
-from vaesdk.inputs import expand_sources
+from vaesdk import InvalidArgumentError, InvalidImageError, OutputError, encode_png, expand_sources, write_atomic
 
 STDIO = "-"
 

@@ -11,9 +11,7 @@ import numpy as np
 import typer
 
 import vaesdk
-from vaesdk.errors import InvalidArgumentError
-from vaesdk.images import make_grid
-from vaesdk.model import DEFAULT_BATCH
+from vaesdk import DEFAULT_BATCH, InvalidArgumentError, make_grid
 
 from .common import STDIO, Outputs, choose_seed, emit_json, enlarge, gather_inputs, load_model, note, progress, read_source
 from .options import (

@@ -70,6 +70,16 @@ def test_score_job_does_not_depend_on_batch_size_or_workers(folder, tiny_vae_bun
             assert np.array_equal(got.columns[column], want.columns[column]), (batch_size, workers, column)
 
 
+def test_bundled_model_scores_do_not_depend_on_batch_size(folder, bundled_model):
+    # The bundled model's likelihood is dequantized: its noise has a stream of its own.
+    files = sorted(folder.glob("img0*.png"))[:300]
+    want = vaesdk.run_job(bundled_model, "score", files, k=2, seed=1)
+    small = vaesdk.load(device="cpu", batch_size=7)
+    got = vaesdk.run_job(small, "score", files, k=2, seed=1, workers=3)
+    for column in ("elbo_bpd", "iw_bpd", "anomaly", "p_value"):
+        assert np.array_equal(got.columns[column], want.columns[column]), column
+
+
 def test_one_block_equals_the_model_call(folder, tiny_vae_bundle, fashion_test):
     m = vaesdk.load(tiny_vae_bundle, device="cpu")
     files = sorted(folder.glob("img00[0-4]?.png"))  # 50 readable images: one block

@@ -154,3 +154,9 @@ def test_embed_cli_with_a_job_dir_equals_a_plain_run(folder, tiny_vae_bundle, tm
         assert sorted(a.files) == sorted(b.files) == ["files", "logvar", "mean"]
         for key in a.files:
             assert np.array_equal(a[key], b[key])
+
+
+def test_inputs_held_in_memory_cannot_be_resumed(model, tmp_path, fashion_test):
+    with pytest.raises(vaesdk.InvalidArgumentError, match="held in memory; a resumable job takes image files"):
+        vaesdk.run_sharded(model, "embed", [fashion_test.images[0]], tmp_path / "job")
+    assert not (tmp_path / "job").exists()

@@ -24,8 +24,8 @@ from .errors import (
     VaesdkError,
 )
 from .fileio import write_atomic
-from .images import make_grid, save_png, to_pil
-from .inputs import InputBatch, InputItem, read_inputs
+from .images import encode_png, make_grid, save_png, to_pil
+from .inputs import InputBatch, InputItem, expand_sources, read_inputs
 from .jobs import SEED_BLOCK, JobResult, run_job
 from .latent import Posterior, RandomStreams
 from .model import DEFAULT_BATCH, DEFAULT_IW_SAMPLES, Model, Scores, Traversal
@@ -62,9 +62,11 @@ __all__ = [
     "Traversal",
     "make_grid",
     "read_inputs",
+    "expand_sources",
     "InputBatch",
     "InputItem",
     "save_png",
+    "encode_png",
     "to_pil",
     "write_atomic",
     "run_job",

@@ -51,7 +51,10 @@ def connect(address: str = "auto", **init_kwargs: Any) -> None:
         return
     if not isinstance(address, str) or not address.strip():
         raise InvalidArgumentError(f"Ray address must be 'auto' or an address like head:6379 or ray://head:10001, got {address!r:.80}")
-    kwargs = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING, **init_kwargs}
+    if address.startswith("ray://"):
+        kwargs = dict(init_kwargs)  # Ray Client: the cluster's own settings apply
+    else:
+        kwargs = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING, **init_kwargs}
     try:
         ray.init(address=None if address == "auto" else address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as e:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidArgumentError, OutputError
+from .errors import InvalidArgumentError, OutputError, VaesdkError
 from .fileio import checked_path, write_atomic
 from .inputs import expand_sources
 from .jobs import (
@@ -70,6 +70,10 @@ def run_sharded(
     shard_blocks = _shard_blocks(shard_size)
     folder = checked_path(job_dir, OutputError, "job folder")
     named = expand_sources(sources)
+    for name, source in named:
+        if not isinstance(source, (str, os.PathLike, VaesdkError)):
+            # A resume can check a file list, not the content of bytes or arrays.
+            raise InvalidArgumentError(f"input {name!r:.80} is held in memory; a resumable job takes image files and folders (not stdin or bytes)")
     n_shards = math.ceil(blocks_of(named) / shard_blocks)
     _open_index(folder, _index(model, options, named, shard_blocks, n_shards))
     compute = runner(named, options) if runner is not None else _local(model, options, named, workers)
