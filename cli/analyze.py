@@ -13,9 +13,6 @@ import typer
 
 import vaesdk
 from vaesdk import InvalidArgumentError, OutputError
-from vaesdk.anomaly import SCORE as ANOMALY_SCORE
-from vaesdk.anomaly import calibration_of as anomaly_calibration
-from vaesdk.anomaly import check_flag
 from vaesdk.describe import ACTIVE_KL
 from vaesdk.evaluate import DEFAULT_EVAL_K
 
@@ -183,28 +180,13 @@ def score(
     inputs = gather_inputs(images)
     m = load_model(model, device, batch_size)
     if flag_p_below is not None:
-        check_flag(m, flag_p_below)
+        vaesdk.check_flag(m, flag_p_below)
     result = _run(m, "score", inputs, job_dir=job_dir, shard_size=shard_size, ray=ray, workers=workers, k=k, seed=seed)
-    calibration = anomaly_calibration(m)
-    c = result.columns
-    records = []
-    for i, n in enumerate(result.names):
-        pv = None if calibration is None else float(c["p_value"][i])
-        r = {"file": n, "elbo_bpd": float(c["elbo_bpd"][i]), "iw_bpd": float(c["iw_bpd"][i]), "anomaly": float(c["anomaly"][i]), "p_value": pv}
-        if flag_p_below is not None:
-            r["unusual"] = bool(pv < flag_p_below)
-        records.append(r)
+    payload = vaesdk.score_report(m, result, k=k, seed=seed, flag_p_below=flag_p_below)
+    records = payload["scores"]
     # With --out the file's suffix decides its format; --json chooses the format of stdout.
     as_json = out.suffix.lower() == ".json" if out is not None else json_out
     if records:
-        payload = {
-            "model": m.name, "k": k, "seed": seed,
-            "units": "bounds in bits/dim, lower is better; anomaly: higher is more unusual; p_value: small is unusual",
-            "anomaly_score": ANOMALY_SCORE,
-            "calibration": None if calibration is None else {"n": calibration.n, "source": calibration.source},
-            **({"flag_p_below": flag_p_below} if flag_p_below is not None else {}),
-            "scores": records,
-        }  # fmt: skip
         if as_json and out is None:
             emit_json(payload)
         else:
@@ -214,7 +196,7 @@ def score(
             written = _write_text(out, text, force)
             if written:
                 note(f"wrote scores of {len(records)} image(s) to {written}")
-        if calibration is None:
+        if payload["calibration"] is None:
             note(f"{m.name!r} has no anomaly calibration: p_value is empty (add one with scripts/calibrate_bundle.py)")
         if flag_p_below is not None:
             note(f"{sum(r['unusual'] for r in records)} of {len(records)} image(s) unusual (p_value < {flag_p_below:g})")

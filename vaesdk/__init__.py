@@ -26,7 +26,8 @@ from .errors import (
 from .fileio import write_atomic
 from .images import encode_png, make_grid, save_png, to_pil
 from .inputs import InputBatch, InputItem, expand_sources, read_inputs
-from .jobs import SEED_BLOCK, JobResult, run_job
+from .anomaly import check_flag
+from .jobs import SEED_BLOCK, JobResult, run_job, score_report
 from .latent import Posterior, RandomStreams
 from .model import DEFAULT_BATCH, DEFAULT_IW_SAMPLES, Model, Scores, Traversal
 from .shards import DEFAULT_SHARD_SIZE, run_sharded
@@ -70,6 +71,8 @@ __all__ = [
     "to_pil",
     "write_atomic",
     "run_job",
+    "score_report",
+    "check_flag",
     "run_sharded",
     "JobResult",
     "DEFAULT_MODEL",

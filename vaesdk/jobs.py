@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from .anomaly import SCORE as ANOMALY_SCORE
+from .anomaly import calibration_of, check_flag
 from .arguments import MAX_IW_SAMPLES
 from .errors import InvalidArgumentError, InvalidImageError, VaesdkError
 from .inputs import InputItem, expand_sources, read_items
@@ -203,6 +205,32 @@ def _counted(blocks: Iterator[BlockResult], progress: Callable[[int], None] | No
         if progress is not None:
             progress(len(b.names) + len(b.errors))
         yield b
+
+
+def score_report(model: Any, result: JobResult, *, k: int, seed: int, flag_p_below: float | None = None) -> dict[str, Any]:
+    """A score job as plain data (what `vae score --json` prints): the model, k, seed, the
+    calibration, and one record per readable input with file, elbo_bpd, iw_bpd, anomaly,
+    p_value (None without a calibration) and, with `flag_p_below`, unusual (p_value below it)."""
+    calibration = calibration_of(model)
+    if flag_p_below is not None:
+        check_flag(model, flag_p_below)
+    c = result.columns
+    records = []
+    for i, name in enumerate(result.names):
+        p_value = None if calibration is None else float(c["p_value"][i])
+        record = {"file": name, "elbo_bpd": float(c["elbo_bpd"][i]), "iw_bpd": float(c["iw_bpd"][i]),
+                  "anomaly": float(c["anomaly"][i]), "p_value": p_value}  # fmt: skip
+        if flag_p_below is not None:
+            record["unusual"] = bool(p_value < flag_p_below)
+        records.append(record)
+    return {
+        "model": model.name, "k": k, "seed": seed,
+        "units": "bounds in bits/dim, lower is better; anomaly: higher is more unusual; p_value: small is unusual",
+        "anomaly_score": ANOMALY_SCORE,
+        "calibration": None if calibration is None else {"n": calibration.n, "source": calibration.source},
+        **({"flag_p_below": flag_p_below} if flag_p_below is not None else {}),
+        "scores": records,
+    }  # fmt: skip
 
 
 def error_record(name: str, error: VaesdkError) -> dict[str, str]:
