@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -113,11 +114,38 @@ def expand_sources(sources: Iterable[Any]) -> list[tuple[str, Any]]:
         if not is_dir:
             out.append((str(path), path))
             continue
-        found = sorted(q for q in path.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file())
+        found = _image_files(path)
         if not found:
             out.append((str(path), InvalidImageError(f"folder {path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")))
-        out.extend((str(q), q) for q in found)
+        out.extend((q, q) for q in found)
     return out
+
+
+def _image_files(folder: Path) -> list[str]:
+    """The image files under `folder`, recursively, in the order of `sorted(folder.rglob("*"))`
+    and with its rules (symlinked folders are not entered, unreadable ones skipped).
+    os.scandir's entries know their type without a stat per file, and sorting tuples of
+    names is much cheaper than sorting Path objects: a folder of a million images is listed
+    in seconds."""
+    found: list[tuple[tuple[str, ...], str]] = []
+    stack: list[tuple[tuple[str, ...], str]] = [((), os.fspath(folder))]
+    while stack:
+        parts, current = stack.pop()
+        try:
+            with os.scandir(current) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir() and not entry.is_symlink():
+                    stack.append(((*parts, entry.name), entry.path))
+                elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES and entry.is_file():
+                    found.append(((*parts, entry.name), entry.path))
+            except OSError:
+                continue
+    found.sort()
+    return [path for _, path in found]
 
 
 def read_inputs(
