@@ -22,8 +22,9 @@ from .options import (
 app = typer.Typer()
 
 ImagesArg = Annotated[list[str], typer.Argument(help="Image files, folders, or '-' for stdin.", show_default=False)]
-# Threads writing output files while the model runs (they mostly wait for the disk).
-WRITERS = 4
+# Threads writing output files while the model runs: they mostly wait for fsync, and a deeper
+# queue of writes helped up to about 16 (1,000 files: 0.64 ms each with 4, 0.42 ms with 16).
+WRITERS = 16
 
 
 @dataclass
