@@ -26,7 +26,9 @@ import numpy as np
 
 from .errors import InvalidArgumentError, MissingDependencyError, VaesdkError
 from .inputs import expand_sources, read_items
-from .jobs import SEED_BLOCK, BlockResult, JobOptions, JobResult, check_job, error_from_record, error_record, join_blocks, run_block
+from .jobs import (
+    SEED_BLOCK, BlockResult, JobOptions, JobResult, blocks_of, check_job, error_from_record, error_record, join_blocks, run_block,
+)  # fmt: skip
 from .shards import DEFAULT_SHARD_SIZE, blocks_from_bytes, blocks_to_bytes, run_sharded
 
 
@@ -128,8 +130,6 @@ def run_job(
             model, operation, named, job_dir, shard_size=shard_size, k=k, seed=seed, logvar=logvar, progress=progress,
             runner=lambda _named, _options: runner,
         )  # fmt: skip
-    from .jobs import blocks_of
-
     return join_blocks(model, options, runner(0, blocks_of(named)))
 
 
