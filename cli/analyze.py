@@ -11,18 +11,13 @@ from typing import Annotated, Optional
 import numpy as np
 import typer
 
-from vaesdk.errors import InvalidArgumentError, OutputError
-from vaesdk.fileio import write_atomic
-
-from vaesdk.anomaly import SCORE as ANOMALY_SCORE
-from vaesdk.anomaly import calibration_of as anomaly_calibration
-from vaesdk.anomaly import check_flag
+import vaesdk
+from vaesdk import InvalidArgumentError, OutputError
 from vaesdk.describe import ACTIVE_KL
 from vaesdk.evaluate import DEFAULT_EVAL_K
-from vaesdk.model import DEFAULT_BATCH, DEFAULT_IW_SAMPLES
 
-from .common import emit_json, gather_inputs, load_model, note, progress
-from .options import BatchOpt, DataDirOpt, DataOpt, DeviceOpt, ForceOpt, JsonOpt, ModelOpt
+from .common import Inputs, emit_json, gather_inputs, load_model, note, progress
+from .options import BatchOpt, DataDirOpt, DataOpt, DeviceOpt, ForceOpt, JsonOpt, ModelOpt, WorkersOpt
 
 app = typer.Typer()
 
@@ -41,8 +36,46 @@ def _write_text(out: Path | None, text: str, force: bool) -> Optional[str]:
     if out is None:
         typer.echo(text, nl=False)
         return None
-    write_atomic(out, text.encode(), overwrite=force)
+    vaesdk.write_atomic(out, text.encode(), overwrite=force)
     return str(out)
+
+
+JobDirOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--job-dir",
+        help="Write results in shards to this folder as they are done; run the same command again to resume after an interruption.",
+        show_default=False,
+    ),
+]
+ShardSizeOpt = Annotated[
+    int, typer.Option("--shard-size", min=vaesdk.SEED_BLOCK, help=f"Images per shard with --job-dir (a multiple of {vaesdk.SEED_BLOCK}).")
+]
+RayOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--ray",
+        help="Run on Ray: auto (join this machine's cluster, or start a local one) or a cluster address (head:6379, ray://head:10001). Needs the ray extra.",
+        show_default=False,
+    ),
+]
+
+
+def _run(
+    m: vaesdk.Model, operation: str, inputs: Inputs, *, job_dir: Path | None, shard_size: int, ray: str | None,
+    workers: int | None, **options: object,
+) -> vaesdk.JobResult:  # fmt: skip
+    """One SDK call: in this process, in resumable shards, or on Ray."""
+    with progress(len(inputs.paths), operation) as advance:
+        if ray is not None:
+            from vaesdk.ray import run_job as run_on_ray
+
+            return run_on_ray(m, operation, inputs.named, address=ray, job_dir=job_dir, shard_size=shard_size,
+                              workers=workers, progress=advance, **options)  # fmt: skip
+        if job_dir is not None:
+            return vaesdk.run_sharded(m, operation, inputs.named, job_dir, shard_size=shard_size, workers=workers,
+                                      progress=advance, **options)  # fmt: skip
+        return vaesdk.run_job(m, operation, inputs.named, workers=workers, progress=advance, **options)
 
 
 @app.command()
@@ -54,7 +87,11 @@ def embed(
     logvar: Annotated[bool, typer.Option("--logvar", help="Also write the posterior log-variances.")] = False,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
-    batch_size: BatchOpt = DEFAULT_BATCH,
+    batch_size: BatchOpt = vaesdk.DEFAULT_BATCH,
+    workers: WorkersOpt = None,
+    job_dir: JobDirOpt = None,
+    shard_size: ShardSizeOpt = vaesdk.DEFAULT_SHARD_SIZE,
+    ray: RayOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """Encoder means (features for downstream tasks) for every image.
@@ -73,21 +110,13 @@ def embed(
     m = load_model(model, device, batch_size)
     if logvar and m.kind != "vae":
         raise InvalidArgumentError(f"--logvar needs a VAE; {m.name!r} is a plain autoencoder with no posterior variance")
-    names, means, logvars = [], [], []
-    with progress(len(inputs.paths), "embed") as advance:
-        for batch_names, batch in inputs.batches(m, batch_size):
-            post = m.encode(batch)
-            names += batch_names
-            means.append(post.mean)
-            logvars.append(post.logvar)
-            advance(len(batch_names))
-    if names:
-        mean = np.concatenate(means)
-        lv = np.concatenate(logvars) if logvar else None
-        written = _save_features(out, suffix, names, mean, lv, force)
+    result = _run(m, "embed", inputs, job_dir=job_dir, shard_size=shard_size, ray=ray, workers=workers, logvar=logvar)
+    if len(result):
+        written = _save_features(out, suffix, result.names, result.columns["mean"], result.columns.get("logvar"), force)
         if written:
-            note(f"wrote {len(names)} x {m.latent_dim} features to {', '.join(written)}")
-    inputs.finish(len(names))
+            note(f"wrote {len(result)} x {m.latent_dim} features to {', '.join(written)}")
+    inputs.failed(result.errors)
+    inputs.finish(len(result))
 
 
 def _save_features(out: Path | None, suffix: str, names: list[str], mean: np.ndarray, lv: np.ndarray | None, force: bool) -> list[str]:
@@ -103,13 +132,13 @@ def _save_features(out: Path | None, suffix: str, names: list[str], mean: np.nda
         buf = io.BytesIO()
         arrays = {"files": np.array(names), "mean": mean, **({"logvar": lv} if lv is not None else {})}
         np.savez(buf, **arrays)
-        write_atomic(out, buf.getvalue(), overwrite=force)
+        vaesdk.write_atomic(out, buf.getvalue(), overwrite=force)
         return [str(out)]
     outputs = [(out, mean)] + ([(out.with_name(out.stem + ".logvar.npy"), lv)] if lv is not None else [])
     for path, array in outputs:
         buf = io.BytesIO()
         np.save(buf, array)
-        write_atomic(path, buf.getvalue(), overwrite=force)
+        vaesdk.write_atomic(path, buf.getvalue(), overwrite=force)
     return [str(p) for p, _ in outputs]
 
 
@@ -118,7 +147,7 @@ def score(
     images: ImagesArg,
     k: Annotated[
         int, typer.Option("--k", min=1, max=10000, help="Importance samples per image for the bounds (the anomaly score needs one).")
-    ] = DEFAULT_IW_SAMPLES,
+    ] = vaesdk.DEFAULT_IW_SAMPLES,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the posterior draws.")] = 0,
     flag_p_below: Annotated[
         Optional[float],
@@ -133,44 +162,31 @@ def score(
     ] = None,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
-    batch_size: BatchOpt = DEFAULT_BATCH,
+    batch_size: BatchOpt = vaesdk.DEFAULT_BATCH,
+    workers: WorkersOpt = None,
+    job_dir: JobDirOpt = None,
+    shard_size: ShardSizeOpt = vaesdk.DEFAULT_SHARD_SIZE,
+    ray: RayOpt = None,
     force: ForceOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Per-image -ELBO and -(importance-weighted bound) in bits/dim (lower = more likely), and
     how unusual each image is: the anomaly score (higher = more unusual) and its p-value (the
     fraction of held-out in-distribution images at least as unusual; empty when the bundle
-    has no calibration)."""
+    has no calibration). Each block of 256 inputs draws from its own stream of --seed, so
+    the figures do not depend on --batch-size, --workers, --job-dir or --ray."""
     if out is not None and out.suffix.lower() not in (".csv", ".json"):
         raise InvalidArgumentError(f"--out {out} must end in .csv or .json")
     inputs = gather_inputs(images)
     m = load_model(model, device, batch_size)
     if flag_p_below is not None:
-        check_flag(m, flag_p_below)
-    rng = np.random.default_rng(seed)
-    records = []
-    with progress(len(inputs.paths), "score") as advance:
-        for names, batch in inputs.batches(m, batch_size):
-            s = m.score(batch, k=k, seed=rng)
-            p = s.p_value if s.p_value is not None else [None] * len(names)
-            for n, e, i, a, pv in zip(names, s.elbo_bpd, s.iw_bpd, s.anomaly, p):
-                r = {"file": n, "elbo_bpd": float(e), "iw_bpd": float(i), "anomaly": float(a), "p_value": None if pv is None else float(pv)}
-                if flag_p_below is not None:
-                    r["unusual"] = bool(pv < flag_p_below)
-                records.append(r)
-            advance(len(names))
+        vaesdk.check_flag(m, flag_p_below)
+    result = _run(m, "score", inputs, job_dir=job_dir, shard_size=shard_size, ray=ray, workers=workers, k=k, seed=seed)
+    payload = vaesdk.score_report(m, result, k=k, seed=seed, flag_p_below=flag_p_below)
+    records = payload["scores"]
     # With --out the file's suffix decides its format; --json chooses the format of stdout.
     as_json = out.suffix.lower() == ".json" if out is not None else json_out
     if records:
-        calibration = anomaly_calibration(m)
-        payload = {
-            "model": m.name, "k": k, "seed": seed,
-            "units": "bounds in bits/dim, lower is better; anomaly: higher is more unusual; p_value: small is unusual",
-            "anomaly_score": ANOMALY_SCORE,
-            "calibration": None if calibration is None else {"n": calibration.n, "source": calibration.source},
-            **({"flag_p_below": flag_p_below} if flag_p_below is not None else {}),
-            "scores": records,
-        }  # fmt: skip
         if as_json and out is None:
             emit_json(payload)
         else:
@@ -180,10 +196,11 @@ def score(
             written = _write_text(out, text, force)
             if written:
                 note(f"wrote scores of {len(records)} image(s) to {written}")
-        if calibration is None:
+        if payload["calibration"] is None:
             note(f"{m.name!r} has no anomaly calibration: p_value is empty (add one with scripts/calibrate_bundle.py)")
         if flag_p_below is not None:
             note(f"{sum(r['unusual'] for r in records)} of {len(records)} image(s) unusual (p_value < {flag_p_below:g})")
+    inputs.failed(result.errors)
     inputs.finish(len(records))
 
 

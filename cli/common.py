@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import secrets
 import sys
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,10 +21,7 @@ import numpy as np
 import typer
 
 import vaesdk
-from vaesdk.errors import InvalidArgumentError, InvalidImageError, OutputError
-from vaesdk.fileio import write_atomic
-from vaesdk.images import encode_png
-from vaesdk.inputs import expand_sources
+from vaesdk import InvalidArgumentError, InvalidImageError, OutputError, encode_png, expand_sources, write_atomic
 
 STDIO = "-"
 
@@ -77,9 +76,32 @@ class Outputs:
     instead), and no run writes the same path twice.
     """
 
-    def __init__(self, force: bool):
+    def __init__(self, force: bool, background: int = 0):
         self.force = force
         self.written: set[Path] = set()
+        # Writing a file is mostly waiting for the disk (write_atomic fsyncs), so with
+        # `background` threads the next batch runs through the model meanwhile.
+        self._pool = ThreadPoolExecutor(background, thread_name_prefix="vae-write") if background else None
+        self._pending: deque[Future] = deque()
+
+    def __enter__(self) -> Outputs:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        elif self._pool is not None:  # already failing: stop the writes, keep that error
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def close(self) -> None:
+        """Wait for the files still being written; raise the first failure."""
+        if self._pool is None:
+            return
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
     def explicit(self, out: Path) -> Path | str:
         if str(out) == STDIO:
@@ -101,18 +123,30 @@ class Outputs:
 
     def write_png(self, target: Path | str, image: np.ndarray) -> str:
         """Write one image (uint8 [H, W, C]) to a path (atomically) or to stdout ('-')."""
-        data = encode_png(image)
         if target == STDIO:
             if sys.stdout.isatty():
                 raise OutputError("refusing to write PNG bytes to a terminal; redirect stdout or pass --out FILE")
-            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.write(encode_png(image))
             sys.stdout.buffer.flush()
             return STDIO
         if target in self.written:
             raise OutputError(f"{target} would be written twice in one run; give distinct outputs")
-        write_atomic(target, data, overwrite=self.force)
+        if self._pool is None:
+            _write_png(target, image, self.force)
+        else:
+            # A bounded number of writes in flight: memory stays a few batches' worth.
+            while len(self._pending) >= MAX_PENDING_WRITES:
+                self._pending.popleft().result()
+            self._pending.append(self._pool.submit(_write_png, target, image, self.force))
         self.written.add(Path(target))
         return str(target)
+
+
+MAX_PENDING_WRITES = 512
+
+
+def _write_png(target: Path, image: np.ndarray, force: bool) -> None:
+    write_atomic(target, encode_png(image), overwrite=force)
 
 
 def _taken(path: Path, written: set[Path]) -> bool:
@@ -144,12 +178,17 @@ class Inputs:
     def paths(self) -> list[str]:
         return [name for name, _ in self.named]
 
-    def batches(self, model: vaesdk.Model, batch_size: int) -> Iterator[tuple[list[str], np.ndarray]]:
-        """Yield (names, uint8 [B, H, W, C]) of readable images; unreadable ones are recorded."""
-        for batch in vaesdk.read_inputs(self.named, model, batch_size):
+    def batches(self, model: vaesdk.Model, batch_size: int, workers: int | None = None) -> Iterator[tuple[list[str], np.ndarray]]:
+        """Yield (names, uint8 [B, H, W, C]) of readable images, decoded by `workers` threads
+        while the caller runs the model; unreadable ones are recorded."""
+        for batch in vaesdk.read_inputs(self.named, model, batch_size, workers=workers):
             self.failures += [e.cli_message for _, e in batch.errors]  # each message names its input
             if len(batch):
                 yield batch.names, batch.images
+
+    def failed(self, errors: list[tuple[str, Any]]) -> None:
+        """Record the unreadable inputs of an SDK job result."""
+        self.failures += [e.cli_message for _, e in errors]
 
     def finish(self, done: int) -> None:
         """Report the bad inputs; exit non-zero when there were any."""

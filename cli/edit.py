@@ -11,19 +11,20 @@ import numpy as np
 import typer
 
 import vaesdk
-from vaesdk.errors import InvalidArgumentError
-from vaesdk.images import make_grid
-from vaesdk.model import DEFAULT_BATCH
+from vaesdk import DEFAULT_BATCH, InvalidArgumentError, make_grid
 
 from .common import STDIO, Outputs, choose_seed, emit_json, enlarge, gather_inputs, load_model, note, progress, read_source
 from .options import (
     BatchOpt, DeviceOpt, ForceOpt, JsonOpt, Method, ModelOpt, OutDirOpt, OutFileOpt, SampleLatentOpt, SamplePixelsOpt,
-    PriorOpt, ScaleOpt, SeedOpt,
+    PriorOpt, ScaleOpt, SeedOpt, WorkersOpt,
 )  # fmt: skip
 
 app = typer.Typer()
 
 ImagesArg = Annotated[list[str], typer.Argument(help="Image files, folders, or '-' for stdin.", show_default=False)]
+# Threads writing output files while the model runs: they mostly wait for fsync, and a deeper
+# queue of writes helped up to about 16 (1,000 files: 0.64 ms each with 4, 0.42 ms with 16).
+WRITERS = 16
 
 
 @dataclass
@@ -39,6 +40,7 @@ class PerImage:
     batch_size: int
     model: Optional[str]
     device: str
+    workers: Optional[int] = None
 
 
 def run_per_image(
@@ -54,11 +56,10 @@ def run_per_image(
         raise InvalidArgumentError("--out takes one input image; with several, use --out-dir")
     m = load_model(opts.model, opts.device, opts.batch_size)
     op = prepare(m)
-    outputs = Outputs(opts.force)
     folder = opts.out_dir if opts.out_dir is not None else Path(".")
     records = []
-    with progress(len(inputs.paths), suffix) as advance:
-        for names, batch in inputs.batches(m, opts.batch_size):
+    with progress(len(inputs.paths), suffix) as advance, Outputs(opts.force, background=WRITERS) as outputs:
+        for names, batch in inputs.batches(m, opts.batch_size, opts.workers):
             for name, result in zip(names, op(batch)):
                 stem = "stdin" if name == STDIO else Path(name).stem
                 target = outputs.explicit(opts.out) if opts.out is not None else outputs.default(folder / f"{stem}.{suffix}.png")
@@ -140,11 +141,13 @@ def reconstruct(
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     batch_size: BatchOpt = DEFAULT_BATCH,
+    workers: WorkersOpt = None,
     force: ForceOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Encode and decode each image: NAME.recon.png per input (placed as for edit)."""
-    opts = PerImage(images, out, out_dir, scale, force, json_out, batch_size, model, device)
+    """Encode and decode each image: NAME.recon.png per input (placed as for edit). Images
+    are decoded by --workers threads while the model runs; outputs keep the input order."""
+    opts = PerImage(images, out, out_dir, scale, force, json_out, batch_size, model, device, workers)
 
     def prepare(m: vaesdk.Model) -> Callable[[np.ndarray], Any]:
         m.validate("reconstruct", sample_latent=sample_latent, sample_pixels=sample_pixels)

@@ -28,6 +28,10 @@ ScaleOpt = Annotated[int, typer.Option("--scale", min=1, max=16, help="Enlarge o
 SampleLatentOpt = Annotated[bool, typer.Option("--sample-latent", help="Draw z from q(z|x) instead of taking its mean.")]
 SamplePixelsOpt = Annotated[bool, typer.Option("--sample-pixels", help="Draw pixels from p(x|z) instead of taking its mean.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, max=65536, help="Images per model call.")]
+WorkersOpt = Annotated[
+    Optional[int],
+    typer.Option("--workers", min=1, max=256, help="Image-decoding threads (with --ray: Ray workers).", show_default="one per core"),
+]
 PriorOpt = Annotated[
     Optional[str],
     typer.Option(

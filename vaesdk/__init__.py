@@ -23,10 +23,14 @@ from .errors import (
     UnsupportedOperationError,
     VaesdkError,
 )
+from .fileio import write_atomic
 from .images import encode_png, make_grid, save_png, to_pil
-from .inputs import InputBatch, InputItem, read_inputs
+from .inputs import InputBatch, InputItem, expand_sources, read_inputs
+from .anomaly import check_flag
+from .jobs import SEED_BLOCK, JobResult, run_job, score_report
 from .latent import Posterior, RandomStreams
-from .model import DEFAULT_BATCH, Model, Scores, Traversal
+from .model import DEFAULT_BATCH, DEFAULT_IW_SAMPLES, Model, Scores, Traversal
+from .shards import DEFAULT_SHARD_SIZE, run_sharded
 from .registry import DEFAULT_MODEL, list_models, resolve
 from .session import available_providers
 
@@ -63,11 +67,21 @@ __all__ = [
     "available_providers",
     "DEFAULT_BATCH",
     "read_inputs",
+    "expand_sources",
     "InputBatch",
     "InputItem",
     "save_png",
     "to_pil",
+    "write_atomic",
+    "run_job",
+    "score_report",
+    "check_flag",
+    "run_sharded",
+    "JobResult",
     "DEFAULT_MODEL",
+    "DEFAULT_IW_SAMPLES",
+    "DEFAULT_SHARD_SIZE",
+    "SEED_BLOCK",
     "VaesdkError",
     "BundleError",
     "ModelNotFoundError",
