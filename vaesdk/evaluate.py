@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from . import anomaly as A
+from . import datasets
 from .datasets import ImageSet
 from .errors import InvalidArgumentError
 from .images import as_batch
@@ -99,6 +100,38 @@ def evaluate(
         out["probe_accuracy"] = probe.accuracy(post.mean, _labels_by_name(test, train))
         out["probe_train_images"] = len(train)
     return out
+
+
+def evaluate_dataset(
+    model: Model,
+    data: str = "fashion-mnist",
+    *,
+    data_dir: str | None = None,
+    train_data: str | None = None,
+    limit: int = 0,
+    k: int = DEFAULT_EVAL_K,
+    seed: int = 0,
+    ood: bool = True,
+    progress: Progress = _noop,
+) -> dict[str, Any]:
+    """`evaluate` on a named data set, as `vae eval` runs it: Fashion-MNIST's test split (its
+    training split for the probe; `data_dir` overrides where its files are), or a labelled image
+    folder (`train_data`, another folder, for the probe). `limit` > 0 keeps the first N images
+    of each. Returns the metrics without `kl_per_dim`, with `data` added."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise InvalidArgumentError(f"limit must be a whole number >= 0 (0 = all images), got {limit!r}")
+    h, _, c = model.image_shape
+    test = datasets.load_dataset(data, "test", h, c, data_dir)
+    if data == "fashion-mnist":
+        train = datasets.load_dataset(data, "train", h, c, data_dir)
+    else:
+        train = datasets.load_dataset(train_data, "train", h, c) if train_data else None
+    if limit:
+        test = test.head(limit)
+        train = train.head(limit) if train is not None else None
+    metrics = evaluate(model, test, train, k=k, seed=seed, ood="default" if ood else None, progress=progress)
+    metrics.pop("kl_per_dim", None)
+    return {"data": data, **metrics}
 
 
 def _anomaly_metrics(
