@@ -203,7 +203,7 @@ def score(
 
 
 @app.command("eval")
-def evaluate(
+def eval_command(
     data: DataOpt = "fashion-mnist",
     data_dir: DataDirOpt = None,
     train_data: Annotated[
