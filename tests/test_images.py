@@ -411,7 +411,9 @@ def test_mode_I_within_16_bits_is_scaled(kind):
     "mode,values,expected",
     [
         ("I;16", [0, 32768], [0, 128]),  # half the range: scaled, so not stretched to white
-        ("I", [1000, 65535], [4, 255]),  # at the 16-bit edge: still scaled
+        ("I;16", [0, 33025, 65535], [0, 129, 255]),  # 33025 * 255 / 65535 = 128.502: the divisor is 65535
+        ("I", [1000, 33025, 65535], [4, 129, 255]),  # at the 16-bit edge: still scaled
+        ("I", [1000, 65536], [0, 255]),  # just outside 16 bits: stretched
         ("I", [0, 30000], [0, 117]),
         ("F", [0.2, 1.0], [51, 255]),  # at the unit range's edge: still scaled
         ("F", [0.2, 1.5], [0, 255]),  # just outside: stretched

@@ -174,12 +174,13 @@ def test_interpolate_latents_gives_the_documented_path(vae):
     a, b = rng.standard_normal((1, vae.latent_dim)), 2 * rng.standard_normal((1, vae.latent_dim))
     path = vae.interpolate_latents(a, b)  # defaults: 8 steps, slerp
     np.testing.assert_allclose(path, L.slerp(a[0], b[0], np.linspace(0, 1, 8)), rtol=1e-6)
-    line = vae.interpolate_latents(a, b, steps=2, method="linear")
-    np.testing.assert_allclose(line, np.concatenate([a, b]), rtol=1e-6)
-    assert not np.allclose(vae.interpolate_latents(a, b, steps=3)[1], line.mean(0), rtol=1e-3)
+    line = vae.interpolate_latents(a, b, steps=3, method="linear")
+    np.testing.assert_allclose(line, np.concatenate([a, (a + b) / 2, b]), rtol=1e-6)
+    assert not np.allclose(vae.interpolate_latents(a, b, steps=3)[1], line[1], rtol=1e-3)
     for args, message in (
         ((a, b, 1), r"^steps must be in 2\.\."),
-        ((np.concatenate([a, a]), b), "one start and one end"),
+        ((np.concatenate([a, a]), b), r"^interpolate takes one start and one end latent$"),
+        ((a[:, :3], b), r"^a must have shape"),
         ((a, b[:, :3]), r"^b must have shape"),
     ):
         with pytest.raises(InvalidArgumentError, match=message):
