@@ -7,19 +7,15 @@ import numpy as np
 import pytest
 
 import vaesdk
-from vaesdk.images import save_png
 from vaesdk.inputs import expand_sources, read_items
+from folders import png_folder
 
 
 @pytest.fixture(scope="module")
 def folder(fashion_test, tmp_path_factory):
     """300 real test images as PNG files, with two unreadable files among them."""
-    root = tmp_path_factory.mktemp("many")
-    for i in range(300):
-        save_png(root / f"img{i:04d}.png", fashion_test.images[i])
-    (root / "img0100a.png").write_bytes(b"not an image")
-    (root / "img0250a.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    return root
+    broken = {"img0100a.png": b"not an image", "img0250a.png": b"\x89PNG\r\n\x1a\n truncated"}
+    return png_folder(tmp_path_factory.mktemp("many"), fashion_test.images[:300], broken)
 
 
 def flatten(batches):

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 import vaesdk
 from vaesdk.cli.main import app
-from vaesdk.images import save_png
+from folders import png_folder
 
 runner = CliRunner()
 
@@ -28,11 +28,7 @@ def cluster():
 @pytest.fixture(scope="module")
 def folder(fashion_test, tmp_path_factory):
     """600 real test images (three seed blocks, so both workers get some) and a broken file."""
-    root = tmp_path_factory.mktemp("ray-inputs")
-    for i in range(600):
-        save_png(root / f"img{i:04d}.png", fashion_test.images[i])
-    (root / "img0042x.png").write_bytes(b"not an image")
-    return root
+    return png_folder(tmp_path_factory.mktemp("ray-inputs"), fashion_test.images[:600], {"img0042x.png": b"not an image"})
 
 
 def vae(*args):

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 import vaesdk
 import vaesdk.jobs
 from vaesdk.cli.main import app
-from vaesdk.images import save_png
+from folders import png_folder
 
 BLOCK = vaesdk.SEED_BLOCK
 
@@ -19,11 +19,7 @@ BLOCK = vaesdk.SEED_BLOCK
 @pytest.fixture(scope="module")
 def folder(fashion_test, tmp_path_factory):
     """700 real test images (three one-block shards, the last one partial) and one broken file."""
-    root = tmp_path_factory.mktemp("job-inputs")
-    for i in range(700):
-        save_png(root / f"img{i:04d}.png", fashion_test.images[i])
-    (root / "img0300x.png").write_bytes(b"broken")
-    return root
+    return png_folder(tmp_path_factory.mktemp("job-inputs"), fashion_test.images[:700], {"img0300x.png": b"broken"})
 
 
 @pytest.fixture(scope="module")
