@@ -124,3 +124,19 @@ def test_narrow_bin_series_is_exact_where_it_is_used(mid, reach):
         want = math.log(0.5 * (math.erf(lower) - math.erf(upper)))
     got = float(L.log_narrow_bin(np.array(mid), np.array(half)))
     assert got == pytest.approx(want, rel=1e-10, abs=1e-10)
+
+
+@pytest.mark.parametrize("logvar", [-2.0, -6.0, -9.0])
+def test_discretized_masses_are_the_gaussian_cdf_over_each_values_bin(logvar):
+    """P(k) = Phi((k/255 + 1/510 - mean) / sd) - Phi((k/255 - 1/510 - mean) / sd), the edge
+    bins open-ended, with sd = exp(logvar / 2): checked value by value against math.erf."""
+    mean, sd = 0.4, math.exp(0.5 * logvar)
+    cdf = lambda v: 0.5 * math.erfc(-(v - mean) / (sd * math.sqrt(2.0)))  # noqa: E731
+    k = np.array([0, 1, 60, 101, 102, 103, 160, 254, 255])
+    got = L.discretized_gaussian_log_prob(k, mean, logvar)
+    for value, lp in zip(k, got):
+        hi = 1.0 if value == 255 else cdf(value / 255.0 + 0.5 / 255.0)
+        lo = 0.0 if value == 0 else cdf(value / 255.0 - 0.5 / 255.0)
+        if hi - lo < 1e-250:
+            continue  # far outside the Gaussian: no float64 reference
+        assert lp == pytest.approx(math.log(hi - lo), rel=1e-6, abs=1e-6), int(value)
