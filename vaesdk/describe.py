@@ -8,11 +8,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .bundle import FORMAT_VERSION, MANIFEST
+from .latent import ACTIVE_KL_NATS  # the one definition, shared with training and evaluation
 
 if TYPE_CHECKING:
     from .model import Model
-
-from .latent import ACTIVE_KL_NATS as ACTIVE_KL  # the one definition, shared with training and evaluation
 
 
 def describe_model(model: Model) -> dict[str, Any]:
@@ -32,8 +31,8 @@ def describe_model(model: Model) -> dict[str, Any]:
         "latent_dim": model.latent_dim,
         "kl_per_dim": [float(x) for x in kl] if kl is not None else None,
         "dims_by_usage": model.dims_by_usage(),
-        "active_kl_threshold": ACTIVE_KL,
-        "active_dims": int(np.sum(np.asarray(kl) > ACTIVE_KL)) if kl is not None else None,
+        "active_kl_threshold": ACTIVE_KL_NATS,
+        "active_dims": int(np.sum(np.asarray(kl) > ACTIVE_KL_NATS)) if kl is not None else None,
         "priors": model.priors,
         "default_prior": model.default_prior,
         "directions": sorted(model.manifest.directions),

@@ -23,7 +23,7 @@ import numpy as np
 
 from .anomaly import SCORE as ANOMALY_SCORE
 from .anomaly import calibration_of, check_flag
-from .arguments import MAX_IW_SAMPLES
+from .arguments import MAX_IW_SAMPLES, positive_int
 from .errors import InvalidArgumentError, InvalidImageError, VaesdkError
 from .inputs import InputItem, expand_sources, read_items
 
@@ -46,8 +46,8 @@ class JobOptions:
     def __post_init__(self) -> None:
         if self.operation not in OPERATIONS:
             raise InvalidArgumentError(f"operation must be one of {', '.join(OPERATIONS)}, got {self.operation!r:.80}")
-        _check_int("k", self.k, 1, MAX_IW_SAMPLES)
-        _check_int("seed", self.seed, 0, 2**63 - 1)
+        positive_int("k", self.k, MAX_IW_SAMPLES)
+        positive_int("seed", self.seed, 2**63 - 1, minimum=0)
         if not isinstance(self.logvar, bool):
             raise InvalidArgumentError(f"logvar must be True or False, got {self.logvar!r:.80}")
 
@@ -81,11 +81,6 @@ class JobResult:
 
     def __len__(self) -> int:
         return len(self.names)
-
-
-def _check_int(name: str, value: Any, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
-        raise InvalidArgumentError(f"{name} must be an integer in {low}..{high}, got {value!r:.80}")
 
 
 def block_rng(seed: int, block: int) -> np.random.Generator:

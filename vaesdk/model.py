@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -414,8 +415,6 @@ class Model:
         return self.decode(z, sample_pixels=sample_pixels, seed=streams)
 
     def _direction_vector(self, direction: str | np.ndarray) -> np.ndarray:
-        if isinstance(direction, str) and direction in self.directions:
-            return self.directions[direction]
         if isinstance(direction, str):
             known = self.directions
             if direction not in known:
@@ -494,7 +493,9 @@ class Model:
 
     def _score(self, batch: np.ndarray, k: int, seed: int | np.random.Generator | None, calibration: Calibration | None) -> Scores:
         # The compressors release the GIL: they run beside the networks, not after them.
-        complexity = _in_background(complexity_bpd, batch)
+        pool = ThreadPoolExecutor(max_workers=1)
+        complexity = pool.submit(complexity_bpd, batch)
+        pool.shutdown(wait=False)  # the task still runs; its thread ends with it
         post = self.encode(batch)
         rng = L.rng_from(seed)
         # The dequantization noise has a stream of its own, so the posterior draws are the
@@ -512,7 +513,7 @@ class Model:
             # The anomaly score uses the first draw only, so its distribution (and so the
             # calibration) is the same for every k.
             log_px1[sl] = log_px[:, 0]
-        pixel = likelihood.nats_to_bpd(log_px1, dims) - complexity()
+        pixel = likelihood.nats_to_bpd(log_px1, dims) - complexity.result()
         prior = calibration.prior if calibration is not None else anomaly_prior(self)
         latent = likelihood.nats_to_bpd(self._prior_log_density(post.mean, prior), dims)
         unusual = combine(pixel, latent, calibration)
@@ -559,29 +560,6 @@ class Model:
         with self._write_lock:
             self.manifest = add_direction(self.path, name, vector, description=description, overwrite=overwrite)
         return vector
-
-
-def _in_background(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
-    """Start fn(*args) in a thread; the returned function waits for its result (or raises
-    its exception)."""
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["result"] = fn(*args)
-        except BaseException as e:  # re-raised in the caller's thread
-            box["error"] = e
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-
-    def result() -> Any:
-        thread.join()
-        if "error" in box:
-            raise box["error"]
-        return box["result"]
-
-    return result
 
 
 def _to_uint8(x: np.ndarray, out: np.ndarray, name: str) -> None:
