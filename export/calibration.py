@@ -19,7 +19,7 @@ import numpy as np
 import vaesdk
 from vaesdk.anomaly import calibrate_anomaly
 from vaesdk.bundle import read_manifest, write_manifest
-from vaesdk.datasets import load_dataset
+from vaesdk.datasets import ImageSet, load_dataset
 from vaesdk.evaluate import evaluate
 from vaesdk.errors import InvalidArgumentError, OutputError
 
@@ -28,18 +28,23 @@ from ..training.data import split_train_val
 from ..training.train import load_training_images as load_training_data
 
 
-def validation_images(config: dict[str, Any], data_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, str]:
-    """The validation images of a training run (uint8 [N, H, W, C]) and a description of
-    them, from the run's recorded config (checkpoint.json's or the manifest's
-    `training.config`): the same data, limit, seed and fraction give the same split, so
-    these are exactly the images the weights were not trained on. `data_dir` overrides where
-    the run's Fashion-MNIST files or image folder are now."""
+def run_split(config: dict[str, Any], data_dir: str | os.PathLike | None = None) -> tuple[ImageSet, ImageSet]:
+    """A training run's training and validation images, reproduced from its recorded config
+    (checkpoint.json's or the manifest's `training.config`): the same data, limit, seed and
+    fraction give the same split. `data_dir` overrides where the run's Fashion-MNIST files or
+    image folder are now."""
     cfg = TrainConfig.from_dict(config)
     if data_dir is not None:
         cfg.data_dir = str(data_dir)
-    _, held_out = split_train_val(load_training_data(cfg), cfg.val_fraction, cfg.seed)
+    return split_train_val(load_training_data(cfg), cfg.val_fraction, cfg.seed)
+
+
+def validation_images(config: dict[str, Any], data_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, str]:
+    """The validation images of a training run (uint8 [N, H, W, C]), exactly the images the
+    weights were not trained on (see `run_split`), and a description of them."""
+    cfg = TrainConfig.from_dict(config)
     source = f"validation split of the training run ({cfg.dataset}, seed {cfg.seed}, val_fraction {cfg.val_fraction:.4g})"
-    return held_out.images, source
+    return run_split(config, data_dir)[1].images, source
 
 
 def calibrate_bundle(

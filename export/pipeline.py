@@ -30,7 +30,7 @@ from vaesdk.latent import ACTIVE_KL_NATS, Posterior, class_mean_directions, fit_
 
 from ..training.data import split_train_val
 from ..training.train import load_checkpoint
-from .calibration import validation_images
+from .calibration import run_split, validation_images
 from .fit_prior import fit_mixture
 from .manifest import build_manifest
 from .onnx import export_graphs
@@ -89,7 +89,7 @@ def export_bundle(
     if eval_limit:
         sets = EvalSets(*(None if s is None else s.head(eval_limit) for s in (sets.test, sets.train, sets.held_out)), sets.source, sets.dataset)
     if sets.test is None and config.kind == "vae":
-        _refuse_collapse(_last_active_dims(checkpoint), config.latent_dim, checkpoint, allow_collapsed, "its last validation")
+        _refuse_collapse(_best_active_dims(checkpoint), config.latent_dim, checkpoint, allow_collapsed, "the best epoch's validation")
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
@@ -101,10 +101,13 @@ def export_bundle(
         log(f"parity gate passed: worst error {report.worst_ratio:.3f} of tolerance")
         data = build_manifest(name, config, files, checkpoint, report.as_manifest(), description)
         write_manifest(tmp, data)
+        # Priors first: the anomaly score's latent part uses the fitted mixture, and the
+        # evaluation measures the calibrated score.
+        train_post = _add_priors_and_directions(tmp, data, sets, log) if sets.test is not None else None
         if config.kind == "vae":
-            _add_anomaly_calibration(tmp, data, checkpoint, log)
+            _add_anomaly_calibration(tmp, data, checkpoint, data_dir, log)
         if sets.test is not None:
-            _add_evaluation(tmp, data, sets, iw_samples, log, progress)
+            _add_evaluation(tmp, data, sets, train_post, iw_samples, log, progress)
             if config.kind == "vae":
                 active = data["latent"]["active_dims"]
                 _refuse_collapse(active, config.latent_dim, checkpoint, allow_collapsed, f"the {len(sets.test)} evaluation images")
@@ -118,9 +121,12 @@ def export_bundle(
     return out_dir
 
 
-def _last_active_dims(checkpoint: dict[str, Any]) -> int | None:
+def _best_active_dims(checkpoint: dict[str, Any]) -> int | None:
+    """Active dimensions at the epoch whose weights are exported (the best one)."""
     history = checkpoint.get("history") or []
-    return history[-1]["val"].get("active_dims") if history else None
+    best = checkpoint.get("best_epoch")
+    entry = history[best] if isinstance(best, int) and 0 <= best < len(history) else (history[-1] if history else None)
+    return entry["val"].get("active_dims") if entry else None
 
 
 def _refuse_collapse(active: int | None, dim: int, checkpoint: dict[str, Any], allow: bool, where: str) -> None:
@@ -164,28 +170,50 @@ def _eval_sets(
 
 def _run_split(checkpoint: dict[str, Any], trained_on: str, data_dir: Any, size: int, channels: int) -> tuple[ImageSet, ImageSet]:
     """The run's own training and validation images, reproduced from its recorded seed and fraction."""
-    from ..training.config import TrainConfig
-    from ..training.train import load_training_images
-
-    config = TrainConfig.from_dict(checkpoint["config"])
-    if data_dir is not None:
-        config.data_dir = str(data_dir)
-    if trained_on != "fashion-mnist" and not Path(config.data_dir).is_dir():
+    where = str(data_dir) if data_dir is not None else checkpoint["config"]["data_dir"]
+    if trained_on != "fashion-mnist" and not Path(where).is_dir():
         raise InvalidArgumentError(
-            f"the run was trained on the folder {config.data_dir}, which is gone; pass --data-dir with its new place, "
+            f"the run was trained on the folder {where}, which is gone; pass --data-dir with its new place, "
             "or --data FOLDER / --data none"
         )
-    return split_train_val(load_training_images(config), config.val_fraction, config.seed)
+    return run_split(checkpoint["config"], data_dir)
 
 
 def _random_images(size: int, channels: int) -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, (64, size, size, channels), dtype=np.uint8)
 
 
+def _add_priors_and_directions(bundle_dir: Path, data: dict[str, Any], sets: EvalSets, log: Callable[[str], None]) -> Posterior | None:
+    """Fit the Gaussians and (VAEs) the mixture prior to the encoded training images, and the
+    class directions; returns the training posteriors (None without training images)."""
+    train = sets.train
+    if train is None:
+        return None
+    model = vaesdk.load(bundle_dir, device="cpu")
+    train_post = model.encode(train.images)
+    data["latent"]["gaussians"] = _fit_gaussians(train_post, train)
+    if model.kind == "vae":
+        held_out = model.embed(sets.held_out.images) if sets.held_out is not None else None
+        _add_mixture(bundle_dir, data, train_post.mean, held_out, log)
+    if train.labels is not None and train.class_names:
+        vectors = class_mean_directions(train_post.mean, train.labels, train.class_names)
+        data["directions"] = {
+            cls: {
+                "vector": [float(x) for x in v],
+                "description": f"towards '{cls}': mean latent of '{cls}' training images minus that of all others",
+                "source": "export",
+            }
+            for cls, v in vectors.items()
+        }
+    write_manifest(bundle_dir, data)
+    return train_post
+
+
 def _add_evaluation(
     bundle_dir: Path,
     data: dict[str, Any],
     sets: EvalSets,
+    train_post: Posterior | None,
     k: int,
     log: Callable[[str], None],
     progress: Progress | None,
@@ -193,7 +221,6 @@ def _add_evaluation(
     model = vaesdk.load(bundle_dir, device="cpu")
     test, train = sets.test, sets.train
     log(f"evaluating on {len(test)} images ({sets.source}; importance-weighted bound with k={k})")
-    train_post = model.encode(train.images) if train is not None else None
     train_features = train_post.mean if train_post is not None else None
     metrics = evaluate(
         model, test, train, k=k, seed=0, train_features=train_features, **({"progress": progress} if progress else {})
@@ -204,21 +231,6 @@ def _add_evaluation(
         data["latent"]["active_dims"] = metrics["active_dims"]
         data["latent"]["active_threshold_nats"] = ACTIVE_KL_NATS
     data["metrics"] = {"dataset": sets.dataset, "split": sets.source, **metrics}
-    if train_post is not None:
-        data["latent"]["gaussians"] = _fit_gaussians(train_post, train)
-        if model.kind == "vae":
-            held_out = model.embed(sets.held_out.images) if sets.held_out is not None else None
-            _add_mixture(bundle_dir, data, train_post.mean, held_out, log)
-    if train is not None and train.labels is not None and train.class_names:
-        vectors = class_mean_directions(train_features, train.labels, train.class_names)
-        data["directions"] = {
-            cls: {
-                "vector": [float(x) for x in v],
-                "description": f"towards '{cls}': mean latent of '{cls}' training images minus that of all others",
-                "source": "export",
-            }
-            for cls, v in vectors.items()
-        }
     write_manifest(bundle_dir, data)
 
 
@@ -247,11 +259,12 @@ def _add_mixture(bundle_dir: Path, data: dict[str, Any], train: np.ndarray, held
 
 
 def _add_anomaly_calibration(
-    bundle_dir: Path, data: dict[str, Any], checkpoint: dict[str, Any], log: Callable[[str], None]
+    bundle_dir: Path, data: dict[str, Any], checkpoint: dict[str, Any], data_dir: str | os.PathLike | None, log: Callable[[str], None]
 ) -> None:
     """Calibrate the anomaly score on the run's validation split, images the weights were
-    never trained on (reproduced from the checkpoint's recorded data, seed and fraction)."""
-    images, source = validation_images(checkpoint["config"])
+    never trained on (reproduced from the checkpoint's recorded data, seed and fraction;
+    `data_dir` says where the data is now, as for the evaluation)."""
+    images, source = validation_images(checkpoint["config"], data_dir)
     if len(images) < MIN_CALIBRATION:
         log(
             f"anomaly score not calibrated: the run held out {len(images)} validation images, fewer than "

@@ -124,6 +124,8 @@ def test_export_calibrates_on_the_validation_split(trained_vae_bundle, fashion_t
     tiny_vae_bundle = trained_vae_bundle
     entry = read_manifest(tiny_vae_bundle).data["anomaly"]
     assert entry["score"] == A.SCORE
+    # Calibrated after the priors were fitted: the latent part uses the bundle's mixture.
+    assert entry["calibration"]["prior"] == read_manifest(tiny_vae_bundle).data["latent"]["default_prior"] == "mixture"
     # The fixture trains on the first 3,000 training images with the default 1/12 held out.
     assert entry["calibration"]["n"] == 250 and "validation split" in entry["calibration"]["source"]
     m = vaesdk.load(tiny_vae_bundle, device="cpu")
