@@ -293,7 +293,8 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
     def per_image(files: list[tuple[str, bytes]], model: vaesdk.Model, op: Callable[[np.ndarray], Any]) -> list[dict[str, Any]]:
         """Run `op` on every readable upload (in the model's batches); bad uploads get an error entry."""
         entries: list[dict[str, Any]] = []
-        for batch in vaesdk.read_inputs(checked_images(files), model, model.batch_size):
+        # Decoded in this worker: the server's pool already runs requests side by side.
+        for batch in vaesdk.read_inputs(checked_images(files), model, model.batch_size, workers=1):
             outputs = iter(op(batch.images) if len(batch) else [])
             for item in batch.items:
                 if item.ok:
@@ -394,10 +395,11 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
         ncols = body.get("ncols")
         if ncols is not None:
             limit("ncols", ncols, limits.max_latents, "columns")
-        images = await compute(lambda: model.decode(z))
         if wants_json(request):
+            images = await compute(lambda: model.decode(z))
             return JSONResponse({"images": [b64png(im) for im in images]})
-        return png_response(await compute(lambda: make_grid(images, ncols=ncols)))
+        # One pool slot and one timeout for the whole request.
+        return png_response(await compute(lambda: make_grid(model.decode(z), ncols=ncols)))
 
     @app.post("/v1/models/{name}/reconstruct", tags=["images"], dependencies=v1)
     async def reconstruct(name: str, request: Request) -> Response:

@@ -192,7 +192,7 @@ def test_pool_refuses_overload_and_times_out():
 def test_vae_serve_finishes_in_flight_requests_on_sigterm(tmp_path):
     log = tmp_path / "serve.log"
     with log.open("w+") as stderr, vae_serve_process("--device", "cpu", stderr=stderr) as (proc, base):
-        files = [("image", (f"{i}.png", png_bytes("shirt"))) for i in range(2)]
+        files = [("image", (f"{i}.png", png_bytes("shirt"))) for i in range(8)]
         result: dict = {}
 
         def slow_request() -> None:
@@ -200,10 +200,11 @@ def test_vae_serve_finishes_in_flight_requests_on_sigterm(tmp_path):
 
         client = threading.Thread(target=slow_request)
         client.start()
-        time.sleep(2.0)  # the request is being computed (2 x 1000 decodes: seconds of work)
+        time.sleep(2.0)  # the request is being computed (8 x 1000 decodes: several seconds of work)
+        assert client.is_alive(), "the request ended before SIGTERM; nothing was in flight"
         proc.send_signal(signal.SIGTERM)
         client.join(timeout=120)
-        assert result["r"].status_code == 200 and len(result["r"].json()["results"]) == 2
+        assert result["r"].status_code == 200 and len(result["r"].json()["results"]) == 8
         assert proc.wait(timeout=60) == 0
     text = log.read_text()
     assert "serving fashion-mnist on http://127.0.0.1" in text and "Traceback" not in text

@@ -39,8 +39,7 @@ function gaussians(random, count) {
 }
 
 // ---- priors ----------------------------------------------------------------------------------
-// Each kind turns a manifest entry into a sampler (n, random, temperature) -> Float32Array.
-// A new kind (e.g. a mixture of Gaussians) is one more entry here.
+// Each prior becomes a sampler (n, random, temperature) -> Float32Array.
 
 function gaussianSampler(dim, entry) {
   const mean = entry.mean;
@@ -88,11 +87,6 @@ function mixtureSampler(dim, { weights, means, cholesky }) {
     return z;
   };
 }
-
-export const PRIOR_KINDS = {
-  gaussian: gaussianSampler,
-  mixture: mixtureSampler,
-};
 
 /** The samplers of a manifest's priors, in the SDK's order: N(0, I) (VAEs), the mixtures
  * (their arrays already read, in `mixtures`), then the fitted Gaussians. */
@@ -157,7 +151,7 @@ async function checkDigest(buffer, entry, url) {
 // ---- the model -------------------------------------------------------------------------------
 
 export class BundleModel {
-  constructor(manifest, decoder, encoderUrl, mixtures = {}) {
+  constructor(manifest, decoder, encoderUrl, mixtures = {}, headers = {}) {
     this.manifest = manifest;
     this.name = manifest.name;
     this.kind = manifest.kind;
@@ -169,6 +163,7 @@ export class BundleModel {
     this._decoder = decoder;
     this._encoder = null;
     this._encoderUrl = encoderUrl;
+    this._headers = headers; // a served page's token: the encoder is fetched later, on the first drop
   }
 
   /** Latent dimensions, most used first (by the export's average KL per dimension). */
@@ -214,7 +209,7 @@ export class BundleModel {
 
   /** Model-sized pixels (Uint8Array NHWC, N images) -> posterior means, Float32Array [N * D]. */
   async encode(pixels) {
-    if (!this._encoder) this._encoder = await createSession(this._encoderUrl);
+    if (!this._encoder) this._encoder = await createSession(this._encoderUrl, this._headers);
     const { height: h, width: w, channels: c } = this;
     const n = pixels.length / (h * w * c);
     const x = new Float32Array(pixels.length);
@@ -256,7 +251,7 @@ export async function loadBundle(base, { headers = {} } = {}) {
     await checkDigest(buffer, entry, url);
     mixtures[name] = readNpz(buffer, entry.file);
   }
-  return new BundleModel(manifest, decoder, `${root}${manifest.encoder.file}`, mixtures);
+  return new BundleModel(manifest, decoder, `${root}${manifest.encoder.file}`, mixtures, headers);
 }
 
 /** Image file -> model-sized pixels (Uint8Array HWC), by the SDK's policy: transparency on
