@@ -4,7 +4,6 @@ words, install hints that work from a source checkout, `vae info` from the model
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
