@@ -359,6 +359,42 @@ def test_mode_RGBA_transparent_pixels_become_black():
         assert (np.abs(out[index == 2] - 128) <= 1).all()
 
 
+@pytest.mark.parametrize("mode", ["La", "RGBa"])
+def test_premultiplied_alpha_modes_composite_onto_black(mode):
+    # Premultiplied pixels already hold colour x alpha, which is their composite over black.
+    index = tiled([0, 1, 2], np.uint8)
+    grey_alpha = np.array([(200, 255), (0, 0), (64, 128)], np.uint8)[index]
+    bands = 1 if mode == "La" else 3
+    pixels = np.concatenate([np.repeat(grey_alpha[..., :1], bands, -1), grey_alpha[..., 1:]], -1)
+    im = Image.frombytes(mode, (SIZE, SIZE), pixels.tobytes())
+    for channels in (1, 3):
+        out = load_image(im, SIZE, channels).astype(int)
+        assert (out[index == 0] == 200).all()
+        assert (out[index == 1] == 0).all()
+        assert (np.abs(out[index == 2] - 64) <= 1).all()
+
+
+def test_mode_PA_composites_its_palette_colours_onto_black():
+    index = tiled([0, 1, 2], np.uint8)
+    alpha = np.array([255, 0, 128], np.uint8)[index]
+    im = Image.frombytes("PA", (SIZE, SIZE), np.stack([index, alpha], -1).tobytes())
+    im.putpalette([255, 0, 0, 0, 255, 0, 200, 200, 200] + [0] * (253 * 3))
+    out = load_image(im, SIZE, 3).astype(int)
+    assert (out[index == 0] == [255, 0, 0]).all()
+    assert (out[index == 1] == 0).all()
+    assert (np.abs(out[index == 2] - 100) <= 1).all()
+
+
+@pytest.mark.parametrize("mode", ["YCbCr", "LAB", "HSV"])
+def test_other_colour_spaces_reach_grey_through_rgb(mode):
+    # Pillow cannot take LAB straight to L, and YCbCr's own grey is its Y band, not RGB's luma.
+    rgb = random_image("RGB")
+    im = rgb.convert(mode) if mode == "YCbCr" else Image.frombytes(mode, rgb.size, rgb.tobytes())
+    via_rgb = im.convert("RGB")
+    assert np.array_equal(load_image(im, SIZE, 3), np.asarray(via_rgb))
+    assert np.array_equal(load_image(im, SIZE, 1)[..., 0], np.asarray(via_rgb.convert("L")))
+
+
 @pytest.mark.parametrize("mode,key", [("RGB", (255, 255, 255)), ("L", 255)])
 def test_transparent_colour_key_composites_onto_black(mode, key):
     index = tiled([0, 1], np.uint8)
@@ -493,6 +529,40 @@ def test_errors_name_the_input(tmp_path):
         to_model_array(str(bad), SIZE, 1)
     with pytest.raises(InvalidImageError, match=r"^my-label is empty \(shape \(0, 5\)\)"):
         to_model_array(np.zeros((0, 5), np.uint8), SIZE, 1, "my-label")
+
+
+@pytest.mark.parametrize(
+    "source,label",
+    [
+        (np.zeros((20, 20), np.uint8), "array of shape (20, 20)"),
+        (Image.new("L", (20, 20)), "PIL image (L, 20x20)"),
+        (encode(Image.new("L", (20, 20)), "PNG"), "image data"),
+    ],
+    ids=["array", "pil", "bytes"],
+)
+def test_size_errors_name_the_input_and_its_size(monkeypatch, source, label):
+    monkeypatch.setattr(images, "MAX_PIXELS", 399)
+    with pytest.raises(InvalidImageError) as info:
+        to_model_array(source, SIZE, 1)
+    assert str(info.value) == f"{label} is 20x20 pixels; the limit is 399 pixels in all"
+    with pytest.raises(InvalidImageError, match=r"^shirt-7 is 20x20 pixels"):
+        to_model_array(source, SIZE, 1, "shirt-7")
+
+
+def test_conversion_failures_name_the_input_and_the_cause(monkeypatch):
+    def refuse(im, channels, label):
+        raise ValueError("conversion not supported")
+
+    monkeypatch.setattr(images, "_to_mode", refuse)
+    with pytest.raises(InvalidImageError) as info:
+        to_model_array(Image.new("L", (3, 3)), SIZE, 1)
+    assert str(info.value) == "PIL image (L, 3x3) could not be converted (conversion not supported)"
+
+
+def test_unsupported_input_types_are_named():
+    with pytest.raises(InvalidImageError) as info:
+        to_model_array(3.5, SIZE, 1)
+    assert str(info.value).startswith("unsupported image input of type float; pass a path")
 
 
 def test_wide_image_is_scaled_and_centred_between_black_bars():

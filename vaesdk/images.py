@@ -135,7 +135,8 @@ def _to_mode(im: Image.Image, channels: int, label: str) -> Image.Image:
         im = _high_depth_to_l(im, label)
     has_alpha = im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (im.mode in ("P", "L", "RGB") and "transparency" in im.info)
     if has_alpha:
-        rgba = im.convert("RGBA")
+        # Pillow converts premultiplied La only to LA; every other alpha mode goes straight to RGBA.
+        rgba = (im.convert("LA") if im.mode == "La" else im).convert("RGBA")
         black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         im = Image.alpha_composite(black, rgba).convert("RGB")
     target = "L" if channels == 1 else "RGB"
