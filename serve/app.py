@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -339,8 +339,7 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
         files = descriptions[name]["files"]
         if file not in files.values():
             raise ApiError(404, "not_found", f"no file {file[:80]!r} in bundle {name!r}; files: {', '.join(files.values())}")
-        data = await compute(lambda: (model.path / file).read_bytes())
-        return Response(data, media_type="application/json" if file.endswith(".json") else "application/octet-stream")
+        return FileResponse(model.path / file, media_type="application/json" if file.endswith(".json") else "application/octet-stream")
 
     @app.post("/v1/models/{name}/sample", tags=["generate"], dependencies=v1)
     async def sample(name: str, request: Request) -> Response:
@@ -440,38 +439,45 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
         entries = await compute(lambda: per_image(files, model, op))
         return image_answer(request, entries, {"X-Vaesdk-Seed": str(seed)})
 
+    def job_results(result: vaesdk.JobResult, record: Callable[[int], dict[str, Any]]) -> list[dict[str, Any]]:
+        """One entry per upload, in upload order: its record, or the error that stopped it."""
+        return [
+            {"name": name, **({"error": str(x).splitlines()[0]} if isinstance(x, VaesdkError) else record(x))}
+            for name, x in result.in_input_order()
+        ]
+
     @app.post("/v1/models/{name}/encode", tags=["images"], dependencies=v1)
     async def encode(name: str, request: Request) -> JSONResponse:
-        """Multipart images -> JSON {results: [{name, mean, logvar} | {name, error}]}."""
+        """Multipart images -> JSON {results: [{name, mean, logvar} | {name, error}]} (logvar null for an autoencoder)."""
         model = model_of(name)
         files, _ = await uploads(request)
+        logvar = model.kind == "vae"
+        result = await compute(lambda: vaesdk.run_job(model, "embed", checked_images(files), logvar=logvar, workers=1))
+        c = result.columns
 
-        def op(batch: np.ndarray) -> list[dict[str, Any]]:
-            post = model.encode(batch)
-            logvar = post.logvar if post.logvar is not None else [None] * len(post.mean)
-            return [{"mean": m.tolist(), "logvar": lv.tolist() if lv is not None else None} for m, lv in zip(post.mean, logvar)]
+        def record(row: int) -> dict[str, Any]:
+            return {"mean": c["mean"][row].tolist(), "logvar": c["logvar"][row].tolist() if logvar else None}
 
-        entries = await compute(lambda: per_image(files, model, op))
-        return JSONResponse({"results": [{"name": e["name"], **(e["result"] if "result" in e else {"error": e["error"]})} for e in entries]})
+        return JSONResponse({"results": job_results(result, record)})
 
     @app.post("/v1/models/{name}/score", tags=["images"], dependencies=v1)
     async def score(name: str, request: Request) -> JSONResponse:
-        """Multipart images (+ k, seed) -> JSON per-image -ELBO and -IW bound in bits/dim."""
+        """Multipart images (+ k, seed) -> JSON per-image -ELBO and -IW bound in bits/dim, anomaly
+        score and p-value: the same figures as `vae score` on the same files."""
         model = model_of(name)
         files, fields = await uploads(request)
         k = form_value(fields, "k", int, 100)
         limit("k", k, limits.max_k, "importance samples")
         seed = form_value(fields, "seed", int, 0)
         model.validate("score", k=k, seed=seed)
-        rng = np.random.default_rng(seed)
+        result = await compute(lambda: vaesdk.run_job(model, "score", checked_images(files), k=k, seed=seed, workers=1))
+        report = vaesdk.score_report(model, result, k=k, seed=seed)
+        scores = report.pop("scores")
 
-        def op(batch: np.ndarray) -> list[dict[str, float]]:
-            s = model.score(batch, k=k, seed=rng)
-            return [{"elbo_bpd": float(e), "iw_bpd": float(i)} for e, i in zip(s.elbo_bpd, s.iw_bpd)]
+        def record(row: int) -> dict[str, Any]:
+            return {key: value for key, value in scores[row].items() if key != "file"}
 
-        entries = await compute(lambda: per_image(files, model, op))
-        results = [{"name": e["name"], **(e["result"] if "result" in e else {"error": e["error"]})} for e in entries]
-        return JSONResponse({"k": k, "seed": seed, "units": "bits/dim, lower is better", "results": results})
+        return JSONResponse({**report, "results": job_results(result, record)})
 
     web = _web_dir(config)
     if (web / "index.html").is_file():

@@ -104,15 +104,24 @@ def test_image_routes_match_the_sdk(server, bundled_model):
     assert [base64.b64decode(body[0]["png"]), base64.b64decode(body[2]["png"])] == [encode_png(im) for im in recon]
 
 
-def test_encode_and_score_match_the_sdk(server, bundled_model):
-    shirt = png_bytes("shirt")
-    body = server.post(api("encode"), files=[("image", ("a.png", shirt)), ("image", ("b.png", b""))]).json()["results"]
-    post = bundled_model.encode(shirt)
-    assert body[0]["mean"] == post.mean[0].tolist() and body[0]["logvar"] == post.logvar[0].tolist()
-    assert "error" in body[1]
-    body = server.post(api("score"), files={"image": ("a.png", shirt)}, data={"k": "20", "seed": "3"}).json()
-    s = bundled_model.score(shirt, k=20, seed=np.random.default_rng(3))
-    assert body["results"][0]["elbo_bpd"] == float(s.elbo_bpd[0]) and body["results"][0]["iw_bpd"] == float(s.iw_bpd[0])
+def test_encode_and_score_match_the_sdk_in_upload_order(server, bundled_model):
+    shirt, bag = png_bytes("shirt"), png_bytes("bag")
+    # The unreadable upload shares its name with a readable one: entries follow upload order, not names.
+    files = [("image", ("a.png", shirt)), ("image", ("a.png", b"")), ("image", ("b.png", bag))]
+    body = server.post(api("encode"), files=files).json()["results"]
+    post = bundled_model.encode([shirt, bag])
+    assert [e["name"] for e in body] == ["a.png", "a.png", "b.png"] and set(body[1]) == {"name", "error"}
+    for entry, row in ((body[0], 0), (body[2], 1)):
+        assert entry["mean"] == post.mean[row].tolist() and entry["logvar"] == post.logvar[row].tolist()
+    body = server.post(api("score"), files=files, data={"k": "20", "seed": "3"}).json()
+    s = bundled_model.score([shirt, bag], k=20, seed=np.random.default_rng(3))
+    assert (body["k"], body["seed"], body["calibration"]["n"]) == (20, 3, bundled_model.manifest.data["anomaly"]["calibration"]["n"])
+    assert set(body["results"][1]) == {"name", "error"} and "a.png" in body["results"][1]["error"]
+    for entry, row in ((body["results"][0], 0), (body["results"][2], 1)):
+        assert entry == {
+            "name": ["a.png", "b.png"][row], "elbo_bpd": float(s.elbo_bpd[row]), "iw_bpd": float(s.iw_bpd[row]),
+            "anomaly": float(s.anomaly[row]), "p_value": float(s.p_value[row]),
+        }  # fmt: skip
 
 
 def test_client_faults_are_4xx_json_naming_the_problem(server):

@@ -61,6 +61,7 @@ def assert_same(a, b):
         assert a.columns[c].dtype == b.columns[c].dtype
         assert a.columns[c].tobytes() == b.columns[c].tobytes(), c
     assert [(n, str(e)) for n, e in a.errors] == [(n, str(e)) for n, e in b.errors]
+    assert a.error_positions == b.error_positions
 
 
 def test_an_interrupted_job_resumes_without_redoing_or_duplicating(folder, model, tmp_path, monkeypatch):
@@ -90,6 +91,17 @@ def test_shards_of_several_blocks_and_embeddings(folder, model, tmp_path):
     got = vaesdk.run_sharded(model, "embed", [folder], tmp_path / "job", shard_size=2 * BLOCK, logvar=True, workers=2)
     assert_same(got, want)
     assert len(list((tmp_path / "job").glob("shard-*.npz"))) == 2
+
+
+def test_results_in_input_order_put_each_error_where_its_input_was(folder, model):
+    result = vaesdk.run_job(model, "embed", [folder])
+    files = sorted(p.name for p in folder.iterdir())
+    broken = files.index("img0300x.png")
+    assert broken == BLOCK + 45 and result.error_positions == [broken]
+    order = result.in_input_order()
+    assert [n.rsplit("/", 1)[-1] for n, _ in order] == files
+    assert isinstance(order[broken][1], vaesdk.VaesdkError)
+    assert [x for _, x in order if not isinstance(x, vaesdk.VaesdkError)] == list(range(700))
 
 
 def test_a_different_job_in_the_same_folder_is_refused(folder, model, tmp_path):

@@ -63,24 +63,46 @@ class JobOptions:
 @dataclass(frozen=True)
 class BlockResult:
     """One block's results: `names` of its readable inputs, `columns` (name -> array with
-    one row per readable input), and `errors` (name, error) for the others, in input order."""
+    one row per readable input), and `errors` (name, error) for the others, in input order;
+    `error_positions` holds each error's position among the block's inputs."""
 
     block: int
     names: list[str]
     columns: dict[str, np.ndarray]
     errors: list[tuple[str, VaesdkError]] = field(default_factory=list)
+    error_positions: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if len(self.error_positions) != len(self.errors):
+            raise ValueError(f"{len(self.errors)} errors but {len(self.error_positions)} error positions")
 
 
 @dataclass(frozen=True)
 class JobResult:
-    """A whole job: the blocks joined in order."""
+    """A whole job: the blocks joined in order. `error_positions` holds each error's
+    position among all the job's inputs."""
 
     names: list[str]
     columns: dict[str, np.ndarray]
     errors: list[tuple[str, VaesdkError]]
+    error_positions: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def in_input_order(self) -> list[tuple[str, int | VaesdkError]]:
+        """Every input in input order: (name, row of its results in `columns`) if it was
+        read, else (name, error). Names alone cannot say this when two inputs share one."""
+        failed = dict(zip(self.error_positions, self.errors))
+        out: list[tuple[str, int | VaesdkError]] = []
+        row = 0
+        for position in range(len(self.names) + len(self.errors)):
+            if position in failed:
+                out.append(failed[position])
+            else:
+                out.append((self.names[row], row))
+                row += 1
+        return out
 
 
 def block_rng(seed: int, block: int) -> np.random.Generator:
@@ -112,6 +134,7 @@ def run_block(model: Any, options: JobOptions, block: int, items: list[InputItem
     good = [i for i in items if i.ok]
     names = [i.name for i in good]
     errors = [(i.name, i.error) for i in items if not i.ok]
+    error_positions = [p for p, i in enumerate(items) if not i.ok]
     columns: dict[str, np.ndarray]
     if not good:
         columns = _empty_columns(model, options)
@@ -124,7 +147,7 @@ def run_block(model: Any, options: JobOptions, block: int, items: list[InputItem
         s = model.score(np.stack([i.image for i in good]), k=options.k, seed=block_rng(options.seed, block))
         p = s.p_value if s.p_value is not None else np.full(len(good), np.nan)
         columns = {"elbo_bpd": s.elbo_bpd, "iw_bpd": s.iw_bpd, "anomaly": s.anomaly, "p_value": np.asarray(p, np.float64)}
-    return BlockResult(block, names, columns, errors)
+    return BlockResult(block, names, columns, errors, error_positions)
 
 
 def _empty_columns(model: Any, options: JobOptions) -> dict[str, np.ndarray]:
@@ -166,14 +189,16 @@ def join_blocks(model: Any, options: JobOptions, blocks: Iterable[BlockResult]) 
     """Blocks (in order) -> one JobResult."""
     names: list[str] = []
     errors: list[tuple[str, VaesdkError]] = []
+    error_positions: list[int] = []
     parts: dict[str, list[np.ndarray]] = {c: [] for c in columns_of(model, options)}
     for b in blocks:
         names += b.names
         errors += b.errors
+        error_positions += [b.block * SEED_BLOCK + p for p in b.error_positions]
         for c, acc in parts.items():
             acc.append(b.columns[c])
     columns = {c: np.concatenate(acc) if acc else _empty_columns(model, options)[c] for c, acc in parts.items()}
-    return JobResult(names, columns, errors)
+    return JobResult(names, columns, errors, error_positions)
 
 
 def run_job(

@@ -33,7 +33,7 @@ from .jobs import (
 )  # fmt: skip
 
 FORMAT = "vaesdk-job"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 INDEX = "job.json"
 DEFAULT_SHARD_SIZE = 16 * SEED_BLOCK
 MAX_SHARD_SIZE = 4096 * SEED_BLOCK
@@ -178,7 +178,8 @@ def blocks_to_bytes(blocks: list[BlockResult]) -> bytes:
     arrays: dict[str, np.ndarray] = {}
     meta = []
     for i, b in enumerate(blocks):
-        meta.append({"block": b.block, "columns": list(b.columns), "errors": [error_record(n, e) for n, e in b.errors]})
+        meta.append({"block": b.block, "columns": list(b.columns), "errors": [error_record(n, e) for n, e in b.errors],
+                     "error_positions": b.error_positions})  # fmt: skip
         arrays[f"b{i}.names"] = np.array(b.names, dtype=np.str_)
         for c, a in b.columns.items():
             arrays[f"b{i}.{c}"] = a
@@ -195,7 +196,7 @@ def blocks_from_bytes(data: bytes, label: str = "shard") -> list[BlockResult]:
             return [
                 BlockResult(
                     m["block"], [str(n) for n in z[f"b{i}.names"]], {c: z[f"b{i}.{c}"] for c in m["columns"]},
-                    [error_from_record(r) for r in m["errors"]],
+                    [error_from_record(r) for r in m["errors"]], [int(p) for p in m["error_positions"]],
                 )  # fmt: skip
                 for i, m in enumerate(meta)
             ]
