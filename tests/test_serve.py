@@ -124,6 +124,17 @@ def test_encode_and_score_match_the_sdk_in_upload_order(server, bundled_model):
         }  # fmt: skip
 
 
+def test_bundle_files_are_served_as_they_are_on_disk_and_nothing_else(server, bundled_model):
+    files = bundled_model.describe()["files"]
+    assert {"manifest.json", "encoder.onnx", "decoder.onnx"} <= set(files.values())
+    for file in files.values():
+        r = server.get(api(f"files/{file}"))
+        assert r.status_code == 200 and r.content == (bundled_model.path / file).read_bytes(), file
+        assert r.headers["content-type"].startswith("application/json" if file.endswith(".json") else "application/octet-stream")
+    assert_error(server.get(api("files/README.md")), 404, "README.md", "manifest.json")
+    assert server.get(api("files/..%2Fmanifest.json")).status_code == 404
+
+
 def test_client_faults_are_4xx_json_naming_the_problem(server):
     shirt = png_bytes("shirt")
     assert_error(server.post("/v1/models/nope/sample", json={}), 404, "nope", NAME)
