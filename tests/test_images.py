@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
+import vaesdk
 from vaesdk import images
 from vaesdk.errors import InvalidArgumentError, InvalidImageError, OutputError, VaesdkError
 from vaesdk.fileio import write_atomic
@@ -609,6 +610,29 @@ def test_model_sized_image_is_returned_unchanged(mode, channels):
 
 
 # ---------------------------------------------------------------- arrays
+
+
+@pytest.mark.parametrize("channels,mode", [(1, "L"), (3, "RGB")])
+def test_to_pil_gives_one_image_per_batch_entry_with_the_same_pixels(channels, mode):
+    batch = np.random.default_rng(channels).integers(0, 256, (3, 5, 7, channels), dtype=np.uint8)
+    out = vaesdk.to_pil(batch)
+    assert [im.mode for im in out] == [mode] * 3 and [im.size for im in out] == [(7, 5)] * 3
+    for im, a in zip(out, batch):
+        assert np.array_equal(np.asarray(im).reshape(a.shape), a)
+    single = vaesdk.to_pil(batch[1])
+    assert len(single) == 1 and np.array_equal(np.asarray(single[0]).reshape(batch[1].shape), batch[1])
+
+
+@pytest.mark.parametrize("bad", [np.zeros((5, 7), np.uint8), np.zeros((1, 2, 5, 7, 1), np.uint8)], ids=["2d", "5d"])
+def test_to_pil_refuses_arrays_that_are_not_images_naming_the_shape(bad):
+    with pytest.raises(InvalidArgumentError) as info:
+        vaesdk.to_pil(bad)
+    assert str(info.value) == f"to_pil takes a uint8 array [N, H, W, C] or [H, W, C], got shape {bad.shape}"
+
+
+def test_to_pil_refuses_what_is_not_an_array():
+    with pytest.raises(InvalidArgumentError, match=r"^to_pil takes a uint8 array \[N, H, W, C\] or \[H, W, C\]$"):
+        vaesdk.to_pil([[1, 2], [3]])
 
 
 def test_uint8_array_layouts_give_the_same_batch():

@@ -196,16 +196,6 @@ def check_finite_positive(name: str, value: float, allow_zero: bool = False) -> 
     return v
 
 
-def check_finite(name: str, value: float) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise InvalidArgumentError(f"{name} must be a number, got {value!r}") from None
-    if not np.isfinite(v):
-        raise InvalidArgumentError(f"{name} must be finite, got {value!r}")
-    return v
-
-
 def check_latents(z: np.ndarray, dim: int, name: str = "z") -> np.ndarray:
     """Validate a latent batch: float32 [N, D], finite. A single [D] vector becomes [1, D]."""
     try:
