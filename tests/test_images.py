@@ -774,18 +774,54 @@ def test_make_grid_places_tiles_row_major_on_black_padding():
     assert (grid == 0).all()
 
 
+def test_make_grid_defaults_are_a_near_square_grid_with_2_pixels_of_padding_at_scale_1():
+    tiles = np.ones((5, 4, 4, 1), np.uint8)
+    assert np.array_equal(make_grid(tiles), make_grid(tiles, ncols=3, padding=2, scale=1))
+    assert make_grid(tiles).shape == (2 * 4 + 3 * 2, 3 * 4 + 4 * 2, 1)
+
+
+def test_make_grid_of_one_single_pixel_image():
+    grid = make_grid(np.full((1, 1, 1, 1), 7, np.uint8), ncols=1)
+    assert grid.shape == (5, 5, 1) and grid[2, 2, 0] == 7 and grid.sum() == 7
+
+
 @pytest.mark.parametrize(
-    "arr,kwargs",
+    "arr,kwargs,message",
     [
-        (np.zeros((4, 4, 1), np.uint8), {}),
-        (np.zeros((2, 4, 4, 1), np.uint8), {"scale": 0}),
-        (np.zeros((2, 4, 4, 1), np.uint8), {"padding": -1}),
+        (np.zeros((4, 4, 1), np.uint8), {}, "make_grid takes [N, H, W, C] or [R, K, H, W, C], got shape (4, 4, 1)"),
+        (np.zeros((0, 4, 4, 1), np.uint8), {}, "make_grid needs at least one image, got shape (0, 4, 4, 1)"),
+        ([[1, 2], [3]], {}, "make_grid takes a uint8 array [N, H, W, C] or [R, K, H, W, C]"),
+        (np.full((2, 4, 4, 1), 2.0), {}, "float grid images must lie in [0, 1]; got values in [2, 2]"),
+        (np.zeros((2, 4, 4, 1), np.uint8), {"scale": 0}, "scale must be in 1..64, got 0"),
+        (np.zeros((2, 4, 4, 1), np.uint8), {"scale": 1.5}, "scale must be an integer in 1..64, got 1.5"),
+        (np.zeros((2, 4, 4, 1), np.uint8), {"padding": -1}, "padding must be in 0..1024, got -1"),
+        (np.zeros((2, 4, 4, 1), np.uint8), {"ncols": 0}, "ncols must be in 1..4096, got 0"),
     ],
-    ids=["three-dims", "scale-0", "negative-padding"],
+    ids=["three-dims", "empty", "ragged", "float-range", "scale-0", "scale-float", "negative-padding", "ncols-0"],
 )
-def test_make_grid_refuses_bad_arguments(arr, kwargs):
-    with pytest.raises(InvalidArgumentError):
+def test_make_grid_refuses_bad_arguments_naming_them(arr, kwargs, message):
+    with pytest.raises(InvalidImageError if "float" in message else InvalidArgumentError) as info:
         make_grid(arr, **kwargs)
+    assert str(info.value) == message
+
+
+def test_make_grid_one_column_is_allowed():
+    assert make_grid(np.ones((3, 4, 5, 1), np.uint8), ncols=1, padding=1).shape == (3 * 4 + 4, 5 + 2, 1)
+
+
+@pytest.mark.parametrize("layout", ["flat", "rows"])
+def test_make_grid_pixel_limit_is_the_exact_size_of_the_grid(monkeypatch, layout):
+    # 2 rows of 3 tiles of 2x5 pixels, scale 2, padding 1: (2*4 + 3) x (3*10 + 4) = 11 x 34 = 374 pixels.
+    tiles = np.ones((6, 2, 5, 1), np.uint8)
+    arr, kwargs = (tiles, {"ncols": 3}) if layout == "flat" else (tiles.reshape(2, 3, 2, 5, 1), {})
+    monkeypatch.setattr(images, "MAX_GRID_PIXELS", 374)
+    assert make_grid(arr, padding=1, scale=2, **kwargs).shape == (11, 34, 1)
+    monkeypatch.setattr(images, "MAX_GRID_PIXELS", 373)
+    with pytest.raises(InvalidArgumentError) as info:
+        make_grid(arr, padding=1, scale=2, **kwargs)
+    assert str(info.value) == (
+        "the grid would have 374 pixels (ncols=3, scale=2, padding=1); the limit is 373: use fewer columns or a smaller scale"
+    )
 
 
 # ---------------------------------------------------------------- folders

@@ -53,6 +53,14 @@ def test_lerp_is_a_straight_line(rng):
     np.testing.assert_allclose(L.lerp(a, b, np.array([0.5]))[0], (a + b) / 2, rtol=1e-6)
 
 
+@pytest.mark.parametrize("path", [L.lerp, L.slerp])
+def test_paths_are_float32_latents_of_shape_steps_by_dim(rng, path):
+    # The decoder takes float32; a float64 path would be converted on every call, or refused.
+    a, b = rng.standard_normal(6).astype(np.float32), rng.standard_normal(6).astype(np.float32)
+    out = path(a, b, np.linspace(0, 1, 4))
+    assert out.dtype == np.float32 and out.shape == (4, 6)
+
+
 def test_prior_draws_follow_temperature_and_truncation():
     z = L.prior_sample(20_000, 8, np.random.default_rng(0), temperature=0.5)
     assert z.dtype == np.float32 and z.shape == (20_000, 8)

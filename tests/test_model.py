@@ -89,6 +89,14 @@ def test_edit_by_dimension_changes_only_that_latent(vae, images):
     np.testing.assert_array_equal(vae.edit(images, dim=3, delta=0.0), vae.reconstruct(images))
 
 
+def test_edit_latents_defaults_to_one_step_and_moves_along_a_direction(vae, images):
+    z = vae.latents(images)
+    np.testing.assert_array_equal(vae.edit_latents(z, dim=5), vae.edit_latents(z, dim=5, delta=1.0))
+    np.testing.assert_allclose(vae.edit_latents(z, dim=5)[:, 5], z[:, 5] + 1.0, rtol=1e-6)
+    vector = np.linspace(-1, 1, vae.latent_dim).astype(np.float32)
+    np.testing.assert_allclose(vae.edit_latents(z, direction=vector, delta=0.5), z + 0.5 * vector, rtol=1e-6)
+
+
 @pytest.mark.parametrize(
     "kwargs,match",
     [

@@ -370,7 +370,7 @@ class Model:
         seed: Seed = None,
     ) -> np.ndarray:
         """Encode then decode: uint8 [N, H, W, C]."""
-        streams = L.RandomStreams.from_seed(seed) if not isinstance(seed, L.RandomStreams) else seed
+        streams = L.RandomStreams.from_seed(seed)  # a RandomStreams passes through with its own generators
         z = self.latents(images, sample=sample_latent, seed=streams)
         return self.decode(z, sample_pixels=sample_pixels, seed=streams)
 
@@ -409,7 +409,7 @@ class Model:
         """Encode, shift (see `edit_latents`), decode: uint8 [N, H, W, C]."""
         args = A.validate(self, "edit", dict(dim=dim, direction=direction, delta=delta, sample_latent=sample_latent,
                                               sample_pixels=sample_pixels, seed=seed))  # fmt: skip
-        streams = L.RandomStreams.from_seed(seed) if not isinstance(seed, L.RandomStreams) else seed
+        streams = L.RandomStreams.from_seed(seed)  # a RandomStreams passes through with its own generators
         z = self.latents(images, sample=sample_latent, seed=streams)
         z = self._shift(z, (args["dim"], args["direction"]), args["delta"])
         return self.decode(z, sample_pixels=sample_pixels, seed=streams)
