@@ -677,6 +677,24 @@ def test_bool_array_maps_to_0_and_255():
     assert np.array_equal(as_batch(mask, SIZE, 1)[0, ..., 0], np.where(mask, 255, 0))
 
 
+def test_every_16_bit_value_is_rounded_to_the_nearest_of_256_levels():
+    # 65407 / 257 = 254.502 rounds up; a 65536 divisor would give 254.498 and round down.
+    values = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    want = np.rint(values.astype(np.float64) * 255.0 / 65535.0).astype(np.uint8)
+    assert want[65407 // 256, 65407 % 256] == 255
+    assert np.array_equal(load_image(values, 256, 1)[..., 0], want)
+    sixteen = Image.fromarray(values)
+    assert sixteen.mode == "I;16"
+    assert np.array_equal(load_image(sixteen, 256, 1)[..., 0], want)
+    assert np.array_equal(make_grid(values[None, ..., None], padding=0)[..., 0], want)
+
+
+def test_output_arrays_that_are_not_pixels_are_named_as_output_images():
+    with pytest.raises(InvalidImageError) as info:
+        vaesdk.to_pil(np.zeros((1, 4, 4, 1), np.complex64))
+    assert str(info.value) == "output image has dtype complex64; pass uint8 pixels (or floats in [0, 1])"
+
+
 def test_uint16_array_is_scaled_not_clipped():
     out = as_batch(tiled([0, 257, 32768, 65535], np.uint16), SIZE, 1)[0, ..., 0]
     assert np.array_equal(out, tiled([0, 1, 128, 255], np.uint8))
@@ -716,12 +734,35 @@ BAD_ARRAYS = {
 }
 
 
+BAD_ARRAY_MESSAGES = {
+    "float-above-one": 'float array of shape (28, 28) must lie in [0, 1]; got values in [0, 1.5]',
+    "float-negative": 'float array of shape (28, 28) must lie in [0, 1]; got values in [-0.1, 0.5]',
+    "float-nan": 'array of shape (28, 28) contains NaN or infinite values',
+    "float-inf": 'array of shape (28, 28) contains NaN or infinite values',
+    "int-256": 'integer array of shape (28, 28) must lie in [0, 255]; got values in [0, 256]',
+    "int-negative": 'integer array of shape (28, 28) must lie in [0, 255]; got values in [-1, 0]',
+    "object": 'array of shape (28, 28) has dtype object; pass uint8 pixels (or floats in [0, 1])',
+    "complex": 'array of shape (28, 28) has dtype complex64; pass uint8 pixels (or floats in [0, 1])',
+    "strings": 'array of shape (28, 28) has dtype <U1; pass uint8 pixels (or floats in [0, 1])',
+    "empty-batch": 'no images given (the batch is empty)',
+    "empty-batch-to-convert": 'no images given (the batch is empty)',
+    "empty-rows": 'array of shape (0, 28) is empty (shape (0, 28))',
+    "empty-columns": 'array of shape (28, 0, 3) is empty (shape (28, 0, 3))',
+    "empty-image-in-batch": 'image 0 of the batch is empty (shape (28, 0, 1))',
+    "zero-dim": 'array of shape () has shape (); expected [H, W] or [H, W, C] with C in 1, 3, 4',
+    "one-dim": 'array of shape (28,) has shape (28,); expected [H, W] or [H, W, C] with C in 1, 3, 4',
+    "five-dim": 'array of shape (1, 1, 28, 28, 1) has shape (1, 1, 28, 28, 1); expected [H, W] or [H, W, C] with C in 1, 3, 4',
+    "two-channels-in-batch": 'image 0 of the batch has shape (28, 28, 2); expected [H, W] or [H, W, C] with C in 1, 3, 4',
+}
+
+
 @pytest.mark.parametrize("name", list(BAD_ARRAYS))
-def test_bad_array_is_refused_with_a_vaesdk_error(name):
+def test_bad_array_is_refused_with_a_vaesdk_error_naming_the_array_and_the_fix(name):
     arr, error = BAD_ARRAYS[name]
     with pytest.raises(error) as info:
         as_batch(arr, SIZE, 1)
     assert isinstance(info.value, VaesdkError)
+    assert str(info.value) == BAD_ARRAY_MESSAGES[name]
 
 
 @pytest.mark.parametrize("shape", [(SIZE, SIZE, 2), (SIZE, SIZE, 5), (2, SIZE, SIZE, 3), (SIZE,)])

@@ -140,3 +140,16 @@ def test_discretized_masses_are_the_gaussian_cdf_over_each_values_bin(logvar):
         if hi - lo < 1e-250:
             continue  # far outside the Gaussian: no float64 reference
         assert lp == pytest.approx(math.log(hi - lo), rel=1e-6, abs=1e-6), int(value)
+
+
+@pytest.mark.parametrize("logvar", [10.0, 30.0, 60.0])
+def test_broad_gaussians_give_each_inner_value_its_density_times_the_bin(logvar):
+    """With sd far above a bin, P(k) = density at k/255 times 1/255 to well under 1e-9; the
+    plain CDF difference cancels (off by 6e-6 nats at logvar 10, 0.8 nats at 60), so these
+    values need the narrow-bin series."""
+    mean, sd = 0.3, math.exp(0.5 * logvar)
+    k = np.array([1, 77, 128, 254])
+    got = L.discretized_gaussian_log_prob(k, mean, logvar)
+    z = (k / 255.0 - mean) / sd
+    want = -0.5 * z * z - 0.5 * math.log(2 * math.pi) - math.log(sd) - math.log(255.0)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)

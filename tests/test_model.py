@@ -199,6 +199,10 @@ def test_interpolate_latents_gives_the_documented_path(vae):
 
 def test_plain_autoencoder_refuses_distribution_operations(ae, images):
     assert ae.encode(images).logvar is None
+    z = ae.latents(images)
+    mean, logvar = ae.decode_params(z)
+    assert logvar is None and mean.dtype == np.float32 and mean.shape == (20, 28, 28, 1)
+    np.testing.assert_array_equal(np.rint(np.clip(mean, 0, 1) * 255).astype(np.uint8), ae.decode(z))
     assert ae.reconstruct(images).shape == (20, 28, 28, 1)
     assert ae.edit(images, dim=0, delta=1.0).shape == (20, 28, 28, 1)
     for call in (
