@@ -48,7 +48,9 @@ def log_ndtr(x: np.ndarray) -> np.ndarray:
 
 
 def log_diff_ndtr(upper: np.ndarray, lower: np.ndarray) -> np.ndarray:
-    """log(Phi(upper) - Phi(lower)) for upper > lower, on the side of zero where it is exact."""
+    """log(Phi(upper) - Phi(lower)) for upper > lower, on the side of zero where it keeps the
+    erfc fit's accuracy. A short interval magnifies that 1.2e-7 error (by about 1 / its
+    width), which is why `discretized_gaussian_log_prob` sends narrow bins to `log_narrow_bin`."""
     flip = (upper + lower) > 0
     hi = np.where(flip, -lower, upper)
     lo = np.where(flip, -upper, lower)
