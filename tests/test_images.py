@@ -550,6 +550,13 @@ def test_size_errors_name_the_input_and_its_size(monkeypatch, source, label):
         to_model_array(source, SIZE, 1, "shirt-7")
 
 
+@pytest.mark.parametrize("size", [(0, 5), (5, 0), (0, 0)])
+def test_empty_pil_images_are_refused_as_empty(size):
+    with pytest.raises(InvalidImageError) as info:
+        to_model_array(Image.new("L", size), SIZE, 1)
+    assert str(info.value) == f"PIL image (L, {size[0]}x{size[1]}) is empty ({size[0]}x{size[1]} pixels)"
+
+
 def test_conversion_failures_name_the_input_and_the_cause(monkeypatch):
     def refuse(im, channels, label):
         raise ValueError("conversion not supported")

@@ -205,7 +205,9 @@ def to_model_array(image: ImageInput, size: int, channels: int, label: str | Non
             raise InvalidImageError(f"{label} is {w}x{h} pixels; the limit is {MAX_PIXELS} pixels in all")
     elif isinstance(image, Image.Image):
         w, h = image.size
-        if w < 1 or h < 1 or w * h > MAX_PIXELS:
+        if w < 1 or h < 1:
+            raise InvalidImageError(f"{label} is empty ({w}x{h} pixels)")
+        if w * h > MAX_PIXELS:
             raise InvalidImageError(f"{label} is {w}x{h} pixels; the limit is {MAX_PIXELS} pixels in all")
         # Loaded or converted images keep their EXIF tag too; orient them the same way.
         im = _decode(image, label, from_file=getattr(image, "fp", None) is not None)
