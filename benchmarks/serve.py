@@ -117,9 +117,12 @@ def main() -> None:
     base = f"http://127.0.0.1:{port}"
     try:
         with httpx.Client(base_url=base, timeout=5) as probe:
+            deadline = time.monotonic() + 120
             while True:
                 if proc.poll() is not None:
                     raise SystemExit(f"vae serve exited with {proc.returncode} before answering")
+                if time.monotonic() > deadline:
+                    raise SystemExit("vae serve did not answer /healthz within 120 s")
                 try:
                     if probe.get("/healthz").status_code == 200:
                         break

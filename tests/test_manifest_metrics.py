@@ -79,7 +79,7 @@ def test_manifest_metrics_are_what_the_runtime_computes(recorded, recomputed):
         else:
             assert abs(recomputed[key] - value) <= TOLERANCE[key], f"{key}: recomputed {recomputed[key]!r}, manifest {value!r}"
     kl = np.asarray(recomputed["kl_per_dim"])
-    assert recorded.get("active_dims", int(np.sum(kl > vaesdk.latent.ACTIVE_KL_NATS))) == int(np.sum(kl > vaesdk.latent.ACTIVE_KL_NATS))
+    assert recorded["active_dims"] == int(np.sum(kl > vaesdk.latent.ACTIVE_KL_NATS)), "active_dims is not the count of KL > threshold"
 
 
 def _probe_training_images(bundled, recorded, h, c):
