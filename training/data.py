@@ -156,16 +156,20 @@ class TrainingData:
         return self.train.image_shape
 
 
+def fashion_mnist_train(data_dir: str, image_size: int, channels: int, limit: int) -> ImageSet:
+    """Fashion-MNIST's training images (the first `limit` when set), for a 28x28 grey model."""
+    if (image_size, channels) != (28, 1):
+        raise InvalidArgumentError(f"Fashion-MNIST is 28x28 grayscale; set image_size=28, channels=1 (got {image_size}, {channels})")
+    data = load_fashion_mnist(data_dir, "train")
+    return data.head(limit) if limit else data
+
+
 def open_training_data(dataset: str, data_dir: str, image_size: int, channels: int, limit: int, val_fraction: float, seed: int) -> TrainingData:
     """The run's seeded training/validation split as Datasets. Fashion-MNIST stays in memory;
     an image folder is listed (sorted, first `limit` files) and decoded lazily. The split is
     the same `split_indices` that export's `split_train_val` uses, so both see the same images."""
     if dataset == "fashion-mnist":
-        if (image_size, channels) != (28, 1):
-            raise InvalidArgumentError(f"Fashion-MNIST is 28x28 grayscale; set image_size=28, channels=1 (got {image_size}, {channels})")
-        data = load_fashion_mnist(data_dir, "train")
-        if limit:
-            data = data.head(limit)
+        data = fashion_mnist_train(data_dir, image_size, channels, limit)
         train, val = split_train_val(data, val_fraction, seed)
         return TrainingData(ArrayImages(train.images), ArrayImages(val.images), data.class_names)
     files, _, classes = list_image_folder(data_dir)

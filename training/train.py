@@ -30,7 +30,7 @@ from vaesdk.latent import ACTIVE_KL_NATS
 
 from .config import ModelConfig, TrainConfig
 from .data import (
-    ArrayImages, GlobalBatchSampler, ImageSet, StackImages, TrainingData, load_fashion_mnist, load_image_folder,
+    ArrayImages, GlobalBatchSampler, ImageSet, StackImages, TrainingData, fashion_mnist_train, load_image_folder,
     open_training_data,
 )  # fmt: skip
 from .distributed import Objective, Processes, all_sum, join, leave
@@ -46,16 +46,11 @@ LAST_STATE = "state.safetensors"
 
 def load_training_images(config: TrainConfig) -> ImageSet:
     """All of the run's images in memory (export's evaluation reads them this way)."""
+    m = config.model
     if config.dataset == "fashion-mnist":
-        data = load_fashion_mnist(config.data_dir, "train")
-        m = config.model
-        if (m.image_size, m.channels) != (28, 1):
-            raise InvalidArgumentError(f"Fashion-MNIST is 28x28 grayscale; set image_size=28, channels=1 (got {m.image_size}, {m.channels})")
-    else:
-        data = load_image_folder(config.data_dir, config.model.image_size, config.model.channels)
-    if config.limit:
-        data = data.head(config.limit)
-    return data
+        return fashion_mnist_train(config.data_dir, m.image_size, m.channels, config.limit)
+    data = load_image_folder(config.data_dir, m.image_size, m.channels)
+    return data.head(config.limit) if config.limit else data
 
 
 def open_run_data(config: TrainConfig) -> TrainingData:
