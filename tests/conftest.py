@@ -1,10 +1,11 @@
 """Shared fixtures.
 
-`tiny_vae_bundle` / `tiny_ae_bundle` are the committed tiny bundles under tests/data (made
-once by tests/make_tiny_bundles.py with the project's own train and export code), so the
-runtime and command-line tests need neither torch nor a training run. `trained_vae_bundle`
-trains and exports a fresh one, for the tests of training and export themselves. Tests that
-only need the runtime at full size use `bundled_model`, the committed default model.
+`tiny_vae_bundle`, `tiny_ae_bundle` and `tiny_lowrank_bundle` are the committed tiny bundles
+under tests/data (made once by tests/make_tiny_bundles.py with the project's own train and
+export code), so the runtime and command-line tests need neither torch nor a training run.
+`trained_vae_bundle` and `trained_lowrank_bundle` train and export fresh ones, for the tests
+of training and export themselves. Tests that only need the runtime at full size use
+`bundled_model`, the committed default model.
 """
 
 from __future__ import annotations
@@ -59,13 +60,19 @@ def trained_vae_bundle(tiny_root) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_lowrank_bundle(tiny_root) -> Path:
-    """A tiny VAE with the default decoder (low-rank-plus-diagonal covariance, here rank 4;
-    dequantized likelihood) and a fitted mixture prior, trained and exported in this run
-    (run folder: run-lowrank)."""
-    from make_tiny_bundles import train_and_export
+def tiny_lowrank_bundle() -> Path:
+    """The committed tiny VAE with the default decoder (low-rank-plus-diagonal covariance,
+    here rank 4; dequantized likelihood) and a fitted mixture prior. Read-only."""
+    return DATA / "tiny-lowrank"
 
-    return train_and_export(tiny_root, "vae", name="lowrank", covariance="lowrank", rank=4, likelihood="dequantized")
+
+@pytest.fixture(scope="session")
+def trained_lowrank_bundle(tiny_root) -> Path:
+    """The same kind of bundle trained and exported in this run, with its run folder next
+    to it (run-lowrank), for the tests that compare it with the training code."""
+    from make_tiny_bundles import LOWRANK, train_and_export
+
+    return train_and_export(tiny_root, "vae", **LOWRANK)
 
 
 @pytest.fixture

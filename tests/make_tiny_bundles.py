@@ -1,11 +1,14 @@
-"""Make the tiny bundles the runtime and CLI tests load: tests/data/tiny-vae and tiny-ae.
+"""Make the tiny bundles the runtime and CLI tests load: tests/data/tiny-vae, tiny-ae and
+tiny-lowrank (the default decoder: low-rank-plus-diagonal covariance, dequantized likelihood,
+with a fitted mixture prior).
 
 They are trained for a few hundred steps on real Fashion-MNIST images and exported through
 the full pipeline (parity gate included), small enough to commit (tens of KB each), so the
 runtime and command-line tests need neither torch nor a training run. Run it again, and
 commit the result, when the bundle format or the export changes:
 
-    python tests/make_tiny_bundles.py        # needs the train extra and dataset-fashion-mnist
+    python tests/make_tiny_bundles.py [vae] [ae] [lowrank]   # all three by default; needs the
+                                                              # train extra and dataset-fashion-mnist
 
 `train_and_export` is also what the export tests call to make a fresh bundle of their own.
 """
@@ -21,6 +24,14 @@ DATA = Path(__file__).resolve().parent / "data"
 LATENT_DIM = 8
 # The decoder of format-1 bundles: diagonal covariance, exact discretized likelihood.
 DIAGONAL = dict(covariance="diagonal", rank=0, likelihood="discretized")
+# The default decoder at rank 4, for the covariance, prior and export tests.
+LOWRANK = dict(name="lowrank", covariance="lowrank", rank=4, likelihood="dequantized")
+# The narrowest widths that still learn something recognisable keep vae and ae small.
+BUNDLES = {
+    "vae": dict(kind="vae", widths=(4, 8, 8)),
+    "ae": dict(kind="ae", widths=(4, 8, 8)),
+    "lowrank": dict(kind="vae", **LOWRANK),
+}
 
 
 def train_and_export(root: Path, kind: str, widths: tuple[int, ...] = (8, 16, 32), name: str | None = None, **model_options) -> Path:
@@ -45,12 +56,14 @@ def train_and_export(root: Path, kind: str, widths: tuple[int, ...] = (8, 16, 32
     return export_bundle(run, root / f"tiny-{name}", eval_data="fashion-mnist", eval_limit=300, iw_samples=8)
 
 
-def main() -> None:
+def main(names: list[str]) -> None:
+    unknown = set(names) - set(BUNDLES)
+    if unknown:
+        raise SystemExit(f"unknown bundle {sorted(unknown)}; choose from {', '.join(BUNDLES)}")
     with tempfile.TemporaryDirectory() as tmp:
-        for kind in ("vae", "ae"):
-            # The narrowest widths that still learn something recognisable: small files.
-            made = train_and_export(Path(tmp), kind, widths=(4, 8, 8))
-            dest = DATA / f"tiny-{kind}"
+        for name in names or BUNDLES:
+            made = train_and_export(Path(tmp), **BUNDLES[name])
+            dest = DATA / f"tiny-{name}"
             shutil.rmtree(dest, ignore_errors=True)
             shutil.copytree(made, dest)
             size = sum(p.stat().st_size for p in dest.iterdir())
@@ -58,4 +71,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -70,10 +70,10 @@ def test_runtime_scores_agree_with_the_training_code(trained_vae_bundle, run_dir
     np.testing.assert_allclose(scores.iw_bpd, iw, atol=1e-3)
 
 
-def test_lowrank_scores_agree_with_the_training_code(tiny_lowrank_bundle, fashion_test):
+def test_lowrank_scores_agree_with_the_training_code(trained_lowrank_bundle, fashion_test):
     """The dequantized bound with a low-rank covariance: numpy (Woodbury) against torch."""
-    torch_model, _ = load_checkpoint(tiny_lowrank_bundle.parent / "run-lowrank")
-    m = vaesdk.load(tiny_lowrank_bundle, device="cpu", batch_size=4096)
+    torch_model, _ = load_checkpoint(trained_lowrank_bundle.parent / "run-lowrank")
+    m = vaesdk.load(trained_lowrank_bundle, device="cpu", batch_size=4096)
     assert m.manifest.covariance_rank == 4 and m.manifest.likelihood_type == "dequantized_gaussian"
     x, k = fashion_test.images[:20], 30
     scores = m.score(x, k=k, seed=7)
@@ -88,12 +88,12 @@ def test_lowrank_scores_agree_with_the_training_code(tiny_lowrank_bundle, fashio
     assert np.all(scores.iw_bpd <= scores.elbo_bpd + 1e-9)
 
 
-def test_lowrank_decoder_passes_parity_with_its_factor_output(tiny_lowrank_bundle, fashion_test):
-    torch_model, _ = load_checkpoint(tiny_lowrank_bundle.parent / "run-lowrank")
+def test_lowrank_decoder_passes_parity_with_its_factor_output(trained_lowrank_bundle, fashion_test):
+    torch_model, _ = load_checkpoint(trained_lowrank_bundle.parent / "run-lowrank")
     report = check_parity(
         torch_model,
-        (tiny_lowrank_bundle / "encoder.onnx").read_bytes(),
-        (tiny_lowrank_bundle / "decoder.onnx").read_bytes(),
+        (trained_lowrank_bundle / "encoder.onnx").read_bytes(),
+        (trained_lowrank_bundle / "decoder.onnx").read_bytes(),
         fashion_test.images[:32],
     )
     assert any(key.endswith(".factor") for key in report.max_abs_error)
