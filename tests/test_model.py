@@ -2,14 +2,18 @@
 
 import shutil
 
+import json
+
 import numpy as np
 import pytest
+from golden import SCORE_FIELDS, SCORE_RTOL, golden_path
 from scipy.stats import uniform
 from stats import assert_ks, discretized_gaussian_pit
 
 import vaesdk
 from vaesdk.bundle import read_manifest, write_manifest
 from vaesdk.errors import InvalidArgumentError, UnsupportedOperationError
+from vaesdk.anomaly import calibration_of, combine
 from vaesdk.probe import fit_probe
 
 
@@ -317,3 +321,19 @@ def test_plain_autoencoder_samples_from_its_fitted_gaussian(ae):
     assert ae.sample(3, seed=0, prior="aggregate").shape == (3, 28, 28, 1)
     with pytest.raises(InvalidArgumentError, match="unknown prior 'nope'; this model has: aggregate"):
         ae.sample(2, prior="nope")
+
+
+def test_bundled_scores_are_the_golden_figures_and_the_anomaly_is_its_parts_combined(bundled_model, fashion_test):
+    """Model.score, seeded as `vae score` seeds its first block, gives the figures that
+    tests/golden pins for the command; the anomaly score is its two returned parts combined
+    by the bundle's calibration."""
+    golden = json.loads(golden_path().read_text())
+    pinned = golden["commands"]["score"]["scores"]
+    images = fashion_test.images[[golden["inputs"][s["file"].removesuffix(".png")] for s in pinned]]
+    s = bundled_model.score(images, k=100, seed=np.random.default_rng(0))
+    assert s.k == 100
+    for i, want in enumerate(pinned):
+        got = {"elbo_bpd": s.elbo_bpd[i], "iw_bpd": s.iw_bpd[i], "anomaly": s.anomaly[i], "p_value": s.p_value[i]}
+        for key in SCORE_FIELDS:
+            assert got[key] == pytest.approx(want[key], rel=SCORE_RTOL), f"{want['file']} {key}"
+    np.testing.assert_allclose(s.anomaly, combine(s.anomaly_pixel, s.anomaly_latent, calibration_of(bundled_model)), rtol=1e-12)
