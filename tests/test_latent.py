@@ -118,8 +118,9 @@ def test_posterior_sample_and_kl():
     assert draws.std() == pytest.approx(1.0, rel=0.05)
     ae = L.Posterior(np.ones((1, 2), np.float32))
     assert np.array_equal(ae.sample(np.random.default_rng(0)), ae.mean)
-    with pytest.raises(InvalidArgumentError):
+    with pytest.raises(InvalidArgumentError) as info:
         ae.kl()
+    assert str(info.value) == "a plain autoencoder has no posterior variance, so no KL"
 
 
 def test_class_mean_directions_point_from_the_rest_to_the_class():
@@ -128,6 +129,25 @@ def test_class_mean_directions_point_from_the_rest_to_the_class():
     dirs = L.class_mean_directions(latents, labels, ["a", "b"])
     np.testing.assert_allclose(dirs["b"], [2.0, 4.0])
     np.testing.assert_allclose(dirs["a"], [-2.0, -4.0])
+
+
+def test_class_mean_directions_skip_classes_with_no_images_or_only_images():
+    latents = np.array([[1.0, 0.0], [3.0, 2.0]], np.float32)
+    assert L.class_mean_directions(latents, np.array([0, 0]), ["all", "none"]) == {}
+    dirs = L.class_mean_directions(latents, np.array([0, 1]), ["a", "b", "absent"])
+    assert sorted(dirs) == ["a", "b"] and all(d.dtype == np.float32 for d in dirs.values())
+
+
+def test_a_gaussian_fits_two_codes_and_stays_positive_definite(rng):
+    # Two codes in four dimensions: the sample covariance has rank 1, so only the ridge
+    # keeps the fitted covariance positive definite (and samplable).
+    codes = rng.standard_normal((2, 4))
+    g = L.fit_gaussian(codes)
+    np.testing.assert_allclose(g.mean, codes.mean(0), rtol=1e-6)
+    assert np.all(np.linalg.eigvalsh(g.cholesky @ g.cholesky.T) > 0)
+    with pytest.raises(InvalidArgumentError) as info:
+        L.fit_gaussian(codes[:1])
+    assert str(info.value) == "fitting a latent Gaussian needs at least two encoded images"
 
 
 def test_fitted_gaussian_matches_the_aggregate_posterior_moments(rng):

@@ -173,3 +173,20 @@ def test_log_diff_ndtr_beyond_where_one_minus_phi_underflows():
     want = log_ndtr(-40.0) + math.log1p(-math.exp(log_ndtr(-45.0) - log_ndtr(-40.0)))
     assert float(L.log_diff_ndtr(np.array(45.0), np.array(40.0))) == pytest.approx(want, rel=0, abs=1e-6)
     assert float(L.log_diff_ndtr(np.array(-40.0), np.array(-45.0))) == pytest.approx(want, rel=0, abs=1e-6)
+
+
+def test_gaussian_log_prob_is_the_diagonal_normal_log_density(rng):
+    from scipy.stats import multivariate_normal
+
+    z, mean, logvar = rng.standard_normal((5, 3)), rng.standard_normal(3), rng.uniform(-2, 1, 3)
+    want = multivariate_normal(mean, np.diag(np.exp(logvar))).logpdf(z)
+    np.testing.assert_allclose(L.gaussian_log_prob(z, mean, logvar), want, rtol=1e-12)
+    np.testing.assert_allclose(L.gaussian_log_prob(z), multivariate_normal(np.zeros(3)).logpdf(z), rtol=1e-12)
+
+
+def test_logsumexp_keeps_every_other_axis_even_of_size_one():
+    a = np.log(np.array([[[1.0, 2.0, 5.0]]]))  # shape (1, 1, 3)
+    out = L.logsumexp(a, axis=2)
+    assert out.shape == (1, 1)
+    assert out[0, 0] == pytest.approx(math.log(8.0))
+    assert L.logsumexp(np.full((2, 3), -np.inf), axis=1).tolist() == [-np.inf, -np.inf]

@@ -337,3 +337,15 @@ def test_bundled_scores_are_the_golden_figures_and_the_anomaly_is_its_parts_comb
         for key in SCORE_FIELDS:
             assert got[key] == pytest.approx(want[key], rel=SCORE_RTOL), f"{want['file']} {key}"
     np.testing.assert_allclose(s.anomaly, combine(s.anomaly_pixel, s.anomaly_latent, calibration_of(bundled_model)), rtol=1e-12)
+
+
+def test_score_defaults_to_seed_0_and_names_what_it_refuses(vae, ae, images):
+    one = vae.score(images[:3], k=4)
+    again = vae.score(images[:3], k=4, seed=0)
+    np.testing.assert_array_equal(one.iw_bpd, again.iw_bpd)
+    single = vae.score(images[0], k=4)
+    assert single.elbo_bpd.shape == single.iw_bpd.shape == single.anomaly.shape == (1,)
+    with pytest.raises(InvalidArgumentError, match=r"^k must be"):
+        vae.score(images[:1], k=0)
+    with pytest.raises(UnsupportedOperationError, match="scoring likelihoods"):
+        ae.score(images[:1])

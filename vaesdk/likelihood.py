@@ -111,7 +111,8 @@ def gaussian_log_prob(z: np.ndarray, mean: np.ndarray | float = 0.0, logvar: np.
 def logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
     m = np.max(a, axis=axis, keepdims=True)
     m = np.where(np.isfinite(m), m, 0.0)
-    return np.squeeze(m, axis) + np.log(np.sum(np.exp(a - m), axis=axis))
+    with np.errstate(divide="ignore"):  # a slice of only -inf sums to 0: its log is -inf, as it should be
+        return np.squeeze(m, axis) + np.log(np.sum(np.exp(a - m), axis=axis))
 
 
 def bounds_from_samples(
