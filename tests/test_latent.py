@@ -61,6 +61,15 @@ def test_paths_are_float32_latents_of_shape_steps_by_dim(rng, path):
     assert out.dtype == np.float32 and out.shape == (4, 6)
 
 
+def test_prior_draws_default_to_temperature_1_and_name_bad_arguments():
+    z = L.prior_sample(20_000, 4, np.random.default_rng(5))
+    assert abs(z.std() - 1.0) < 5 * np.sqrt(0.5 / z.size)  # 5 standard errors of a sample sd
+    with pytest.raises(InvalidArgumentError, match=r"^temperature must be a finite number >= 0, got -1"):
+        L.prior_sample(3, 4, np.random.default_rng(0), temperature=-1)
+    with pytest.raises(InvalidArgumentError, match=r"^truncation must be a finite number > 0, got 0"):
+        L.prior_sample(3, 4, np.random.default_rng(0), truncation=0)
+
+
 def test_prior_draws_follow_temperature_and_truncation():
     z = L.prior_sample(20_000, 8, np.random.default_rng(0), temperature=0.5)
     assert z.dtype == np.float32 and z.shape == (20_000, 8)

@@ -190,3 +190,11 @@ def test_logsumexp_keeps_every_other_axis_even_of_size_one():
     assert out.shape == (1, 1)
     assert out[0, 0] == pytest.approx(math.log(8.0))
     assert L.logsumexp(np.full((2, 3), -np.inf), axis=1).tolist() == [-np.inf, -np.inf]
+
+
+def test_kl_to_standard_normal_of_known_gaussians():
+    # KL(N(m, s^2) || N(0, 1)) = (m^2 + s^2 - 1) / 2 - log s
+    mean = np.array([0.0, 1.0, -2.0, 0.5])
+    logvar = np.array([0.0, 0.0, math.log(4.0), math.log(0.25)])
+    want = [0.0, 0.5, (4 + 4 - 1) / 2 - math.log(2.0), (0.25 + 0.25 - 1) / 2 - math.log(0.5)]
+    np.testing.assert_allclose(L.kl_to_standard_normal(mean, logvar), want, rtol=1e-12, atol=1e-15)

@@ -11,9 +11,10 @@ from scipy.stats import uniform
 from stats import assert_ks, discretized_gaussian_pit
 
 import vaesdk
+from vaesdk import latent as L
+from vaesdk.anomaly import calibration_of, combine
 from vaesdk.bundle import read_manifest, write_manifest
 from vaesdk.errors import InvalidArgumentError, UnsupportedOperationError
-from vaesdk.anomaly import calibration_of, combine
 from vaesdk.probe import fit_probe
 
 
@@ -60,6 +61,25 @@ def test_same_seed_same_images_any_batch_size(tiny_vae_bundle):
         np.testing.assert_array_equal(x, b.sample(17, seed=11, **kwargs))
         np.testing.assert_array_equal(x, np.concatenate(list(b.iter_sample(17, seed=11, **kwargs))))
     assert not np.array_equal(a.sample(4, seed=1), a.sample(4, seed=2))
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"temperature": 0.6, "truncation": 0.9}], ids=["defaults", "tempered-truncated"])
+def test_sample_decodes_sample_latents_drawn_from_its_latent_stream(vae, kwargs):
+    """sample(seed=s) draws its latents from the first of s's two streams, as sample_latents
+    would, and its pixels (with sample_pixels) from the second."""
+    z_rng, _ = L.split_rng(11, 2)
+    z = vae.sample_latents(9, seed=z_rng, **kwargs)
+    np.testing.assert_array_equal(vae.sample(9, seed=11, **kwargs), vae.decode(z))
+    _, px_rng = L.split_rng(11, 2)
+    drawn = vae.sample(9, seed=11, sample_pixels=True, **kwargs)
+    np.testing.assert_array_equal(drawn, vae.decode(z, sample_pixels=True, seed=px_rng))
+    assert not np.array_equal(drawn, vae.decode(z))
+
+
+def test_sample_latents_are_fixed_by_the_seed(vae):
+    np.testing.assert_array_equal(vae.sample_latents(6, seed=3), vae.sample_latents(6, seed=3))
+    assert not np.array_equal(vae.sample_latents(6, seed=3), vae.sample_latents(6, seed=4))
+    assert np.abs(vae.sample_latents(500, seed=0, truncation=0.5)).max() <= 0.5
 
 
 def test_reconstruct_is_decode_of_the_posterior_mean(vae, images):

@@ -118,6 +118,45 @@ def test_npz_round_trip_and_refusals():
             GaussianMixture.from_npz(blob, D, "p.npz")
 
 
+def _npz(**arrays) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def test_npz_edge_cases_that_are_valid_mixtures_are_read():
+    """One component, and a component of weight zero, are still mixtures."""
+    mix = _mixture()
+    one = GaussianMixture.from_npz(_npz(weights=np.ones(1), means=mix.means[:1], cholesky=mix.cholesky[:1]), D, "p.npz")
+    assert one.weights.tolist() == [1.0]
+    zero = GaussianMixture.from_npz(_npz(weights=np.array([0.0, 0.4, 0.6]), means=mix.means, cholesky=mix.cholesky), D, "p.npz")
+    assert zero.weights.tolist() == [0.0, 0.4, 0.6]
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"weights": np.array([[0.2, 0.5, 0.3]])}, "p.npz has shapes weights (1, 3), means (3, 3), cholesky (3, 3, 3); expected [K], [K, 3], [K, 3, 3] with 1 <= K <= "),
+        ({"weights": np.array([-0.1, 0.6, 0.5])}, "p.npz: weights must be non-negative and sum to 1 (sum 1)"),
+        ("zero-diagonal", "p.npz: cholesky must be lower-triangular with a positive diagonal"),
+        ("small-upper", "p.npz: cholesky must be lower-triangular with a positive diagonal"),
+    ],
+    ids=["weights-2d", "negative-weight", "zero-diagonal", "small-upper-entry"],
+)
+def test_npz_refusals_name_the_file_and_the_fault(change, message):
+    mix = _mixture()
+    arrays = dict(weights=mix.weights, means=mix.means, cholesky=mix.cholesky.copy())
+    if change == "zero-diagonal":
+        arrays["cholesky"][1, 2, 2] = 0.0
+    elif change == "small-upper":
+        arrays["cholesky"][2, 0, 1] = 0.5
+    else:
+        arrays.update(change)
+    with pytest.raises(BundleError) as info:
+        GaussianMixture.from_npz(_npz(**arrays), D, "p.npz")
+    assert str(info.value).startswith(message)
+
+
 def test_bundle_default_prior_is_the_fitted_mixture(tiny_lowrank_bundle):
     model = vaesdk.load(tiny_lowrank_bundle, device="cpu")
     assert model.default_prior == "mixture"
