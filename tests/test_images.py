@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import re
 import struct
 import time
 import zlib
@@ -194,12 +195,15 @@ def test_oversized_file_is_refused_before_reading(monkeypatch, tmp_path):
 def test_file_cut_in_half_is_refused(tmp_path, fmt):
     data = encode(random_image("RGB", 64, 64), fmt)
     half = data[: len(data) // 2]
-    with pytest.raises(InvalidImageError):
+    with pytest.raises(InvalidImageError, match=r"^image data is truncated or corrupt \("):
         load_image(half, SIZE, 1)
     path = tmp_path / f"cut.{fmt.lower()}"
     path.write_bytes(half)
-    with pytest.raises(InvalidImageError):
+    with pytest.raises(InvalidImageError, match=rf"^{re.escape(str(path))} is truncated or corrupt \("):
         load_image(path, SIZE, 1)
+    opened = Image.open(io.BytesIO(half))  # a PIL image not yet decoded
+    with pytest.raises(InvalidImageError, match=rf"^PIL image \({opened.mode}, 64x64\) is truncated or corrupt \("):
+        load_image(opened, SIZE, 1)
 
 
 @pytest.mark.parametrize(
@@ -497,7 +501,7 @@ def test_mode_F_unit_range_is_scaled_and_other_ranges_stretched(values, expected
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_mode_F_with_nan_or_infinity_is_refused(bad):
     im = Image.fromarray(tiled([0.0, 0.5, bad], np.float32))
-    with pytest.raises(InvalidImageError, match="NaN or infinite"):
+    with pytest.raises(InvalidImageError, match=r"^PIL image \(F, 28x28\) contains NaN or infinite pixels$"):
         load_image(im, SIZE, 1)
     with pytest.raises(InvalidImageError, match="NaN or infinite"):
         load_image(encode(im, "TIFF"), SIZE, 1)

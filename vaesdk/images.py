@@ -119,7 +119,7 @@ def _high_depth_to_l(im: Image.Image, label: str) -> Image.Image:
         return Image.fromarray(np.rint(a * (255.0 / 65535.0)).astype(np.uint8), "L")
     a = np.asarray(im)
     if im.mode == "F" and not np.isfinite(a).all():
-        raise InvalidImageError(f"float image {label} contains NaN or infinite pixels")
+        raise InvalidImageError(f"{label} contains NaN or infinite pixels")
     if im.mode == "I" and a.min() >= 0 and a.max() <= 65535:
         out = np.rint(a.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8)
     elif im.mode == "F" and a.min() >= 0.0 and a.max() <= 1.0:
