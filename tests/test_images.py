@@ -783,8 +783,9 @@ def test_to_model_array_refuses_shapes_that_are_not_one_image(shape):
 
 
 def test_empty_list_is_refused():
-    with pytest.raises(InvalidArgumentError):
+    with pytest.raises(InvalidArgumentError) as info:
         as_batch([], SIZE, 1)
+    assert str(info.value) == "no images given (the list is empty)"
 
 
 # ---------------------------------------------------------------- grids

@@ -70,6 +70,29 @@ def test_prior_draws_default_to_temperature_1_and_name_bad_arguments():
         L.prior_sample(3, 4, np.random.default_rng(0), truncation=0)
 
 
+def test_truncation_far_below_practical_values_still_bounds_every_component():
+    # Redrawing rarely lands within 1e-4 of zero; after its last try the draw is clipped.
+    z = L.prior_sample(200, 4, np.random.default_rng(0), temperature=2.0, truncation=1e-4)
+    assert np.abs(z).max() <= 2e-4 and (z > 0).any() and (z < 0).any()
+
+
+def test_random_streams_are_refused_where_one_stream_is_drawn():
+    streams = L.RandomStreams.from_seed(1)
+    with pytest.raises(InvalidArgumentError) as info:
+        L.rng_from(streams)
+    assert str(info.value) == "this operation draws from one stream; pass an int seed or a numpy Generator"
+    with pytest.raises(InvalidArgumentError) as info:
+        L.split_rng(streams, 3)
+    assert str(info.value) == "RandomStreams carries exactly two streams (latent, pixels)"
+
+
+def test_latent_checks_name_z_by_default():
+    with pytest.raises(InvalidArgumentError, match=r"^z must have shape \[N, 4\] for this model, got \(2, 3\)$"):
+        L.check_latents(np.zeros((2, 3), np.float32), 4)
+    with pytest.raises(InvalidArgumentError, match=r"^z must be an array of shape \[N, 4\]$"):
+        L.check_latents([[1.0, 2.0], [3.0]], 4)
+
+
 def test_prior_draws_follow_temperature_and_truncation():
     z = L.prior_sample(20_000, 8, np.random.default_rng(0), temperature=0.5)
     assert z.dtype == np.float32 and z.shape == (20_000, 8)

@@ -369,3 +369,24 @@ def test_score_defaults_to_seed_0_and_names_what_it_refuses(vae, ae, images):
         vae.score(images[:1], k=0)
     with pytest.raises(UnsupportedOperationError, match="scoring likelihoods"):
         ae.score(images[:1])
+
+
+def test_seeded_posterior_draws_and_the_default_sample_count(vae, images):
+    np.testing.assert_array_equal(vae.latents(images, sample=True, seed=5), vae.latents(images, sample=True, seed=5))
+    assert not np.array_equal(vae.latents(images, sample=True, seed=5), vae.latents(images, sample=True, seed=6))
+    assert vae.sample(seed=0).shape[0] == 16
+
+
+def test_without_a_mixture_the_latent_part_is_the_standard_normal_density_of_the_mean(vae, images):
+    from vaesdk import likelihood
+
+    s = vae.score(images[:4], k=2)
+    want = likelihood.nats_to_bpd(likelihood.gaussian_log_prob(vae.encode(images[:4]).mean), int(np.prod(vae.image_shape)))
+    np.testing.assert_allclose(s.anomaly_latent, want, rtol=1e-12)
+
+
+def test_autoencoder_refusals_name_the_operation(ae, images):
+    with pytest.raises(UnsupportedOperationError, match=r"sampling from q\(z\|x\)"):
+        ae.latents(images[:1], sample=True)
+    with pytest.raises(UnsupportedOperationError, match=r"sampling pixels from p\(x\|z\)"):
+        ae.decode(np.zeros((1, ae.latent_dim), np.float32), sample_pixels=True)
