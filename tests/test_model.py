@@ -385,8 +385,24 @@ def test_without_a_mixture_the_latent_part_is_the_standard_normal_density_of_the
     np.testing.assert_allclose(s.anomaly_latent, want, rtol=1e-12)
 
 
-def test_autoencoder_refusals_name_the_operation(ae, images):
-    with pytest.raises(UnsupportedOperationError, match=r"sampling from q\(z\|x\)"):
-        ae.latents(images[:1], sample=True)
-    with pytest.raises(UnsupportedOperationError, match=r"sampling pixels from p\(x\|z\)"):
-        ae.decode(np.zeros((1, ae.latent_dim), np.float32), sample_pixels=True)
+def test_refusals_of_sampling_arguments_and_priors_are_exact(vae, ae, images):
+    """The messages in full: a reworded or relabelled one fails here, not only a missing one."""
+    needs_vae = (
+        "{} needs a probabilistic model (a VAE); 'tiny-ae' is a plain autoencoder with no prior or likelihood. "
+        "Use a VAE bundle, or the encode/decode/edit operations"
+    )
+    z = np.zeros((1, ae.latent_dim), np.float32)
+    cases = [
+        (lambda: vae.latents(images[:1], sample="yes"), "sample must be True or False, got 'yes'"),
+        (lambda: vae.decode(z, sample_pixels="x"), "sample_pixels must be True or False, got 'x'"),
+        (lambda: ae.latents(images[:1], sample=True), needs_vae.format("sampling from q(z|x)")),
+        (lambda: ae.decode(z, sample_pixels=True), needs_vae.format("sampling pixels from p(x|z)")),
+        (lambda: ae.score(images[:1]), needs_vae.format("scoring likelihoods")),
+        (lambda: vae.sample(2, prior="nope"), "unknown prior 'nope'; this model has: " + ", ".join(vae.priors)),
+        (lambda: ae.sample(2, prior="standard"),
+         "'tiny-ae' is a plain autoencoder and has no prior N(0, I); sample from a fitted Gaussian instead: prior='aggregate'"),
+    ]  # fmt: skip
+    for call, message in cases:
+        with pytest.raises(vaesdk.VaesdkError) as info:
+            call()
+        assert str(info.value) == message
