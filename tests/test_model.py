@@ -301,7 +301,11 @@ def test_non_image_inputs_raise_a_typed_error(vae, bad):
 
 
 def test_iter_sample_checks_arguments_before_iteration(vae):
-    for kwargs in ({"n": -1}, {"n": 2, "temperature": -1.0}, {"n": 2, "truncation": 0.0}):
+    bad = (
+        {"n": -1}, {"n": 2, "temperature": -1.0}, {"n": 2, "truncation": 0.0}, {"n": 2, "seed": -3},
+        {"n": 2, "prior": "nope"}, {"n": 2, "sample_pixels": "yes"},
+    )  # fmt: skip
+    for kwargs in bad:
         with pytest.raises(InvalidArgumentError):
             vae.iter_sample(**kwargs)
 
@@ -406,3 +410,20 @@ def test_refusals_of_sampling_arguments_and_priors_are_exact(vae, ae, images):
         with pytest.raises(vaesdk.VaesdkError) as info:
             call()
         assert str(info.value) == message
+
+
+def test_the_latent_part_uses_the_prior_the_bundle_was_calibrated_with(tiny_lowrank_bundle, tmp_path, images):
+    """A calibration made under N(0, I) keeps scoring under N(0, I), even when the bundle
+    also carries a mixture (its statistics belong to that prior)."""
+    from vaesdk import likelihood
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_lowrank_bundle, copy)
+    data = read_manifest(copy).data
+    assert data["anomaly"]["calibration"]["prior"] == "mixture"
+    data["anomaly"]["calibration"]["prior"] = "standard"
+    write_manifest(copy, data)
+    m = vaesdk.load(copy, device="cpu")
+    s = m.score(images[:3], k=2)
+    want = likelihood.nats_to_bpd(likelihood.gaussian_log_prob(m.encode(images[:3]).mean), int(np.prod(m.image_shape)))
+    np.testing.assert_allclose(s.anomaly_latent, want, rtol=1e-12)

@@ -133,6 +133,17 @@ def test_npz_edge_cases_that_are_valid_mixtures_are_read():
     assert zero.weights.tolist() == [0.0, 0.4, 0.6]
 
 
+def test_npz_weights_are_normalised_and_the_component_limit_is_inclusive():
+    from vaesdk.priors import MAX_COMPONENTS
+
+    mix = _mixture()
+    off = GaussianMixture.from_npz(_npz(weights=mix.weights * (1 + 5e-7), means=mix.means, cholesky=mix.cholesky), D, "p.npz")
+    assert abs(off.weights.sum() - 1.0) < 1e-15
+    k = MAX_COMPONENTS
+    many = dict(weights=np.full(k, 1.0 / k), means=np.zeros((k, D)), cholesky=np.broadcast_to(np.eye(D), (k, D, D)).copy())
+    assert len(GaussianMixture.from_npz(_npz(**many), D, "p.npz").weights) == k
+
+
 @pytest.mark.parametrize(
     "change,message",
     [
