@@ -80,6 +80,13 @@ def test_sample_latents_are_fixed_by_the_seed(vae):
     np.testing.assert_array_equal(vae.sample_latents(6, seed=3), vae.sample_latents(6, seed=3))
     assert not np.array_equal(vae.sample_latents(6, seed=3), vae.sample_latents(6, seed=4))
     assert np.abs(vae.sample_latents(500, seed=0, truncation=0.5)).max() <= 0.5
+    # Latents are drawn in blocks of PRIOR_BLOCK: the count is exact across block edges.
+    from vaesdk.model import PRIOR_BLOCK
+
+    n = 2 * PRIOR_BLOCK + 3
+    z = vae.sample_latents(n, seed=1)
+    assert z.shape == (n, vae.latent_dim)
+    np.testing.assert_array_equal(z[:PRIOR_BLOCK], vae.sample_latents(PRIOR_BLOCK, seed=1))
 
 
 def test_reconstruct_is_decode_of_the_posterior_mean(vae, images):
