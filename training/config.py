@@ -100,6 +100,7 @@ class ModelConfig:
     def bottom_size(self) -> int:
         return self.image_size // 2 ** (len(self.widths) - 1)
 
+
 DEVICES = ("auto", "cuda", "cpu")
 
 
