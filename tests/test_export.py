@@ -133,3 +133,20 @@ def test_export_refuses_to_replace_a_bundle_unless_forced(run_dir, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["decoder.onnx", "encoder.onnx", "manifest.json"]
     assert [p.name for p in tmp_path.iterdir()] == ["b"]
     assert vaesdk.load(out, device="cpu").name == "b"
+
+
+def test_a_means_only_decode_does_not_run_the_covariance_head(trained_lowrank_bundle):
+    # The decoder's last layer is exported as a mean head and a head for the log-variance and
+    # factor; cutting the graph to `mean` must drop the second head's weights entirely.
+    from vaesdk.onnx_proto import keep_outputs
+
+    data = (trained_lowrank_bundle / "decoder.onnx").read_bytes()
+    full, cut = onnx.load_from_string(data), onnx.load_from_string(keep_outputs(data, ["mean"]))
+    config = load_checkpoint(trained_lowrank_bundle.parent / "run-lowrank")[0].config
+    head = config.widths[0] * (config.channels + config.factor_channels) * 9 * 4  # float32 bytes
+    weight_bytes = lambda m: sum(len(t.raw_data) for t in m.graph.initializer)  # noqa: E731
+    assert weight_bytes(full) - weight_bytes(cut) >= head
+    model = vaesdk.load(trained_lowrank_bundle, device="cpu")
+    z = np.random.default_rng(1).standard_normal((3, model.latent_dim), dtype=np.float32)
+    mean, _ = model.decode_params(z)  # from the whole graph
+    assert np.array_equal(model.decode(z), np.rint(np.clip(mean, 0, 1) * np.float32(255)).astype(np.uint8))

@@ -200,3 +200,47 @@ def test_inspect_model_survives_pathological_nesting():
         graph = pb_bytes(1, if_node)
     with pytest.raises(BundleError, match="nested deeper"):
         inspect_model(pb_model(graph))
+
+
+# ---- cutting a graph to the outputs a call needs ----------------------------------------
+
+
+def _node_count(data: bytes) -> int:
+    return len(onnx.load_from_string(data).graph.node)
+
+
+def test_keep_outputs_gives_the_same_mean_with_fewer_nodes():
+    from vaesdk.onnx_proto import keep_outputs
+    from vaesdk.registry import resolve
+
+    data = (resolve("fashion-mnist") / "decoder.onnx").read_bytes()
+    cut = keep_outputs(data, ["mean"])
+    assert [t.name for t in inspect_model(cut).outputs] == ["mean"]
+    assert _node_count(cut) < _node_count(data)
+    onnx.checker.check_model(onnx.load_from_string(cut), full_check=True)
+    z = np.random.default_rng(0).standard_normal((5, 64), dtype=np.float32)
+    run = lambda d: onnxruntime.InferenceSession(d, providers=["CPUExecutionProvider"]).run(["mean"], {"z": z})[0]  # noqa: E731
+    assert np.array_equal(run(cut), run(data))
+
+
+def test_keep_outputs_drops_the_weights_only_other_outputs_use():
+    from vaesdk.onnx_proto import keep_outputs
+
+    x = onnx.helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    outs = [onnx.helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4]) for n in ("a", "b")]
+    wa, wb = float_tensor("wa", (4, 4)), float_tensor("wb", (4, 4), seed=1)
+    nodes = [onnx.helper.make_node("MatMul", ["x", "wa"], ["a"]), onnx.helper.make_node("MatMul", ["x", "wb"], ["b"])]
+    graph = onnx.helper.make_graph(nodes, "g", [x], outs, [wa, wb])
+    data = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", OPSET)], ir_version=IR_VERSION).SerializeToString()
+    cut = onnx.load_from_string(keep_outputs(data, ["a"]))
+    assert [n.output[0] for n in cut.graph.node] == ["a"]
+    assert [t.name for t in cut.graph.initializer] == ["wa"]
+    assert [o.name for o in cut.graph.output] == ["a"]
+    assert keep_outputs(data, ["a", "b"]) is data  # nothing to drop: the same bytes
+
+
+def test_keep_outputs_leaves_graphs_with_subgraphs_whole():
+    from vaesdk.onnx_proto import keep_outputs
+
+    data = nested_if_model(2, float_tensor("c", (1,)))
+    assert keep_outputs(data, ["nothing"]) is data

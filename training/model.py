@@ -125,14 +125,20 @@ class Decoder(nn.Module):
         h = self.mid_block(h)
         for block in self.up_blocks:
             h = block(h)
-        out = self.conv_out(F.silu(h))
+        h = F.silu(h)
         if c.kind == "ae":
-            return (torch.sigmoid(out),)
-        mean_logit, logvar_logit = out[:, : c.channels], out[:, c.channels : 2 * c.channels]
-        logvar = c.logvar_min + (c.logvar_max - c.logvar_min) * torch.sigmoid(logvar_logit)
+            return (torch.sigmoid(self.conv_out(h)),)
+        # conv_out as two convolutions over the same weights, one for the mean's channels and
+        # one for the rest: in the exported graph the mean then depends on its own channels
+        # only, so a means-only decode (vaesdk cuts the graph to `mean`) skips the variance
+        # and covariance factor, most of the last layer's work.
+        weight, bias = self.conv_out.weight, self.conv_out.bias
+        mean_logit = F.conv2d(h, weight[: c.channels], bias[: c.channels], padding=1)
+        rest = F.conv2d(h, weight[c.channels :], bias[c.channels :], padding=1)
+        logvar = c.logvar_min + (c.logvar_max - c.logvar_min) * torch.sigmoid(rest[:, : c.channels])
         if c.covariance == "diagonal":
             return torch.sigmoid(mean_logit), logvar
-        factor = FACTOR_SCALE * out[:, 2 * c.channels :].reshape(-1, c.rank, c.channels, c.image_size, c.image_size)
+        factor = FACTOR_SCALE * rest[:, c.channels :].reshape(-1, c.rank, c.channels, c.image_size, c.image_size)
         return torch.sigmoid(mean_logit), logvar, factor
 
 

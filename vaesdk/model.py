@@ -29,7 +29,8 @@ from .errors import BundleError, InvalidArgumentError, UnsupportedOperationError
 from .images import ImageInput, as_batch
 from .latent import Seed
 from .priors import GaussianMixture
-from .session import create_graphs, verify_output_contract
+from .onnx_proto import keep_outputs
+from .session import create_graph, create_graphs, verify_output_contract
 
 DEFAULT_BATCH = 256
 PRIOR_BLOCK = 1024
@@ -85,6 +86,13 @@ class Model:
         self.batch_size = _positive_int("batch_size", batch_size, 1 << 20)
         self._encoder, self._decoder = create_graphs(bundle.models, device, threads, str(bundle.path))
         verify_output_contract(self._encoder, self._decoder, self.manifest, str(bundle.path))
+        # onnxruntime runs every node of a graph whatever outputs a call asks for: means-only
+        # decodes get their own session of the decoder cut down to `mean`.
+        mean_only = keep_outputs(bundle.models["decoder"], ["mean"])
+        self._mean_decoder = self._decoder
+        if mean_only is not bundle.models["decoder"]:
+            mean_device = self._decoder.device if device == "auto" else device
+            self._mean_decoder = create_graph(mean_only, mean_device, threads, f"{bundle.path}/decoder (mean)")
         self._write_lock = threading.Lock()
         self._gaussians = {k: L.LatentGaussian.from_manifest(v) for k, v in (self.manifest.data["latent"].get("gaussians") or {}).items()}
         self._mixtures = {
@@ -247,7 +255,7 @@ class Model:
             if sample_pixels:
                 mean = self._draw_pixels(z[sl], rng)
             else:
-                (mean,) = self._decoder.run(z[sl], ["mean"])
+                (mean,) = self._mean_decoder.run(z[sl], ["mean"])
             _to_uint8(mean, out[sl], self.name)
         return out
 

@@ -215,3 +215,92 @@ def inspect_model(data: bytes, label: str = "model") -> ModelInfo:
         raise BundleError(f"{label} is not a valid ONNX model (no graph or IR version)")
     info.inputs = [t for t in info.inputs if t.name not in info.initializer_names]
     return info
+
+
+# NodeProto and GraphProto fields the cut reads; value_info (13) is shape annotation only.
+_NODE_INPUT, _NODE_OUTPUT = 1, 2
+_GRAPH_VALUE_INFO = 13
+
+
+def _encode_varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _length_delimited(number: int, payload: bytes) -> bytes:
+    return _encode_varint(number << 3 | 2) + _encode_varint(len(payload)) + payload
+
+
+def _raw_fields(buf: memoryview):
+    """Yield (field_number, value, raw bytes of the whole field) for one message."""
+    pos = 0
+    for number, value in _fields(buf):
+        # _fields consumed exactly one field; find where it ended by re-reading its key.
+        start = pos
+        key, pos = _varint(buf, pos)
+        wire = key & 7
+        if wire == 0:
+            _, pos = _varint(buf, pos)
+        elif wire == 2:
+            length, pos = _varint(buf, pos)
+            pos += length
+        else:
+            pos += 8 if wire == 1 else 4
+        yield number, value, buf[start:pos]
+
+
+def keep_outputs(data: bytes, outputs: list[str]) -> bytes:
+    """The model cut down to what computes `outputs`: every node, initializer and graph output
+    that none of them depends on is dropped, so onnxruntime (which runs every node of a graph,
+    whatever outputs a call asks for) does only that work. A graph with subgraphs (If, Loop,
+    Scan), whose bodies may read outer names, is returned whole."""
+    buf = memoryview(data)
+    graph_field = next(((v, raw) for num, v, raw in _raw_fields(buf) if num == _MODEL_GRAPH), None)
+    if graph_field is None:
+        return data
+    graph = graph_field[0]
+    nodes = []  # (inputs, outputs) of each node, in graph order
+    for num, v, _ in _raw_fields(graph):
+        if num != _GRAPH_NODE:
+            continue
+        ins, outs = [], []
+        for nnum, nv in _fields(v):
+            if nnum == _NODE_INPUT:
+                ins.append(_text(nv))
+            elif nnum == _NODE_OUTPUT:
+                outs.append(_text(nv))
+            elif nnum == _NODE_ATTRIBUTE and any(anum in (_ATTR_GRAPH, _ATTR_GRAPHS) for anum, _ in _fields(nv)):
+                return data
+        nodes.append((ins, outs))
+    needed = set(outputs)
+    kept = set()
+    for i in reversed(range(len(nodes))):  # ONNX lists nodes in topological order
+        ins, outs = nodes[i]
+        if needed.intersection(outs):
+            kept.add(i)
+            needed.update(name for name in ins if name)
+    if len(kept) == len(nodes):
+        return data
+    parts, node_index = [], -1
+    for num, v, raw in _raw_fields(graph):
+        if num == _GRAPH_NODE:
+            node_index += 1
+            if node_index not in kept:
+                continue
+        elif num in (_GRAPH_INITIALIZER, _GRAPH_VALUE_INFO, _GRAPH_OUTPUT):
+            name = next((_text(fv) for fnum, fv in _fields(v) if fnum == (_TENSOR_NAME if num == _GRAPH_INITIALIZER else 1)), "")
+            if name not in (set(outputs) if num == _GRAPH_OUTPUT else needed):
+                continue
+        parts.append(bytes(raw))
+    new_graph = b"".join(parts)
+    out = []
+    for num, _, raw in _raw_fields(buf):
+        out.append(_length_delimited(_MODEL_GRAPH, new_graph) if num == _MODEL_GRAPH else bytes(raw))
+    return b"".join(out)
