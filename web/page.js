@@ -9,20 +9,33 @@ const token = new URLSearchParams(location.hash.slice(1)).get("token");
 const headers = token ? { Authorization: `Bearer ${token}` } : {};
 
 /** Where the bundle is: ?bundle=URL; else, under `vae serve`, the served model (?model=NAME or
- * the first); else the folder this page sits in (the page copied next to manifest.json). */
+ * the first), with the names of all served models for the picker; else the folder this page
+ * sits in (the page copied next to manifest.json). */
 async function bundleBase() {
-  if (params.get("bundle")) return params.get("bundle");
+  if (params.get("bundle")) return { base: params.get("bundle"), served: [] };
   try {
     const response = await fetch("v1/models", { headers });
     if (response.ok) {
-      const { models } = await response.json();
-      const wanted = params.get("model") || models[0].name;
-      return `v1/models/${encodeURIComponent(wanted)}/files/`;
+      const served = (await response.json()).models.map((m) => m.name);
+      const wanted = served.includes(params.get("model")) ? params.get("model") : served[0];
+      return { base: `v1/models/${encodeURIComponent(wanted)}/files/`, served, wanted };
     }
   } catch (e) {
     // not served by `vae serve`: static files
   }
-  return "./";
+  return { base: "./", served: [] };
+}
+
+/** The model picker: one entry per served model; choosing one reloads the page with ?model=. */
+function fillModelPicker(served, wanted) {
+  $("model-picker").hidden = served.length < 2;
+  for (const name of served) $("model").add(new Option(name, name, false, name === wanted));
+  $("model").addEventListener("change", () => {
+    const next = new URLSearchParams(location.search);
+    next.set("model", $("model").value);
+    next.delete("prior");
+    location.search = next.toString();
+  });
 }
 
 function draw(canvas, pixels, offset, model) {
@@ -40,7 +53,9 @@ function draw(canvas, pixels, offset, model) {
 }
 
 async function main() {
-  const model = await loadBundle(await bundleBase(), { headers });
+  const { base, served, wanted } = await bundleBase();
+  fillModelPicker(served, wanted);
+  const model = await loadBundle(base, { headers });
   const firstPrior = model.priors.has(params.get("prior")) ? params.get("prior") : model.defaultPrior;
   let current = model.sample(1, { seed: 0, prior: firstPrior });
   $("model-name").textContent = `${model.name} (${model.kind}, ${model.latentDim} latent dimensions)`;
@@ -84,7 +99,9 @@ async function main() {
     $("grid").replaceChildren();
     const size = model.height * model.width * model.channels;
     for (let k = 0; k < n; k++) {
-      const canvas = Object.assign(document.createElement("canvas"), { width: 56, height: 56 });
+      // Small images shown at twice their size, larger ones at their own.
+      const cell = model.width < 56 ? 2 * model.width : model.width;
+      const canvas = Object.assign(document.createElement("canvas"), { width: cell, height: cell });
       draw(canvas, pixels, k * size, model);
       canvas.addEventListener("click", () => show(z.subarray(k * model.latentDim, (k + 1) * model.latentDim)));
       $("grid").append(canvas);
