@@ -214,21 +214,17 @@ def manifest_cases(base: dict[str, dict]) -> list[dict[str, Any]]:
 
 
 def npz_bytes(arrays: dict[str, np.ndarray], compressed: bool = False, plain_zip: bool = False, order: str = "C") -> bytes:
+    """A prior file as numpy.savez lays it out (stored entries with zip64 extra fields), with a
+    fixed timestamp so that the vectors come out the same on every run; or a variant of it."""
     buf = io.BytesIO()
-    if plain_zip:  # zipfile's own headers, no zip64 extra fields (numpy.savez always writes them)
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
-            for k, a in arrays.items():
-                one = io.BytesIO()
-                np.save(one, a, allow_pickle=False)
-                zf.writestr(f"{k}.npy", one.getvalue())
-    elif order == "F":
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
-            for k, a in arrays.items():
-                one = io.BytesIO()
-                np.save(one, np.asfortranarray(a), allow_pickle=False)
-                zf.writestr(f"{k}.npy", one.getvalue())
-    else:
-        (np.savez_compressed if compressed else np.savez)(buf, **arrays)
+    with zipfile.ZipFile(buf, "w") as zf:
+        for k, a in arrays.items():
+            one = io.BytesIO()
+            np.save(one, np.asfortranarray(a) if order == "F" else a, allow_pickle=False)
+            info = zipfile.ZipInfo(f"{k}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED if compressed else zipfile.ZIP_STORED
+            with zf.open(info, "w", force_zip64=not plain_zip) as f:
+                f.write(one.getvalue())
     return buf.getvalue()
 
 
