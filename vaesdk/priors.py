@@ -4,8 +4,9 @@ A VAE's encoder does not fill its prior N(0, I) evenly (the "prior hole"), so dr
 N(0, I) often land where no training image encodes and decode to blurry mixtures. A
 mixture fitted to the encoded training images samples where the decoder was trained.
 
-The mixture is stored as an .npz file beside the ONNX graphs (read with allow_pickle=False)
-and covered by the manifest's sha256 and size like them:
+The mixture is stored as an .npz file beside the ONNX graphs, covered by the manifest's sha256
+and size like them, and read by the container rules of docs/bundle-format.md ("The prior
+file"; `read_prior_arrays`), never unpickled:
   weights   float64 [K]        non-negative, summing to 1
   means     float64 [K, D]
   cholesky  float64 [K, D, D]  lower-triangular factors L_k of the covariances L_k L_k^T
