@@ -254,6 +254,20 @@ def bundle_cases(w: Writer) -> list[dict[str, Any]]:
         "encoder.onnx": {"copy": "decoder.onnx"}, "decoder.onnx": {"copy": "encoder.onnx"}},
         verdict="invalid", category="graph", message="but the bundle contract needs"))  # fmt: skip
 
+    # The decoder with its batch axis fixed at 1: it would load and then fail on any other batch.
+    import onnx
+
+    decoder = onnx.load_from_string((BUNDLES[base] / "decoder.onnx").read_bytes())
+    for t in [*decoder.graph.input, *decoder.graph.output]:
+        t.type.tensor_type.shape.dim[0].dim_value = 1
+    fixed = decoder.SerializeToString()
+    m = copy.deepcopy(manifest)
+    m["decoder"].update(sha256=hashlib.sha256(fixed).hexdigest(), bytes=len(fixed))
+    cases.append(dict(id="decoder-with-a-fixed-batch-size", base=base, overlay={
+        "manifest.json": {"file": w.raw("bundles/decoder-with-a-fixed-batch-size/manifest.json", text(slim(m)))},
+        "decoder.onnx": {"file": w.raw("bundles/decoder-with-a-fixed-batch-size/decoder.onnx", fixed)}},
+        verdict="invalid", category="graph", message="a fixed batch size"))  # fmt: skip
+
     def prior_case(case_id: str, blob: bytes, verdict: str, message: str = "") -> None:
         m = copy.deepcopy(manifest)
         m["latent"]["mixtures"]["mixture"].update(sha256=hashlib.sha256(blob).hexdigest(), bytes=len(blob))

@@ -373,7 +373,7 @@ def read_manifest(bundle_dir: Path) -> Manifest:
 
 def check_graph_io(info: ModelInfo, expected: dict[str, list[dict[str, Any]]], label: str) -> None:
     """The graph's declared inputs/outputs must be the contract's, in order, with matching
-    dtypes, ranks and static sizes (the batch axis may be symbolic or any size)."""
+    dtypes, ranks and static sizes; the batch axis is symbolic, under any name."""
     for side, actual in (("inputs", info.inputs), ("outputs", info.outputs)):
         want = expected[side]
         if [t.name for t in actual] != [w["name"] for w in want]:
@@ -390,6 +390,11 @@ def _check_spec(t: TensorSpec, want: dict[str, Any], label: str) -> None:
         raise BundleError(f"{label} is {t.dtype}; the contract needs {want['dtype']}")
     if len(t.shape) != len(want["shape"]):
         raise BundleError(f"{label} has shape {list(t.shape)}; the contract needs {want['shape']}")
+    if isinstance(t.shape[0], int):
+        raise BundleError(
+            f"{label} has shape {list(t.shape)}, a fixed batch size; the contract needs a symbolic batch axis "
+            f"(any name, e.g. {want['shape']}): re-export with a dynamic batch axis"
+        )
     for got, need in zip(t.shape[1:], want["shape"][1:]):
         if got != need:
             raise BundleError(f"{label} has shape {list(t.shape)}; the contract needs {want['shape']}")

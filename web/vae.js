@@ -590,11 +590,20 @@ export class BundleModel {
   }
 }
 
+/** The graph's inputs and outputs: the contract's names in order, float32, its ranks and
+ * sizes, and a symbolic batch axis (any name). */
 function checkGraph(session, contract, label) {
   const want = (side) => contract[side].map((t) => t.name);
-  for (const [side, got] of [["inputs", session.inputNames], ["outputs", session.outputNames]]) {
+  for (const [side, got, meta] of [["inputs", session.inputNames, session.inputMetadata], ["outputs", session.outputNames, session.outputMetadata]]) {
     if (JSON.stringify(got) !== JSON.stringify(want(side)))
       throw new BundleError("graph", `${label} has ${side} ${JSON.stringify(got)} but the bundle contract needs ${JSON.stringify(want(side))} ${CHECK_PROBLEM}`);
+    (meta || []).forEach((m, i) => {
+      const need = contract[side][i].shape;
+      const shape = m.shape || [];
+      const sizes = shape.length === need.length && shape.slice(1).every((d, j) => d === need[j + 1]);
+      if (m.type !== "float32" || !sizes || typeof shape[0] === "number")
+        throw new BundleError("graph", `${label} ${side.slice(0, -1)} '${m.name}' is ${m.type} ${JSON.stringify(shape)}; the contract needs float32 ${JSON.stringify(need)} with a symbolic batch axis`);
+    });
   }
 }
 
