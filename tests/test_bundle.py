@@ -38,7 +38,7 @@ import vaesdk
 import vaesdk.bundle
 import vaesdk.registry
 import vaesdk.session
-from vaesdk.bundle import MANIFEST, io_contract, read_bundle
+from vaesdk.bundle import MANIFEST, io_contract, read_bundle, validate_manifest
 from vaesdk.errors import BundleError
 from vaesdk.onnx_proto import inspect_model
 
@@ -166,7 +166,17 @@ def test_manifest_direction_vector_of_wrong_length_is_refused(bundle_copy):
     assert f"directions.sandal.vector must be a list of {LATENT} numbers" in load_error(bundle_copy)
 
 
-@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity", "1" + "0" * 400, '"0.5"', "true", "null"])
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
+def test_manifest_with_nan_or_infinity_anywhere_is_not_json(bundle_copy, token):
+    """JSON has no NaN or Infinity; Python's json module reads them, JavaScript's refuses
+    them, so the format refuses them in every field (docs/bundle-format.md)."""
+    data = read_manifest_json(bundle_copy)
+    data.setdefault("metrics", {})["elbo_bpd"] = "@TOKEN@"
+    (bundle_copy / MANIFEST).write_text(json.dumps(data, allow_nan=False).replace('"@TOKEN@"', token))
+    assert f"{token.lstrip('-')} is not a JSON number; write finite numbers only (or null)" in load_error(bundle_copy)
+
+
+@pytest.mark.parametrize("token", ["1" + "0" * 400, '"0.5"', "true", "null"])
 def test_manifest_direction_vector_must_hold_finite_numbers(bundle_copy, token):
     data = read_manifest_json(bundle_copy)
     data["directions"]["sandal"]["vector"][3] = "@TOKEN@"
@@ -179,9 +189,10 @@ def test_manifest_direction_vector_must_hold_finite_numbers(bundle_copy, token):
 
 
 def test_manifest_kl_per_dim_with_nan_is_refused(bundle_copy):
-    rewrite_manifest(bundle_copy, lambda m: set_path(m, "latent.kl_per_dim", [float("nan")] * LATENT))
-    assert "NaN" in (bundle_copy / MANIFEST).read_text()
-    assert "latent.kl_per_dim must hold finite numbers" in load_error(bundle_copy)
+    data = read_manifest_json(bundle_copy)
+    data["latent"]["kl_per_dim"] = [float("nan")] * LATENT
+    with pytest.raises(BundleError, match="latent.kl_per_dim must hold finite numbers"):
+        validate_manifest(data)  # a manifest built in Python, before it is written
 
 
 def test_manifest_with_oversized_integer_or_deep_nesting_is_a_bundle_error(bundle_copy):

@@ -167,3 +167,35 @@ def test_a_plain_autoencoder_has_no_likelihood(schema, tiny_ae_bundle):
     assert manifest["kind"] == "ae"
     bad = _set(manifest, "likelihood", {"type": "discretized_gaussian"})
     assert not schema_accepts(schema, bad) and not runtime_accepts(bad)
+
+
+def _walk(node, path="#"):
+    if isinstance(node, dict):
+        yield path, node
+        for k, v in node.items():
+            yield from _walk(v, f"{path}/{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _walk(v, f"{path}/{i}")
+
+
+def test_schema_patterns_end_at_the_true_end_and_types_are_single(schema):
+    """Python's re lets `$` match before a trailing newline and ajv's strict mode refuses union
+    types, so the schema uses neither (docs/bundle-format.md, "The schema"); ajv's own verdicts
+    are checked by tests/test_conformance_web.py."""
+    patterns = [(p, n["pattern"]) for p, n in _walk(schema) if isinstance(n.get("pattern"), str)]
+    assert len(patterns) >= 5
+    for where, pattern in patterns:
+        assert pattern.startswith("^") and pattern.endswith(r"(?![\s\S])") and "$" not in pattern, where
+    unions = [p for p, n in _walk(schema) if isinstance(n.get("type"), list)]
+    assert not unions, unions
+
+
+@pytest.mark.parametrize("path", ["encoder.sha256", "name", "latent.mixtures.mixture.sha256", "latent.mixtures.mixture.file"])
+def test_a_trailing_newline_is_refused_by_schema_and_runtime(schema, path):
+    manifest = bundled_manifest()
+    node = manifest
+    for key in path.split(".")[:-1]:
+        node = node[key]
+    bad = _set(manifest, path, node[path.split(".")[-1]] + "\n")
+    assert not schema_accepts(schema, bad) and not runtime_accepts(bad)

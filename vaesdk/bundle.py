@@ -110,6 +110,17 @@ def _vector(v: Any, dim: int, where: str) -> list[float]:
     return v
 
 
+def _same_json(a: Any, b: Any) -> bool:
+    """Equal as JSON values, kinds included: unlike ==, 28.0 is not 28 and true is not 1."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same_json(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same_json(x, y) for x, y in zip(a, b))
+    return a == b
+
+
 @dataclass(frozen=True)
 class Manifest:
     """A validated manifest; `data` is the full JSON object."""
@@ -233,7 +244,7 @@ def validate_manifest(data: Any) -> Manifest:
         if not 0 < size <= MAX_MODEL_BYTES:
             raise _fail(f"{role}.bytes", f"must be in 1..{MAX_MODEL_BYTES}, got {size}")
         for side in ("inputs", "outputs"):
-            if _get(entry, side, list, role) != contract[role][side]:
+            if not _same_json(_get(entry, side, list, role), contract[role][side]):
                 raise _fail(f"{role}.{side}", f"must be {contract[role][side]} for this kind, image and latent size")
     if data["encoder"]["file"] == data["decoder"]["file"]:
         raise _fail("decoder.file", "must differ from encoder.file")
@@ -266,13 +277,14 @@ def validate_manifest(data: Any) -> Manifest:
     mixtures = data["latent"].get("mixtures")
     names = {STANDARD_PRIOR} if kind == "vae" else set()
     names |= set(gaussians or {})
+    reserved = names | {STANDARD_PRIOR}  # 'standard' means N(0, I) in every kind, so no mixture takes it
     if mixtures is not None:
         if not isinstance(mixtures, dict):
             raise _fail("latent.mixtures", "must be an object of name -> {file, sha256, bytes, ...}")
         for mname, entry in mixtures.items():
             where = f"latent.mixtures.{mname}"
-            if not NAME_RE.match(mname) or mname in names:
-                raise _fail("latent.mixtures", f"has a bad or repeated prior name {mname!r}")
+            if not NAME_RE.match(mname) or mname in reserved:
+                raise _fail("latent.mixtures", f"has a bad or repeated prior name {mname!r} (a mixture's name is not 'standard' nor a key of latent.gaussians)")
             if not isinstance(entry, dict):
                 raise _fail(where, "must be an object")
             fname = _get(entry, "file", str, where)
@@ -329,18 +341,39 @@ def read_regular_file(path: Path, limit: int, what: str) -> bytes:
         os.close(fd)
 
 
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        repeated = sorted({k for k in keys if keys.count(k) > 1})
+        raise BundleError(f"the key {repeated[0]!r:.80} appears twice in one object; write each key once")
+    return dict(pairs)
+
+
+def _no_constant(name: str) -> Any:
+    raise BundleError(f"{name} is not a JSON number; write finite numbers only (or null)")
+
+
+def parse_manifest_text(raw: bytes, label: str = MANIFEST) -> Any:
+    """The JSON value of a manifest's bytes, by the format's stricter reading of RFC 8259:
+    UTF-8 without a byte-order mark, no duplicate keys in an object, no NaN or Infinity."""
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raise BundleError(f"{label} starts with a UTF-8 byte-order mark; save it as UTF-8 without one")
+    try:
+        return json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant)
+    except BundleError as e:
+        raise BundleError(f"{label} is not valid: {e}") from None
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, int digit limit, deep nesting
+        raise BundleError(f"{label} is not valid JSON ({e})") from None
+
+
 def read_manifest(bundle_dir: Path) -> Manifest:
     raw = read_regular_file(bundle_dir / MANIFEST, MAX_MANIFEST_BYTES, "manifest")
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, int digit limit, deep nesting
-        raise BundleError(f"{bundle_dir / MANIFEST} is not valid JSON ({e})") from None
-    return validate_manifest(data)
+    return validate_manifest(parse_manifest_text(raw, str(bundle_dir / MANIFEST)))
 
 
 def check_graph_io(info: ModelInfo, expected: dict[str, list[dict[str, Any]]], label: str) -> None:
     """The graph's declared inputs/outputs must be the contract's, in order, with matching
-    dtypes, ranks and static sizes (the batch axis may be symbolic or any size)."""
+    dtypes, ranks and static sizes; the batch axis is symbolic, under any name."""
     for side, actual in (("inputs", info.inputs), ("outputs", info.outputs)):
         want = expected[side]
         if [t.name for t in actual] != [w["name"] for w in want]:
@@ -357,6 +390,11 @@ def _check_spec(t: TensorSpec, want: dict[str, Any], label: str) -> None:
         raise BundleError(f"{label} is {t.dtype}; the contract needs {want['dtype']}")
     if len(t.shape) != len(want["shape"]):
         raise BundleError(f"{label} has shape {list(t.shape)}; the contract needs {want['shape']}")
+    if isinstance(t.shape[0], int):
+        raise BundleError(
+            f"{label} has shape {list(t.shape)}, a fixed batch size; the contract needs a symbolic batch axis "
+            f"(any name, e.g. {want['shape']}): re-export with a dynamic batch axis"
+        )
     for got, need in zip(t.shape[1:], want["shape"][1:]):
         if got != need:
             raise BundleError(f"{label} has shape {list(t.shape)}; the contract needs {want['shape']}")

@@ -4,8 +4,9 @@ A VAE's encoder does not fill its prior N(0, I) evenly (the "prior hole"), so dr
 N(0, I) often land where no training image encodes and decode to blurry mixtures. A
 mixture fitted to the encoded training images samples where the decoder was trained.
 
-The mixture is stored as an .npz file beside the ONNX graphs (read with allow_pickle=False)
-and covered by the manifest's sha256 and size like them:
+The mixture is stored as an .npz file beside the ONNX graphs, covered by the manifest's sha256
+and size like them, and read by the container rules of docs/bundle-format.md ("The prior
+file"; `read_prior_arrays`), never unpickled:
   weights   float64 [K]        non-negative, summing to 1
   means     float64 [K, D]
   cholesky  float64 [K, D, D]  lower-triangular factors L_k of the covariances L_k L_k^T
@@ -30,6 +31,49 @@ from .latent import prior_sample
 
 MAX_COMPONENTS = 4096
 ARRAYS = ("weights", "means", "cholesky")
+NPY_ENTRIES = tuple(f"{k}.npy" for k in ARRAYS)
+
+
+def read_prior_arrays(data: bytes, label: str) -> dict[str, np.ndarray]:
+    """The three arrays of a prior file, read by the container rules of docs/bundle-format.md
+    ("The prior file"): a zip holding exactly weights.npy, means.npy and cholesky.npy, stored
+    uncompressed, each a .npy of format 1.0 or 2.0 holding little-endian float64 in C order
+    and nothing after its data. Anything else raises BundleError naming `label`."""
+    fix = "re-export the bundle (numpy.savez writes this layout)"
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            infos = zf.infolist()
+            names = sorted(i.filename for i in infos)
+            if names != sorted(NPY_ENTRIES):
+                raise BundleError(f"{label} holds the entries {names}; a prior file holds exactly {list(NPY_ENTRIES)}: {fix}")
+            arrays = {}
+            for info in infos:
+                if info.compress_type != zipfile.ZIP_STORED:
+                    raise BundleError(f"{label}: {info.filename} is compressed (zip method {info.compress_type}); prior files store entries uncompressed: {fix}")
+                with zf.open(info) as f:
+                    arrays[info.filename[: -len(".npy")]] = _read_npy(f.read(), f"{label}: {info.filename}", fix)
+    except (ValueError, OSError, RuntimeError, zipfile.BadZipFile, EOFError) as e:  # RuntimeError: an encrypted entry
+        raise BundleError(f"{label} is not a valid .npz prior file ({e}); {fix}") from None
+    return arrays
+
+
+def _read_npy(blob: bytes, label: str, fix: str) -> np.ndarray:
+    f = io.BytesIO(blob)
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(f)
+    else:
+        raise BundleError(f"{label} is a .npy of format {version[0]}.{version[1]}; prior files use format 1.0 or 2.0: {fix}")
+    if dtype.str != "<f8" or fortran_order:
+        order = "Fortran" if fortran_order else "C"
+        raise BundleError(f"{label} holds {dtype.str} in {order} order; prior files hold little-endian float64 ('<f8') in C order: {fix}")
+    body = blob[f.tell():]
+    count = math.prod(shape)
+    if len(body) != 8 * count:
+        raise BundleError(f"{label} has {len(body)} data bytes for shape {list(shape)}; expected {8 * count}: {fix}")
+    return np.frombuffer(body, "<f8").reshape(shape).astype(np.float64)
 
 
 @dataclass(frozen=True)
@@ -84,14 +128,7 @@ class GaussianMixture:
     @classmethod
     def from_npz(cls, data: bytes, dim: int, label: str) -> GaussianMixture:
         """Read and validate a stored mixture; raise BundleError naming `label` on any fault."""
-        try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as f:
-                missing = [k for k in ARRAYS if k not in f.files]
-                if missing:
-                    raise BundleError(f"{label} lacks the arrays {missing}; re-export the bundle")
-                arrays = {k: np.asarray(f[k]) for k in ARRAYS}
-        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-            raise BundleError(f"{label} is not a valid .npz prior file ({e}); re-export the bundle") from None
+        arrays = read_prior_arrays(data, label)
         w, mu, chol = arrays["weights"], arrays["means"], arrays["cholesky"]
         k = len(w) if w.ndim == 1 else -1
         if not 1 <= k <= MAX_COMPONENTS or mu.shape != (k, dim) or chol.shape != (k, dim, dim):
@@ -100,9 +137,8 @@ class GaussianMixture:
                 f"expected [K], [K, {dim}], [K, {dim}, {dim}] with 1 <= K <= {MAX_COMPONENTS}"
             )
         for name, a in arrays.items():
-            if a.dtype.kind != "f" or not np.isfinite(a).all():
+            if not np.isfinite(a).all():
                 raise BundleError(f"{label}: {name} must hold finite floating-point numbers")
-        w, mu, chol = (a.astype(np.float64) for a in (w, mu, chol))
         if (w < 0).any() or abs(w.sum() - 1.0) > 1e-6:
             raise BundleError(f"{label}: weights must be non-negative and sum to 1 (sum {w.sum():.6g})")
         if (np.diagonal(chol, axis1=1, axis2=2) <= 0).any() or np.abs(np.triu(chol, 1)).max(initial=0.0) > 0:

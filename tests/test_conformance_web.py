@@ -1,0 +1,37 @@
+"""web/vae.js, the page's implementation of the bundle format, passes every conformance vector
+that applies to it (all but the score figures, which the page does not compute), under Node with
+onnxruntime-web's wasm build; and ajv in strict mode compiles the manifest schema and gives each
+manifest vector the verdict Python's jsonschema gives (conformance/run-vae-js.mjs).
+
+Needs node, `npm ci` in web/ and in conformance/ (scripts/test runs both)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFORMANCE = ROOT / "conformance"
+
+
+def test_vae_js_passes_the_conformance_vectors(tmp_path):
+    missing = [what for what, ok in (
+        ("node", shutil.which("node")),
+        ("web/node_modules/onnxruntime-web (run `npm ci` in web/)", (ROOT / "web" / "node_modules" / "onnxruntime-web").is_dir()),
+        ("conformance/node_modules/ajv (run `npm ci` in conformance/)", (CONFORMANCE / "node_modules" / "ajv").is_dir()),
+    ) if not ok]  # fmt: skip
+    assert not missing, f"the harness needs: {', '.join(missing)}; ./scripts/test installs them"
+    out = tmp_path / "results.json"
+    done = subprocess.run(
+        ["node", "--disable-warning=MODULE_TYPELESS_PACKAGE_JSON", str(CONFORMANCE / "run-vae-js.mjs"), str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    results = json.loads(out.read_text())
+    index = json.loads((CONFORMANCE / "v2" / "index.json").read_text())
+    applicable = sum(len(v) for k, v in index.items() if isinstance(v, list) and k != "scores")
+    assert results["failed"] == 0 and results["failures"] == []
+    assert results["passed"] == applicable, results["by_section"]
+    assert results["not_applicable"] == len(index["scores"])
