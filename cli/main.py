@@ -8,6 +8,7 @@ dependency, 130 interrupted. `--debug` (or VAESDK_DEBUG=1) shows the traceback i
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import Annotated, Any
 
@@ -62,11 +63,11 @@ class VaeGroup(TyperGroup):
                 raise
             typer.echo(f"vae: error: {e.cli_message}", err=True)
             raise typer.Exit(e.exit_code) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             if _state["debug"]:
                 raise
             typer.echo("vae: interrupted; files already written are complete, nothing partial was left", err=True)
-            raise typer.Exit(130) from None
+            raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
         except (typer.Exit, typer.Abort):
             raise
         except BrokenPipeError:
@@ -126,7 +127,18 @@ for module in (generate, edit, analyze, manage, serve, train):
 app.add_typer(directions.app, name="directions")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so every cleanup (temporary bundle folders, partial
+    files) runs before the process ends; Python's default for SIGTERM skips them all."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def main() -> None:
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _raise_terminated)
     app(prog_name="vae")
 
 

@@ -34,6 +34,26 @@ def test_interrupted_sampling_leaves_only_complete_pngs(tmp_path):
             assert im.size == (28, 28)
 
 
+def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
+    # Python's default for SIGTERM ends the process without running cleanups (an export's
+    # temporary bundle folder stayed behind); the CLI turns it into an interruption.
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vaesdk.cli.main", "sample", "--n", "100000", "--seed", "0", "--out-dir", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline and len(_complete(out)) < 20:
+        time.sleep(0.05)
+    proc.terminate()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err.decode()
+    assert b"interrupted" in err and b"Traceback" not in err
+    names = os.listdir(out)
+    assert len(names) >= 20
+    assert not [n for n in names if not n.endswith(".png") or n.startswith(".")]  # no temporary files
+
+
 def _complete(folder):
     # Finished PNGs only: a temporary file being written is removed when the run is interrupted.
     return [n for n in os.listdir(folder) if n.endswith(".png") and not n.startswith(".")] if folder.exists() else []
