@@ -18,6 +18,8 @@ from vaesdk.bundle import FORMAT, FORMAT_VERSION, io_contract, validate_manifest
 from ..training.config import ModelConfig
 from .onnx import OPSET
 
+CREDITS_FILE = "CREDITS.txt"
+
 IMAGE_POLICY = (
     "any supported image is converted to the model's mode (alpha composited onto black), scaled with Lanczos so "
     "its longer side equals the model size (aspect kept) and centred on a black square; see vaesdk.images"
@@ -104,6 +106,10 @@ def build_manifest(
         "machine": platform.machine(),
     }
     training["dataset"] = {k: v for k, v in training["dataset"].items() if k != "data_dir"}
+    # An image folder's CREDITS.txt (scripts/emoji-data writes one) travels with the weights.
+    credits = Path(checkpoint["dataset"].get("data_dir") or "") / CREDITS_FILE
+    if checkpoint["dataset"].get("data_dir") and credits.is_file():
+        training["dataset"]["credits"] = credits.read_text(encoding="utf-8").strip()
     data["training"] = training
     data["created"] = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
     validate_manifest(data)

@@ -144,7 +144,8 @@ def _anomaly_metrics(
     if p_values is not None:
         out["test_p_below_0.05"] = float(np.mean(p_values < 0.05))
         out["test_p_below_0.01"] = float(np.mean(p_values < 0.01))
-    sets, skipped = default_sets(test, min(len(test), 1000), seed) if isinstance(ood, str) else (dict(ood), {})
+    own_data = ((model.manifest.data.get("training") or {}).get("dataset") or {}).get("name")
+    sets, skipped = default_sets(test, min(len(test), 1000), seed, own_data) if isinstance(ood, str) else (dict(ood), {})
     out["ood"] = {}
     for name, images in sets.items():
         progress(f"anomaly: {name}", 0, len(images))

@@ -181,15 +181,25 @@ def synthetic_sets(reference: np.ndarray, n: int = 1000, seed: int = 0, names: l
     return out
 
 
-def default_sets(reference: np.ndarray, n: int = 1000, seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """The sets `vae eval` measures: MNIST digits (all 5,000, converted to the reference's size
-    and channels) when they can be read or fetched, then every synthetic set. Returns the sets
-    and, for any set that could not be made, the reason."""
+def default_sets(reference: np.ndarray, n: int = 1000, seed: int = 0, own_data: str | None = None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The sets `vae eval` measures: MNIST digits (all 5,000) when they can be read or fetched,
+    Fashion-MNIST's first n test garments when Debian's dataset-fashion-mnist is installed
+    (both converted to the reference's size and channels), then every synthetic set. A set
+    named `own_data` (the model's own training data, e.g. "fashion-mnist") is left out.
+    Returns the sets and, for any set that could not be made, the reason."""
+    from .datasets import load_fashion_mnist
+
     h, _, c = np.asarray(reference).shape[1:]
     sets, skipped = {}, {}
     try:
         sets["mnist"] = as_batch(load_mnist_digits().images, h, c)
     except (MissingDependencyError, InvalidArgumentError) as e:
         skipped["mnist"] = str(e)
+    if own_data != "fashion-mnist":
+        try:
+            sets["fashion-mnist"] = as_batch(load_fashion_mnist(split="test").images[:n], h, c)
+        except InvalidArgumentError as e:
+            skipped["fashion-mnist"] = str(e)
     sets.update(synthetic_sets(reference, n, seed))
+    sets.pop(own_data or "", None)
     return sets, skipped
