@@ -56,6 +56,8 @@ def test_sample_and_edit_work_from_a_fresh_install(fresh_venv, tmp_path):
     Image.fromarray(grid[4:60, 4:60]).save(crop)  # first sample, 2x enlarged: exercises the resize policy
     r = run(vae, "edit", crop, "--dim", "3", "--delta", "2", cwd=tmp_path)
     assert (tmp_path / "one.edit.png").exists() and "one.edit.png" in r.stderr
+    r = run(fresh_venv / "bin" / "python", "-m", "vaesdk", "sample", "--n", "4", "--seed", "0", "-o", "m.png", cwd=tmp_path)
+    assert (tmp_path / "m.png").is_file() and "m.png" in r.stderr
     r = run(vae, "info", cwd=tmp_path)
     assert "runs on     cpu" in r.stdout
     r = run(vae, "train", cwd=tmp_path, check=False)
