@@ -1,4 +1,4 @@
-"""The README's promises that no other module tests: the debug switch, every documented exit
+"""The documented promises (docs/) that no other module tests: the debug switch, every documented exit
 code, the latent bound and the sample caps at their boundaries, score's independence of the
 batch size, concurrent `add_direction`, and bounded memory for large batches."""
 
@@ -206,7 +206,7 @@ def test_the_decompression_bomb_refusals_name_the_pixel_count():
 
 def test_sample_caps_at_their_boundaries(affine_bundle):
     m = vaesdk.load(affine_bundle, device="cpu", batch_size=4096)
-    assert MAX_SAMPLES == 100_000 and MAX_STREAM_SAMPLES == 10_000_000  # the README's figures
+    assert MAX_SAMPLES == 100_000 and MAX_STREAM_SAMPLES == 10_000_000  # the documented figures (docs/security.md)
     assert m.sample(MAX_SAMPLES, seed=0).shape == (MAX_SAMPLES, 28, 28, 1)
     assert m.sample_latents(MAX_SAMPLES, seed=0).shape == (MAX_SAMPLES, LATENT)
     for call in (m.sample, m.sample_latents):
