@@ -2,7 +2,7 @@
 
     python benchmarks/run.py                 # full suite, table on stdout, JSON to benchmarks/results.json
     python benchmarks/run.py --quick         # fewer repeats, for a smoke run
-    python benchmarks/run.py --bundle DIR --checkpoint RUN_DIR   # any bundle and the run it was exported from
+    python benchmarks/run.py --model BUNDLE_DIR --checkpoint RUN_DIR   # any bundle and the run it was exported from
 
 Every figure is the median of repeated measurements, with the spread (p95 for latencies,
 min..max for process-level figures). Throughput and latency come from the same timed calls.

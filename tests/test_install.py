@@ -41,7 +41,10 @@ def test_install_brings_no_torch_and_one_import_name(fresh_venv):
     for generic in ("cli", "training", "export", "models"):
         assert not (Path(purelib) / generic).exists()
     assert any(f.endswith("models/fashion-mnist/decoder.onnx") for f in files)
-    for shipped in ("vaesdk/manifest.schema.json", "vaesdk/web/index.html", "vaesdk/web/vae.js", "vaesdk/serve/app.py"):
+    for shipped in (
+        "vaesdk/manifest.schema.json", "vaesdk/web/index.html", "vaesdk/web/vae.js", "vaesdk/serve/app.py",
+        "vaesdk/web/vendor/ort-wasm-simd-threaded.wasm", "vaesdk/web/vendor/LICENSE",
+    ):  # fmt: skip
         assert shipped in files, shipped
 
 
