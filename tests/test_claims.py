@@ -201,6 +201,31 @@ def test_the_decompression_bomb_refusals_name_the_pixel_count():
     assert _bomb_pixels(Image.DecompressionBombError("unexpected wording")) == "too many pixels"
 
 
+def test_prior_file_refusals_name_the_value(tmp_path):
+    """A mixture prior file with a negative weight or a bad Cholesky factor is refused with the
+    entry that breaks the rule."""
+    import io
+
+    from vaesdk.errors import BundleError
+    from vaesdk.priors import GaussianMixture
+
+    def npz(**arrays) -> bytes:
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        return buffer.getvalue()
+
+    good = dict(weights=np.array([0.5, 0.5]), means=np.zeros((2, 3)), cholesky=np.stack([np.eye(3)] * 2))
+    cases = [
+        (dict(weights=np.array([1.25, -0.25])), "weights must be non-negative and sum to 1 (sum 1); got weights[1] = -0.25"),
+        (dict(cholesky=np.stack([np.eye(3), np.diag([1.0, -2.0, 1.0])])), "positive diagonal, got cholesky[1, 1, 1] = -2"),
+        (dict(cholesky=np.stack([np.eye(3), np.eye(3) + np.eye(3, k=2) * 0.5])), "got cholesky[1, 0, 2] = 0.5 above the diagonal"),
+    ]
+    for change, message in cases:
+        with pytest.raises(BundleError) as info:
+            GaussianMixture.from_npz(npz(**{**good, **change}), 3, "p.npz")
+        assert str(info.value).startswith("p.npz: ") and str(info.value).endswith(message), str(info.value)
+
+
 # ---- sample caps --------------------------------------------------------------------------------
 
 
