@@ -2,11 +2,15 @@
 
     python benchmarks/run.py                 # full suite, table on stdout, JSON to benchmarks/results.json
     python benchmarks/run.py --quick         # fewer repeats, for a smoke run
+    python benchmarks/run.py --model BUNDLE_DIR --checkpoint RUN_DIR   # any bundle and the run it was exported from
 
 Every figure is the median of repeated measurements, with the spread (p95 for latencies,
 min..max for process-level figures). Throughput and latency come from the same timed calls.
 Each runner is timed alone in a fresh process, in alternating rounds. PyTorch runs the
-checkpoint the bundle was exported from (checkpoints/<model>/).
+checkpoint the bundle was exported from (checkpoints/<model>/, or --checkpoint).
+
+Image size, channels, latent size, the graphs' input and output names and the operations
+the model can do are read from the bundle's manifest, so any bundle runs.
 """
 
 from __future__ import annotations
@@ -28,6 +32,32 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINTS = ROOT / "checkpoints"
 BATCHES = (1, 16, 256, 1024)
+
+
+def bundle_facts(bundle: Path) -> dict:
+    """What the timed jobs need to know about a bundle, from its manifest.json alone (the torch
+    runner reads it too, without importing vaesdk)."""
+    m = json.loads((Path(bundle) / "manifest.json").read_text())
+    return {
+        "kind": m["kind"],
+        "height": m["image"]["height"],
+        "width": m["image"]["width"],
+        "channels": m["image"]["channels"],
+        "latent_dim": m["latent"]["dim"],
+        "encoder_input": m["encoder"]["inputs"][0]["name"],
+        "decoder_input": m["decoder"]["inputs"][0]["name"],
+        "decoder_outputs": [o["name"] for o in m["decoder"]["outputs"]],
+    }
+
+
+def operations(facts: dict) -> tuple[str, ...]:
+    """Prior sampling needs a VAE; a plain autoencoder encodes and decodes only."""
+    return ("encode", "decode", "sample") if facts["kind"] == "vae" else ("encode", "decode")
+
+
+def first(out):
+    """The first output of a module (the mean), whether it returns a tuple or one tensor."""
+    return out[0] if isinstance(out, (tuple, list)) else out
 
 
 # ---- timing helpers -------------------------------------------------------------------------
@@ -72,7 +102,10 @@ def runner_jobs(runner: str, bundle: Path, checkpoint: Path, threads: int | None
     its own libraries: vaesdk is timed without torch loaded.
     """
     rng = np.random.default_rng(0)
-    h, w, c, d = 28, 28, 1, 32
+    facts = bundle_facts(bundle)
+    h, w, c, d = facts["height"], facts["width"], facts["channels"], facts["latent_dim"]
+    x_name, z_name, (mean_name, *_) = facts["encoder_input"], facts["decoder_input"], facts["decoder_outputs"]
+    ops = operations(facts)
     images = rng.integers(0, 256, (batch, h, w, c), dtype=np.uint8)
     z = rng.standard_normal((batch, d), dtype=np.float32)
     x = images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
@@ -81,14 +114,15 @@ def runner_jobs(runner: str, bundle: Path, checkpoint: Path, threads: int | None
 
         model = vaesdk.load(bundle, device="cpu", threads=threads, batch_size=4096)
         enc, dec = model._encoder.session, model._decoder.session
-        return {
-            "encode": {"vaesdk": lambda: model.encode(images), "onnxruntime": lambda: enc.run(None, {"x": x})},
-            "decode": {"vaesdk": lambda: model.decode(z), "onnxruntime": lambda: dec.run(["mean"], {"z": z})},
+        jobs = {
+            "encode": {"vaesdk": lambda: model.encode(images), "onnxruntime": lambda: enc.run(None, {x_name: x})},
+            "decode": {"vaesdk": lambda: model.decode(z), "onnxruntime": lambda: dec.run([mean_name], {z_name: z})},
             "sample": {
                 "vaesdk": lambda: model.sample(batch, seed=0),
-                "onnxruntime": lambda: dec.run(["mean"], {"z": rng.standard_normal((batch, d), dtype=np.float32)}),
+                "onnxruntime": lambda: dec.run([mean_name], {z_name: rng.standard_normal((batch, d), dtype=np.float32)}),
             },
         }
+        return {op: jobs[op] for op in ops}
     import torch
 
     sys.path.insert(0, str(ROOT))
@@ -104,17 +138,18 @@ def runner_jobs(runner: str, bundle: Path, checkpoint: Path, threads: int | None
 
     def encode():
         with torch.inference_mode():
-            return module.encoder(torch.from_numpy(images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0))[0].numpy()
+            return first(module.encoder(torch.from_numpy(images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0))).numpy()
 
     def decode():
         with torch.inference_mode():
-            return to_uint8(module.decoder(z_t)[0])
+            return to_uint8(first(module.decoder(z_t)))
 
     def sample():
         with torch.inference_mode():
-            return to_uint8(module.decoder(torch.randn(batch, d))[0])
+            return to_uint8(first(module.decoder(torch.randn(batch, d))))
 
-    return {"encode": {"torch": encode}, "decode": {"torch": decode}, "sample": {"torch": sample}}
+    jobs = {"encode": {"torch": encode}, "decode": {"torch": decode}, "sample": {"torch": sample}}
+    return {op: jobs[op] for op in ops}
 
 
 def time_alternating(fns: dict, repeats: int, min_seconds: float) -> dict[str, list[float]]:
@@ -133,10 +168,10 @@ def time_alternating(fns: dict, repeats: int, min_seconds: float) -> dict[str, l
     return times
 
 
-def worker(runner: str, bundle: Path, checkpoint: Path, threads: int | None, repeats: int, min_seconds: float) -> None:
+def worker(runner: str, bundle: Path, checkpoint: Path, threads: int | None, repeats: int, min_seconds: float, batches: tuple[int, ...]) -> None:
     """One runner alone in this process: print {op: {batch: {label: [seconds, ...]}}} as JSON."""
     out: dict = {}
-    for batch in BATCHES:
+    for batch in batches:
         for op, fns in runner_jobs(runner, bundle, checkpoint, threads, batch).items():
             out.setdefault(op, {})[batch] = time_alternating(fns, repeats if batch < 256 else max(5, repeats // 4), min_seconds)
     print(json.dumps(out))
@@ -145,7 +180,9 @@ def worker(runner: str, bundle: Path, checkpoint: Path, threads: int | None, rep
 RUNNERS = ("vaesdk", "torch")
 
 
-def bench_calls(bundle: Path, checkpoint: Path, repeats: int, min_seconds: float, threads: int | None, rounds: int) -> list[dict]:
+def bench_calls(
+    bundle: Path, checkpoint: Path, repeats: int, min_seconds: float, threads: int | None, rounds: int, batches: tuple[int, ...]
+) -> list[dict]:
     """vaesdk and torch each in their own fresh process (so no other library's worker threads
     compete with them), in alternating rounds so that slow drift in the machine's load hits
     both alike."""
@@ -153,7 +190,8 @@ def bench_calls(bundle: Path, checkpoint: Path, repeats: int, min_seconds: float
     for r in range(rounds):
         for runner in RUNNERS:
             args = [sys.executable, __file__, "--worker", runner, "--bundle", str(bundle), "--checkpoint", str(checkpoint),
-                    "--repeats", str(repeats), "--min-seconds", str(min_seconds)] + (["--threads", str(threads)] if threads else [])  # fmt: skip
+                    "--repeats", str(repeats), "--min-seconds", str(min_seconds), "--batches", ",".join(map(str, batches))]
+            args += ["--threads", str(threads)] if threads else []  # fmt: skip
             result = json.loads(subprocess.run(args, capture_output=True, text=True, check=True).stdout)
             for op, per_batch in result.items():
                 for batch, per_label in per_batch.items():
@@ -173,6 +211,7 @@ import os, sys, time
 t0 = time.perf_counter()
 pid = os.fork()
 if pid == 0:
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # this launcher's stdout carries the figures only
     os.execvp(sys.argv[1], sys.argv[1:])
 _, status, usage = os.wait4(pid, 0)
 print(time.perf_counter() - t0, usage.ru_maxrss, os.waitstatus_to_exitcode(status))
@@ -194,7 +233,8 @@ sys.path.insert(0, {root!r})
 from vaesdk.training.train import load_checkpoint
 model, _ = load_checkpoint({checkpoint!r})
 with torch.inference_mode():
-    mean, _ = model.decoder(torch.randn(16, model.config.latent_dim))
+    out = model.decoder(torch.randn(16, model.config.latent_dim))
+mean = out[0] if isinstance(out, tuple) else out
 """
 
 
@@ -212,8 +252,13 @@ def compile_package() -> None:
 
 def bench_processes(bundle: Path, checkpoint: Path, repeats: int) -> dict:
     vae = str(Path(sys.executable).with_name("vae"))
+    # A plain autoencoder cannot sample: its cold start is `vae info` (load, verify, sessions).
+    if bundle_facts(bundle)["kind"] == "vae":
+        cold = ("vae sample --n 16", [vae, "sample", "--n", "16", "--seed", "0", "-m", str(bundle), "-o", "s.png", "--force"])
+    else:
+        cold = ("vae info", [vae, "info", "-m", str(bundle)])
     commands = {
-        "vae sample --n 16": [vae, "sample", "--n", "16", "--seed", "0", "-m", str(bundle), "-o", "s.png", "--force"],
+        cold[0]: cold[1],
         "python -c 'import torch'": [sys.executable, "-c", "import torch"],
         "torch: load checkpoint, decode 16": [
             sys.executable, "-c", TORCH_DECODE.format(root=str(ROOT), checkpoint=str(checkpoint)),
@@ -250,24 +295,28 @@ def bench_startup(bundle: Path, repeats: int) -> dict:
     from vaesdk.bundle import read_bundle
     from vaesdk.model import Model
 
-    verify, create, first = [], [], []
+    facts = bundle_facts(bundle)
+    z16 = np.zeros((16, facts["latent_dim"]), np.float32)
+    verify, create, first_call = [], [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
         b = read_bundle(bundle)
         t1 = time.perf_counter()
         m = Model(b, device="cpu")
+        job = (lambda m=m: m.sample(16, seed=0)) if facts["kind"] == "vae" else (lambda m=m: m.decode(z16))
         t2 = time.perf_counter()
-        m.sample(16, seed=0)
+        job()
         t3 = time.perf_counter()
         verify.append(t1 - t0)
         create.append(t2 - t1)
-        first.append(t3 - t2)
-    second = statistics.median(time_calls(lambda: m.sample(16, seed=0), 20, 0.2))
+        first_call.append(t3 - t2)
+    second = statistics.median(time_calls(job, 20, 0.2))
     del vaesdk
     return {
         "read_and_verify_bundle_ms": 1e3 * statistics.median(verify),
         "create_sessions_ms": 1e3 * statistics.median(create),
-        "first_sample16_ms": 1e3 * statistics.median(first),
+        "first_call": "sample(16)" if facts["kind"] == "vae" else "decode(16)",
+        "first_sample16_ms": 1e3 * statistics.median(first_call),
         "steady_sample16_ms": 1e3 * second,
     }
 
@@ -347,7 +396,9 @@ def table(result: dict) -> str:
     lines = ["| op | batch | vaesdk ms (p95) | bare ORT ms | torch ms | vaesdk img/s | SDK overhead | speed-up vs torch |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     rows = {(r["op"], r["batch"], r["runner"]): r for r in result["calls"]}
     for op in ("encode", "decode", "sample"):
-        for batch in BATCHES:
+        for batch in result["batches"]:
+            if (op, batch, "vaesdk") not in rows:
+                continue
             v, o, t = (rows[(op, batch, k)] for k in ("vaesdk", "onnxruntime", "torch"))
             lines.append(
                 f"| {op} | {batch} | {v['median_ms']:.3f} ({v['p95_ms']:.3f}) | {o['median_ms']:.3f} | {t['median_ms']:.3f} | "
@@ -360,7 +411,7 @@ def table(result: dict) -> str:
     lines += [
         "",
         f"In-process start: read + verify bundle {s['read_and_verify_bundle_ms']:.1f} ms, create sessions {s['create_sessions_ms']:.1f} ms, "
-        f"first `sample(16)` {s['first_sample16_ms']:.1f} ms, later calls {s['steady_sample16_ms']:.1f} ms.",
+        f"first `{s['first_call']}` {s['first_sample16_ms']:.1f} ms, later calls {s['steady_sample16_ms']:.1f} ms.",
         f"Installed size: runtime dependencies {result['sizes']['runtime_mib']:.0f} MiB "
         f"({len(result['sizes']['runtime_packages'])} distributions) vs torch with its requirements {result['sizes']['torch_mib']:.0f} MiB "
         f"({result['sizes']['runtime_mib'] / result['sizes']['torch_mib']:.2f}x), vs torch + numpy + Pillow + typer "
@@ -371,36 +422,47 @@ def table(result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="fashion-mnist", help="bundled model name (its checkpoint must be in checkpoints/)")
+    parser.add_argument("--model", default="fashion-mnist", help="bundled model name or bundle folder")
+    parser.add_argument("--checkpoint", type=Path, help="the training run the bundle was exported from (default: checkpoints/<model>/)")
+    parser.add_argument("--batches", default=",".join(map(str, BATCHES)), help="batch sizes, comma-separated")
+    parser.add_argument("--process-runs", type=int, default=None, help="fresh-process runs per command (default 10; 3 with --quick)")
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run, not for reporting)")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads for both runtimes (default: each one's own)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results.json")
     parser.add_argument("--worker", choices=RUNNERS, help=argparse.SUPPRESS)
     parser.add_argument("--bundle", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--checkpoint", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--repeats", type=int, default=30, help=argparse.SUPPRESS)
     parser.add_argument("--min-seconds", type=float, default=1.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    try:
+        batches = tuple(int(b) for b in args.batches.split(","))
+    except ValueError:
+        parser.error(f"--batches takes comma-separated integers, got {args.batches!r}")
     if args.worker:
-        worker(args.worker, args.bundle, args.checkpoint, args.threads, args.repeats, args.min_seconds)
+        worker(args.worker, args.bundle, args.checkpoint, args.threads, args.repeats, args.min_seconds, batches)
         return
 
     import vaesdk
 
-    bundle = vaesdk.load(args.model, device="cpu").path
-    checkpoint = CHECKPOINTS / args.model
+    model = vaesdk.load(args.model, device="cpu")
+    bundle = model.path
+    checkpoint = args.checkpoint or CHECKPOINTS / model.name
+    if not (checkpoint / "checkpoint.json").is_file():
+        parser.error(f"no training checkpoint at {checkpoint} for the torch runner; pass --checkpoint RUN_DIR (the run {model.name} was exported from)")
     repeats, min_seconds, rounds = (5, 0.1, 1) if args.quick else (20, 0.5, 5)
+    process_runs = args.process_runs or (3 if args.quick else 10)
     compile_package()
     print("timing calls ...", file=sys.stderr)
-    result = {"machine": machine(), "model": args.model, "threads": args.threads, "rounds": rounds}
-    result["calls"] = bench_calls(bundle, checkpoint, repeats, min_seconds, args.threads, rounds)
+    result = {"machine": machine(), "model": model.name, "bundle": str(bundle), "threads": args.threads, "rounds": rounds, "batches": list(batches)}
+    result["command"] = " ".join(["python", "benchmarks/run.py", *sys.argv[1:]])
+    result["calls"] = bench_calls(bundle, checkpoint, repeats, min_seconds, args.threads, rounds, batches)
     print("timing fresh processes ...", file=sys.stderr)
-    result["processes"] = bench_processes(bundle, checkpoint, 3 if args.quick else 10)
-    result["startup"] = bench_startup(bundle, 3 if args.quick else 10)
+    result["processes"] = bench_processes(bundle, checkpoint, process_runs)
+    result["startup"] = bench_startup(bundle, process_runs)
     result["sizes"] = bench_sizes()
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     m = result["machine"]
-    print(f"{args.model} on {m['cores']} cores ({m['cpu']}), onnxruntime {m['onnxruntime']}, torch {m['torch']}, {m['date']}\n")
+    print(f"{model.name} on {m['cores']} cores ({m['cpu']}), onnxruntime {m['onnxruntime']}, torch {m['torch']}, {m['date']}\n")
     print(table(result))
     print(f"\nJSON: {args.out}", file=sys.stderr)
 

@@ -1,4 +1,4 @@
-"""The README's covariance figure: for the same latents, the decoder's means, pixels drawn
+"""The covariance figure of docs/cli.md: for the same latents, the decoder's means, pixels drawn
 with the diagonal part of the covariance only (independent pixels), and pixels drawn from the
 full low-rank-plus-diagonal covariance. Writes docs/images/covariance.png and prints the
 neighbour-difference statistic of each row (and of real test images) over 10,000 samples.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Make the pictures in docs/images (or in OUT_DIR) with the commands the README shows.
+# Make the pictures in docs/images (or in OUT_DIR) with the commands docs/cli.md shows.
 # Usage: docs/make_examples.sh [OUT_DIR]. Needs `vae` on PATH from an installed vaesdk (the
 # bundled model) and Debian's dataset-fashion-mnist for the inputs; PYTHON picks the
 # interpreter (default python3). scripts/regenerate-golden runs it; tests/test_golden.py

@@ -5,7 +5,7 @@ Fashion-MNIST test images and returns what it made: the pixels of each PNG (shap
 and the pixels themselves, so a failure can say how far off it is) and the `score` figures.
 tests/test_golden.py compares that with tests/golden/<model>.json. When the bundled model
 changes on purpose, `scripts/regenerate-golden` rewrites the JSON (this file, run with
---write) and the README's pictures (docs/make_examples.sh) in one go.
+--write) and the docs' pictures (docs/make_examples.sh) in one go.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The README's promises that no other module tests: the debug switch, every documented exit
+"""The documented promises (docs/) that no other module tests: the debug switch, every documented exit
 code, the latent bound and the sample caps at their boundaries, score's independence of the
 batch size, concurrent `add_direction`, and bounded memory for large batches."""
 
@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
 import textwrap
 import threading
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ import onnxruntime
 import pytest
 from crafted import LATENT, PIXELS, affine_decoder, affine_encoder, bundle_with, make_model, vi
 from onnx import helper, numpy_helper
+from PIL import Image
 from typer.testing import CliRunner
 
 import vaesdk
@@ -110,6 +113,16 @@ def test_exit_code_8_when_inference_fails(tiny_vae_bundle, tmp_path, monkeypatch
     assert not list(tmp_path.glob("*.png"))  # nothing partial
 
 
+def test_python_dash_m_vaesdk_runs_the_cli(tiny_vae_bundle, tmp_path):
+    """`python -m vaesdk` is `vae`: the same program name in its messages, the same exit codes."""
+    r = subprocess.run([sys.executable, "-m", "vaesdk", "--version"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout == f"vae (vaesdk) {vaesdk.__version__}\n", r.stderr
+    r = subprocess.run([sys.executable, "-m", "vaesdk", "sample", "--n", "0", "-m", str(tiny_vae_bundle)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr == "vae: error: --n must be at least 1, got 0\n"
+    r = subprocess.run([sys.executable, "-m", "vaesdk", "sample", "--n", "4", "--seed", "0", "-m", str(tiny_vae_bundle)], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 0 and (tmp_path / "samples.png").is_file(), r.stderr
+
+
 # ---- the latent bound -------------------------------------------------------------------------
 
 
@@ -141,12 +154,84 @@ def test_the_model_decodes_latents_at_the_bound_and_refuses_beyond(affine_bundle
         m.edit_latents(np.full((1, LATENT), 1e6, np.float32), dim=0, delta=1.0)
 
 
+def test_range_errors_name_the_value_they_refuse(affine_bundle):
+    """Every refusal of an out-of-range value says which value: the traversal value, the latent
+    (with its place in the batch), the NaN, the delta."""
+    m = vaesdk.load(affine_bundle, device="cpu")
+    with pytest.raises(InvalidArgumentError) as info:
+        m.traverse(None, dims=[0], values=[1.0, -2.0, 1e7, -3e7])
+    assert str(info.value) == (
+        "traversal values must lie within +-1e+06, got values[2] = 1e+07; give values in prior standard deviations, e.g. -3 to 3"
+    )
+    z = np.zeros((3, LATENT))
+    z[1, 4] = -2.5e6
+    z[2, 0] = 3e6
+    with pytest.raises(InvalidArgumentError) as info:
+        m.decode(z)
+    assert str(info.value) == "z has values beyond +-1e+06, got -2500000.0 at [1, 4]; latents must lie within that range"
+    z = np.zeros((2, LATENT), np.float32)
+    z[1, 3] = np.inf
+    with pytest.raises(InvalidArgumentError) as info:
+        m.decode(z)
+    assert str(info.value) == "z contains NaN or infinite values (or values beyond float32 range), got inf at [1, 3]"
+    with pytest.raises(InvalidArgumentError) as info:
+        check_latents(np.full((1, 4), 1e39), 4)
+    assert str(info.value).endswith("got 1e+39 at [0, 0]")  # the value given, not its float32 overflow
+    with pytest.raises(InvalidArgumentError) as info:
+        m.edit_latents(np.zeros((1, LATENT), np.float32), dim=0, delta=2e6)
+    assert "got 2000000.0" in str(info.value)
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares width x height grey pixels (its image data is a stub)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
+
+
+def test_the_decompression_bomb_refusals_name_the_pixel_count():
+    from vaesdk.images import _bomb_pixels, load_image
+
+    with pytest.raises(vaesdk.InvalidImageError) as info:
+        load_image(png_header(20_000, 10_000), 28, 1)
+    assert str(info.value) == "image data declares 200000000 pixels; the limit is 40000000 pixels in all"
+    assert _bomb_pixels(Image.DecompressionBombError("unexpected wording")) == "too many pixels"
+
+
+def test_prior_file_refusals_name_the_value(tmp_path):
+    """A mixture prior file with a negative weight or a bad Cholesky factor is refused with the
+    entry that breaks the rule."""
+    import io
+
+    from vaesdk.errors import BundleError
+    from vaesdk.priors import GaussianMixture
+
+    def npz(**arrays) -> bytes:
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        return buffer.getvalue()
+
+    good = dict(weights=np.array([0.5, 0.5]), means=np.zeros((2, 3)), cholesky=np.stack([np.eye(3)] * 2))
+    cases = [
+        (dict(weights=np.array([1.25, -0.25])), "weights must be non-negative and sum to 1 (sum 1); got weights[1] = -0.25"),
+        (dict(cholesky=np.stack([np.eye(3), np.diag([1.0, -2.0, 1.0])])), "positive diagonal, got cholesky[1, 1, 1] = -2"),
+        (dict(cholesky=np.stack([np.eye(3), np.eye(3) + np.eye(3, k=2) * 0.5])), "got cholesky[1, 0, 2] = 0.5 above the diagonal"),
+    ]
+    for change, message in cases:
+        with pytest.raises(BundleError) as info:
+            GaussianMixture.from_npz(npz(**{**good, **change}), 3, "p.npz")
+        assert str(info.value).startswith("p.npz: ") and str(info.value).endswith(message), str(info.value)
+
+
 # ---- sample caps --------------------------------------------------------------------------------
 
 
 def test_sample_caps_at_their_boundaries(affine_bundle):
     m = vaesdk.load(affine_bundle, device="cpu", batch_size=4096)
-    assert MAX_SAMPLES == 100_000 and MAX_STREAM_SAMPLES == 10_000_000  # the README's figures
+    assert MAX_SAMPLES == 100_000 and MAX_STREAM_SAMPLES == 10_000_000  # the documented figures (docs/security.md)
     assert m.sample(MAX_SAMPLES, seed=0).shape == (MAX_SAMPLES, 28, 28, 1)
     assert m.sample_latents(MAX_SAMPLES, seed=0).shape == (MAX_SAMPLES, LATENT)
     for call in (m.sample, m.sample_latents):

@@ -1,5 +1,5 @@
 """Golden outputs: seeded commands on the bundled model give exactly the pinned pixels and
-scores (tests/golden/fashion-mnist.json), and the README's pictures are what
+scores (tests/golden/fashion-mnist.json), and the docs' pictures are what
 docs/make_examples.sh makes today. After a deliberate model change, run
 `scripts/regenerate-golden`."""
 
@@ -71,9 +71,9 @@ def test_golden_pixels_are_decoded_from_their_hash(golden):
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="docs/make_examples.sh is a bash script")
-def test_readme_pictures_are_what_the_documented_commands_make(tmp_path):
+def test_docs_pictures_are_what_the_documented_commands_make(tmp_path):
     """docs/make_examples.sh, run into a fresh folder, makes every picture in docs/images pixel
-    for pixel (the README shows those files)."""
+    for pixel (the README and the docs' Command line page show those files)."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "PYTHON": sys.executable}
     r = subprocess.run(["bash", str(ROOT / "docs" / "make_examples.sh"), str(tmp_path)], capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr
@@ -83,5 +83,7 @@ def test_readme_pictures_are_what_the_documented_commands_make(tmp_path):
     for rel in committed:
         with Image.open(ROOT / "docs" / "images" / rel) as a, Image.open(tmp_path / rel) as b:
             assert np.array_equal(np.asarray(a), np.asarray(b)), f"docs/images/{rel} is stale; {REGENERATE}"
-    shown = re.findall(r"\(docs/images/([^)]+\.png)\)", (ROOT / "README.md").read_text())
-    assert shown and set(shown) <= {rel.as_posix() for rel in made}, "the README shows a picture the script does not make"
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    shown = {m for page in pages for m in re.findall(r"\((?:docs/)?images/([^)]+\.png)\)", page.read_text())}
+    assert "sample.png" in shown and len(shown) > 10, "the docs' Command line page no longer shows the pictures"
+    assert shown <= {rel.as_posix() for rel in made}, f"the docs show pictures the script does not make: {shown - {rel.as_posix() for rel in made}}"

@@ -41,7 +41,10 @@ def test_install_brings_no_torch_and_one_import_name(fresh_venv):
     for generic in ("cli", "training", "export", "models"):
         assert not (Path(purelib) / generic).exists()
     assert any(f.endswith("models/fashion-mnist/decoder.onnx") for f in files)
-    for shipped in ("vaesdk/manifest.schema.json", "vaesdk/web/index.html", "vaesdk/web/vae.js", "vaesdk/serve/app.py"):
+    for shipped in (
+        "vaesdk/manifest.schema.json", "vaesdk/web/index.html", "vaesdk/web/vae.js", "vaesdk/serve/app.py",
+        "vaesdk/web/vendor/ort-wasm-simd-threaded.wasm", "vaesdk/web/vendor/LICENSE",
+    ):  # fmt: skip
         assert shipped in files, shipped
 
 
@@ -56,6 +59,8 @@ def test_sample_and_edit_work_from_a_fresh_install(fresh_venv, tmp_path):
     Image.fromarray(grid[4:60, 4:60]).save(crop)  # first sample, 2x enlarged: exercises the resize policy
     r = run(vae, "edit", crop, "--dim", "3", "--delta", "2", cwd=tmp_path)
     assert (tmp_path / "one.edit.png").exists() and "one.edit.png" in r.stderr
+    r = run(fresh_venv / "bin" / "python", "-m", "vaesdk", "sample", "--n", "4", "--seed", "0", "-o", "m.png", cwd=tmp_path)
+    assert (tmp_path / "m.png").is_file() and "m.png" in r.stderr
     r = run(vae, "info", cwd=tmp_path)
     assert "runs on     cpu" in r.stdout
     r = run(vae, "train", cwd=tmp_path, check=False)

@@ -1,5 +1,5 @@
-"""The bundled model's recorded figures are what the runtime computes today, and the README
-shows those figures.
+"""The bundled model's recorded figures are what the runtime computes today, and the docs
+(docs/bundled-model.md) show those figures.
 
 The whole evaluation (as at export: every test image, the probe fit on the whole training
 split, the recorded seed and number of importance samples) is run again through the runtime
@@ -125,20 +125,22 @@ class _Empty:
         return 0
 
 
-def test_readme_shows_the_manifests_figures(recorded, monkeypatch):
-    """The README's `vae eval` block is, line for line, what `vae eval` prints for the
-    manifest's figures."""
-    readme = (ROOT / "README.md").read_text()
+BUNDLED_PAGE = ROOT / "docs" / "bundled-model.md"
+
+
+def test_docs_show_the_manifests_figures(recorded, monkeypatch):
+    """The `vae eval` block of docs/bundled-model.md is, line for line, what `vae eval`
+    prints for the manifest's figures."""
+    readme = BUNDLED_PAGE.read_text()
     block = re.search(r"`vae eval` \(the runtime only.*?\n```\n(.*?)```", readme, re.S)
-    assert block, "the README has no `vae eval` block for the bundled model"
+    assert block, "docs/bundled-model.md has no `vae eval` block for the bundled model"
     assert block.group(1) == eval_block(recorded, monkeypatch)
 
 
-def test_readme_training_and_parity_figures_match_the_manifest(bundled):
-    readme = (ROOT / "README.md").read_text()
+def test_docs_training_and_parity_figures_match_the_manifest(bundled):
     training = bundled.manifest.data["training"]
     parity = bundled.manifest.data["parity"]
-    section = readme.split("## The bundled model", 1)[1].split("\n## ", 1)[0]
+    section = BUNDLED_PAGE.read_text().split("# The bundled model", 1)[1].split("\n## ", 1)[0]
     assert f"It ran {training['epochs']} epochs" in section
     assert f"kept\nepoch {training['best_epoch']}" in section or f"kept epoch {training['best_epoch']}" in section
     assert f"({training['best_val_objective']:.3f} bits/dim)" in section

@@ -1,4 +1,4 @@
-"""The README's route for your own pictures, exactly as written: `vae train --data FOLDER`,
+"""The documented route for your own pictures (docs/training.md), exactly as written: `vae train --data FOLDER`,
 then `vae export RUN --out BUNDLE` with no other flags, then `vae sample -m BUNDLE`."""
 
 from __future__ import annotations

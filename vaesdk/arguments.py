@@ -128,8 +128,12 @@ def check_values(value: Any) -> np.ndarray:
     if not 1 <= len(items) <= MAX_STEPS:
         raise InvalidArgumentError(f"values must hold 1 to {MAX_STEPS} numbers, got {len(items)}")
     out = np.array([number("each traversal value", v) for v in items])
-    if np.abs(out).max() > MAX_ABS_LATENT:
-        raise InvalidArgumentError(f"traversal values must lie within +-{MAX_ABS_LATENT:g}")
+    beyond = np.flatnonzero(np.abs(out) > MAX_ABS_LATENT)
+    if beyond.size:
+        raise InvalidArgumentError(
+            f"traversal values must lie within +-{MAX_ABS_LATENT:g}, got values[{beyond[0]}] = {out[beyond[0]]:g}; "
+            "give values in prior standard deviations, e.g. -3 to 3"
+        )
     return out
 
 

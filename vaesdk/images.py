@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
 import threading
 import warnings
@@ -74,8 +75,8 @@ def _open(source: Any, label: str) -> Image.Image:
         with _open_lock, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             im = Image.open(source, formats=ALLOWED_FORMATS)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InvalidImageError(f"{label} declares too many pixels; the limit is {MAX_PIXELS} pixels in all") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise InvalidImageError(f"{label} declares {_bomb_pixels(e)}; the limit is {MAX_PIXELS} pixels in all") from None
     except UnidentifiedImageError:
         raise InvalidImageError(
             f"{label} is not a readable image; supported formats: {', '.join(ALLOWED_FORMATS)}"
@@ -88,6 +89,13 @@ def _open(source: Any, label: str) -> Image.Image:
     return im
 
 
+def _bomb_pixels(e: Exception) -> str:
+    """The pixel count in Pillow's decompression-bomb message ("Image size (N pixels) exceeds ..."),
+    so the refusal names the size it refused."""
+    found = re.search(r"\((\d+) pixels\)", str(e))
+    return f"{int(found.group(1))} pixels" if found else "too many pixels"
+
+
 def _decode(im: Image.Image, label: str, from_file: bool = True) -> Image.Image:
     """Decode the first frame (of a file still open) and apply the EXIF orientation."""
     try:
@@ -95,8 +103,8 @@ def _decode(im: Image.Image, label: str, from_file: bool = True) -> Image.Image:
             im.seek(0)
             im.load()
         im = ImageOps.exif_transpose(im)
-    except Image.DecompressionBombError:
-        raise InvalidImageError(f"{label} decodes to too many pixels; the limit is {MAX_PIXELS} pixels in all") from None
+    except Image.DecompressionBombError as e:
+        raise InvalidImageError(f"{label} decodes to {_bomb_pixels(e)}; the limit is {MAX_PIXELS} pixels in all") from None
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, struct.error, MemoryError) as e:
         raise InvalidImageError(f"{label} is truncated or corrupt ({e})") from None
     w, h = im.size

@@ -210,12 +210,20 @@ def check_latents(z: np.ndarray, dim: int, name: str = "z") -> np.ndarray:
         raise InvalidArgumentError(f"{name} must have shape [N, {dim}] for this model, got {tuple(z.shape)}")
     if z.shape[0] == 0:
         raise InvalidArgumentError(f"{name} is empty (shape {tuple(z.shape)})")
+    given = z
     with np.errstate(over="ignore", invalid="ignore"):
         z = z.astype(np.float32)
-    if not np.isfinite(z).all():
-        raise InvalidArgumentError(f"{name} contains NaN or infinite values (or values beyond float32 range)")
+    finite = np.isfinite(z)
+    if not finite.all():
+        row, col = (int(i) for i in np.argwhere(~finite)[0])
+        raise InvalidArgumentError(
+            f"{name} contains NaN or infinite values (or values beyond float32 range), got {given[row, col].item()!r} at [{row}, {col}]"
+        )
     if z.size and np.abs(z).max() > MAX_ABS_LATENT:
-        raise InvalidArgumentError(f"{name} has values beyond +-{MAX_ABS_LATENT:g}; latents must lie within that range")
+        row, col = (int(i) for i in np.argwhere(np.abs(z) > MAX_ABS_LATENT)[0])
+        raise InvalidArgumentError(
+            f"{name} has values beyond +-{MAX_ABS_LATENT:g}, got {given[row, col].item()!r} at [{row}, {col}]; latents must lie within that range"
+        )
     return z
 
 

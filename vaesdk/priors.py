@@ -140,7 +140,16 @@ class GaussianMixture:
             if not np.isfinite(a).all():
                 raise BundleError(f"{label}: {name} must hold finite floating-point numbers")
         if (w < 0).any() or abs(w.sum() - 1.0) > 1e-6:
-            raise BundleError(f"{label}: weights must be non-negative and sum to 1 (sum {w.sum():.6g})")
-        if (np.diagonal(chol, axis1=1, axis2=2) <= 0).any() or np.abs(np.triu(chol, 1)).max(initial=0.0) > 0:
-            raise BundleError(f"{label}: cholesky must be lower-triangular with a positive diagonal")
+            negative = f"; got weights[{int(np.argmin(w))}] = {w.min():g}" if (w < 0).any() else ""
+            raise BundleError(f"{label}: weights must be non-negative and sum to 1 (sum {w.sum():.6g}){negative}")
+        diagonal = np.diagonal(chol, axis1=1, axis2=2)
+        upper = np.triu(chol, 1)
+        if (diagonal <= 0).any() or np.abs(upper).max(initial=0.0) > 0:
+            if (diagonal <= 0).any():
+                k, i = (int(j) for j in np.argwhere(diagonal <= 0)[0])
+                where = f"cholesky[{k}, {i}, {i}] = {chol[k, i, i]:g}"
+            else:
+                k, i, j = (int(j) for j in np.argwhere(upper != 0)[0])
+                where = f"cholesky[{k}, {i}, {j}] = {chol[k, i, j]:g} above the diagonal"
+            raise BundleError(f"{label}: cholesky must be lower-triangular with a positive diagonal, got {where}")
         return cls(w / w.sum(), mu, chol)
