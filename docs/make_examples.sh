@@ -10,7 +10,7 @@ python=${PYTHON:-python3}
 docs=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$out/inputs"
 cd "$out"
-rm -rf ./*.png inputs/*.png recon
+rm -rf ./*.png inputs/*.png recon emoji
 "$python" - <<'PY'
 from vaesdk.datasets import load_fashion_mnist
 from vaesdk.images import save_png
@@ -32,3 +32,17 @@ vae interpolate inputs/sneaker.png inputs/ankle-boot.png --steps 8 -o interpolat
 vae interpolate inputs/shirt.png inputs/trouser.png --steps 8 -o interpolate-shirt-trouser.png
 vae traverse inputs/shirt.png --rows 6 --steps 9 -o traverse.png
 "$python" "$docs/make_covariance_figure.py" --out covariance.png >/dev/null
+
+# The colour model, `emoji`, on the emoji PNGs committed in tests/data/emoji-inputs.
+mkdir -p emoji/inputs
+cp "$docs/../tests/data/emoji-inputs/"*.png emoji/inputs/
+(
+  cd emoji
+  vae sample -m emoji --n 32 --seed 0 --ncols 8 -o sample.png
+  vae sample -m emoji --n 16 --seed 0 --ncols 8 --prior standard -o sample-standard.png
+  vae sample -m emoji --n 16 --seed 0 --ncols 8 --prior animals -o sample-animals.png
+  vae reconstruct -m emoji inputs/*.png --side-by-side --out-dir recon
+  vae edit -m emoji inputs/grinning.png --direction animals --delta 1 --side-by-side -o edit-animals.png
+  vae interpolate -m emoji inputs/dog.png inputs/rocket.png --steps 8 -o interpolate.png
+  vae traverse -m emoji inputs/grinning.png --rows 6 --steps 9 -o traverse.png
+)

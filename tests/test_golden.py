@@ -1,5 +1,5 @@
-"""Golden outputs: seeded commands on the bundled model give exactly the pinned pixels and
-scores (tests/golden/fashion-mnist.json), and the docs' pictures are what
+"""Golden outputs: seeded commands on each bundled model give exactly the pinned pixels and
+scores (tests/golden/<model>.json), and the docs' pictures are what
 docs/make_examples.sh makes today. After a deliberate model change, run
 `scripts/regenerate-golden`."""
 
@@ -15,30 +15,48 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from golden import CASES, SCORE_FIELDS, SCORE_RTOL, compute, golden_path, pixels_from_record
+from golden import MODEL_CASES, SCORE_FIELDS, SCORE_RTOL, compute, golden_path, pixels_from_record
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 REGENERATE = "the bundled model's outputs changed; if that is intended, run scripts/regenerate-golden and commit the result"
 
 
-@pytest.fixture(scope="module")
-def golden() -> dict:
-    return json.loads(golden_path().read_text())
+MODEL_NAMES = list(MODEL_CASES)
+
+
+@pytest.fixture(scope="module", params=MODEL_NAMES)
+def model_name(request) -> str:
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def now() -> dict:
-    return compute()
+def golden(model_name) -> dict:
+    return json.loads(golden_path(model_name).read_text())
 
 
-def test_golden_outputs_belong_to_the_bundled_model(golden, now):
+@pytest.fixture(scope="module")
+def now(model_name) -> dict:
+    return compute(model_name)
+
+
+def test_every_bundled_model_has_golden_outputs():
+    import vaesdk
+
+    assert sorted(vaesdk.list_models()) == sorted(MODEL_NAMES)
+    assert sorted(p.stem for p in golden_path().parent.glob("*.json")) == sorted(MODEL_NAMES)
+
+
+def test_golden_outputs_belong_to_the_bundled_model(golden, now, model_name):
     for key in ("model", "encoder_sha256", "decoder_sha256", "dims_by_usage", "inputs"):
         assert now[key] == golden[key], f"{key}: {REGENERATE}"
-    assert sorted(golden["commands"]) == sorted(CASES)
+    assert sorted(golden["commands"]) == sorted(MODEL_CASES[model_name])
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if "--json" not in CASES[c]])
+CASE_IDS = [(m, c) for m, cases in MODEL_CASES.items() for c in cases if "--json" not in cases[c]]
+
+
+@pytest.mark.parametrize("model_name, case", CASE_IDS, ids=[f"{m}-{c}" for m, c in CASE_IDS], indirect=["model_name"])
 def test_seeded_images_match_the_golden_pixels(golden, now, case):
     want, got = golden["commands"][case], now["commands"][case]
     assert got["command"] == want["command"]

@@ -3,7 +3,10 @@ independent classifier: classifier.onnx (Fashion-MNIST, made by train_classifier
 28x28 grey models, emoji-classifier.onnx (made by train_emoji_classifier.py) for 64x64 colour
 ones. Lower is better; 0 means the two feature distributions have the same mean and covariance.
 
-    python benchmarks/fid/frechet.py [--model NAME_OR_PATH] [--data data/emoji] [--n 10000] [--json out.json]
+    python benchmarks/fid/frechet.py [--model NAME_OR_PATH] [--data data/emoji] [--n 10000] [--json out.json] [--record]
+
+--record writes the figures into the bundle's manifest (metrics.quality), beside the other
+measurements of the model; the model files and their checksums are untouched.
 
 Reference images: Fashion-MNIST's 10,000 test images, or every image of the `--data` folder.
 Reports, for every prior of the bundle, the distance of n decoded samples (decoder means, and
@@ -134,6 +137,7 @@ def main() -> None:
     parser.add_argument("--data", default=None, help="image folder of a colour model's data (e.g. data/emoji from scripts/emoji-data)")
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--record", action="store_true", help="write the figures into the bundle's manifest (metrics.quality)")
     args = parser.parse_args()
     model = vaesdk.load(args.model, device="cpu") if args.model else vaesdk.load(device="cpu")
     started = time.time()
@@ -151,6 +155,23 @@ def main() -> None:
     print(f"  reference neighbour difference {ref['neighbour_difference']:.1f}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
+    if args.record:
+        record(model, result, " ".join(["python", "benchmarks/fid/frechet.py", *__import__("sys").argv[1:]]))
+
+
+def record(model: vaesdk.Model, result: dict, command: str) -> None:
+    """Merge the figures into manifest.json's metrics.quality (validated, written atomically)."""
+    from vaesdk.bundle import write_manifest
+
+    data = json.loads((model.path / "manifest.json").read_text(encoding="utf-8"))
+    quality = {
+        "measure": "Fréchet distance in the penultimate features of benchmarks/fid/" + CLASSIFIERS[model.image_shape].name,
+        "command": command.replace(" --record", ""),
+        **{k: v for k, v in result.items() if k not in ("seed",)},
+    }
+    data["metrics"] = {**(data.get("metrics") or {}), "quality": quality}
+    write_manifest(model.path, data)
+    print(f"recorded in {model.path / 'manifest.json'} (metrics.quality)")
 
 
 if __name__ == "__main__":
