@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InvalidArgumentError
-from .images import IMAGE_SUFFIXES, load_image
+from .images import IMAGE_SUFFIXES, image_files, load_image
 
 DEFAULT_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = (
@@ -94,7 +94,7 @@ def list_image_folder(folder: str | Path) -> tuple[list[Path], np.ndarray | None
     folder = Path(folder)
     if not folder.is_dir():
         raise InvalidArgumentError(f"image folder {folder} does not exist or is not a directory")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = [Path(p) for p in image_files(folder)]
     if not files:
         raise InvalidArgumentError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {folder}")
     if all(p.parent != folder for p in files):
