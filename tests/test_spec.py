@@ -56,8 +56,16 @@ def test_validate_sample_without_a_prior_takes_the_default_as_sample_does(tiny_a
     assert bundled_model.validate("sample", n=2)["prior"] == bundled_model.default_prior == "mixture"
 
 
-def test_validate_score_defaults_to_the_one_default_k(vae_spec):
+def test_every_score_entry_point_defaults_to_the_one_default_k(vae_spec):
+    import inspect
+
+    from vaesdk.jobs import JobOptions
+    from vaesdk.shards import run_sharded
+
     assert arguments.validate(vae_spec, "score", {})["k"] == arguments.DEFAULT_IW_SAMPLES == vaesdk.DEFAULT_IW_SAMPLES == 1
+    for call in (vaesdk.Model.score, vaesdk.run_job, run_sharded):
+        assert inspect.signature(call).parameters["k"].default == arguments.DEFAULT_IW_SAMPLES, call
+    assert JobOptions("score").k == arguments.DEFAULT_IW_SAMPLES
 
 
 def test_a_manifest_change_keeps_the_priors_and_updates_the_directions(bundle_copy):

@@ -164,6 +164,7 @@ def calibrate_anomaly(model: Any, images: Any, source: str = "held-out images") 
     if n < MIN_CALIBRATION:
         raise InvalidArgumentError(f"calibration needs at least {MIN_CALIBRATION} held-out images, got {n}")
     # Raw parts, whatever calibration the bundle holds now (it is being replaced).
+    # k=1 whatever the default: the parts use the first posterior draw only.
     scores = model.score(images, k=1, seed=CALIBRATION_SEED, calibrated=False)
     return fit_calibration(scores.anomaly_pixel, scores.anomaly_latent, model.spec.prior_set.anomaly_prior, source)
 

@@ -147,6 +147,7 @@ def _anomaly_metrics(
     out["ood"] = {}
     for name, images in sets.items():
         progress(f"anomaly: {name}", 0, len(images))
+        # k=1 whatever `k` is: the anomaly score uses the first posterior draw only.
         other = model.score(model.spec.to_batch(images), k=1, seed=seed).anomaly
         out["ood"][name] = {"images": len(other), "auroc": auroc(scores, other), "fpr_at_95_tpr": fpr_at_tpr(scores, other)}
         progress(f"anomaly: {name}", len(images), len(images))
