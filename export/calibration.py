@@ -24,8 +24,6 @@ from vaesdk.evaluate import evaluate
 from vaesdk.errors import InvalidArgumentError, OutputError
 
 from ..training.config import TrainConfig
-from ..training.data import split_train_val
-from ..training.train import load_training_images as load_training_data
 
 
 def run_split(config: dict[str, Any], data_dir: str | os.PathLike | None = None) -> tuple[ImageSet, ImageSet]:
@@ -36,7 +34,7 @@ def run_split(config: dict[str, Any], data_dir: str | os.PathLike | None = None)
     cfg = TrainConfig.from_dict(config)
     if data_dir is not None:
         cfg.data_dir = str(data_dir)
-    return split_train_val(load_training_data(cfg), cfg.val_fraction, cfg.seed)
+    return cfg.split()
 
 
 def validation_images(config: dict[str, Any], data_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, str]:

@@ -6,6 +6,12 @@ export code), so the runtime and command-line tests need neither torch nor a tra
 `trained_vae_bundle` and `trained_lowrank_bundle` train and export fresh ones, for the tests
 of training and export themselves. Tests that only need the runtime at full size use
 `bundled_model`, the committed default model.
+
+Tests that need torch or onnx (the `train` extra) carry the `train` marker, so that in an
+environment made by `pip install '.[dev]'` alone, `pytest -m "not train"` is the runtime's own
+suite. A test that uses a fixture of TRAIN_FIXTURES gets the marker here; a module that
+imports torch or onnx at its top marks itself (`pytestmark`) and imports them with
+`pytest.importorskip`, so that collecting it without them is no error.
 """
 
 from __future__ import annotations
@@ -20,6 +26,14 @@ import vaesdk
 from vaesdk.datasets import DEFAULT_FASHION_MNIST_DIR, ImageSet, load_fashion_mnist
 
 DATA = Path(__file__).resolve().parent / "data"
+# Fixtures that train and export with torch: every test using one is a `train` test.
+TRAIN_FIXTURES = frozenset({"trained_vae_bundle", "trained_lowrank_bundle"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if TRAIN_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.train)
 
 
 @pytest.fixture(scope="session")

@@ -67,7 +67,7 @@ def test_the_score_is_its_parts_standardised_on_the_calibration_images(calibrate
     from vaesdk.export.calibration import validation_images
 
     cal = A.calibration_of(calibrated_bundled)
-    assert cal.prior == "mixture" == A.anomaly_prior(calibrated_bundled)
+    assert cal.prior == "mixture" == calibrated_bundled.spec.prior_set.anomaly_prior
     held_out, _ = validation_images(calibrated_bundled.manifest.data["training"]["config"])
     s = calibrated_bundled.score(held_out[:2000], k=1, seed=A.CALIBRATION_SEED)
     for part, values in (("pixel", s.anomaly_pixel), ("latent", s.anomaly_latent)):
@@ -78,7 +78,7 @@ def test_the_score_is_its_parts_standardised_on_the_calibration_images(calibrate
     # The latent part is the mixture's density at the posterior mean, in bits/dim.
     x = fashion_test.images[:5]
     mean = calibrated_bundled.encode(x).mean
-    log_density = calibrated_bundled._mixtures["mixture"].log_prob(mean)
+    log_density = calibrated_bundled.spec.prior_set.mixtures["mixture"].log_prob(mean)
     np.testing.assert_allclose(calibrated_bundled.score(x).anomaly_latent, -log_density / (784 * np.log(2)), rtol=1e-9)
 
 

@@ -8,6 +8,12 @@ fixed up, graph contract met), so only that protection can stop it.
 
 from __future__ import annotations
 
+import pytest
+
+# Needs onnx (the train extra): marked, and skipped at collection where it is absent.
+pytestmark = pytest.mark.train
+pytest.importorskip("onnx")
+
 import hashlib
 import json
 import os
@@ -18,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import onnx
-import pytest
 from crafted import (
     LATENT,
     crafted_decoder,

@@ -4,6 +4,12 @@ batch size, concurrent `add_direction`, and bounded memory for large batches."""
 
 from __future__ import annotations
 
+import pytest
+
+# Needs onnx (the train extra) for its crafted graphs: marked, and skipped at collection where it is absent.
+pytestmark = pytest.mark.train
+pytest.importorskip("onnx")
+
 import json
 import os
 import struct
@@ -16,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime
-import pytest
 from crafted import LATENT, PIXELS, affine_decoder, affine_encoder, bundle_with, make_model, vi
 from onnx import helper, numpy_helper
 from PIL import Image

@@ -3,13 +3,18 @@ rounded to 8-bit levels; and they do not depend on how images are split into bat
 
 from __future__ import annotations
 
+import pytest
+
+# Needs onnx (the train extra): marked, and skipped at collection where it is absent.
+pytestmark = pytest.mark.train
+pytest.importorskip("onnx")
+
 import hashlib
 import json
 import shutil
 
 import numpy as np
 import onnx
-import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import vaesdk

@@ -12,13 +12,18 @@ gradient weighting or noise draw, each of which changes what a step computes, no
 
 from __future__ import annotations
 
+import pytest
+
+# Needs torch (the train extra): marked, and skipped at collection where it is absent.
+pytestmark = pytest.mark.train
+pytest.importorskip("torch")
+
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from vaesdk.training.config import ModelConfig, TrainConfig
 from vaesdk.training.distributed import free_loopback_port

@@ -13,8 +13,13 @@ and p(x|z) per pixel N(z W + b, exp(lv)), rounded to the 256 levels and clipped.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
+
+# Needs onnx (the train extra): marked, and skipped at collection where it is absent.
+pytestmark = pytest.mark.train
+pytest.importorskip("onnx")
+
+import numpy as np
 from crafted import LATENT, PIXELS, affine_decoder, affine_encoder, bundle_with
 from scipy import stats as st
 from stats import (

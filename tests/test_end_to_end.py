@@ -1,6 +1,12 @@
 """The whole path through the command line: `vae train` on real Fashion-MNIST images,
 `vae export`, then the runtime against PyTorch on the same weights."""
 
+import pytest
+
+# Needs torch (the train extra): marked, and skipped at collection where it is absent.
+pytestmark = pytest.mark.train
+pytest.importorskip("torch")
+
 import json
 
 import numpy as np

@@ -1,11 +1,17 @@
 """Export: the ONNX graphs, the parity gate, the manifest, and atomic bundle writing."""
 
+import pytest
+
+# Needs torch and onnx (the train extra): marked, and skipped at collection where they are absent.
+pytestmark = pytest.mark.train
+pytest.importorskip("torch")
+pytest.importorskip("onnx")
+
 import hashlib
 import json
 
 import numpy as np
 import onnx
-import pytest
 import torch
 
 import vaesdk

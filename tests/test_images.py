@@ -891,6 +891,25 @@ def test_iter_image_files_expands_folders_sorted_and_keeps_files_as_given(tmp_pa
     assert found == [folder / "a.jpg", folder / "b.PNG", folder / "d.tiff", folder / "sub" / "c.webp", loose]
 
 
+def test_one_folder_listing_serves_inputs_iter_image_files_and_data_sets(tmp_path):
+    from vaesdk.datasets import list_image_folder
+    from vaesdk.images import IMAGE_SUFFIXES, image_files
+
+    folder = tmp_path / "imgs"
+    for name in ["b/z.png", "b/a.PNG", "a b/x.jpg", "a/y.gif", "a/deep/w.bmp", "a/notes.txt"]:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(b"x")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "o.png").write_bytes(b"x")
+    (folder / "link").symlink_to(outside, target_is_directory=True)  # not entered, as rglob does not
+    expected = sorted(q for q in folder.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file())
+    assert [Path(p) for p in image_files(folder)] == expected and len(expected) == 5
+    assert iter_image_files([folder]) == expected
+    files, labels, classes = list_image_folder(folder)
+    assert files == expected and classes == ("a", "a b", "a/deep", "b") and labels.tolist() == [2, 0, 1, 3, 3]
+
+
 def test_iter_image_files_refuses_a_folder_without_images(tmp_path):
     (tmp_path / "readme.txt").write_text("nothing here")
     with pytest.raises(InvalidArgumentError, match="holds no images"):

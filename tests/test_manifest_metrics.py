@@ -87,12 +87,9 @@ def _probe_training_images(bundled, recorded, h, c):
     records the run's config (reproduced from its seed and fraction), else the first N."""
     config = (bundled.manifest.data.get("training") or {}).get("config")
     if config and config.get("dataset") == recorded["dataset"]:
-        from vaesdk.training.config import TrainConfig
-        from vaesdk.training.data import split_train_val
-        from vaesdk.training.train import load_training_images
+        from vaesdk.export.calibration import run_split
 
-        cfg = TrainConfig.from_dict(config)
-        train, _ = split_train_val(load_training_images(cfg), cfg.val_fraction, cfg.seed)
+        train, _ = run_split(config)
         if len(train) == recorded["probe_train_images"]:
             return train
     return load_dataset(recorded["dataset"], "train", h, c, None).head(recorded["probe_train_images"])

@@ -13,6 +13,8 @@ from typer.testing import CliRunner
 import vaesdk
 from vaesdk.cli.main import app
 
+pytestmark = pytest.mark.train  # `vae train` and `vae export` run torch
+
 CLASSES = ("circles", "stripes", "squares")
 
 

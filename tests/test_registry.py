@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import pytest
-from crafted import LATENT
 
 import vaesdk
 import vaesdk.bundle
@@ -12,6 +11,8 @@ import vaesdk.registry
 import vaesdk.session
 from vaesdk.bundle import MANIFEST
 from vaesdk.errors import BundleError, ModelNotFoundError
+
+TINY_LATENT = 8  # the tiny bundles' latent size (tests/make_tiny_bundles.py)
 
 # ---- the registry ------------------------------------------------------------------------
 
@@ -52,4 +53,4 @@ def test_manifest_path_itself_resolves_to_its_bundle(tiny_vae_bundle):
     manifest = tiny_vae_bundle / MANIFEST
     assert vaesdk.registry.resolve(str(manifest)) == tiny_vae_bundle
     model = vaesdk.load(str(manifest), device="cpu")
-    assert model.path == tiny_vae_bundle and model.latent_dim == LATENT
+    assert model.path == tiny_vae_bundle and model.latent_dim == TINY_LATENT

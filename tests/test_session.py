@@ -3,10 +3,15 @@
 
 from __future__ import annotations
 
+import pytest
+
+# Needs onnx (the train extra): marked, and skipped at collection where it is absent.
+pytestmark = pytest.mark.train
+pytest.importorskip("onnx")
+
 import numpy as np
 import onnx
 import onnxruntime
-import pytest
 from crafted import LATENT, crafted_encoder, load_error, swap_model
 
 import vaesdk

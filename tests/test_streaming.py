@@ -3,6 +3,12 @@ in-memory reading that export uses."""
 
 from __future__ import annotations
 
+import pytest
+
+# Needs torch (the train extra): marked, and skipped at collection where it is absent.
+pytestmark = pytest.mark.train
+pytest.importorskip("torch")
+
 import numpy as np
 import torch
 

@@ -1,5 +1,11 @@
 """Training: config checks, the loss, checkpoints (safetensors + JSON) and exact resume."""
 
+import pytest
+
+# Needs torch (the train extra): marked, and skipped at collection where it is absent.
+pytestmark = pytest.mark.train
+pytest.importorskip("torch")
+
 import gzip
 import json
 import re
@@ -7,7 +13,6 @@ import struct
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from vaesdk.datasets import load_image_folder, read_idx

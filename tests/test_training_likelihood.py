@@ -1,6 +1,12 @@
 """The training side's torch likelihood: the same numbers as the runtime's numpy one, and
 finite gradients everywhere training can go."""
 
+import pytest
+
+# Needs torch (the train extra): marked, and skipped at collection where it is absent.
+pytestmark = pytest.mark.train
+pytest.importorskip("torch")
+
 import numpy as np
 import torch
 

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from vaesdk.datasets import DEFAULT_FASHION_MNIST_DIR
+from vaesdk.datasets import DEFAULT_FASHION_MNIST_DIR, ImageSet, training_images, training_split
 from vaesdk.errors import InvalidArgumentError
 
 
@@ -186,6 +186,16 @@ class TrainConfig:
         d = dict(d)
         d["model"] = ModelConfig.from_record(d["model"])
         return cls(**d)
+
+    def images(self) -> ImageSet:
+        """All of the run's images in memory (`vaesdk.datasets.training_images`)."""
+        return training_images(self.dataset, self.data_dir, self.model.image_size, self.model.channels, self.limit)
+
+    def split(self) -> tuple[ImageSet, ImageSet]:
+        """The run's (training, validation) images in memory, split as the run split them
+        (`vaesdk.datasets.training_split`)."""
+        m = self.model
+        return training_split(self.dataset, self.data_dir, m.image_size, m.channels, self.limit, self.val_fraction, self.seed)
 
     def kl_weight(self, progress_epochs: float) -> float:
         """beta after `progress_epochs` (fractional) epochs of training: 0 -> 1 linearly."""

@@ -19,7 +19,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from vaesdk.datasets import ImageSet, list_image_folder, load_fashion_mnist, load_image_folder
+from vaesdk.datasets import (
+    ImageSet, fashion_mnist_train, list_image_folder, load_fashion_mnist, load_image_folder, split_indices, split_train_val,
+)  # fmt: skip
 from vaesdk.errors import InvalidArgumentError
 from vaesdk.images import load_image
 
@@ -32,27 +34,6 @@ __all__ = [
 def to_nchw(images: np.ndarray) -> np.ndarray:
     """uint8 [N, H, W, C] -> contiguous uint8 [N, C, H, W], the layout torch convolutions take."""
     return np.ascontiguousarray(images.transpose(0, 3, 1, 2))
-
-
-def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(training indices, validation indices) of a seeded random split of n items; the same
-    seed always gives the same split, whether the images are in memory or read lazily."""
-    n_val = max(1, int(round(n * val_fraction)))
-    if n_val >= n:
-        raise InvalidArgumentError(f"{n} images are too few to hold out {n_val} for validation")
-    order = np.random.default_rng(seed).permutation(n)
-    return order[n_val:], order[:n_val]
-
-
-def split_train_val(data: ImageSet, val_fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
-    """A seeded random split; the same seed always gives the same split."""
-    train_idx, val_idx = split_indices(len(data), val_fraction, seed)
-
-    def take(idx: np.ndarray) -> ImageSet:
-        labels = None if data.labels is None else data.labels[idx]
-        return ImageSet(data.images[idx], labels, data.class_names)
-
-    return take(train_idx), take(val_idx)
 
 
 class ArrayImages(Dataset):
@@ -154,14 +135,6 @@ class TrainingData:
     @property
     def image_shape(self) -> tuple[int, ...]:
         return self.train.image_shape
-
-
-def fashion_mnist_train(data_dir: str, image_size: int, channels: int, limit: int) -> ImageSet:
-    """Fashion-MNIST's training images (the first `limit` when set), for a 28x28 grey model."""
-    if (image_size, channels) != (28, 1):
-        raise InvalidArgumentError(f"Fashion-MNIST is 28x28 grayscale; set image_size=28, channels=1 (got {image_size}, {channels})")
-    data = load_fashion_mnist(data_dir, "train")
-    return data.head(limit) if limit else data
 
 
 def open_training_data(dataset: str, data_dir: str, image_size: int, channels: int, limit: int, val_fraction: float, seed: int) -> TrainingData:

@@ -30,8 +30,7 @@ from vaesdk.latent import ACTIVE_KL_NATS
 
 from .config import ModelConfig, TrainConfig
 from .data import (
-    ArrayImages, GlobalBatchSampler, ImageSet, StackImages, TrainingData, fashion_mnist_train, load_image_folder,
-    open_training_data,
+    ArrayImages, GlobalBatchSampler, ImageSet, StackImages, TrainingData, open_training_data,
 )  # fmt: skip
 from .distributed import Objective, Processes, all_sum, join, leave
 from .model import VAE
@@ -46,11 +45,7 @@ LAST_STATE = "state.safetensors"
 
 def load_training_images(config: TrainConfig) -> ImageSet:
     """All of the run's images in memory (export's evaluation reads them this way)."""
-    m = config.model
-    if config.dataset == "fashion-mnist":
-        return fashion_mnist_train(config.data_dir, m.image_size, m.channels, config.limit)
-    data = load_image_folder(config.data_dir, m.image_size, m.channels)
-    return data.head(config.limit) if config.limit else data
+    return config.images()
 
 
 def open_run_data(config: TrainConfig) -> TrainingData:

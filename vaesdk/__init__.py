@@ -34,8 +34,7 @@ from .model import DEFAULT_BATCH, DEFAULT_IW_SAMPLES, Model, Scores, Traversal
 from .shards import DEFAULT_SHARD_SIZE, run_sharded
 from .registry import DEFAULT_MODEL, list_models, resolve
 from .session import available_providers
-
-__version__ = "0.1.0"
+from .version import __version__
 
 
 def load(

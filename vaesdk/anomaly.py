@@ -38,14 +38,20 @@ import lzma
 import math
 import zlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from .errors import BundleError, InvalidArgumentError, UnsupportedOperationError
 
-if TYPE_CHECKING:
-    from .model import Model
+
+class Described(Protocol):
+    """What `calibration_of` and `check_flag` read: a `Model` or a `ModelSpec`."""
+
+    @property
+    def manifest(self) -> Any: ...
+
+    def require_vae(self, what: str) -> None: ...
 
 SCORE = "pixel-plus-latent/2"
 SCORE_DESCRIPTION = (
@@ -81,13 +87,6 @@ def complexity_bpd(images: np.ndarray) -> np.ndarray:
         size = min(len(zlib.compress(raw, 9)), len(lzma.compress(raw, format=lzma.FORMAT_RAW, filters=filters)))
         out[i] = 8.0 * size / dims
     return out
-
-
-def anomaly_prior(model: Model) -> str:
-    """The prior whose density gives the latent part: the bundle's default prior when it is a
-    fitted mixture, else the model's N(0, I) ('standard')."""
-    default = model.default_prior
-    return default if default in model.manifest.mixtures else "standard"
 
 
 def combine(pixel: np.ndarray, latent: np.ndarray, calibration: Calibration | None) -> np.ndarray:
@@ -138,28 +137,36 @@ class Calibration:
         }
 
 
-def calibrate_anomaly(model: Model, images: Any, source: str = "held-out images") -> dict[str, Any]:
-    """Score held-out in-distribution images (NOT used for training; anything `Model.score`
-    takes) and return the manifest's `anomaly` entry: the score's name and description, and
-    its calibration (quantiles, n, source). Export writes it; `add_calibration` adds it to a
-    bundle."""
-    model.require_vae("calibrating anomaly scores")
-    n = len(images) if isinstance(images, (list, tuple, np.ndarray)) else 0
-    if n < MIN_CALIBRATION:
-        raise InvalidArgumentError(f"calibration needs at least {MIN_CALIBRATION} held-out images, got {n}")
-    # Raw parts, whatever calibration the bundle holds now (it is being replaced).
-    scores = model._score(model._images(images), 1, CALIBRATION_SEED, None)
-    parts = {"pixel": scores.anomaly_pixel, "latent": scores.anomaly_latent}
+def fit_calibration(pixel: np.ndarray, latent: np.ndarray, prior: str, source: str = "held-out images") -> dict[str, Any]:
+    """The manifest's `anomaly` entry fitted to the raw (unstandardised) score parts of held-out
+    in-distribution images, float64 [n] each, whose latent part was measured under `prior`: the
+    score's name and description, and its calibration (standardisation, quantiles, n, source)."""
+    parts = {"pixel": np.asarray(pixel, np.float64), "latent": np.asarray(latent, np.float64)}
+    n = len(parts["pixel"])
     if not all(np.isfinite(v).all() for v in parts.values()):
         raise InvalidArgumentError("some calibration images have a non-finite anomaly score; the model is broken for them")
     standardization = {k: (float(np.mean(v)), float(np.std(v))) for k, v in parts.items()}
     if min(sd for _, sd in standardization.values()) <= 0.0:
         raise InvalidArgumentError("the calibration images all score the same; calibrate on a varied held-out set")
     m = min(QUANTILES, n)
-    draft = Calibration(np.zeros(2), n, str(source), standardization, anomaly_prior(model))
+    draft = Calibration(np.zeros(2), n, str(source), standardization, prior)
     quantiles = np.quantile(combine(parts["pixel"], parts["latent"], draft), np.linspace(0.0, 1.0, m))
     calibration = Calibration(quantiles, n, str(source), standardization, draft.prior)
     return {"score": SCORE, "description": SCORE_DESCRIPTION, "calibration": calibration.to_manifest()}
+
+
+def calibrate_anomaly(model: Any, images: Any, source: str = "held-out images") -> dict[str, Any]:
+    """Score held-out in-distribution images (NOT used for training; anything `Model.score`
+    takes) with a `Model` and return the manifest's `anomaly` entry (`fit_calibration`).
+    Export writes it; `add_calibration` adds it to a bundle."""
+    model.require_vae("calibrating anomaly scores")
+    n = len(images) if isinstance(images, (list, tuple, np.ndarray)) else 0
+    if n < MIN_CALIBRATION:
+        raise InvalidArgumentError(f"calibration needs at least {MIN_CALIBRATION} held-out images, got {n}")
+    # Raw parts, whatever calibration the bundle holds now (it is being replaced).
+    # k=1 whatever the default: the parts use the first posterior draw only.
+    scores = model.score(images, k=1, seed=CALIBRATION_SEED, calibrated=False)
+    return fit_calibration(scores.anomaly_pixel, scores.anomaly_latent, model.spec.prior_set.anomaly_prior, source)
 
 
 def flag(p_values: np.ndarray | None, p_below: float) -> np.ndarray:
@@ -174,12 +181,12 @@ def flag(p_values: np.ndarray | None, p_below: float) -> np.ndarray:
     return np.asarray(p_values) < p_below
 
 
-def calibration_of(model: Model) -> Calibration | None:
+def calibration_of(model: Described) -> Calibration | None:
     """The model's anomaly calibration, or None when its bundle has none."""
     return calibration_from_manifest(model.manifest.data)
 
 
-def check_flag(model: Model, p_below: float) -> None:
+def check_flag(model: Described, p_below: float) -> None:
     """Raise unless images of `model` can be flagged at `p_below` (a calibrated VAE bundle,
     a threshold in (0, 1)): called before any work is done."""
     model.require_vae("anomaly scores")

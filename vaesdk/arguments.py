@@ -2,27 +2,30 @@
 
 `Model.validate(operation, **arguments)` runs them before any image is read or any graph
 runs, so the CLI, the server and Python callers refuse a bad argument the same way and at
-the same moment; the operations themselves call the same checkers, once each.
+the same moment; the operations themselves call the same checkers, once each. The checks
+read the model's `ModelSpec` (its shapes, priors and directions), never the model itself.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .errors import InvalidArgumentError
-from .latent import MAX_ABS_LATENT, RandomStreams
-
-if TYPE_CHECKING:
-    from .model import Model
+from .latent import MAX_ABS_LATENT, RandomStreams, check_seed_value
+from .spec import ModelSpec
 
 MAX_SAMPLES = 100_000  # held in memory at once
 MAX_STREAM_SAMPLES = 10_000_000  # produced batch by batch
 MAX_STEPS = 1000
 MAX_IW_SAMPLES = 10_000
+# Importance samples per image when a caller names no k. The anomaly score and its p-value
+# need only the first draw (benchmarks/anomaly.py), so the default is the cheapest; callers
+# that report the importance-weighted bound itself choose more (`vae eval`: DEFAULT_EVAL_K).
+DEFAULT_IW_SAMPLES = 1
 # A prior's spread times this stays far inside MAX_ABS_LATENT (|eps| < 40 in float32 draws),
 # so a large temperature is refused by name instead of overflowing the latents later.
 MAX_TEMPERATURE = 1000.0
@@ -83,13 +86,11 @@ def check_seed(value: Any) -> Any:
     """An int >= 0, a numpy Generator, a RandomStreams or None (fresh entropy)."""
     if value is None or isinstance(value, (np.random.Generator, RandomStreams)):
         return value
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise InvalidArgumentError(f"seed must be a non-negative integer or a numpy Generator, got {value!r:.80}")
-    return int(value)
+    return check_seed_value(value)
 
 
-def check_dim(model: Model, value: Any) -> int:
-    last = model.latent_dim - 1
+def check_dim(spec: ModelSpec, value: Any) -> int:
+    last = spec.latent_dim - 1
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise InvalidArgumentError(f"latent dimension must be an integer in 0..{last}, got {value!r:.80}")
     if not 0 <= value <= last:
@@ -108,12 +109,12 @@ def _as_list(name: str, value: Any, what: str) -> list:
     return list(value)
 
 
-def check_dims(model: Model, value: Any) -> list[int] | None:
+def check_dims(spec: ModelSpec, value: Any) -> list[int] | None:
     if value is None:
         return None
-    out = [check_dim(model, d) for d in _as_list("dims", value, f"a list of latent dimensions in 0..{model.latent_dim - 1}")]
+    out = [check_dim(spec, d) for d in _as_list("dims", value, f"a list of latent dimensions in 0..{spec.latent_dim - 1}")]
     if not out:
-        raise InvalidArgumentError(f"dims is empty; give latent dimensions in 0..{model.latent_dim - 1}")
+        raise InvalidArgumentError(f"dims is empty; give latent dimensions in 0..{spec.latent_dim - 1}")
     if len(out) > MAX_STEPS:
         raise InvalidArgumentError(f"dims has {len(out)} entries; at most {MAX_STEPS}")
     return out
@@ -143,18 +144,12 @@ def check_method(value: Any) -> str:
     return value
 
 
-def check_prior(model: Model, value: Any) -> str:
-    if value is None:  # the bundle's default prior
-        value = model.default_prior
-        if value is None:
-            model._prior_draw(None)  # raises: a plain autoencoder with no fitted prior
-    if not isinstance(value, str):
-        raise InvalidArgumentError(f"prior must be a name, one of: {', '.join(model.priors) or 'none'}; got {value!r:.80}")
-    model._prior_draw(value)  # raises for unknown names and for 'standard' on an ae
-    return value
+def check_prior(spec: ModelSpec, value: Any) -> str:
+    """A prior name of this model; None: its default prior (`PriorSet.default`)."""
+    return spec.prior_set.resolve(value)
 
 
-def edit_target(model: Model, dim_: Any, direction: Any) -> tuple[int | None, np.ndarray | None]:
+def edit_target(spec: ModelSpec, dim_: Any, direction: Any) -> tuple[int | None, np.ndarray | None]:
     """Exactly one of a latent dimension or a direction (a name or a vector), resolved."""
     if (dim_ is None) == (direction is None):
         raise InvalidArgumentError(
@@ -162,67 +157,67 @@ def edit_target(model: Model, dim_: Any, direction: Any) -> tuple[int | None, np
             cli_message="give exactly one of --dim N or --direction NAME",
         )
     if dim_ is not None:
-        return check_dim(model, dim_), None
-    return None, model._direction_vector(direction)
+        return check_dim(spec, dim_), None
+    return None, spec.direction_vector(direction)
 
 
-def _random_parts(model: Model, sample_latent: Any = False, sample_pixels: Any = False) -> dict[str, bool]:
+def _random_parts(spec: ModelSpec, sample_latent: Any = False, sample_pixels: Any = False) -> dict[str, bool]:
     out = {}
     if sample_latent is not None:
         out["sample_latent"] = flag("sample_latent", sample_latent)
     out["sample_pixels"] = flag("sample_pixels", sample_pixels)
     if out.get("sample_latent") or out["sample_pixels"]:
-        model.require_vae("sampling from q(z|x) or p(x|z)")
+        spec.require_vae("sampling from q(z|x) or p(x|z)")
     return out
 
 
-def _sample(model: Model, n: Any = 16, seed: Any = None, temperature: Any = 1.0, truncation: Any = None,
-            sample_pixels: Any = False, prior: Any = "standard", stream: bool = False) -> dict[str, Any]:  # fmt: skip
+def _sample(spec: ModelSpec, n: Any = 16, seed: Any = None, temperature: Any = 1.0, truncation: Any = None,
+            sample_pixels: Any = False, prior: Any = None, stream: bool = False) -> dict[str, Any]:  # fmt: skip
     return {
         "n": positive_int("n", n, MAX_STREAM_SAMPLES if stream else MAX_SAMPLES),
         "seed": check_seed(seed),
         "temperature": check_temperature(temperature),
         "truncation": check_truncation(truncation),
-        "prior": check_prior(model, prior),
-        **_random_parts(model, None, sample_pixels),
+        "prior": check_prior(spec, prior),
+        **_random_parts(spec, None, sample_pixels),
     }
 
 
-def _edit(model: Model, dim: Any = None, direction: Any = None, delta: Any = 1.0, sample_latent: Any = False,
+def _edit(spec: ModelSpec, dim: Any = None, direction: Any = None, delta: Any = 1.0, sample_latent: Any = False,
           sample_pixels: Any = False, seed: Any = None) -> dict[str, Any]:  # fmt: skip
-    d, vector = edit_target(model, dim, direction)
+    d, vector = edit_target(spec, dim, direction)
     return {"dim": d, "direction": vector, "delta": check_delta(delta), "seed": check_seed(seed),
-            **_random_parts(model, sample_latent, sample_pixels)}  # fmt: skip
+            **_random_parts(spec, sample_latent, sample_pixels)}  # fmt: skip
 
 
-def _reconstruct(model: Model, sample_latent: Any = False, sample_pixels: Any = False, seed: Any = None) -> dict[str, Any]:
-    return {"seed": check_seed(seed), **_random_parts(model, sample_latent, sample_pixels)}
+def _reconstruct(spec: ModelSpec, sample_latent: Any = False, sample_pixels: Any = False, seed: Any = None) -> dict[str, Any]:
+    return {"seed": check_seed(seed), **_random_parts(spec, sample_latent, sample_pixels)}
 
 
-def _interpolate(model: Model, steps: Any = 8, method: Any = "slerp", sample_pixels: Any = False, seed: Any = None) -> dict[str, Any]:
+def _interpolate(spec: ModelSpec, steps: Any = 8, method: Any = "slerp", sample_pixels: Any = False, seed: Any = None) -> dict[str, Any]:
     return {"steps": positive_int("steps", steps, MAX_STEPS, minimum=2), "method": check_method(method),
-            "seed": check_seed(seed), **_random_parts(model, None, sample_pixels)}  # fmt: skip
+            "seed": check_seed(seed), **_random_parts(spec, None, sample_pixels)}  # fmt: skip
 
 
-def _traverse(model: Model, dims: Any = None, values: Any = None, max_dims: Any = 8, seed: Any = None,
-              prior: Any = "standard") -> dict[str, Any]:  # fmt: skip
+def _traverse(spec: ModelSpec, dims: Any = None, values: Any = None, max_dims: Any = 8, seed: Any = None,
+              prior: Any = None) -> dict[str, Any]:  # fmt: skip
     return {
-        "dims": check_dims(model, dims),
+        "dims": check_dims(spec, dims),
         "values": check_values(values),
         "max_dims": positive_int("max_dims", max_dims, MAX_STEPS),
         "seed": check_seed(seed),
-        "prior": check_prior(model, prior),
+        "prior": check_prior(spec, prior),
     }
 
 
-def _score(model: Model, k: Any = 100, seed: Any = 0) -> dict[str, Any]:
-    model.require_vae("scoring likelihoods")
+def _score(spec: ModelSpec, k: Any = DEFAULT_IW_SAMPLES, seed: Any = 0) -> dict[str, Any]:
+    spec.require_vae("scoring likelihoods")
     if isinstance(seed, RandomStreams):
         raise InvalidArgumentError("score draws from one stream; pass an int seed or a numpy Generator")
     return {"k": positive_int("k", k, MAX_IW_SAMPLES), "seed": check_seed(seed)}
 
 
-def _none(model: Model) -> dict[str, Any]:
+def _none(spec: ModelSpec) -> dict[str, Any]:
     return {}
 
 
@@ -235,16 +230,16 @@ OPERATIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "score": _score,
     "encode": _none,
     "embed": _none,
-    "decode": lambda model, sample_pixels=False, seed=None: {"seed": check_seed(seed), **_random_parts(model, None, sample_pixels)},
+    "decode": lambda spec, sample_pixels=False, seed=None: {"seed": check_seed(seed), **_random_parts(spec, None, sample_pixels)},
 }
 
 
-def validate(model: Model, operation: Any, arguments: dict[str, Any]) -> dict[str, Any]:
+def validate(spec: ModelSpec, operation: Any, arguments: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(operation, str) or operation not in OPERATIONS:
         raise InvalidArgumentError(f"unknown operation {operation!r:.80}; one of: {', '.join(OPERATIONS)}")
     check = OPERATIONS[operation]
     try:
-        return check(model, **arguments)
+        return check(spec, **arguments)
     except TypeError as e:
         # An argument the operation does not take: name it rather than show Python's message.
         unknown = sorted(set(arguments) - set(check.__code__.co_varnames[1 : check.__code__.co_argcount]))

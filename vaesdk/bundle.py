@@ -32,6 +32,7 @@ from .anomaly import check_manifest_entry as check_anomaly_entry
 from .errors import BundleError, InvalidArgumentError
 from .fileio import write_atomic
 from .onnx_proto import ModelInfo, TensorSpec, inspect_model
+from .priors import STANDARD_PRIOR
 
 FORMAT = "vaesdk-bundle"
 FORMAT_VERSION = 2
@@ -45,7 +46,6 @@ FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\.onnx\Z")
 PRIOR_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\.npz\Z")
 MAX_PRIOR_BYTES = 64 * 1024 * 1024
 ROLES = ("encoder", "decoder")
-STANDARD_PRIOR = "standard"  # the model's own prior N(0, I); fitted Gaussians take other names
 
 
 LIKELIHOODS = ("discretized_gaussian", "dequantized_gaussian")
@@ -173,7 +173,8 @@ class Manifest:
 
     @property
     def default_prior(self) -> str | None:
-        """The prior `sample` uses unless told otherwise (None: the model's own N(0, I))."""
+        """The manifest's `latent.default_prior`, or None when it names none; the default
+        prior itself (this, or the format's rule without it) is `PriorSet.default`."""
         return self.data["latent"].get("default_prior")
 
 

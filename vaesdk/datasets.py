@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InvalidArgumentError
-from .images import IMAGE_SUFFIXES, load_image
+from .images import IMAGE_SUFFIXES, image_files, load_image
 
 DEFAULT_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = (
@@ -94,7 +94,7 @@ def list_image_folder(folder: str | Path) -> tuple[list[Path], np.ndarray | None
     folder = Path(folder)
     if not folder.is_dir():
         raise InvalidArgumentError(f"image folder {folder} does not exist or is not a directory")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = [Path(p) for p in image_files(folder)]
     if not files:
         raise InvalidArgumentError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {folder}")
     if all(p.parent != folder for p in files):
@@ -118,3 +118,54 @@ def load_dataset(source: str, split: str, image_size: int, channels: int, data_d
     if source == "fashion-mnist":
         return load_fashion_mnist(data_dir or DEFAULT_FASHION_MNIST_DIR, split)
     return load_image_folder(source, image_size, channels)
+
+
+# ---- a training run's data and its split ---------------------------------------------------
+# One home for the split: training (`vaesdk.training.data`), export's calibration and metrics,
+# and the tests all take a run's training and validation images from these functions.
+
+
+def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training indices, validation indices) of a seeded random split of n items; the same
+    seed always gives the same split, whether the images are in memory or read lazily."""
+    n_val = max(1, int(round(n * val_fraction)))
+    if n_val >= n:
+        raise InvalidArgumentError(f"{n} images are too few to hold out {n_val} for validation")
+    order = np.random.default_rng(seed).permutation(n)
+    return order[n_val:], order[:n_val]
+
+
+def split_train_val(data: ImageSet, val_fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
+    """A seeded random split; the same seed always gives the same split."""
+    train_idx, val_idx = split_indices(len(data), val_fraction, seed)
+
+    def take(idx: np.ndarray) -> ImageSet:
+        labels = None if data.labels is None else data.labels[idx]
+        return ImageSet(data.images[idx], labels, data.class_names)
+
+    return take(train_idx), take(val_idx)
+
+
+def fashion_mnist_train(data_dir: str | Path, image_size: int, channels: int, limit: int) -> ImageSet:
+    """Fashion-MNIST's training images (the first `limit` when set), for a 28x28 grey model."""
+    if (image_size, channels) != (28, 1):
+        raise InvalidArgumentError(f"Fashion-MNIST is 28x28 grayscale; set image_size=28, channels=1 (got {image_size}, {channels})")
+    data = load_fashion_mnist(data_dir, "train")
+    return data.head(limit) if limit else data
+
+
+def training_images(dataset: str, data_dir: str | Path, image_size: int, channels: int, limit: int) -> ImageSet:
+    """All of a training run's images in memory: Fashion-MNIST's training split or an image
+    folder ('folder'), the first `limit` when set."""
+    if dataset == "fashion-mnist":
+        return fashion_mnist_train(data_dir, image_size, channels, limit)
+    data = load_image_folder(data_dir, image_size, channels)
+    return data.head(limit) if limit else data
+
+
+def training_split(
+    dataset: str, data_dir: str | Path, image_size: int, channels: int, limit: int, val_fraction: float, seed: int
+) -> tuple[ImageSet, ImageSet]:
+    """A training run's (training, validation) images, reproduced from its settings: the
+    same data, limit, fraction and seed give the same split as the run itself used."""
+    return split_train_val(training_images(dataset, data_dir, image_size, channels, limit), val_fraction, seed)

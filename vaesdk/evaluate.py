@@ -11,11 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from . import anomaly as A
+from .anomaly import SCORE, auroc, fpr_at_tpr
 from . import datasets
 from .datasets import ImageSet
 from .errors import InvalidArgumentError
-from .images import as_batch
 from .latent import ACTIVE_KL_NATS, Posterior
 from .model import Model
 from .probe import fit_probe
@@ -64,7 +63,7 @@ def evaluate(
     true-positive rate; and, when the bundle is calibrated, the fraction of `test` with
     p_value below 0.05 and 0.01 (about 0.05 and 0.01 when the calibration holds).
     """
-    images = _model_sized(model, test.images)
+    images = model.spec.to_batch(test.images)
     out: dict[str, Any] = {"images": len(test), "seed": seed}
     parts = _in_chunks(model.encode, images, CHUNK, "encode", progress)
     post = Posterior(np.concatenate([p.mean for p in parts]), None if model.kind != "vae" else np.concatenate([p.logvar for p in parts]))
@@ -95,7 +94,7 @@ def evaluate(
             out["anomaly"] = _anomaly_metrics(model, images, np.concatenate(unusual), p, ood, seed, progress)
     if train is not None and train.labels is not None and test.labels is not None:
         if train_features is None:
-            train_features = np.concatenate(_in_chunks(model.embed, _model_sized(model, train.images), CHUNK, "encode probe train", progress))
+            train_features = np.concatenate(_in_chunks(model.embed, model.spec.to_batch(train.images), CHUNK, "encode probe train", progress))
         probe = fit_probe(train_features, train.labels)
         out["probe_accuracy"] = probe.accuracy(post.mean, _labels_by_name(test, train))
         out["probe_train_images"] = len(train)
@@ -140,7 +139,7 @@ def _anomaly_metrics(
 ) -> dict[str, Any]:  # fmt: skip
     from .ood_sets import default_sets
 
-    out: dict[str, Any] = {"score": A.SCORE, "test_images": len(test)}
+    out: dict[str, Any] = {"score": SCORE, "test_images": len(test)}
     if p_values is not None:
         out["test_p_below_0.05"] = float(np.mean(p_values < 0.05))
         out["test_p_below_0.01"] = float(np.mean(p_values < 0.01))
@@ -149,17 +148,13 @@ def _anomaly_metrics(
     out["ood"] = {}
     for name, images in sets.items():
         progress(f"anomaly: {name}", 0, len(images))
-        other = model.score(_model_sized(model, images), k=1, seed=seed).anomaly
-        out["ood"][name] = {"images": len(other), "auroc": A.auroc(scores, other), "fpr_at_95_tpr": A.fpr_at_tpr(scores, other)}
+        # k=1 whatever `k` is: the anomaly score uses the first posterior draw only.
+        other = model.score(model.spec.to_batch(images), k=1, seed=seed).anomaly
+        out["ood"][name] = {"images": len(other), "auroc": auroc(scores, other), "fpr_at_95_tpr": fpr_at_tpr(scores, other)}
         progress(f"anomaly: {name}", len(images), len(images))
     if skipped:
         out["ood_skipped"] = skipped
     return out
-
-
-def _model_sized(model: Model, images: np.ndarray) -> np.ndarray:
-    h, _, c = model.image_shape
-    return as_batch(images, h, c)
 
 
 def _labels_by_name(test: ImageSet, train: ImageSet) -> np.ndarray:

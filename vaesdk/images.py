@@ -348,12 +348,39 @@ def save_png(path: str | os.PathLike, image: np.ndarray, overwrite: bool = False
     return write_atomic(path, encode_png(image), overwrite=overwrite)
 
 
+def image_files(folder: str | os.PathLike) -> list[str]:
+    """The image files under `folder`, recursively, in the order of `sorted(folder.rglob("*"))`
+    and with its rules (symlinked folders are not entered, unreadable ones skipped).
+    os.scandir's entries know their type without a stat per file, and sorting tuples of
+    names is much cheaper than sorting Path objects: a folder of a million images is listed
+    in seconds. The one folder listing: inputs, `iter_image_files` and the data sets use it."""
+    found: list[tuple[tuple[str, ...], str]] = []
+    stack: list[tuple[tuple[str, ...], str]] = [((), os.fspath(folder))]
+    while stack:
+        parts, current = stack.pop()
+        try:
+            with os.scandir(current) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir() and not entry.is_symlink():
+                    stack.append(((*parts, entry.name), entry.path))
+                elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES and entry.is_file():
+                    found.append(((*parts, entry.name), entry.path))
+            except OSError:
+                continue
+    found.sort()
+    return [path for _, path in found]
+
+
 def iter_image_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
     """Expand folders into the image files they hold (sorted); files are kept as given."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file())
+            found = [Path(q) for q in image_files(p)]
             if not found:
                 raise InvalidArgumentError(f"folder {p} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
             out.extend(found)

@@ -25,7 +25,7 @@ import numpy as np
 
 from .errors import InvalidArgumentError, InvalidImageError, VaesdkError
 from .fileio import checked_path
-from .images import IMAGE_SUFFIXES, to_model_array
+from .images import IMAGE_SUFFIXES, image_files, to_model_array
 
 DEFAULT_INPUT_BATCH = 256
 MAX_INPUT_BATCH = 1 << 20
@@ -114,38 +114,11 @@ def expand_sources(sources: Iterable[Any]) -> list[tuple[str, Any]]:
         if not is_dir:
             out.append((str(path), path))
             continue
-        found = _image_files(path)
+        found = image_files(path)
         if not found:
             out.append((str(path), InvalidImageError(f"folder {path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")))
         out.extend((q, q) for q in found)
     return out
-
-
-def _image_files(folder: Path) -> list[str]:
-    """The image files under `folder`, recursively, in the order of `sorted(folder.rglob("*"))`
-    and with its rules (symlinked folders are not entered, unreadable ones skipped).
-    os.scandir's entries know their type without a stat per file, and sorting tuples of
-    names is much cheaper than sorting Path objects: a folder of a million images is listed
-    in seconds."""
-    found: list[tuple[tuple[str, ...], str]] = []
-    stack: list[tuple[tuple[str, ...], str]] = [((), os.fspath(folder))]
-    while stack:
-        parts, current = stack.pop()
-        try:
-            with os.scandir(current) as it:
-                entries = list(it)
-        except OSError:
-            continue
-        for entry in entries:
-            try:
-                if entry.is_dir() and not entry.is_symlink():
-                    stack.append(((*parts, entry.name), entry.path))
-                elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES and entry.is_file():
-                    found.append(((*parts, entry.name), entry.path))
-            except OSError:
-                continue
-    found.sort()
-    return [path for _, path in found]
 
 
 def read_inputs(

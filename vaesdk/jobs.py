@@ -23,7 +23,7 @@ import numpy as np
 
 from .anomaly import SCORE as ANOMALY_SCORE
 from .anomaly import calibration_of, check_flag
-from .arguments import MAX_IW_SAMPLES, positive_int
+from .arguments import DEFAULT_IW_SAMPLES, MAX_IW_SAMPLES, positive_int
 from .errors import InvalidArgumentError, InvalidImageError, VaesdkError
 from .inputs import InputItem, expand_sources, read_items
 
@@ -39,7 +39,7 @@ class JobOptions:
     k and seed for score. Part of a sharded job's index, so a resume with other options is refused."""
 
     operation: str
-    k: int = 1
+    k: int = DEFAULT_IW_SAMPLES
     seed: int = 0
     logvar: bool = False
 
@@ -206,7 +206,7 @@ def run_job(
     operation: str,
     sources: Iterable[Any],
     *,
-    k: int = 1,
+    k: int = DEFAULT_IW_SAMPLES,
     seed: int = 0,
     logvar: bool = False,
     workers: int | None = None,

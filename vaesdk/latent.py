@@ -24,14 +24,22 @@ MAX_ABS_LATENT = 1e6
 ACTIVE_KL_NATS = 0.01
 
 
+def check_seed_value(seed: object) -> int:
+    """An integer seed, checked: an int >= 0 (bools refused). The one seed check: `rng_from`
+    and `arguments.check_seed` both use it."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InvalidArgumentError(f"seed must be a non-negative integer or a numpy Generator, got {seed!r:.80}")
+    return int(seed)
+
+
 def rng_from(seed: int | np.random.Generator | None) -> np.random.Generator:
     """A Generator from an int seed, an existing Generator, or fresh entropy (None)."""
     if isinstance(seed, np.random.Generator):
         return seed
     if isinstance(seed, RandomStreams):
         raise InvalidArgumentError("this operation draws from one stream; pass an int seed or a numpy Generator")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
-        raise InvalidArgumentError(f"seed must be a non-negative integer or a numpy Generator, got {seed!r}")
+    if seed is not None:
+        check_seed_value(seed)
     return np.random.default_rng(seed)
 
 

@@ -1,5 +1,8 @@
 """The model object: every operation on a loaded bundle, used alike by the API and the CLI.
 
+A `Model` is onnxruntime sessions, batching and the operations, over a `ModelSpec` (what the
+bundle's facts decide: shapes, priors, directions, calibration; `vaesdk.spec`).
+
 Images go in as anything `vaesdk.images.as_batch` accepts and come out as uint8 arrays
 [N, H, W, C]; latents are float32 [N, D]. Work is split into batches of `batch_size`, so
 memory stays bounded whatever N is. Random operations take `seed` (an int, a numpy
@@ -21,20 +24,19 @@ import numpy as np
 from . import arguments as A
 from . import latent as L
 from . import likelihood
-from .anomaly import Calibration, anomaly_prior, calibration_from_manifest, combine, complexity_bpd, flag
-from .arguments import MAX_IW_SAMPLES, MAX_SAMPLES, MAX_STEPS, MAX_STREAM_SAMPLES
-from .bundle import Bundle, add_direction
-from .describe import describe_model
-from .errors import BundleError, InvalidArgumentError, UnsupportedOperationError
-from .images import ImageInput, as_batch
+from .anomaly import Calibration, combine, complexity_bpd, flag
+from .arguments import DEFAULT_IW_SAMPLES, MAX_IW_SAMPLES, MAX_SAMPLES, MAX_STEPS, MAX_STREAM_SAMPLES
+from .bundle import Bundle, Manifest, add_direction
+from .errors import BundleError, InvalidArgumentError
+from .images import ImageInput
 from .latent import Seed
-from .priors import GaussianMixture
 from .onnx_proto import keep_outputs
+from .priors import Draw
 from .session import create_graph, create_graphs, verify_output_contract
+from .spec import ModelSpec
 
 DEFAULT_BATCH = 256
 PRIOR_BLOCK = 1024
-DEFAULT_IW_SAMPLES = 1  # score's default k: the anomaly score needs none (benchmarks/anomaly.py)
 
 
 @dataclass(frozen=True)
@@ -82,10 +84,9 @@ class Model:
 
     def __init__(self, bundle: Bundle, device: str = "auto", threads: int | None = None, batch_size: int = DEFAULT_BATCH):
         self.path: Path = bundle.path
-        self.manifest = bundle.manifest
-        self.batch_size = _positive_int("batch_size", batch_size, 1 << 20)
+        self.batch_size = A.positive_int("batch_size", batch_size, 1 << 20)
         self._encoder, self._decoder = create_graphs(bundle.models, device, threads, str(bundle.path))
-        verify_output_contract(self._encoder, self._decoder, self.manifest, str(bundle.path))
+        verify_output_contract(self._encoder, self._decoder, bundle.manifest, str(bundle.path))
         # onnxruntime runs every node of a graph whatever outputs a call asks for: means-only
         # decodes get their own session of the decoder cut down to `mean`.
         mean_only = keep_outputs(bundle.models["decoder"], ["mean"])
@@ -94,13 +95,19 @@ class Model:
             mean_device = self._decoder.device if device == "auto" else device
             self._mean_decoder = create_graph(mean_only, mean_device, threads, f"{bundle.path}/decoder (mean)")
         self._write_lock = threading.Lock()
-        self._gaussians = {k: L.LatentGaussian.from_manifest(v) for k, v in (self.manifest.data["latent"].get("gaussians") or {}).items()}
-        self._mixtures = {
-            k: GaussianMixture.from_npz(v, self.latent_dim, f"{bundle.path}/{self.manifest.mixtures[k]['file']}")
-            for k, v in bundle.priors.items()
-        }
+        self.spec = ModelSpec.from_bundle(bundle)
+        # The fitted mixtures by name, as tests/test_web.py and conformance/make_vectors.py read them.
+        self._mixtures = self.spec.prior_set.mixtures
 
     # ---- description ----------------------------------------------------------------------
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.spec.manifest
+
+    @manifest.setter
+    def manifest(self, manifest: Manifest) -> None:
+        self.spec = self.spec.with_manifest(manifest)
 
     @property
     def name(self) -> str:
@@ -108,17 +115,16 @@ class Model:
 
     @property
     def kind(self) -> str:
-        return self.manifest.kind
+        return self.spec.kind
 
     @property
     def latent_dim(self) -> int:
-        return self.manifest.latent_dim
+        return self.spec.latent_dim
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """(H, W, C) of the images the model takes and makes."""
-        s = self.manifest.image_size
-        return (s, s, self.manifest.channels)
+        return self.spec.image_shape
 
     @property
     def device(self) -> str:
@@ -133,44 +139,37 @@ class Model:
     def priors(self) -> list[str]:
         """Names `sample` accepts as `prior`: 'standard' (the model's N(0, I), VAEs only), the
         mixtures and the Gaussians fitted at export ('mixture', 'aggregate', one per class, ...)."""
-        return (["standard"] if self.kind == "vae" else []) + sorted(self._mixtures) + sorted(self._gaussians)
+        return self.spec.prior_set.names
 
     @property
     def default_prior(self) -> str | None:
         """What `sample`, `iter_sample`, `sample_latents` and `traverse` draw from when no
         prior is named: the bundle's choice when it names one (its fitted mixture), else the
         model's own N(0, I) ('standard'), else (a plain autoencoder, which has no prior of its
-        own) its first fitted Gaussian, else None: such a model cannot sample."""
-        if self.manifest.default_prior:
-            return self.manifest.default_prior
-        if self.kind == "vae":
-            return "standard"
-        return self.priors[0] if self.priors else None
+        own) its first fitted prior, else None: such a model cannot sample."""
+        return self.spec.prior_set.default
 
     @property
     def directions(self) -> dict[str, np.ndarray]:
-        return {k: np.asarray(v["vector"], np.float32) for k, v in self.manifest.directions.items()}
+        return self.spec.directions
 
     def dims_by_usage(self) -> list[int]:
         """Latent dimensions, most used first (average KL over the export's reference set).
         Without that record, in index order."""
-        kl = self.manifest.data["latent"].get("kl_per_dim")
-        if kl is None:
-            return list(range(self.latent_dim))
-        return [int(i) for i in np.argsort(-np.asarray(kl), kind="stable")]
+        return self.spec.dims_by_usage()
 
     def describe(self) -> dict[str, Any]:
         """What this model is and can do, as a plain JSON-ready dict: name, kind, image and
         latent sizes, dimensions by use, priors (and the default one), directions, metrics,
         device. `vae info`, the server's /v1/models and the browser page read the same keys."""
-        return describe_model(self)
+        return self.spec.describe(self.device, self.providers)
 
     def validate(self, operation: str, **arguments: Any) -> dict[str, Any]:
         """Check the arguments of `operation` ('sample', 'edit', 'reconstruct', 'interpolate',
         'traverse', 'score', 'encode', 'embed', 'decode') against this model, before any image
         is read; raise InvalidArgumentError naming the bad value, else return them checked
         (directions resolved to vectors)."""
-        return A.validate(self, operation, arguments)
+        return A.validate(self.spec, operation, arguments)
 
     def __repr__(self) -> str:
         h, w, c = self.image_shape
@@ -179,8 +178,7 @@ class Model:
     # ---- batching helpers -----------------------------------------------------------------
 
     def _images(self, images: ImageInput | Sequence[ImageInput]) -> np.ndarray:
-        h, _, c = self.image_shape
-        return as_batch(images, h, c)
+        return self.spec.to_batch(images)
 
     def _chunks(self, n: int, size: int | None = None) -> Iterator[slice]:
         size = size or self.batch_size
@@ -189,11 +187,7 @@ class Model:
 
     def require_vae(self, what: str) -> None:
         """Raise UnsupportedOperationError, naming `what`, unless this model is a VAE."""
-        if self.kind != "vae":
-            raise UnsupportedOperationError(
-                f"{what} needs a probabilistic model (a VAE); {self.name!r} is a plain autoencoder with no "
-                "prior or likelihood. Use a VAE bundle, or the encode/decode/edit operations"
-            )
+        self.spec.require_vae(what)
 
     def _to_nchw(self, batch: np.ndarray) -> np.ndarray:
         x = np.empty((batch.shape[0], batch.shape[3], batch.shape[1], batch.shape[2]), np.float32)
@@ -291,28 +285,14 @@ class Model:
     ) -> np.ndarray:
         """n latents drawn from `prior` (see `priors`; default `default_prior`) with its spread
         scaled by `temperature`, optionally truncated: float32 [n, D]."""
-        n = _positive_int("n", n, MAX_SAMPLES)
+        n = A.positive_int("n", n, MAX_SAMPLES)
         temperature, truncation = A.check_temperature(temperature), A.check_truncation(truncation)
-        prior = A.check_prior(self, prior)
+        prior = A.check_prior(self.spec, prior)
         return np.concatenate(list(self._prior_blocks(n, L.rng_from(seed), temperature, truncation, prior)))
 
-    def _prior_draw(self, prior: str | None):
+    def _prior_draw(self, prior: str | None) -> Draw:
         """The function drawing (n, rng, temperature, truncation) -> z for a prior name."""
-        if prior is None:
-            prior = self.default_prior
-        if prior is None:
-            raise UnsupportedOperationError(f"{self.name!r} is a plain autoencoder with no fitted priors, so it cannot sample")
-        if prior in self._mixtures:
-            return self._mixtures[prior].sample
-        if prior == "standard":
-            if self.kind != "vae":
-                fitted = f"; sample from a fitted Gaussian instead: prior={self.priors[0]!r}" if self.priors else ""
-                raise UnsupportedOperationError(f"{self.name!r} is a plain autoencoder and has no prior N(0, I){fitted}")
-            dim = self.latent_dim
-            return lambda n, rng, t, trunc: L.prior_sample(n, dim, rng, t, trunc)
-        if prior not in self._gaussians:
-            raise InvalidArgumentError(f"unknown prior {prior!r}; this model has: {', '.join(self.priors) or 'none'}")
-        return self._gaussians[prior].sample
+        return self.spec.prior_set.draw(prior)
 
     def _prior_blocks(
         self, n: int, rng: np.random.Generator, temperature: float, truncation: float | None, prior: str | None = None
@@ -336,7 +316,7 @@ class Model:
         """`sample` in batches of `batch_size` (memory stays bounded): yields uint8 [b, H, W, C].
         The concatenated batches equal `sample` with the same arguments."""
         # Checked now, not at the first next(): a generator function would defer every error.
-        args = A.validate(self, "sample", dict(n=n, seed=seed, temperature=temperature, truncation=truncation,
+        args = A.validate(self.spec, "sample", dict(n=n, seed=seed, temperature=temperature, truncation=truncation,
                                                 sample_pixels=sample_pixels, prior=prior, stream=True))  # fmt: skip
         n, temperature, truncation = args["n"], args["temperature"], args["truncation"]
         z_rng, px_rng = L.split_rng(seed, 2)
@@ -363,7 +343,7 @@ class Model:
         """n new images: latents drawn from `prior` (default `default_prior`: the bundle's
         fitted mixture when it has one, else N(0, I); see `priors` for the others, e.g. one
         Gaussian per class), decoded. uint8 [n, H, W, C]."""
-        n = _positive_int("n", n, MAX_SAMPLES)
+        n = A.positive_int("n", n, MAX_SAMPLES)
         parts = self.iter_sample(
             n, seed=seed, temperature=temperature, truncation=truncation, sample_pixels=sample_pixels, prior=prior
         )
@@ -388,7 +368,7 @@ class Model:
         """Shift latents: `dim` by `delta` prior standard deviations, or along a named (or
         given) direction by `delta` times its vector."""
         z = L.check_latents(z, self.latent_dim)
-        target = A.edit_target(self, dim, direction)
+        target = A.edit_target(self.spec, dim, direction)
         return self._shift(z, target, A.check_delta(delta))
 
     def _shift(self, z: np.ndarray, target: tuple[int | None, np.ndarray | None], delta: float) -> np.ndarray:
@@ -415,21 +395,12 @@ class Model:
         seed: Seed = None,
     ) -> np.ndarray:
         """Encode, shift (see `edit_latents`), decode: uint8 [N, H, W, C]."""
-        args = A.validate(self, "edit", dict(dim=dim, direction=direction, delta=delta, sample_latent=sample_latent,
+        args = A.validate(self.spec, "edit", dict(dim=dim, direction=direction, delta=delta, sample_latent=sample_latent,
                                               sample_pixels=sample_pixels, seed=seed))  # fmt: skip
         streams = L.RandomStreams.from_seed(seed)  # a RandomStreams passes through with its own generators
         z = self.latents(images, sample=sample_latent, seed=streams)
         z = self._shift(z, (args["dim"], args["direction"]), args["delta"])
         return self.decode(z, sample_pixels=sample_pixels, seed=streams)
-
-    def _direction_vector(self, direction: str | np.ndarray) -> np.ndarray:
-        if isinstance(direction, str):
-            known = self.directions
-            if direction not in known:
-                names = ", ".join(sorted(known)) or "none (add one with `vae directions add`)"
-                raise InvalidArgumentError(f"unknown direction {direction!r}; this model has: {names}")
-            return known[direction]
-        return L.check_latents(direction, self.latent_dim, "direction")[0]
 
     def interpolate_latents(self, a: np.ndarray, b: np.ndarray, steps: int = 8, method: str = "slerp") -> np.ndarray:
         """`steps` latents from a to b inclusive: float32 [steps, D]."""
@@ -437,7 +408,7 @@ class Model:
         b = L.check_latents(b, self.latent_dim, "b")
         if len(a) != 1 or len(b) != 1:
             raise InvalidArgumentError("interpolate takes one start and one end latent")
-        steps = _positive_int("steps", steps, MAX_STEPS, minimum=2)
+        steps = A.positive_int("steps", steps, MAX_STEPS, minimum=2)
         method = A.check_method(method)
         t = np.linspace(0.0, 1.0, steps)
         return (L.slerp if method == "slerp" else L.lerp)(a[0], b[0], t)
@@ -448,7 +419,7 @@ class Model:
     ) -> np.ndarray:  # fmt: skip
         """Images along the path between the posterior means of images a and b: uint8 [steps, H, W, C].
         The first and last frames are the reconstructions of a and b."""
-        A.validate(self, "interpolate", dict(steps=steps, method=method, sample_pixels=sample_pixels, seed=seed))
+        A.validate(self.spec, "interpolate", dict(steps=steps, method=method, sample_pixels=sample_pixels, seed=seed))
         za, zb = self.latents([a, b])
         z = self.interpolate_latents(za, zb, steps, method)
         return self.decode(z, sample_pixels=sample_pixels, seed=seed)
@@ -469,7 +440,7 @@ class Model:
         Row r sets dimension dims[r] to each of `values` (default -3..3 in 7 steps, in prior
         standard deviations); dims default to the `max_dims` most used dimensions.
         """
-        args = A.validate(self, "traverse", dict(dims=dims, values=values, max_dims=max_dims, seed=seed, prior=prior))
+        args = A.validate(self.spec, "traverse", dict(dims=dims, values=values, max_dims=max_dims, seed=seed, prior=prior))
         if image is None:
             base = self.sample_latents(1, seed=seed, prior=prior)
         else:
@@ -492,12 +463,16 @@ class Model:
         *,
         k: int = DEFAULT_IW_SAMPLES,
         seed: int | np.random.Generator | None = 0,
+        calibrated: bool = True,
     ) -> Scores:
         """-ELBO and -(importance-weighted bound with k samples) per image in bits/dim, the
-        anomaly score and, when the bundle is calibrated, its p-value (see `Scores`)."""
+        anomaly score and, when the bundle is calibrated, its p-value (see `Scores`).
+        calibrated=False ignores the bundle's calibration: the anomaly is the raw pixel + latent
+        and there are no p-values (what `anomaly.calibrate_anomaly` fits a new calibration to)."""
         self.require_vae("scoring likelihoods")
-        k = _positive_int("k", k, MAX_IW_SAMPLES)
-        return self._score(self._images(images), k, seed, calibration_from_manifest(self.manifest.data))
+        k = A.positive_int("k", k, MAX_IW_SAMPLES)
+        calibration = self.spec.calibration if A.flag("calibrated", calibrated) else None
+        return self._score(self._images(images), k, seed, calibration)
 
     def _score(self, batch: np.ndarray, k: int, seed: int | np.random.Generator | None, calibration: Calibration | None) -> Scores:
         # The compressors release the GIL: they run beside the networks, not after them.
@@ -522,17 +497,11 @@ class Model:
             # calibration) is the same for every k.
             log_px1[sl] = log_px[:, 0]
         pixel = likelihood.nats_to_bpd(log_px1, dims) - complexity.result()
-        prior = calibration.prior if calibration is not None else anomaly_prior(self)
-        latent = likelihood.nats_to_bpd(self._prior_log_density(post.mean, prior), dims)
+        prior = calibration.prior if calibration is not None else self.spec.prior_set.anomaly_prior
+        latent = likelihood.nats_to_bpd(self.spec.prior_set.log_density(post.mean, prior), dims)
         unusual = combine(pixel, latent, calibration)
         p_value = calibration.p_values(unusual) if calibration is not None else None
         return Scores(likelihood.nats_to_bpd(elbo, dims), likelihood.nats_to_bpd(iw, dims), k, unusual, p_value, pixel, latent)
-
-    def _prior_log_density(self, z: np.ndarray, prior: str) -> np.ndarray:
-        """log density of latents [N, D] under a mixture prior or N(0, I), float64 [N]."""
-        if prior in self._mixtures:
-            return self._mixtures[prior].log_prob(z)
-        return likelihood.gaussian_log_prob(z)
 
     def _log_px(self, images: np.ndarray, z: np.ndarray, noise_rng: np.random.Generator | None = None) -> np.ndarray:
         """log p(x|z) summed over pixels, [N, K], for images [N, H, W, C] and z [N, K, D]:
@@ -581,8 +550,6 @@ def _to_uint8(x: np.ndarray, out: np.ndarray, name: str) -> None:
     np.rint(x, out=x)
     np.copyto(out, x.transpose(0, 2, 3, 1), casting="unsafe")  # exact: the values are whole numbers
 
-
-_positive_int = A.positive_int
 
 
 

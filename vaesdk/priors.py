@@ -1,4 +1,5 @@
-"""Latent priors fitted after training: a full-covariance Gaussian mixture stored in the bundle.
+"""Latent priors: a model's N(0, I), the Gaussian mixtures and Gaussians fitted after training,
+and `PriorSet`, the priors of one bundle with the format's naming and default rule.
 
 A VAE's encoder does not fill its prior N(0, I) evenly (the "prior hole"), so draws from
 N(0, I) often land where no training image encodes and decode to blurry mixtures. A
@@ -15,6 +16,10 @@ Draws: a component k from `weights`, then z = means[k] + temperature * L_k eps w
 eps ~ N(0, I) truncated to |eps_i| <= truncation as in `latent.prior_sample`. So temperature
 scales each component's spread around its mean (not the spacing of the components), and
 truncation limits how far inside its component a draw may fall.
+
+`PriorSet` holds everything a bundle's facts decide about its priors, with no onnxruntime
+session: their names in order, the default, draws, log-densities and the errors for a prior a
+model does not have (docs/bundle-format.md, "Names").
 """
 
 from __future__ import annotations
@@ -22,12 +27,16 @@ from __future__ import annotations
 import io
 import math
 import zipfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import BundleError
-from .latent import prior_sample
+from .errors import BundleError, InvalidArgumentError, UnsupportedOperationError
+from .latent import LatentGaussian, prior_sample
+from .likelihood import gaussian_log_prob
+
+STANDARD_PRIOR = "standard"  # the model's own prior N(0, I); fitted Gaussians and mixtures take other names
 
 MAX_COMPONENTS = 4096
 ARRAYS = ("weights", "means", "cholesky")
@@ -153,3 +162,81 @@ class GaussianMixture:
                 where = f"cholesky[{k}, {i}, {j}] = {chol[k, i, j]:g} above the diagonal"
             raise BundleError(f"{label}: cholesky must be lower-triangular with a positive diagonal, got {where}")
         return cls(w / w.sum(), mu, chol)
+
+
+Draw = Callable[[int, np.random.Generator, float, "float | None"], np.ndarray]
+
+
+@dataclass(frozen=True)
+class PriorSet:
+    """The priors of one bundle. `model` names the model in error messages; `named_default`
+    is the manifest's `latent.default_prior` (None when it names none)."""
+
+    model: str
+    kind: str
+    dim: int
+    mixtures: dict[str, GaussianMixture] = field(default_factory=dict)
+    gaussians: dict[str, LatentGaussian] = field(default_factory=dict)
+    named_default: str | None = None
+
+    @property
+    def names(self) -> list[str]:
+        """Names `sample` accepts as `prior`, in the format's order: 'standard' (the model's
+        N(0, I), VAEs only), then the mixtures, then the fitted Gaussians, each group sorted."""
+        return ([STANDARD_PRIOR] if self.kind == "vae" else []) + sorted(self.mixtures) + sorted(self.gaussians)
+
+    @property
+    def default(self) -> str | None:
+        """The prior drawn from when none is named: the bundle's choice when it names one (its
+        fitted mixture), else the model's own N(0, I) ('standard'), else (a plain autoencoder,
+        which has no prior of its own) its first fitted prior, else None: it cannot sample."""
+        if self.named_default:
+            return self.named_default
+        if self.kind == "vae":
+            return STANDARD_PRIOR
+        names = self.names
+        return names[0] if names else None
+
+    @property
+    def anomaly_prior(self) -> str:
+        """The prior whose density gives the anomaly score's latent part: the default prior
+        when it is a fitted mixture, else the model's N(0, I) ('standard')."""
+        default = self.default
+        return default if default in self.mixtures else STANDARD_PRIOR
+
+    def draw(self, prior: str | None) -> Draw:
+        """The function drawing (n, rng, temperature, truncation) -> z [n, D] for a prior name
+        (None: the default); raises for a name this model does not have."""
+        if prior is None:
+            prior = self.default
+        if prior is None:
+            raise UnsupportedOperationError(f"{self.model!r} is a plain autoencoder with no fitted priors, so it cannot sample")
+        if prior in self.mixtures:
+            return self.mixtures[prior].sample
+        if prior == STANDARD_PRIOR:
+            if self.kind != "vae":
+                names = self.names
+                fitted = f"; sample from a fitted Gaussian instead: prior={names[0]!r}" if names else ""
+                raise UnsupportedOperationError(f"{self.model!r} is a plain autoencoder and has no prior N(0, I){fitted}")
+            dim = self.dim
+            return lambda n, rng, t, trunc: prior_sample(n, dim, rng, t, trunc)
+        if prior not in self.gaussians:
+            raise InvalidArgumentError(f"unknown prior {prior!r}; this model has: {', '.join(self.names) or 'none'}")
+        return self.gaussians[prior].sample
+
+    def resolve(self, value: object) -> str:
+        """A checked prior name: `value`, or the default when it is None."""
+        if value is None:
+            value = self.default
+            if value is None:
+                self.draw(None)  # raises: a plain autoencoder with no fitted prior
+        if not isinstance(value, str):
+            raise InvalidArgumentError(f"prior must be a name, one of: {', '.join(self.names) or 'none'}; got {value!r:.80}")
+        self.draw(value)  # raises for unknown names and for 'standard' on an ae
+        return value
+
+    def log_density(self, z: np.ndarray, prior: str) -> np.ndarray:
+        """log density of latents [N, D] under a mixture prior or N(0, I) ('standard'), float64 [N]."""
+        if prior in self.mixtures:
+            return self.mixtures[prior].log_prob(z)
+        return gaussian_log_prob(z)

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from .arguments import DEFAULT_IW_SAMPLES
 from .errors import InvalidArgumentError, MissingDependencyError, VaesdkError
 from .inputs import expand_sources, read_items
 from .jobs import (
@@ -70,7 +71,7 @@ class BlockWorker:
     "result": the block's results as .npz bytes (`vaesdk.shards.blocks_from_bytes`)}."""
 
     def __init__(
-        self, model: str, operation: str, *, k: int = 1, seed: int = 0, logvar: bool = False,
+        self, model: str, operation: str, *, k: int = DEFAULT_IW_SAMPLES, seed: int = 0, logvar: bool = False,
         device: str = "cpu", threads: int | None = 1, batch_size: int = 256,
     ):  # fmt: skip
         from . import load
@@ -109,7 +110,7 @@ def run_job(
     sources: Iterable[Any],
     *,
     address: str = "auto",
-    k: int = 1,
+    k: int = DEFAULT_IW_SAMPLES,
     seed: int = 0,
     logvar: bool = False,
     job_dir: str | os.PathLike | None = None,

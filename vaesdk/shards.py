@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from .arguments import DEFAULT_IW_SAMPLES
 from .errors import InvalidArgumentError, OutputError, VaesdkError
 from .fileio import checked_path, write_atomic
 from .inputs import expand_sources
@@ -54,7 +55,7 @@ def run_sharded(
     job_dir: str | os.PathLike,
     *,
     shard_size: int = DEFAULT_SHARD_SIZE,
-    k: int = 1,
+    k: int = DEFAULT_IW_SAMPLES,
     seed: int = 0,
     logvar: bool = False,
     workers: int | None = None,

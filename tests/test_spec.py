@@ -1,0 +1,161 @@
+"""The session-free layer under `Model`: a bundle's description (`vaesdk.spec`), its priors
+(`vaesdk.priors.PriorSet`), argument checks over the description and the anomaly calibration
+fit over score parts, all without an onnxruntime session."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+import vaesdk
+from vaesdk import arguments
+from vaesdk.anomaly import MIN_CALIBRATION, combine, fit_calibration
+from vaesdk.bundle import read_bundle, read_manifest, write_manifest
+from vaesdk.errors import InvalidArgumentError, UnsupportedOperationError
+from vaesdk.latent import LatentGaussian
+from vaesdk.priors import STANDARD_PRIOR, PriorSet
+from vaesdk.spec import ModelSpec
+
+
+@pytest.fixture(scope="module")
+def vae_spec(tiny_vae_bundle) -> ModelSpec:
+    return ModelSpec.from_bundle(read_bundle(tiny_vae_bundle))
+
+
+@pytest.fixture(scope="module")
+def ae_spec(tiny_ae_bundle) -> ModelSpec:
+    return ModelSpec.from_bundle(read_bundle(tiny_ae_bundle))
+
+
+def test_a_spec_is_built_without_sessions_and_agrees_with_the_model(tiny_vae_bundle, vae_spec):
+    model = vaesdk.load(tiny_vae_bundle, device="cpu")
+    assert (vae_spec.name, vae_spec.kind, vae_spec.latent_dim, vae_spec.image_shape) == (
+        model.name, model.kind, model.latent_dim, model.image_shape,
+    )  # fmt: skip
+    assert vae_spec.prior_set.names == model.priors and vae_spec.prior_set.default == model.default_prior
+    assert vae_spec.dims_by_usage() == model.dims_by_usage()
+    assert vae_spec.describe(model.device, model.providers) == model.describe()
+
+
+def test_arguments_are_checked_against_the_spec(vae_spec, ae_spec):
+    assert arguments.validate(vae_spec, "edit", {"dim": 1})["dim"] == 1
+    with pytest.raises(InvalidArgumentError, match=rf"^latent dimension {ae_spec.latent_dim} is out of range; this model has dimensions 0\.\.{ae_spec.latent_dim - 1}$"):
+        arguments.validate(ae_spec, "edit", {"dim": ae_spec.latent_dim})
+    with pytest.raises(UnsupportedOperationError, match="'tiny-ae' is a plain autoencoder"):
+        arguments.validate(ae_spec, "reconstruct", {"sample_pixels": True})
+
+
+def test_validate_sample_without_a_prior_takes_the_default_as_sample_does(tiny_ae_bundle, bundled_model):
+    ae = vaesdk.load(tiny_ae_bundle, device="cpu")
+    assert ae.validate("sample", n=2)["prior"] == ae.default_prior == "aggregate"
+    assert ae.validate("traverse")["prior"] == "aggregate"
+    assert ae.sample(2, seed=0).shape[0] == 2
+    # A bundle whose default is its fitted mixture: the check answers what `sample` draws from.
+    assert bundled_model.validate("sample", n=2)["prior"] == bundled_model.default_prior == "mixture"
+
+
+def test_every_score_entry_point_defaults_to_the_one_default_k(vae_spec):
+    import inspect
+
+    from vaesdk.jobs import JobOptions
+    from vaesdk.shards import run_sharded
+
+    assert arguments.validate(vae_spec, "score", {})["k"] == arguments.DEFAULT_IW_SAMPLES == vaesdk.DEFAULT_IW_SAMPLES == 1
+    for call in (vaesdk.Model.score, vaesdk.run_job, run_sharded):
+        assert inspect.signature(call).parameters["k"].default == arguments.DEFAULT_IW_SAMPLES, call
+    assert JobOptions("score").k == arguments.DEFAULT_IW_SAMPLES
+
+
+def test_a_manifest_change_keeps_the_priors_and_updates_the_directions(bundle_copy):
+    model = vaesdk.load(bundle_copy, device="cpu")
+    prior_set = model.spec.prior_set
+    assert "up" not in model.spec.directions
+    model.add_direction("up", np.zeros((2, 28, 28, 1), np.uint8), np.full((2, 28, 28, 1), 255, np.uint8))
+    assert "up" in model.spec.directions and model.spec.prior_set is prior_set
+    np.testing.assert_array_equal(model.spec.direction_vector("up"), model.directions["up"])
+
+
+# ---- the prior set -------------------------------------------------------------------------
+
+
+def _gaussian(dim: int, shift: float) -> LatentGaussian:
+    return LatentGaussian(np.full(dim, shift), np.eye(dim))
+
+
+def test_prior_names_and_the_one_default_rule():
+    g = {"b": _gaussian(2, 1.0), "a": _gaussian(2, -1.0)}
+    assert PriorSet("m", "vae", 2, {}, g).names == [STANDARD_PRIOR, "a", "b"]
+    assert PriorSet("m", "vae", 2, {}, g).default == STANDARD_PRIOR
+    assert PriorSet("m", "vae", 2, {}, g, named_default="b").default == "b"
+    assert PriorSet("m", "ae", 2, {}, g).names == ["a", "b"]
+    assert PriorSet("m", "ae", 2, {}, g).default == "a"
+    assert PriorSet("m", "ae", 2).default is None
+
+
+def test_prior_draws_and_refusals():
+    g = {"a": _gaussian(2, 5.0)}
+    vae, ae = PriorSet("m", "vae", 2, {}, g), PriorSet("m", "ae", 2, {}, g)
+    z = ae.draw(None)(2000, np.random.default_rng(0), 1.0, None)
+    assert z.shape == (2000, 2) and abs(z.mean() - 5.0) < 0.1
+    assert abs(vae.draw(None)(2000, np.random.default_rng(0), 1.0, None).mean()) < 0.1
+    with pytest.raises(InvalidArgumentError, match=r"^unknown prior 'nope'; this model has: standard, a$"):
+        vae.resolve("nope")
+    with pytest.raises(UnsupportedOperationError, match=r"^'m' is a plain autoencoder and has no prior N\(0, I\); sample from a fitted Gaussian instead: prior='a'$"):
+        ae.resolve(STANDARD_PRIOR)
+    with pytest.raises(UnsupportedOperationError, match="no fitted priors, so it cannot sample"):
+        PriorSet("m", "ae", 2).resolve(None)
+    with pytest.raises(InvalidArgumentError, match=r"^prior must be a name, one of: standard, a; got 3$"):
+        vae.resolve(3)
+    assert ae.resolve(None) == "a" and vae.resolve(None) == STANDARD_PRIOR
+
+
+def test_log_density_is_the_mixtures_or_the_standard_normal(bundled_model):
+    prior_set = bundled_model.spec.prior_set
+    z = np.random.default_rng(0).normal(size=(5, bundled_model.latent_dim))
+    np.testing.assert_allclose(prior_set.log_density(z, "mixture"), prior_set.mixtures["mixture"].log_prob(z))
+    standard = -0.5 * (z**2).sum(1) - 0.5 * z.shape[1] * np.log(2 * np.pi)
+    np.testing.assert_allclose(prior_set.log_density(z, STANDARD_PRIOR), standard)
+    assert prior_set.anomaly_prior == "mixture"
+    assert PriorSet("m", "vae", 2, {}, {"a": _gaussian(2, 0.0)}, named_default="a").anomaly_prior == STANDARD_PRIOR
+
+
+# ---- the calibration fit -------------------------------------------------------------------
+
+
+def test_the_calibration_fit_standardises_each_part_and_stores_the_quantiles():
+    rng = np.random.default_rng(0)
+    pixel, latent = rng.normal(3.0, 2.0, 500), rng.normal(-1.0, 0.5, 500)
+    entry = fit_calibration(pixel, latent, "mixture", "held-out test")
+    cal = entry["calibration"]
+    assert cal["n"] == 500 and cal["prior"] == "mixture" and cal["source"] == "held-out test"
+    assert cal["standardization"]["pixel"] == pytest.approx({"mean": pixel.mean(), "sd": pixel.std()})
+    assert cal["standardization"]["latent"] == pytest.approx({"mean": latent.mean(), "sd": latent.std()})
+    z = (pixel - pixel.mean()) / pixel.std() + (latent - latent.mean()) / latent.std()
+    assert len(cal["quantiles"]) == 500
+    np.testing.assert_allclose(cal["quantiles"][0], z.min()) and np.testing.assert_allclose(cal["quantiles"][-1], z.max())
+    with pytest.raises(InvalidArgumentError, match="all score the same"):
+        fit_calibration(np.ones(MIN_CALIBRATION), latent[:MIN_CALIBRATION], "standard")
+    with pytest.raises(InvalidArgumentError, match="non-finite"):
+        fit_calibration(np.r_[pixel[:-1], np.nan], latent, "standard")
+
+
+def test_calibrating_a_bundle_fits_its_uncalibrated_score_parts(tiny_vae_bundle, tmp_path, fashion_test):
+    from vaesdk.anomaly import CALIBRATION_SEED, calibrate_anomaly
+
+    model = vaesdk.load(tiny_vae_bundle, device="cpu")
+    images = fashion_test.images[:MIN_CALIBRATION]
+    entry = calibrate_anomaly(model, images, "test images")
+    raw = model.score(images, k=1, seed=CALIBRATION_SEED, calibrated=False)
+    assert entry == fit_calibration(raw.anomaly_pixel, raw.anomaly_latent, model.spec.prior_set.anomaly_prior, "test images")
+    # Written into a copy, the calibration standardises the same parts into the score.
+    copy = tmp_path / "calibrated"
+    shutil.copytree(tiny_vae_bundle, copy)
+    data = read_manifest(copy).data
+    data["anomaly"] = entry
+    write_manifest(copy, data)
+    calibrated = vaesdk.load(copy, device="cpu")
+    s = calibrated.score(images[:8], k=1, seed=3)
+    np.testing.assert_allclose(s.anomaly, combine(s.anomaly_pixel, s.anomaly_latent, calibrated.spec.calibration), rtol=1e-12)
+    assert s.p_value is not None and calibrated.score(images[:8], k=1, seed=3, calibrated=False).p_value is None
