@@ -439,14 +439,18 @@ def test_the_latent_part_uses_the_prior_the_bundle_was_calibrated_with(tiny_lowr
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_a_decoder_that_produces_nan_or_inf_is_named_as_broken(tiny_vae_bundle, bad):
     m = vaesdk.load(tiny_vae_bundle, device="cpu")
-    real = m._decoder.run
 
-    def broken(z, outputs):
-        out = real(z, outputs)
-        out[0][0, 0, 3, 5] = bad
-        return out
+    def broken(real):
+        def run(z, outputs):
+            out = real(z, outputs)
+            out[0][0, 0, 3, 5] = bad
+            return out
 
-    m._decoder.run = broken  # stands in for a model file whose weights give NaN
+        return run
+
+    # Stands in for a model file whose weights give NaN, in the whole decoder graph and in
+    # the one cut to its mean that means-only decodes run.
+    m._decoder.run, m._mean_decoder.run = broken(m._decoder.run), broken(m._mean_decoder.run)
     with pytest.raises(vaesdk.BundleError) as info:
         m.decode(np.zeros((2, m.latent_dim), np.float32))
     assert str(info.value) == "the decoder of 'tiny-vae' produced NaN or infinite pixels; the model file is broken"
