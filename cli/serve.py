@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+import vaesdk
 from vaesdk.errors import InvalidArgumentError, MissingDependencyError
 
 from .common import load_model, note
@@ -28,10 +29,15 @@ class _DeadlineDefaults:
 DEADLINES = _DeadlineDefaults
 
 
+def bundled_names() -> list[str]:
+    """Every bundled model, the default one first (the page opens on the first)."""
+    return sorted(vaesdk.list_models(), key=lambda name: name != vaesdk.DEFAULT_MODEL)
+
+
 @app.command()
 def serve(
     model: Annotated[
-        Optional[list[str]], typer.Option("--model", "-m", help="Bundled model name or bundle folder; repeat to serve several.", show_default="fashion-mnist")
+        Optional[list[str]], typer.Option("--model", "-m", help="Bundled model name or bundle folder; repeat to serve several.", show_default="every bundled model")
     ] = None,
     host: Annotated[str, typer.Option(help="Address to bind; the default answers this machine only.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8000,
@@ -79,7 +85,7 @@ def serve(
         max_body_bytes=int(max_upload_mb * 1024 * 1024), max_image_pixels=max_pixels, max_images=max_images,
         max_n=max_n, max_latents=max_n, max_k=max_k, workers=workers, queue=queue, timeout_s=timeout,
     )  # fmt: skip
-    models = [load_model(name, device) for name in (model or [None])]
+    models = [load_model(name, device) for name in (model or bundled_names())]
     deadlines = Deadlines(header_timeout_s=header_timeout, body_timeout_s=body_timeout, body_min_rate=body_min_rate, max_connections=max_connections)
     config = ServeConfig(limits=limits, token=token, cors_origins=list(cors_origin or []), deadlines=deadlines)
     run_server(models, host=host, port=port, config=config, log=note)

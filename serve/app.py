@@ -42,6 +42,7 @@ from . import contract
 from .deadlines import Deadlines
 
 PNG = "image/png"
+INTEGER_FIELDS = {"n", "seed", "ncols"}  # the JSON bodies' integer fields (serve/contract.py)
 
 
 @dataclass(frozen=True)
@@ -308,14 +309,25 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
             raise ApiError(422, "invalid_argument", "the request body is not valid JSON") from None
         if not isinstance(body, dict):
             raise ApiError(422, "invalid_argument", "the request body must be a JSON object")
-        return body
+        # JSON has one number type: 6.0 is the integer 6 (JSON Schema agrees), for the SDK too.
+        return {k: int(v) if k in INTEGER_FIELDS and isinstance(v, float) and v.is_integer() else v for k, v in body.items()}
+
+    sample_body, decode_body = doc.sample_model(), doc.decode_model()
+    sample_fields, decode_fields = set(sample_body.model_fields), set(decode_body.model_fields)
+
+    def known_fields(body: dict[str, Any], known: set[str]) -> None:
+        if set(body) - known:
+            raise ApiError(422, "invalid_argument", f"unknown field(s) {', '.join(sorted(set(body) - known))}; fields: {', '.join(sorted(known))}")
 
     def limit(name: str, value: Any, maximum: int, what: str) -> None:
         if isinstance(value, int) and not isinstance(value, bool) and value > maximum:
             raise ApiError(413, "too_large", f"{name}={value} is over this server's limit of {maximum} {what}")
 
-    async def uploads(request: Request) -> tuple[list[tuple[str, bytes]], dict[str, str]]:
-        """(name, bytes) of each uploaded file, and the other form fields."""
+    forms = {"reconstruct": doc.reconstruct_body(), "edit": doc.edit_body(), "encode": doc.encode_body(), "score": doc.score_body()}
+    form_fields = {route: set(contract.form_properties(extra)) - {"image"} for route, extra in forms.items()}
+
+    async def uploads(request: Request, route: str) -> tuple[list[tuple[str, bytes]], dict[str, str]]:
+        """(name, bytes) of each file uploaded as `image`, and the route's other form fields."""
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise ApiError(422, "invalid_argument", "send the images as multipart/form-data file fields (e.g. curl -F image=@shirt.png)")
         try:
@@ -324,15 +336,24 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
             raise
         except StarletteHTTPException as e:
             raise ApiError(413 if "many" in str(e.detail).lower() else 422, "invalid_upload", f"{e.detail} (at most {limits.max_images} images)") from None
-        files, fields = [], {}
+        files, fields, unknown = [], {}, []
         try:
             for key, value in form.multi_items():
-                if hasattr(value, "read"):
+                if hasattr(value, "read") and key == "image":
                     files.append((value.filename or key, await value.read()))
+                elif key == "image":
+                    raise ApiError(422, "invalid_argument", "image must be a file upload (e.g. curl -F image=@shirt.png), not a text field")
+                elif hasattr(value, "read") or key not in form_fields[route]:
+                    unknown.append(key)
+                elif key in fields:
+                    raise ApiError(422, "invalid_argument", f"form field {key} is given more than once; give it once")
                 else:
                     fields[key] = value
         finally:
             await form.close()
+        if unknown:
+            known = ", ".join(["image", *sorted(form_fields[route])])
+            raise ApiError(422, "invalid_argument", f"unknown form field(s) {', '.join(repr(k[:40]) for k in unknown[:5])}; fields: {known}")
         if not files:
             raise ApiError(422, "invalid_argument", "no image uploaded; send one or more multipart file fields")
         if len(files) > limits.max_images:
@@ -356,17 +377,23 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
         return out
 
     def form_value(fields: dict[str, str], key: str, kind: type, default: Any) -> Any:
-        if key not in fields or fields[key] == "":
+        if key not in fields:
             return default
         text = fields[key]
         try:
             if kind is bool:
-                if text.lower() not in ("true", "false", "1", "0"):
+                if text.lower() not in ("true", "false"):
                     raise ValueError
-                return text.lower() in ("true", "1")
+                return text.lower() == "true"
+            if kind is int:  # "3" or "3.0" (JSON Schema's integers include 3.0), not "3.5"
+                value = float(text) if not text.lstrip("-").isdigit() else int(text)
+                if isinstance(value, float) and not value.is_integer():
+                    raise ValueError
+                return int(value)
             return kind(text)
-        except ValueError:
-            raise ApiError(422, "invalid_argument", f"form field {key}={text[:40]!r} must be {'an integer' if kind is int else 'a number' if kind is float else kind.__name__}") from None
+        except (ValueError, OverflowError):
+            what = {int: "an integer", float: "a number", bool: "true or false"}.get(kind, kind.__name__)
+            raise ApiError(422, "invalid_argument", f"form field {key}={text[:40]!r} must be {what}") from None
 
     def png_response(image: np.ndarray, headers: dict[str, str] | None = None) -> Response:
         return Response(encode_png(image), media_type=PNG, headers=headers)
@@ -432,7 +459,7 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
 
     @app.post(
         "/v1/models/{name}/sample", operation_id="sample", tags=["generate"], dependencies=v1, response_class=JSONResponse,
-        openapi_extra=doc.json_body(doc.sample_model()),
+        openapi_extra=doc.json_body(sample_body),
         responses={**doc.image_answer(contract.SampleJson, "A PNG grid of the samples.", "each image and its latent.", seeded=True), **doc.errors(401, 404, 408, 413, 422, 500, 503, 504)},
     )  # fmt: skip
     async def sample(request: Request, name: str = doc.name_param()) -> Response:
@@ -440,10 +467,8 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
         the images and their latents when the request accepts application/json)."""
         model = model_of(name)
         body = await json_body(request)
-        known = {"n", "seed", "prior", "temperature", "truncation", "ncols"}
-        if set(body) - known:
-            raise ApiError(422, "invalid_argument", f"unknown field(s) {', '.join(sorted(set(body) - known))}; fields: {', '.join(sorted(known))}")
-        n = body.get("n", 16)
+        known_fields(body, sample_fields)
+        n = body.get("n", doc.default_n)
         limit("n", n, limits.max_n, "images")
         seed = seed_of(body.get("seed"))
         args = model.validate(
@@ -472,13 +497,14 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
 
     @app.post(
         "/v1/models/{name}/decode", operation_id="decode", tags=["generate"], dependencies=v1, response_class=JSONResponse,
-        openapi_extra=doc.json_body(doc.decode_model()),
+        openapi_extra=doc.json_body(decode_body),
         responses={**doc.image_answer(contract.DecodeJson, "A PNG grid of the decoded images.", "one PNG per latent.", seeded=False), **doc.errors(401, 404, 408, 413, 422, 500, 503, 504)},
     )  # fmt: skip
     async def decode(request: Request, name: str = doc.name_param()) -> Response:
         """JSON {latents: [[...], ...], ncols} -> a PNG grid (or JSON images)."""
         model = model_of(name)
         body = await json_body(request)
+        known_fields(body, decode_fields)
         latents = body.get("latents")
         if not isinstance(latents, list) or not latents:
             raise ApiError(422, "invalid_argument", f"latents must be a non-empty list of lists of {model.latent_dim} numbers")
@@ -498,14 +524,14 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
         return png_response(await compute(request, lambda: make_grid(model.decode(z), ncols=ncols)))
 
     @app.post(
-        "/v1/models/{name}/reconstruct", operation_id="reconstruct", tags=["images"], dependencies=v1, response_class=JSONResponse, openapi_extra=doc.reconstruct_body(),
+        "/v1/models/{name}/reconstruct", operation_id="reconstruct", tags=["images"], dependencies=v1, response_class=JSONResponse, openapi_extra=forms["reconstruct"],
         responses={**doc.image_answer(contract.ImageResults, "One upload: its reconstruction, PNG.", "several uploads: one entry each.", seeded=True), **doc.errors(401, 404, 408, 413, 422, 500, 503, 504)},
     )  # fmt: skip
     async def reconstruct(request: Request, name: str = doc.name_param()) -> Response:
         """Multipart images (+ optional sample_latent, sample_pixels, seed) -> PNG for one
         image, JSON {results: [{name, png | error}]} for several."""
         model = model_of(name)
-        files, fields = await uploads(request)
+        files, fields = await uploads(request, "reconstruct")
         seed = seed_of(form_value(fields, "seed", int, None))
         args = model.validate(
             "reconstruct", sample_latent=form_value(fields, "sample_latent", bool, False),
@@ -518,17 +544,19 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
         return image_answer(request, entries, {"X-Vaesdk-Seed": str(seed)})
 
     @app.post(
-        "/v1/models/{name}/edit", operation_id="edit", tags=["images"], dependencies=v1, response_class=JSONResponse, openapi_extra=doc.edit_body(),
+        "/v1/models/{name}/edit", operation_id="edit", tags=["images"], dependencies=v1, response_class=JSONResponse, openapi_extra=forms["edit"],
         responses={**doc.image_answer(contract.ImageResults, "One upload: the edited image, PNG.", "several uploads: one entry each.", seeded=True), **doc.errors(401, 404, 408, 413, 422, 500, 503, 504)},
     )  # fmt: skip
     async def edit(request: Request, name: str = doc.name_param()) -> Response:
         """Multipart images + dim or direction, delta (+ sample_latent, sample_pixels, seed)
         -> PNG for one image, JSON for several."""
         model = model_of(name)
-        files, fields = await uploads(request)
+        files, fields = await uploads(request, "edit")
         seed = seed_of(form_value(fields, "seed", int, None))
-        dim, direction = form_value(fields, "dim", int, None), fields.get("direction") or None
+        dim, direction = form_value(fields, "dim", int, None), fields.get("direction")
         delta = form_value(fields, "delta", float, 1.0)
+        if isinstance(delta, float) and abs(delta) > contract.MAX_EDIT_DELTA:
+            raise ApiError(422, "invalid_argument", f"delta={delta:g} is outside this server's range of +-{contract.MAX_EDIT_DELTA:g} prior standard deviations")
         args = model.validate(
             "edit", dim=dim, direction=direction, delta=delta, sample_latent=form_value(fields, "sample_latent", bool, False),
             sample_pixels=form_value(fields, "sample_pixels", bool, False), seed=seed,
@@ -550,13 +578,13 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
         ]
 
     @app.post(
-        "/v1/models/{name}/encode", operation_id="encode", tags=["images"], dependencies=v1, response_model=contract.EncodeResults, openapi_extra=doc.encode_body(),
+        "/v1/models/{name}/encode", operation_id="encode", tags=["images"], dependencies=v1, response_model=contract.EncodeResults, openapi_extra=forms["encode"],
         responses=doc.errors(401, 404, 408, 413, 422, 500, 503, 504),
     )  # fmt: skip
     async def encode(request: Request, name: str = doc.name_param()) -> JSONResponse:
         """Multipart images -> JSON {results: [{name, mean, logvar} | {name, error}]} (logvar null for an autoencoder)."""
         model = model_of(name)
-        files, _ = await uploads(request)
+        files, _ = await uploads(request, "encode")
         logvar = model.kind == "vae"
         result = await compute(request, lambda: vaesdk.run_job(model, "embed", checked_images(files), logvar=logvar, workers=1))
         c = result.columns
@@ -567,7 +595,7 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
         return JSONResponse({"results": job_results(result, record)})
 
     @app.post(
-        "/v1/models/{name}/score", operation_id="score", tags=["images"], dependencies=v1, response_model=contract.ScoreResults, openapi_extra=doc.score_body(),
+        "/v1/models/{name}/score", operation_id="score", tags=["images"], dependencies=v1, response_model=contract.ScoreResults, openapi_extra=forms["score"],
         responses=doc.errors(401, 404, 408, 413, 422, 500, 503, 504),
     )  # fmt: skip
     async def score(request: Request, name: str = doc.name_param()) -> JSONResponse:
@@ -575,7 +603,7 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
         score and p-value: the same figures as `vae score` on the same files, with the same
         default k (vaesdk.DEFAULT_IW_SAMPLES)."""
         model = model_of(name)
-        files, fields = await uploads(request)
+        files, fields = await uploads(request, "score")
         k = form_value(fields, "k", int, DEFAULT_IW_SAMPLES)
         limit("k", k, limits.max_k, "importance samples")
         seed = form_value(fields, "seed", int, 0)

@@ -4,7 +4,8 @@ reads them, from the served bundles' facts, the server's limits and the SDK's ow
 The routes parse requests themselves and let the SDK's `validate` judge the values (so the
 messages are the SDK's); these declarations describe exactly what that accepts. Where the
 served models differ (latent size, priors, directions, a plain autoencoder among VAEs), the
-document declares what every one of them accepts, and says per model in the route's text.
+document declares what any of them accepts and the `name` parameter gives each model's own
+facts; a value one model lacks gets that model's 422 from the SDK.
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ from vaesdk.model import DEFAULT_IW_SAMPLES
 
 PNG = "image/png"
 JSON = "application/json"
-SEED_MAX = 2**63 - 1  # seeds are returned in a header and read back by clients as int64
+JOB_SEED_MAX = 2**63 - 1  # the batch jobs' seed bound (vaesdk/jobs.py): encode and score
+# edit's |delta|: the SDK refuses a delta that pushes a latent past +-MAX_ABS_LATENT, which
+# depends on the image; within 1000 prior standard deviations no encoded image gets there.
+MAX_EDIT_DELTA = 1000.0
+DEFAULT_N = 16  # sample's n when the request gives none (at most the server's max_n)
 
 
 class ErrorBody(BaseModel):
@@ -100,17 +105,24 @@ class ScoreResults(BaseModel):
     results: list[Union[ScoreItem, ItemError]]
 
 
+def form_properties(extra: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a multipart request body declared by Contract.multipart."""
+    return extra["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+
+
 class Contract:
     """Declarations for one app: its models, limits and token."""
 
     def __init__(self, models: list[vaesdk.Model], limits: Any, token: bool):
         self.models, self.limits, self.token = models, limits, token
         self.names = [m.name for m in models]
-        self.latent_dim = min(m.latent_dim for m in models)
+        self.default_n = min(DEFAULT_N, limits.max_n)
+        # What any served model accepts; the SDK refuses, per model, what that model lacks.
+        self.latent_dim = max(m.latent_dim for m in models)
         self.same_dim = len({m.latent_dim for m in models}) == 1
-        self.priors = [p for p in models[0].priors if all(p in m.priors for m in models)]
-        self.directions = [d for d in models[0].describe()["directions"] if all(d in m.describe()["directions"] for m in models)]
-        self.all_vae = all(m.kind == "vae" for m in models)
+        self.priors = list(dict.fromkeys(p for m in models for p in m.priors))
+        self.directions = list(dict.fromkeys(d for m in models for d in m.describe()["directions"]))
+        self.any_vae = any(m.kind == "vae" for m in models)
         self.files = sorted({f for m in models for f in m.describe()["files"].values()})
         self.per_model = "; ".join(
             f"{m.name}: {m.kind}, {m.describe()['image']['height']}x{m.describe()['image']['width']}x"
@@ -137,8 +149,8 @@ class Contract:
         return create_model(
             "SampleRequest",
             __config__=ConfigDict(extra="forbid"),
-            n=(int, Field(16, ge=1, le=lim.max_n, description=f"Images to draw (this server's limit: {lim.max_n}).")),
-            seed=(Optional[int], Field(None, ge=0, le=SEED_MAX, description="Seed; omitted: one is drawn and returned in X-Vaesdk-Seed.")),
+            n=(int, Field(self.default_n, ge=1, le=lim.max_n, description=f"Images to draw (this server's limit: {lim.max_n}).")),
+            seed=(Optional[int], Field(None, ge=0, description="Seed; omitted: one is drawn and returned in X-Vaesdk-Seed.")),
             prior=(Optional[prior], Field(None, description="A prior of the model; omitted: the model's default prior.")),
             temperature=(float, Field(1.0, ge=0, le=MAX_TEMPERATURE, description="Scale of the prior's spread (1 = its own).")),
             truncation=(Optional[float], Field(None, gt=0, description="Redraw latents beyond this many prior standard deviations.")),
@@ -156,14 +168,16 @@ class Contract:
             __config__=ConfigDict(extra="forbid"),
             latents=(
                 list[Annotated[list[Annotated[float, number]], Field(**row_len)]],
-                Field(min_length=1, max_length=lim.max_latents, description="Latents to decode, each a row of the model's latent_dim numbers."),
+                Field(..., min_length=1, max_length=lim.max_latents, description="Latents to decode, each a row of the model's latent_dim numbers."),
             ),
             ncols=(Optional[int], Field(None, ge=1, le=lim.max_latents, description="Grid columns for the PNG answer.")),
         )
 
     def json_body(self, model: type[BaseModel]) -> dict[str, Any]:
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-        return {"requestBody": {"required": False, "content": {JSON: {"schema": schema}}, "description": "Every field is optional."}}
+        required = bool(schema.get("required"))
+        text = "A JSON object." if required else "A JSON object; every field is optional (an empty body is {})."
+        return {"requestBody": {"required": required, "content": {JSON: {"schema": schema}}, "description": text}}
 
     def multipart(self, fields: dict[str, dict[str, Any]], extra: dict[str, Any] | None = None) -> dict[str, Any]:
         lim = self.limits
@@ -173,17 +187,19 @@ class Contract:
             "description": f"Image files (PNG, JPEG, ...; at most {lim.max_images}, each at most {lim.max_image_pixels} pixels, "
                            f"the whole request at most {lim.max_body_bytes} bytes). Converted to each model's size and mode.",
         }  # fmt: skip
-        schema = {"type": "object", "properties": {"image": image, **fields}, "required": ["image"], **(extra or {})}
+        schema = {"type": "object", "properties": {"image": image, **fields}, "required": ["image"], "additionalProperties": False, **(extra or {})}
         return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
 
-    def seed_field(self, default: int | None) -> dict[str, Any]:
+    def seed_field(self, default: int | None, maximum: int | None = None) -> dict[str, Any]:
         text = "Seed" + ("; omitted: one is drawn and returned in X-Vaesdk-Seed." if default is None else ".")
-        return {"type": "integer", "minimum": 0, "maximum": SEED_MAX, **({"default": default} if default is not None else {}), "description": text}
+        return {"type": "integer", "minimum": 0, **({"maximum": maximum} if maximum is not None else {}), **({"default": default} if default is not None else {}), "description": text}
 
     def random_fields(self) -> dict[str, dict[str, Any]]:
         out = {"sample_pixels": {"type": "boolean", "default": False, "description": "Draw pixels from p(x|z) instead of its mean."}}
-        if self.all_vae:
-            out["sample_latent"] = {"type": "boolean", "default": False, "description": "Draw z from q(z|x) instead of its mean."}
+        if self.any_vae:
+            vaes = [m.name for m in self.models if m.kind == "vae"]
+            only = "" if len(vaes) == len(self.models) else f" (VAEs only: {', '.join(vaes)})"
+            out["sample_latent"] = {"type": "boolean", "default": False, "description": f"Draw z from q(z|x) instead of its mean{only}."}
         return out
 
     def reconstruct_body(self) -> dict[str, Any]:
@@ -192,13 +208,20 @@ class Contract:
     def edit_body(self) -> dict[str, Any]:
         fields: dict[str, Any] = {
             "dim": {"type": "integer", "minimum": 0, "maximum": self.latent_dim - 1, "description": "The latent dimension to move (or give direction)."},
-            "delta": {"type": "number", "minimum": -MAX_ABS_LATENT, "maximum": MAX_ABS_LATENT, "default": 1.0, "description": "How far to move."},
+            "delta": {"type": "number", "minimum": -MAX_EDIT_DELTA, "maximum": MAX_EDIT_DELTA, "default": 1.0, "description": "How far to move, in prior standard deviations."},
             **self.random_fields(), "seed": self.seed_field(None),
         }  # fmt: skip
         if not self.directions:
             return self.multipart(fields, {"required": ["image", "dim"]})
         fields["direction"] = {"type": "string", "enum": self.directions, "description": "A direction of the bundle (or give dim)."}
-        return self.multipart(fields, {"oneOf": [{"required": ["dim"]}, {"required": ["direction"]}]})
+        # Exactly one of dim and direction.
+        # Exactly one of dim and direction: each branch lists its own fields and no others.
+        both = {"image": {}, **{k: {} for k in fields}}
+        only = [
+            {"properties": {k: v for k, v in both.items() if k != other}, "required": ["image", one], "additionalProperties": False}
+            for one, other in (("dim", "direction"), ("direction", "dim"))
+        ]
+        return self.multipart(fields, {"anyOf": only})  # disjoint branches: anyOf is oneOf here
 
     def encode_body(self) -> dict[str, Any]:
         return self.multipart({})
@@ -206,7 +229,7 @@ class Contract:
     def score_body(self) -> dict[str, Any]:
         k = {"type": "integer", "minimum": 1, "maximum": self.limits.max_k, "default": DEFAULT_IW_SAMPLES,
              "description": f"Importance samples, as `vae score --k` and Model.score (default {DEFAULT_IW_SAMPLES}: the anomaly score needs no more)."}  # fmt: skip
-        return self.multipart({"k": k, "seed": self.seed_field(0)})
+        return self.multipart({"k": k, "seed": self.seed_field(0, JOB_SEED_MAX)})
 
     # ---- answers --------------------------------------------------------------------------
     def errors(self, *statuses: int) -> dict[int | str, dict[str, Any]]:
