@@ -156,6 +156,7 @@ class _DeadlineProtocol(H11Protocol):
             self._seen_cycle = cycle
             if cycle.more_body:
                 self._begin("body", self.deadlines.body_timeout_s)
+                self._phase_bytes = len(cycle.body)  # body bytes that came with the headers count too
             else:
                 self._end_phase()
         elif self._phase == "body" and cycle is not None and not cycle.more_body:
