@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+import vaesdk
 from vaesdk.errors import InvalidArgumentError, MissingDependencyError
 
 from .common import load_model, note
@@ -16,10 +17,27 @@ app = typer.Typer()
 TOKEN_ENV = "VAESDK_TOKEN"
 
 
+class _DeadlineDefaults:
+    # The defaults live in serve/deadlines.py (Deadlines); they are repeated here only for
+    # --help, because importing the serve extra at start-up would slow every `vae` command.
+    header_timeout_s = 10.0
+    body_timeout_s = 30.0
+    body_min_rate = 64 * 1024
+    max_connections = 1000
+
+
+DEADLINES = _DeadlineDefaults
+
+
+def bundled_names() -> list[str]:
+    """Every bundled model, the default one first (the page opens on the first)."""
+    return sorted(vaesdk.list_models(), key=lambda name: name != vaesdk.DEFAULT_MODEL)
+
+
 @app.command()
 def serve(
     model: Annotated[
-        Optional[list[str]], typer.Option("--model", "-m", help="Bundled model name or bundle folder; repeat to serve several.", show_default="fashion-mnist")
+        Optional[list[str]], typer.Option("--model", "-m", help="Bundled model name or bundle folder; repeat to serve several.", show_default="every bundled model")
     ] = None,
     host: Annotated[str, typer.Option(help="Address to bind; the default answers this machine only.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8000,
@@ -27,7 +45,7 @@ def serve(
         Optional[str], typer.Option(help=f"Require 'Authorization: Bearer TOKEN' on /v1/* (or set {TOKEN_ENV}).", show_default=False)
     ] = None,
     workers: Annotated[int, typer.Option(min=1, max=256, help="Requests computed at once.")] = 2,
-    queue: Annotated[int, typer.Option(min=0, max=4096, help="Requests waiting for a worker; beyond that, 503.")] = 16,
+    queue: Annotated[int, typer.Option(min=0, max=4096, help="Requests waiting for a worker; beyond that, 503 with Retry-After.")] = 32,
     timeout: Annotated[float, typer.Option(min=0.1, help="Seconds a request may take, waiting included; beyond that, 504.")] = 60.0,
     max_upload_mb: Annotated[float, typer.Option(min=0.001, help="Largest request body, MiB.")] = 16.0,
     max_pixels: Annotated[int, typer.Option(min=1, help="Largest uploaded image, pixels.")] = 4_000_000,
@@ -37,11 +55,23 @@ def serve(
     cors_origin: Annotated[
         Optional[list[str]], typer.Option("--cors-origin", help="Allow browser pages from this origin (repeatable); CORS is off without it.")
     ] = None,
+    header_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds a request's headers may take to arrive; then 408 and the connection is closed.")
+    ] = DEADLINES.header_timeout_s,
+    body_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds a request's body may take to arrive (plus 1 s per --body-min-rate bytes); then 408.")
+    ] = DEADLINES.body_timeout_s,
+    body_min_rate: Annotated[
+        int, typer.Option(min=0, help="Bytes/s of body that extend its deadline by a second; 0: a fixed --body-timeout.")
+    ] = DEADLINES.body_min_rate,
+    max_connections: Annotated[
+        int, typer.Option(min=1, max=1_000_000, help="Open connections; over it, the request that has been arriving longest is closed.")
+    ] = DEADLINES.max_connections,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
 ) -> None:
     """Serve models over HTTP: JSON/PNG routes under /v1, API docs at /docs, the page at /."""
     try:
-        from vaesdk.serve import Limits, ServeConfig
+        from vaesdk.serve import Deadlines, Limits, ServeConfig
         from vaesdk.serve import serve as run_server
     except ImportError as e:
         raise MissingDependencyError(
@@ -55,6 +85,7 @@ def serve(
         max_body_bytes=int(max_upload_mb * 1024 * 1024), max_image_pixels=max_pixels, max_images=max_images,
         max_n=max_n, max_latents=max_n, max_k=max_k, workers=workers, queue=queue, timeout_s=timeout,
     )  # fmt: skip
-    models = [load_model(name, device) for name in (model or [None])]
-    config = ServeConfig(limits=limits, token=token, cors_origins=list(cors_origin or []))
+    models = [load_model(name, device) for name in (model or bundled_names())]
+    deadlines = Deadlines(header_timeout_s=header_timeout, body_timeout_s=body_timeout, body_min_rate=body_min_rate, max_connections=max_connections)
+    config = ServeConfig(limits=limits, token=token, cors_origins=list(cors_origin or []), deadlines=deadlines)
     run_server(models, host=host, port=port, config=config, log=note)

@@ -19,7 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import numpy as np
 from fastapi import Depends, FastAPI, Request
@@ -27,15 +27,22 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Mount
 
 import vaesdk
 from vaesdk.errors import (
-    BundleError, DeviceUnavailableError, InferenceError, InvalidArgumentError, ModelNotFoundError, VaesdkError,
+    BundleError, CancelledError, DeviceUnavailableError, InferenceError, InvalidArgumentError, ModelNotFoundError, VaesdkError,
 )  # fmt: skip
 from vaesdk.images import encode_png, make_grid
 from vaesdk.latent import split_rng
+from vaesdk.model import DEFAULT_IW_SAMPLES
+from vaesdk.session import cancellable
+
+from . import contract
+from .deadlines import Deadlines
 
 PNG = "image/png"
+INTEGER_FIELDS = {"n", "seed", "ncols"}  # the JSON bodies' integer fields (serve/contract.py)
 
 
 @dataclass(frozen=True)
@@ -49,7 +56,7 @@ class Limits:
     max_latents: int = 256  # decode: latents per request
     max_k: int = 1000  # score: importance samples
     workers: int = 2  # requests computed at once
-    queue: int = 16  # requests waiting for a worker; beyond that, 503
+    queue: int = 32  # requests waiting for a worker; beyond that, 503 (32 polite clients: none, docs/service.md)
     timeout_s: float = 60.0  # per request, waiting included; beyond that, 504
 
 
@@ -59,6 +66,7 @@ class ServeConfig:
     token: str | None = None  # bearer token required on /v1/*, when set
     cors_origins: list[str] = field(default_factory=list)  # CORS stays off unless origins are given
     web_dir: Path | None = None  # the browser page; default: the installed vaesdk.web
+    deadlines: Deadlines = field(default_factory=Deadlines)  # for the request to arrive (serve/deadlines.py)
 
 
 class ApiError(Exception):
@@ -89,24 +97,66 @@ def _status_of(e: VaesdkError) -> tuple[int, str]:
 
 class Pool:
     """A fixed set of worker threads with a bounded wait list: overload is refused at once
-    (503) rather than held in memory."""
+    (503) rather than held in memory. Work whose client has gone, or that ran past its
+    timeout, is cancelled: a queued job never starts, a running one stops at its next
+    batch (session.cancellable), and its slot is free again."""
 
     def __init__(self, workers: int, queue: int):
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vae-serve")
         self._slots = threading.BoundedSemaphore(workers + queue)
         self.capacity = workers + queue
+        self._busy = 0
+        self.cancelled = 0  # jobs stopped part-way because their client left or their time ran out
+        self._lock = threading.Lock()
 
-    async def run(self, fn: Callable[[], Any], timeout: float) -> Any:
+    @property
+    def busy(self) -> int:
+        """Requests holding a slot now (computing or waiting for a worker)."""
+        return self._busy
+
+    def _release(self, _: Any) -> None:
+        with self._lock:
+            self._busy -= 1
+        self._slots.release()
+
+    async def run(self, fn: Callable[[], Any], timeout: float, gone: Callable[[], Awaitable[Any]] | None = None) -> Any:
+        """fn() in a worker; `gone` (when given) returns once the client has disconnected."""
         if not self._slots.acquire(blocking=False):
             raise ApiError(503, "overloaded", f"all {self.capacity} request slots are busy; retry shortly", {"Retry-After": "1"})
-        future: Future = self._executor.submit(fn)
-        # Released when the work ends (or is cancelled before starting), not when the client
-        # stops waiting: a timed-out computation still holds its worker until it finishes.
-        future.add_done_callback(lambda _: self._slots.release())
+        with self._lock:
+            self._busy += 1
+        stop = threading.Event()
+
+        def work() -> Any:
+            with cancellable(stop):
+                try:
+                    return fn()
+                except CancelledError:
+                    with self._lock:
+                        self.cancelled += 1
+                    raise
+
+        future: Future = self._executor.submit(work)
+        # Released when the work ends or is cancelled before it starts.
+        future.add_done_callback(self._release)
+        result = asyncio.wrap_future(future)
+        result.add_done_callback(lambda f: f.cancelled() or f.exception())  # read once: never "never retrieved"
+        waiters: set[asyncio.Future] = {result}
+        watcher = asyncio.ensure_future(gone()) if gone is not None else None
+        if watcher is not None:
+            waiters.add(watcher)
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
-        except asyncio.TimeoutError:
-            raise ApiError(504, "timeout", f"the request took longer than the {timeout:g} s limit") from None
+            done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+        if result in done:
+            return result.result()
+        stop.set()
+        future.cancel()
+        if watcher is not None and watcher in done:
+            raise ApiError(499, "client_closed_request", "the client disconnected before the answer was ready")
+        raise ApiError(504, "timeout", f"the request took longer than the {timeout:g} s limit")
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=True)
@@ -140,6 +190,21 @@ class _LimitBody:
         await self.app(scope, limited, send)
 
 
+class _Page(Mount):
+    """The browser page at /, for every path that is not the API's: a path of the API with
+    another method still answers 405 with Allow (a mount at / would take it first)."""
+
+    def __init__(self, app: Any, api_paths: list[str]):
+        super().__init__("/", app=app, name="page")
+        self._api = {p.split("{", 1)[0].rstrip("/") for p in api_paths}
+
+    def matches(self, scope: dict) -> tuple[Match, dict]:
+        path = scope.get("path", "")
+        if path.startswith("/v1/") or path.rstrip("/") in self._api:
+            return Match.NONE, {}
+        return super().matches(scope)
+
+
 def _web_dir(config: ServeConfig) -> Path:
     if config.web_dir is not None:
         return config.web_dir
@@ -158,12 +223,17 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
     if not by_name:
         raise InvalidArgumentError("no models to serve")
     pool = Pool(limits.workers, limits.queue)
+    doc = contract.Contract(list(by_name.values()), limits, token=config.token is not None)
     descriptions = {name: {k: v for k, v in m.describe().items() if k != "path"} for name, m in by_name.items()}
 
     app = FastAPI(
         title="vaesdk",
         version=vaesdk.__version__,
-        description="Sample, encode, edit, decode and score images with exported VAE bundles.",
+        description=(
+            "Sample, encode, edit, decode and score images with exported VAE bundles. Every error is JSON "
+            "{error, detail}; a method a path does not have answers 405 with Allow. "
+            + ("Routes under /v1 need 'Authorization: Bearer TOKEN'." if config.token else "")
+        ).strip(),
     )
     app.state.pool = pool
 
@@ -188,7 +258,17 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, e: StarletteHTTPException) -> JSONResponse:
-        return _error_response(e.status_code, "http_error", str(e.detail))
+        headers = dict(e.headers or {})
+        if e.status_code == 405 and "allow" not in {k.lower() for k in headers}:
+            headers["Allow"] = "GET, HEAD"  # the page's static files (RFC 9110: a 405 names the allowed methods)
+        detail = str(e.detail)
+        if e.status_code == 405:
+            detail = f"{request.method} is not allowed on {request.url.path[:80]}; allowed: {headers.get('Allow') or headers.get('allow')}"
+        return _error_response(e.status_code, "http_error", detail, headers)
+
+    @app.exception_handler(CancelledError)
+    async def _cancelled(request: Request, e: CancelledError) -> JSONResponse:
+        return _error_response(499, "client_closed_request", str(e))
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, e: Exception) -> JSONResponse:
@@ -208,8 +288,13 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
             raise ApiError(404, "not_found", f"unknown model {name[:80]!r}; served models: {', '.join(by_name)}")
         return by_name[name]
 
-    async def compute(fn: Callable[[], Any]) -> Any:
-        return await pool.run(fn, limits.timeout_s)
+    async def compute(request: Request, fn: Callable[[], Any]) -> Any:
+        async def gone() -> None:
+            # The body has been read: the next ASGI message is the client's disconnect.
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+
+        return await pool.run(fn, limits.timeout_s, gone)
 
     def wants_json(request: Request) -> bool:
         return "application/json" in request.headers.get("accept", "")
@@ -224,14 +309,25 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
             raise ApiError(422, "invalid_argument", "the request body is not valid JSON") from None
         if not isinstance(body, dict):
             raise ApiError(422, "invalid_argument", "the request body must be a JSON object")
-        return body
+        # JSON has one number type: 6.0 is the integer 6 (JSON Schema agrees), for the SDK too.
+        return {k: int(v) if k in INTEGER_FIELDS and isinstance(v, float) and v.is_integer() else v for k, v in body.items()}
+
+    sample_body, decode_body = doc.sample_model(), doc.decode_model()
+    sample_fields, decode_fields = set(sample_body.model_fields), set(decode_body.model_fields)
+
+    def known_fields(body: dict[str, Any], known: set[str]) -> None:
+        if set(body) - known:
+            raise ApiError(422, "invalid_argument", f"unknown field(s) {', '.join(sorted(set(body) - known))}; fields: {', '.join(sorted(known))}")
 
     def limit(name: str, value: Any, maximum: int, what: str) -> None:
         if isinstance(value, int) and not isinstance(value, bool) and value > maximum:
             raise ApiError(413, "too_large", f"{name}={value} is over this server's limit of {maximum} {what}")
 
-    async def uploads(request: Request) -> tuple[list[tuple[str, bytes]], dict[str, str]]:
-        """(name, bytes) of each uploaded file, and the other form fields."""
+    forms = {"reconstruct": doc.reconstruct_body(), "edit": doc.edit_body(), "encode": doc.encode_body(), "score": doc.score_body()}
+    form_fields = {route: set(contract.form_properties(extra)) - {"image"} for route, extra in forms.items()}
+
+    async def uploads(request: Request, route: str) -> tuple[list[tuple[str, bytes]], dict[str, str]]:
+        """(name, bytes) of each file uploaded as `image`, and the route's other form fields."""
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise ApiError(422, "invalid_argument", "send the images as multipart/form-data file fields (e.g. curl -F image=@shirt.png)")
         try:
@@ -240,15 +336,24 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
             raise
         except StarletteHTTPException as e:
             raise ApiError(413 if "many" in str(e.detail).lower() else 422, "invalid_upload", f"{e.detail} (at most {limits.max_images} images)") from None
-        files, fields = [], {}
+        files, fields, unknown = [], {}, []
         try:
             for key, value in form.multi_items():
-                if hasattr(value, "read"):
+                if hasattr(value, "read") and key == "image":
                     files.append((value.filename or key, await value.read()))
+                elif key == "image":
+                    raise ApiError(422, "invalid_argument", "image must be a file upload (e.g. curl -F image=@shirt.png), not a text field")
+                elif hasattr(value, "read") or key not in form_fields[route]:
+                    unknown.append(key)
+                elif key in fields:
+                    raise ApiError(422, "invalid_argument", f"form field {key} is given more than once; give it once")
                 else:
                     fields[key] = value
         finally:
             await form.close()
+        if unknown:
+            known = ", ".join(["image", *sorted(form_fields[route])])
+            raise ApiError(422, "invalid_argument", f"unknown form field(s) {', '.join(repr(k[:40]) for k in unknown[:5])}; fields: {known}")
         if not files:
             raise ApiError(422, "invalid_argument", "no image uploaded; send one or more multipart file fields")
         if len(files) > limits.max_images:
@@ -272,17 +377,23 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
         return out
 
     def form_value(fields: dict[str, str], key: str, kind: type, default: Any) -> Any:
-        if key not in fields or fields[key] == "":
+        if key not in fields:
             return default
         text = fields[key]
         try:
             if kind is bool:
-                if text.lower() not in ("true", "false", "1", "0"):
+                if text.lower() not in ("true", "false"):
                     raise ValueError
-                return text.lower() in ("true", "1")
+                return text.lower() == "true"
+            if kind is int:  # "3" or "3.0" (JSON Schema's integers include 3.0), not "3.5"
+                value = float(text) if not text.lstrip("-").isdigit() else int(text)
+                if isinstance(value, float) and not value.is_integer():
+                    raise ValueError
+                return int(value)
             return kind(text)
-        except ValueError:
-            raise ApiError(422, "invalid_argument", f"form field {key}={text[:40]!r} must be {'an integer' if kind is int else 'a number' if kind is float else kind.__name__}") from None
+        except (ValueError, OverflowError):
+            what = {int: "an integer", float: "a number", bool: "true or false"}.get(kind, kind.__name__)
+            raise ApiError(422, "invalid_argument", f"form field {key}={text[:40]!r} must be {what}") from None
 
     def png_response(image: np.ndarray, headers: dict[str, str] | None = None) -> Response:
         return Response(encode_png(image), media_type=PNG, headers=headers)
@@ -318,22 +429,27 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
 
     v1 = [Depends(authorize)]
 
-    @app.get("/healthz", tags=["service"])
+    @app.get("/healthz", tags=["service"], operation_id="healthz", response_model=contract.Health)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/v1/models", tags=["models"], dependencies=v1)
+    @app.get("/v1/models", tags=["models"], operation_id="list_models", dependencies=v1, response_model=contract.ModelList, responses=doc.errors(401))
     async def list_models() -> dict[str, Any]:
         """The served models' descriptions (as `Model.describe()`)."""
         return {"models": list(descriptions.values())}
 
-    @app.get("/v1/models/{name}", tags=["models"], dependencies=v1)
-    async def describe(name: str) -> dict[str, Any]:
+    @app.get("/v1/models/{name}", tags=["models"], operation_id="describe_model", dependencies=v1, response_model=dict[str, Any], responses=doc.errors(401, 404))
+    async def describe(name: str = doc.name_param()) -> dict[str, Any]:
+        """One served model's description (as `Model.describe()`, without its path)."""
         model_of(name)
         return descriptions[name]
 
-    @app.get("/v1/models/{name}/files/{file}", tags=["models"], dependencies=v1)
-    async def bundle_file(name: str, file: str) -> Response:
+    bundle_files = {
+        200: {"description": "The file's bytes.", "content": {"application/json": {"schema": {"type": "object"}}, "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
+    }
+
+    @app.get("/v1/models/{name}/files/{file}", tags=["models"], operation_id="bundle_file", dependencies=v1, response_class=Response, responses={**bundle_files, **doc.errors(401, 404)})
+    async def bundle_file(name: str = doc.name_param(), file: str = doc.file_param()) -> Response:
         """The bundle's own files (manifest.json, encoder.onnx, decoder.onnx, the mixture priors' .npz), for the page."""
         model = model_of(name)
         files = descriptions[name]["files"]
@@ -341,16 +457,18 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
             raise ApiError(404, "not_found", f"no file {file[:80]!r} in bundle {name!r}; files: {', '.join(files.values())}")
         return FileResponse(model.path / file, media_type="application/json" if file.endswith(".json") else "application/octet-stream")
 
-    @app.post("/v1/models/{name}/sample", tags=["generate"], dependencies=v1)
-    async def sample(name: str, request: Request) -> Response:
+    @app.post(
+        "/v1/models/{name}/sample", operation_id="sample", tags=["generate"], dependencies=v1, response_class=JSONResponse,
+        openapi_extra=doc.json_body(sample_body),
+        responses={**doc.image_answer(contract.SampleJson, "A PNG grid of the samples.", "each image and its latent.", seeded=True), **doc.errors(401, 404, 408, 413, 422, 500, 503, 504)},
+    )  # fmt: skip
+    async def sample(request: Request, name: str = doc.name_param()) -> Response:
         """JSON {n, seed, prior, temperature, truncation, ncols} -> a PNG grid (or JSON with
         the images and their latents when the request accepts application/json)."""
         model = model_of(name)
         body = await json_body(request)
-        known = {"n", "seed", "prior", "temperature", "truncation", "ncols"}
-        if set(body) - known:
-            raise ApiError(422, "invalid_argument", f"unknown field(s) {', '.join(sorted(set(body) - known))}; fields: {', '.join(sorted(known))}")
-        n = body.get("n", 16)
+        known_fields(body, sample_fields)
+        n = body.get("n", doc.default_n)
         limit("n", n, limits.max_n, "images")
         seed = seed_of(body.get("seed"))
         args = model.validate(
@@ -370,18 +488,23 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
             z = model.sample_latents(args["n"], **{**options, "seed": split_rng(seed, 2)[0]})
             return z, model.decode(z)
 
-        result = await compute(run)
+        result = await compute(request, run)
         headers = {"X-Vaesdk-Seed": str(seed)}
         if not as_json:
             return png_response(result, headers)
         z, images = result
         return JSONResponse({"seed": seed, "latents": z.tolist(), "images": [b64png(im) for im in images]}, headers=headers)
 
-    @app.post("/v1/models/{name}/decode", tags=["generate"], dependencies=v1)
-    async def decode(name: str, request: Request) -> Response:
+    @app.post(
+        "/v1/models/{name}/decode", operation_id="decode", tags=["generate"], dependencies=v1, response_class=JSONResponse,
+        openapi_extra=doc.json_body(decode_body),
+        responses={**doc.image_answer(contract.DecodeJson, "A PNG grid of the decoded images.", "one PNG per latent.", seeded=False), **doc.errors(401, 404, 408, 413, 422, 500, 503, 504)},
+    )  # fmt: skip
+    async def decode(request: Request, name: str = doc.name_param()) -> Response:
         """JSON {latents: [[...], ...], ncols} -> a PNG grid (or JSON images)."""
         model = model_of(name)
         body = await json_body(request)
+        known_fields(body, decode_fields)
         latents = body.get("latents")
         if not isinstance(latents, list) or not latents:
             raise ApiError(422, "invalid_argument", f"latents must be a non-empty list of lists of {model.latent_dim} numbers")
@@ -395,17 +518,20 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
         if ncols is not None:
             limit("ncols", ncols, limits.max_latents, "columns")
         if wants_json(request):
-            images = await compute(lambda: model.decode(z))
+            images = await compute(request, lambda: model.decode(z))
             return JSONResponse({"images": [b64png(im) for im in images]})
         # One pool slot and one timeout for the whole request.
-        return png_response(await compute(lambda: make_grid(model.decode(z), ncols=ncols)))
+        return png_response(await compute(request, lambda: make_grid(model.decode(z), ncols=ncols)))
 
-    @app.post("/v1/models/{name}/reconstruct", tags=["images"], dependencies=v1)
-    async def reconstruct(name: str, request: Request) -> Response:
+    @app.post(
+        "/v1/models/{name}/reconstruct", operation_id="reconstruct", tags=["images"], dependencies=v1, response_class=JSONResponse, openapi_extra=forms["reconstruct"],
+        responses={**doc.image_answer(contract.ImageResults, "One upload: its reconstruction, PNG.", "several uploads: one entry each.", seeded=True), **doc.errors(401, 404, 408, 413, 422, 500, 503, 504)},
+    )  # fmt: skip
+    async def reconstruct(request: Request, name: str = doc.name_param()) -> Response:
         """Multipart images (+ optional sample_latent, sample_pixels, seed) -> PNG for one
         image, JSON {results: [{name, png | error}]} for several."""
         model = model_of(name)
-        files, fields = await uploads(request)
+        files, fields = await uploads(request, "reconstruct")
         seed = seed_of(form_value(fields, "seed", int, None))
         args = model.validate(
             "reconstruct", sample_latent=form_value(fields, "sample_latent", bool, False),
@@ -413,19 +539,24 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
         )  # fmt: skip
         streams = vaesdk.RandomStreams.from_seed(seed)
         entries = await compute(
-            lambda: per_image(files, model, lambda b: model.reconstruct(b, sample_latent=args["sample_latent"], sample_pixels=args["sample_pixels"], seed=streams))
+            request, lambda: per_image(files, model, lambda b: model.reconstruct(b, sample_latent=args["sample_latent"], sample_pixels=args["sample_pixels"], seed=streams))
         )
         return image_answer(request, entries, {"X-Vaesdk-Seed": str(seed)})
 
-    @app.post("/v1/models/{name}/edit", tags=["images"], dependencies=v1)
-    async def edit(name: str, request: Request) -> Response:
+    @app.post(
+        "/v1/models/{name}/edit", operation_id="edit", tags=["images"], dependencies=v1, response_class=JSONResponse, openapi_extra=forms["edit"],
+        responses={**doc.image_answer(contract.ImageResults, "One upload: the edited image, PNG.", "several uploads: one entry each.", seeded=True), **doc.errors(401, 404, 408, 413, 422, 500, 503, 504)},
+    )  # fmt: skip
+    async def edit(request: Request, name: str = doc.name_param()) -> Response:
         """Multipart images + dim or direction, delta (+ sample_latent, sample_pixels, seed)
         -> PNG for one image, JSON for several."""
         model = model_of(name)
-        files, fields = await uploads(request)
+        files, fields = await uploads(request, "edit")
         seed = seed_of(form_value(fields, "seed", int, None))
-        dim, direction = form_value(fields, "dim", int, None), fields.get("direction") or None
+        dim, direction = form_value(fields, "dim", int, None), fields.get("direction")
         delta = form_value(fields, "delta", float, 1.0)
+        if isinstance(delta, float) and abs(delta) > contract.MAX_EDIT_DELTA:
+            raise ApiError(422, "invalid_argument", f"delta={delta:g} is outside this server's range of +-{contract.MAX_EDIT_DELTA:g} prior standard deviations")
         args = model.validate(
             "edit", dim=dim, direction=direction, delta=delta, sample_latent=form_value(fields, "sample_latent", bool, False),
             sample_pixels=form_value(fields, "sample_pixels", bool, False), seed=seed,
@@ -436,7 +567,7 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
             return model.edit(batch, dim=dim, direction=direction, delta=delta, sample_latent=args["sample_latent"],
                               sample_pixels=args["sample_pixels"], seed=streams)  # fmt: skip
 
-        entries = await compute(lambda: per_image(files, model, op))
+        entries = await compute(request, lambda: per_image(files, model, op))
         return image_answer(request, entries, {"X-Vaesdk-Seed": str(seed)})
 
     def job_results(result: vaesdk.JobResult, record: Callable[[int], dict[str, Any]]) -> list[dict[str, Any]]:
@@ -446,13 +577,16 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
             for name, x in result.in_input_order()
         ]
 
-    @app.post("/v1/models/{name}/encode", tags=["images"], dependencies=v1)
-    async def encode(name: str, request: Request) -> JSONResponse:
+    @app.post(
+        "/v1/models/{name}/encode", operation_id="encode", tags=["images"], dependencies=v1, response_model=contract.EncodeResults, openapi_extra=forms["encode"],
+        responses=doc.errors(401, 404, 408, 413, 422, 500, 503, 504),
+    )  # fmt: skip
+    async def encode(request: Request, name: str = doc.name_param()) -> JSONResponse:
         """Multipart images -> JSON {results: [{name, mean, logvar} | {name, error}]} (logvar null for an autoencoder)."""
         model = model_of(name)
-        files, _ = await uploads(request)
+        files, _ = await uploads(request, "encode")
         logvar = model.kind == "vae"
-        result = await compute(lambda: vaesdk.run_job(model, "embed", checked_images(files), logvar=logvar, workers=1))
+        result = await compute(request, lambda: vaesdk.run_job(model, "embed", checked_images(files), logvar=logvar, workers=1))
         c = result.columns
 
         def record(row: int) -> dict[str, Any]:
@@ -460,17 +594,21 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
 
         return JSONResponse({"results": job_results(result, record)})
 
-    @app.post("/v1/models/{name}/score", tags=["images"], dependencies=v1)
-    async def score(name: str, request: Request) -> JSONResponse:
+    @app.post(
+        "/v1/models/{name}/score", operation_id="score", tags=["images"], dependencies=v1, response_model=contract.ScoreResults, openapi_extra=forms["score"],
+        responses=doc.errors(401, 404, 408, 413, 422, 500, 503, 504),
+    )  # fmt: skip
+    async def score(request: Request, name: str = doc.name_param()) -> JSONResponse:
         """Multipart images (+ k, seed) -> JSON per-image -ELBO and -IW bound in bits/dim, anomaly
-        score and p-value: the same figures as `vae score` on the same files."""
+        score and p-value: the same figures as `vae score` on the same files, with the same
+        default k (vaesdk.DEFAULT_IW_SAMPLES)."""
         model = model_of(name)
-        files, fields = await uploads(request)
-        k = form_value(fields, "k", int, 100)
+        files, fields = await uploads(request, "score")
+        k = form_value(fields, "k", int, DEFAULT_IW_SAMPLES)
         limit("k", k, limits.max_k, "importance samples")
         seed = form_value(fields, "seed", int, 0)
         model.validate("score", k=k, seed=seed)
-        result = await compute(lambda: vaesdk.run_job(model, "score", checked_images(files), k=k, seed=seed, workers=1))
+        result = await compute(request, lambda: vaesdk.run_job(model, "score", checked_images(files), k=k, seed=seed, workers=1))
         report = vaesdk.score_report(model, result, k=k, seed=seed)
         scores = report.pop("scores")
 
@@ -479,11 +617,28 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
 
         return JSONResponse({**report, "results": job_results(result, record)})
 
+    def openapi() -> dict[str, Any]:
+        # FastAPI adds its own 422 model to every route with parameters; these routes declare
+        # the errors they really answer (ErrorBody), and the GET routes answer no 422.
+        if app.openapi_schema is None:
+            schema = FastAPI.openapi(app)
+            for ops in schema["paths"].values():
+                for op in ops.values():
+                    r422 = op["responses"].get("422", {})
+                    if "HTTPValidationError" in json.dumps(r422):
+                        del op["responses"]["422"]
+            for unused in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(unused, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
     web = _web_dir(config)
     if (web / "index.html").is_file():
         from fastapi.staticfiles import StaticFiles
 
-        app.mount("/", StaticFiles(directory=web, html=True), name="page")
+        app.router.routes.append(_Page(StaticFiles(directory=web, html=True), [r.path for r in app.routes if hasattr(r, "methods")]))
 
     if config.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware

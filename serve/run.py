@@ -2,16 +2,57 @@
 
 from __future__ import annotations
 
+import resource
 import signal
 import threading
 from typing import Any, Callable
 
 import vaesdk
 
+from vaesdk.errors import InvalidArgumentError
+
 from .app import ServeConfig, create_app
+from .deadlines import protocol_class
+
+# File descriptors the process needs besides its connections (models, logs, the page's files).
+SPARE_FDS = 64
 
 # In-flight requests get this long to finish after SIGTERM/Ctrl-C; new ones are refused.
 GRACEFUL_SHUTDOWN_S = 30
+
+
+def uvicorn_config(app: Any, host: str, port: int, config: ServeConfig) -> Any:
+    """uvicorn's settings for `app`: HTTP/1.1 through the deadline protocol (serve/deadlines.py).
+
+    No `limit_concurrency`: uvicorn counts every open connection against it, so connections
+    that never finish their headers would turn real requests away with 503. Work is bounded
+    by the app's pool (workers + queue), connections by the deadlines' cap."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=protocol_class(config.deadlines),
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        timeout_keep_alive=5,
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+    )
+
+
+def ensure_fds(max_connections: int) -> None:
+    """Raise the soft open-file limit to fit max_connections (up to the hard limit), or refuse."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = max_connections + SPARE_FDS
+    if soft != resource.RLIM_INFINITY and soft < need:
+        if hard != resource.RLIM_INFINITY and hard < need:
+            raise InvalidArgumentError(
+                f"--max-connections {max_connections} needs {need} open files but this process may open {hard}; "
+                f"use --max-connections {max(1, hard - SPARE_FDS)} or raise the limit (ulimit -n)"
+            )
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
 
 
 def serve(
@@ -24,20 +65,9 @@ def serve(
     import uvicorn
 
     config = config or ServeConfig()
+    ensure_fds(config.deadlines.max_connections)
     app = create_app(models, config)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
-            timeout_keep_alive=5,
-            limit_concurrency=config.limits.workers + config.limits.queue + 64,
-            log_level="warning",
-            access_log=False,
-            server_header=False,
-        )
-    )
+    server = uvicorn.Server(uvicorn_config(app, host, port, config))
     names = ", ".join(m.name for m in models)
     shown = f"[{host}]" if ":" in host else host
     log(f"serving {names} on http://{shown}:{port} (API docs at /docs, the page at /){'; token required' if config.token else ''}")

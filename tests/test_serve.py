@@ -151,6 +151,12 @@ def test_client_faults_are_4xx_json_naming_the_problem(server):
     assert_error(server.post(api("edit"), files={"image": ("a.png", shirt)}, data={"dim": "x"}), 422, "dim")
     assert_error(server.post(api("edit"), files={"image": ("a.png", shirt)}, data={"direction": "nope"}), 422, "unknown direction")
     assert_error(server.post(api("edit"), json={"dim": 1}), 422, "multipart")
+    assert_error(server.post(api("edit"), files={"image": ("a.png", shirt)}, data={"dim": "1", "delta": "1001"}), 422, "delta=1001", "1000")
+    assert_error(server.post(api("edit"), files={"image": ("a.png", shirt)}, data={"dim": "1", "dlta": "2"}), 422, "'dlta'", "delta")
+    assert_error(server.post(api("edit"), files={"image": ("a.png", shirt)}, data={"dim": ""}), 422, "dim=''")
+    assert_error(server.post(api("edit"), files=[("image", ("a.png", shirt)), ("dim", (None, "1")), ("dim", (None, "2"))]), 422, "dim", "once")
+    assert_error(server.post(api("encode"), files={"picture": ("a.png", shirt)}), 422, "'picture'", "image")
+    assert server.post(api("edit"), files={"image": ("a.png", shirt)}, data={"dim": "3.0"}).status_code == 200  # JSON Schema's integer 3.0
     assert_error(server.post(api("score"), files={"image": ("a.png", shirt)}, data={"k": "51"}), 413, "k=51")
     assert_error(server.post(api("reconstruct"), files={"image": ("a.png", b"GIF89a\x01")}), 422, "a.png")
     too_many = [("image", (f"{i}.png", shirt)) for i in range(5)]
@@ -224,7 +230,7 @@ def test_vae_serve_finishes_in_flight_requests_on_sigterm(tmp_path):
         assert client.is_alive(), "the request ended before SIGTERM; nothing was in flight"
         proc.send_signal(signal.SIGTERM)
         client.join(timeout=120)
-        assert result["r"].status_code == 200 and len(result["r"].json()["results"]) == 8
+        assert result["r"].status_code == 200 and len(result["r"].json()["results"]) == 8, result["r"].text[:300]
         assert proc.wait(timeout=60) == 0
     text = log.read_text()
     assert "serving fashion-mnist on http://127.0.0.1" in text and "Traceback" not in text

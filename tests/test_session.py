@@ -125,3 +125,23 @@ def test_onnxruntime_failure_is_a_bundle_error(bundle_copy):
     model.graph.node[-1].op_type = "NoSuchOperator"
     swap_model(bundle_copy, "encoder", model.SerializeToString())
     assert "onnxruntime could not load" in load_error(bundle_copy)
+
+
+def test_cancellable_stops_graph_runs_on_this_thread_only(tiny_vae_bundle):
+    import threading
+
+    from vaesdk.errors import CancelledError
+
+    model = vaesdk.load(tiny_vae_bundle, device="cpu")
+    event = threading.Event()
+    with vaesdk.session.cancellable(event):
+        assert model.sample(2, seed=0).shape[0] == 2  # not set: runs as usual
+        other: list = []
+        event.set()
+        thread = threading.Thread(target=lambda: other.append(model.sample(2, seed=0)))
+        thread.start()
+        thread.join()
+        assert other and other[0].shape[0] == 2  # another thread is not affected
+        with pytest.raises(CancelledError, match="cancelled"):
+            model.sample(2, seed=0)
+    assert model.sample(2, seed=0).shape[0] == 2  # outside the block: runs again

@@ -58,6 +58,12 @@ class InferenceError(VaesdkError, RuntimeError):
     exit_code = 8
 
 
+class CancelledError(VaesdkError):
+    """The caller stopped the work (`session.cancellable`): a server whose client left."""
+
+    exit_code = 9
+
+
 class OutputError(VaesdkError, OSError):
     """An output could not be written safely (exists, symlink, unwritable, disk full)."""
 

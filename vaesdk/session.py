@@ -8,13 +8,16 @@ so `get_providers()` is read back rather than trusted.
 from __future__ import annotations
 
 import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
-from .errors import BundleError, DeviceUnavailableError, InferenceError, InvalidArgumentError
+from .errors import BundleError, CancelledError, DeviceUnavailableError, InferenceError, InvalidArgumentError
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -43,6 +46,21 @@ def _options(threads: int | None, quiet: bool) -> ort.SessionOptions:
     return opts
 
 
+_cancel = threading.local()
+
+
+@contextmanager
+def cancellable(event: threading.Event) -> Iterator[None]:
+    """Within this block, on this thread, every graph run first checks `event` and raises
+    CancelledError once it is set: work whose caller stopped waiting ends at its next batch."""
+    previous = getattr(_cancel, "event", None)
+    _cancel.event = event
+    try:
+        yield
+    finally:
+        _cancel.event = previous
+
+
 @dataclass
 class Graph:
     """One ONNX graph in one session; `device` is what really runs it ('cuda' or 'cpu')."""
@@ -57,6 +75,9 @@ class Graph:
 
     def run(self, x: np.ndarray, outputs: list[str] | None = None) -> list[np.ndarray]:
         # InferenceSession.run is thread-safe; nothing here keeps per-call state.
+        event = getattr(_cancel, "event", None)
+        if event is not None and event.is_set():
+            raise CancelledError("the work was cancelled: its caller stopped waiting")
         try:
             return self.session.run(outputs, {self.input_name: x})
         except Exception as e:  # onnxruntime raises its own exception types

@@ -1,0 +1,198 @@
+"""The service's OpenAPI document is its contract: every route declares its body, answers
+and errors; a client driven by the document alone gets the SDK's bytes; schemathesis with
+every check finds nothing against the running server (loopback, a fixed seed and example
+count). The document is the one `vae serve` publishes at /openapi.json."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jsonschema
+import numpy as np
+import pytest
+
+from vaesdk.images import encode_png, make_grid
+from webserver import running_app, vae_serve_process
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIRT = (ROOT / "docs" / "images" / "inputs" / "shirt.png").read_bytes()
+ERROR_STATUSES = {"404", "408", "413", "422", "500", "503", "504"}
+
+
+@pytest.fixture(scope="module")
+def document(bundled_model) -> dict[str, Any]:
+    from vaesdk.serve import create_app
+
+    return create_app([bundled_model]).app.openapi()
+
+
+def operations(doc: dict[str, Any]) -> dict[str, tuple[str, str, dict[str, Any]]]:
+    return {op["operationId"]: (method, path, op) for path, ops in doc["paths"].items() for method, op in ops.items()}
+
+
+def test_every_post_route_declares_its_body_media_types_and_errors(document):
+    ops = operations(document)
+    assert set(ops) == {"healthz", "list_models", "describe_model", "bundle_file", "sample", "decode", "reconstruct", "edit", "encode", "score"}
+    for op_id in ("sample", "decode"):
+        body = ops[op_id][2]["requestBody"]["content"]["application/json"]["schema"]
+        assert body["additionalProperties"] is False and body["properties"], op_id
+    for op_id in ("reconstruct", "edit", "encode", "score"):
+        form = ops[op_id][2]["requestBody"]["content"]["multipart/form-data"]["schema"]
+        assert form["required"][0] == "image" and form["properties"]["image"]["items"]["format"] == "binary"
+        assert form["properties"]["image"]["maxItems"] == 64  # the default limit, read from Limits
+    for op_id in ("sample", "decode", "reconstruct", "edit"):
+        assert set(ops[op_id][2]["responses"]["200"]["content"]) == {"image/png", "application/json"}, op_id
+    for op_id in ("sample", "decode", "reconstruct", "edit", "encode", "score"):
+        responses = ops[op_id][2]["responses"]
+        assert ERROR_STATUSES <= set(responses), (op_id, set(responses))
+        for status in ERROR_STATUSES:
+            assert responses[status]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
+        assert "Retry-After" in responses["503"]["headers"]
+        assert "401" not in responses  # no token on this server: no 401 to declare
+    assert "HTTPValidationError" not in json.dumps(document)  # FastAPI's default error model is not what is sent
+    error = document["components"]["schemas"]["ErrorBody"]
+    assert set(error["required"]) == {"error", "detail"} and error["additionalProperties"] is False
+    score_k = ops["score"][2]["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]["k"]
+    import vaesdk
+
+    assert score_k["default"] == vaesdk.DEFAULT_IW_SAMPLES  # the same default k as Model.score and `vae score`
+
+
+def test_with_a_token_401_is_declared_with_its_header(bundled_model):
+    from vaesdk.serve import ServeConfig, create_app
+
+    doc = create_app([bundled_model], ServeConfig(token="s3cret-token")).app.openapi()
+    for op_id, (_, path, op) in operations(doc).items():
+        if path.startswith("/v1/"):
+            assert "WWW-Authenticate" in op["responses"]["401"]["headers"], op_id
+
+
+def test_a_method_a_path_lacks_answers_405_with_allow(bundled_model):
+    from vaesdk.serve import create_app
+
+    with running_app(create_app([bundled_model])) as base:
+        for method, path, allow in [
+            ("GET", "/v1/models/fashion-mnist/sample", "POST"), ("DELETE", "/v1/models", "GET"), ("PUT", "/healthz", "GET"),
+            ("POST", "/index.html", "GET, HEAD"),
+        ]:  # fmt: skip
+            r = httpx.request(method, base + path)
+            assert r.status_code == 405 and allow in r.headers["allow"], (method, path, r.headers)
+            assert set(r.json()) == {"error", "detail"} and method in r.json()["detail"]
+
+
+class DocumentClient:
+    """A client that knows nothing but the OpenAPI document: it finds an operation by its id,
+    fills its path, sends the body as the document's media type says, and checks the answer
+    against the declared media types and schemas."""
+
+    def __init__(self, base: str):
+        self.http = httpx.Client(base_url=base, timeout=60)
+        self.doc = self.http.get("/openapi.json").json()
+        self.ops = operations(self.doc)
+
+    def _check(self, schema: dict[str, Any], value: Any) -> None:
+        # The document's "#/components/..." references resolve against the schema's own root.
+        jsonschema.validate(value, {**schema, "components": self.doc["components"]}, cls=jsonschema.Draft202012Validator)
+
+    def call(self, op_id: str, accept: str | None = None, body: dict[str, Any] | None = None, files: list[bytes] = (), **params: Any) -> httpx.Response:
+        method, path, op = self.ops[op_id]
+        for name, value in params.items():
+            declared = next(p for p in op["parameters"] if p["name"] == name and p["in"] == "path")
+            assert value in declared["schema"].get("enum", [value])
+            path = path.replace("{" + name + "}", str(value))
+        content = op.get("requestBody", {}).get("content", {})
+        headers = {"Accept": accept} if accept else {}
+        if "application/json" in content:
+            self._check(content["application/json"]["schema"], body or {})
+            r = self.http.request(method.upper(), path, json=body or {}, headers=headers)
+        elif "multipart/form-data" in content:
+            form = content["multipart/form-data"]["schema"]
+            fields = {k: str(v) for k, v in (body or {}).items()}
+            assert set(fields) <= set(form["properties"]), fields
+            r = self.http.request(method.upper(), path, data=fields, files=[("image", (f"{i}.png", f)) for i, f in enumerate(files)], headers=headers)
+        else:
+            r = self.http.request(method.upper(), path, headers=headers)
+        answer = op["responses"][str(r.status_code)]
+        media = r.headers["content-type"].split(";")[0]
+        assert media in answer["content"], (op_id, media, list(answer["content"]))
+        if media == "application/json":
+            self._check(answer["content"][media]["schema"], r.json())
+        return r
+
+
+def test_a_client_driven_by_the_document_gets_the_sdks_bytes(bundled_model):
+    with vae_serve_process("--device", "cpu") as (_, base):
+        client = DocumentClient(base)
+        grid = client.call("sample", name="fashion-mnist", body={"n": 6, "seed": 3, "ncols": 3})
+        assert grid.content == encode_png(make_grid(bundled_model.sample(6, seed=3), ncols=3))
+        each = client.call("sample", accept="application/json", name="fashion-mnist", body={"n": 2, "seed": 3}).json()
+        assert [base64.b64decode(p) for p in each["images"]] == [encode_png(im) for im in bundled_model.sample(2, seed=3)]
+        encoded = client.call("encode", name="fashion-mnist", files=[SHIRT]).json()["results"][0]
+        posterior = bundled_model.encode(SHIRT)
+        assert encoded["mean"] == posterior.mean[0].tolist() and encoded["logvar"] == posterior.logvar[0].tolist()
+        assert np.asarray(encoded["mean"], np.float32).tobytes() == posterior.mean[0].tobytes()
+        with pytest.raises(jsonschema.ValidationError, match="256"):  # the document states this server's limit
+            client.call("sample", name="fashion-mnist", body={"n": 100_000})
+
+
+SCHEMATHESIS_SEED = 20261201
+SCHEMATHESIS_EXAMPLES = int(os.environ.get("VAESDK_SCHEMATHESIS_EXAMPLES", "10"))
+
+# schemathesis' strategy for `format: binary` sends real sample files first and then arbitrary
+# bytes; the document says these uploads are images, which no schema keyword can express, so
+# the valid ("positive") uploads here are images of every mode and size. Invalid bodies are
+# still generated by its negative mode.
+HOOKS = '''
+import io
+import schemathesis
+from hypothesis import strategies as st
+from PIL import Image
+from schemathesis.transport.serialization import Binary
+
+def _png(mode, width, height, fill):
+    buf = io.BytesIO()
+    Image.new(mode, (width, height), fill).save(buf, format="PNG")
+    return Binary(buf.getvalue())
+
+schemathesis.openapi.format("binary", st.builds(
+    _png, st.sampled_from(["L", "RGB", "RGBA", "LA", "P", "1"]), st.integers(1, 96), st.integers(1, 96), st.integers(0, 255)))
+'''
+
+
+# This server answers a value over one of its limits (n, k, ncols, uploads) with 413 naming
+# the limit, as documented; schemathesis counts 400, 422 and others as rejections of invalid
+# data by default, and 413 is added to them. No other setting differs from its defaults.
+CONFIG = """
+[checks.negative_data_rejection]
+expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429", "5xx"]
+"""
+
+
+def test_schemathesis_with_every_check_finds_no_failure(tmp_path):
+    (tmp_path / "vaesdk_st_hooks.py").write_text(HOOKS)
+    (tmp_path / "schemathesis.toml").write_text(CONFIG)
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": "vaesdk_st_hooks", "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    st = Path(sys.executable).with_name("st")
+    # Small limits keep every generated case cheap (the document states them, so schemathesis
+    # stays within them for valid cases and probes past them for invalid ones).
+    limits = ["--max-n", "8", "--max-k", "8", "--max-images", "3", "--max-pixels", "20000", "--max-upload-mb", "1"]
+    with vae_serve_process("--device", "cpu", "--token", "s3cret-token", *limits) as (_, base):
+        run = subprocess.run(
+            [str(st), "--config-file", str(tmp_path / "schemathesis.toml"), "--no-color", "run", f"{base}/openapi.json",
+             "--checks", "all", "--seed", str(SCHEMATHESIS_SEED), "--max-examples", str(SCHEMATHESIS_EXAMPLES), "--workers", "1",
+             "-H", "Authorization: Bearer s3cret-token", "--request-timeout", "60", "--max-time", "900"],
+            capture_output=True, text=True, env=env, timeout=1200, cwd=tmp_path,
+        )  # fmt: skip
+    tail = run.stdout[-6000:] + run.stderr[-2000:]
+    print(tail)
+    assert run.returncode == 0, tail
+    cases = re.search(r"(\d+) generated, (\d+) passed", run.stdout)
+    assert cases and cases[1] == cases[2] and int(cases[1]) >= 100, tail  # every generated case ran and passed
