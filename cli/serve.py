@@ -62,7 +62,7 @@ def serve(
         float, typer.Option(min=0.1, help="Seconds a request's body may take to arrive (plus 1 s per --body-min-rate bytes); then 408.")
     ] = DEADLINES.body_timeout_s,
     body_min_rate: Annotated[
-        int, typer.Option(min=0, help="Bytes/s of body that extend its deadline by a second; 0: a fixed --body-timeout.")
+        int, typer.Option(min=0, help="Each this many bytes of body received extend its deadline by 1 s; 0: a fixed --body-timeout.")
     ] = DEADLINES.body_min_rate,
     max_connections: Annotated[
         int, typer.Option(min=1, max=1_000_000, help="Open connections; over it, the request that has been arriving longest is closed.")
