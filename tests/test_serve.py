@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import vaesdk
 from vaesdk.images import encode_png, make_grid
 from webserver import running_app, vae_serve_process
 
@@ -233,5 +234,6 @@ def test_vae_serve_finishes_in_flight_requests_on_sigterm(tmp_path):
         assert result["r"].status_code == 200 and len(result["r"].json()["results"]) == 8, result["r"].text[:300]
         assert proc.wait(timeout=60) == 0
     text = log.read_text()
-    assert "serving fashion-mnist on http://127.0.0.1" in text and "Traceback" not in text
+    served = ", ".join([vaesdk.DEFAULT_MODEL] + [m for m in vaesdk.list_models() if m != vaesdk.DEFAULT_MODEL])
+    assert f"serving {served} on http://127.0.0.1" in text and "Traceback" not in text
     assert "stopped on SIGTERM" in text
