@@ -114,9 +114,9 @@ class _DeadlineProtocol(H11Protocol):
         else:
             what = f"request headers not complete within {self.deadlines.header_timeout_s:g} s (--header-timeout)"
         begun = self._phase == "body" or self._phase_bytes > 0
-        self._close(what, answer=begun)
+        self.expire(what, answer=begun)
 
-    def _close(self, why: str, answer: bool) -> None:
+    def expire(self, why: str, answer: bool) -> None:
         phase = self._phase
         self._end_phase()
         if self.transport is None or self.transport.is_closing():
@@ -141,9 +141,9 @@ class _DeadlineProtocol(H11Protocol):
             others = [(t, c) for c, t in self.arriving.items() if c is not self]
             if others:
                 _, oldest = min(others, key=lambda tc: tc[0])
-                oldest._close(f"the oldest unfinished request, closed to make room (--max-connections {self.deadlines.max_connections})", answer=True)
+                oldest.expire(f"the oldest unfinished request, closed to make room (--max-connections {self.deadlines.max_connections})", answer=True)
             else:
-                self._close(f"refused: {self.deadlines.max_connections} connections are busy (--max-connections)", answer=False)
+                self.expire(f"refused: {self.deadlines.max_connections} connections are busy (--max-connections)", answer=False)
 
     def data_received(self, data: bytes) -> None:
         if self._phase is None and (self.cycle is None or self.cycle.response_complete):

@@ -137,7 +137,7 @@ def test_docs_show_the_manifests_figures(recorded, monkeypatch):
 def test_docs_training_and_parity_figures_match_the_manifest(bundled):
     training = bundled.manifest.data["training"]
     parity = bundled.manifest.data["parity"]
-    section = BUNDLED_PAGE.read_text().split("# The bundled model", 1)[1].split("\n## ", 1)[0]
+    section = BUNDLED_PAGE.read_text().split("\n## fashion-mnist\n", 1)[1].split("\n## ", 1)[0]
     assert f"It ran {training['epochs']} epochs" in section
     assert f"kept\nepoch {training['best_epoch']}" in section or f"kept epoch {training['best_epoch']}" in section
     assert f"({training['best_val_objective']:.3f} bits/dim)" in section

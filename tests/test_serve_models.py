@@ -98,10 +98,11 @@ def test_vae_serve_serves_every_bundled_model_by_default(monkeypatch, tiny_vae_b
     import vaesdk.serve
     from vaesdk.cli.main import app
 
+    others = [m for m in vaesdk.list_models() if m != vaesdk.DEFAULT_MODEL]
     bundled = {**vaesdk.registry._bundled(), "tiny-vae": tiny_vae_bundle}
     monkeypatch.setattr(vaesdk.registry, "_bundled", lambda: bundled)
     served: list[list[str]] = []
     monkeypatch.setattr(vaesdk.serve, "serve", lambda models, **kw: served.append([m.name for m in models]))
     r = CliRunner().invoke(app, ["serve", "--device", "cpu"])
     assert r.exit_code == 0, r.output
-    assert served == [[vaesdk.DEFAULT_MODEL, "tiny-vae"]]
+    assert served == [[vaesdk.DEFAULT_MODEL, *others, "tiny-vae"]]
