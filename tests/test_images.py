@@ -1080,3 +1080,10 @@ def test_filesystem_without_hard_links_still_gets_the_file(tmp_path, monkeypatch
     with Image.open(target) as im:
         assert np.array_equal(np.asarray(im), PICTURE)
     assert sorted(os.listdir(tmp_path)) == ["img.png"]
+
+
+def test_an_empty_output_image_is_refused_before_pillow_sees_it(tmp_path):
+    with pytest.raises(InvalidImageError) as info:
+        save_png(tmp_path / "empty.png", np.zeros((0, 0, 1), np.uint8))
+    assert str(info.value) == "output image is empty (shape (0, 0, 1)); a PNG needs at least one pixel"
+    assert not list(tmp_path.iterdir())

@@ -340,7 +340,7 @@ def encode_png(image: np.ndarray) -> bytes:
     """uint8 [H, W, C] -> PNG bytes."""
     array = np.asarray(image)
     if array.size == 0:  # Pillow fails inside its encoder on a 0-pixel image
-        raise InvalidArgumentError(f"output image of shape {array.shape} is empty; PNG needs at least one pixel")
+        raise InvalidImageError(f"output image is empty (shape {array.shape}); a PNG needs at least one pixel")
     buf = io.BytesIO()
     _array_to_pil(array, "output image").save(buf, format="PNG", optimize=False)
     return buf.getvalue()
