@@ -472,7 +472,7 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
         limit("n", n, limits.max_n, "images")
         seed = seed_of(body.get("seed"))
         args = model.validate(
-            "sample", n=n, seed=seed, prior=body.get("prior", model.describe()["default_prior"]),
+            "sample", n=n, seed=seed, prior=body.get("prior"),
             temperature=body.get("temperature", 1.0), truncation=body.get("truncation"),
         )  # fmt: skip
         ncols = body.get("ncols")

@@ -59,10 +59,12 @@ def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def _fields(buf: memoryview):
-    """Yield (field_number, value) for one message; value is int or memoryview (bytes)."""
+def _spans(buf: memoryview):
+    """Yield (field_number, value, start, end) for one message; value is int or memoryview
+    (bytes), buf[start:end] the whole field with its key."""
     pos, end = 0, len(buf)
     while pos < end:
+        start = pos
         key, pos = _varint(buf, pos)
         number, wire = key >> 3, key & 7
         if wire == 0:
@@ -80,6 +82,12 @@ def _fields(buf: memoryview):
             raise ValueError(f"unsupported protobuf wire type {wire}")
         if pos > end:
             raise ValueError("field runs past the end of its message")
+        yield number, value, start, pos
+
+
+def _fields(buf: memoryview):
+    """Yield (field_number, value) for one message; value is int or memoryview (bytes)."""
+    for number, value, _, _ in _spans(buf):
         yield number, value
 
 
@@ -239,21 +247,10 @@ def _length_delimited(number: int, payload: bytes) -> bytes:
 
 
 def _raw_fields(buf: memoryview):
-    """Yield (field_number, value, raw bytes of the whole field) for one message."""
-    pos = 0
-    for number, value in _fields(buf):
-        # _fields consumed exactly one field; find where it ended by re-reading its key.
-        start = pos
-        key, pos = _varint(buf, pos)
-        wire = key & 7
-        if wire == 0:
-            _, pos = _varint(buf, pos)
-        elif wire == 2:
-            length, pos = _varint(buf, pos)
-            pos += length
-        else:
-            pos += 8 if wire == 1 else 4
-        yield number, value, buf[start:pos]
+    """Yield (field_number, value, raw bytes of the whole field) for one message, so a
+    message can be rebuilt from the fields it keeps."""
+    for number, value, start, end in _spans(buf):
+        yield number, value, buf[start:end]
 
 
 def keep_outputs(data: bytes, outputs: list[str]) -> bytes:

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -142,7 +144,7 @@ def main() -> None:
     model = vaesdk.load(args.model, device="cpu") if args.model else vaesdk.load(device="cpu")
     started = time.time()
     result = measure(model, args.n, data=args.data)
-    result["machine"] = f"{platform.machine()}, {len(__import__('os').sched_getaffinity(0))} CPUs"
+    result["machine"] = f"{platform.machine()}, {len(os.sched_getaffinity(0))} CPUs"
     result["date"] = time.strftime("%Y-%m-%d", time.gmtime(started))
     ref = result["reference"]
     print(f"{model.name}: {result['reference_images']} reference images; samples n={args.n}")
@@ -156,7 +158,7 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     if args.record:
-        record(model, result, " ".join(["python", "benchmarks/fid/frechet.py", *__import__("sys").argv[1:]]))
+        record(model, result, " ".join(["python", "benchmarks/fid/frechet.py", *sys.argv[1:]]))
 
 
 def record(model: vaesdk.Model, result: dict, command: str) -> None:
