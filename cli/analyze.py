@@ -12,7 +12,7 @@ import numpy as np
 import typer
 
 import vaesdk
-from vaesdk import InvalidArgumentError, OutputError
+from vaesdk import InvalidArgumentError, OutputError, frontend
 
 from .common import Inputs, emit_json, gather_inputs, load_model, note, progress
 from .options import BatchOpt, DataDirOpt, DataOpt, DeviceOpt, ForceOpt, JsonOpt, ModelOpt, WorkersOpt
@@ -34,7 +34,7 @@ def _write_text(out: Path | None, text: str, force: bool) -> Optional[str]:
     if out is None:
         typer.echo(text, nl=False)
         return None
-    vaesdk.write_atomic(out, text.encode(), overwrite=force)
+    frontend.write_atomic(out, text.encode(), overwrite=force)
     return str(out)
 
 
@@ -47,7 +47,7 @@ JobDirOpt = Annotated[
     ),
 ]
 ShardSizeOpt = Annotated[
-    int, typer.Option("--shard-size", min=vaesdk.SEED_BLOCK, help=f"Images per shard with --job-dir (a multiple of {vaesdk.SEED_BLOCK}).")
+    int, typer.Option("--shard-size", min=frontend.SEED_BLOCK, help=f"Images per shard with --job-dir (a multiple of {frontend.SEED_BLOCK}).")
 ]
 RayOpt = Annotated[
     Optional[str],
@@ -65,15 +65,8 @@ def _run(
 ) -> vaesdk.JobResult:  # fmt: skip
     """One SDK call: in this process, in resumable shards, or on Ray."""
     with progress(len(inputs.paths), operation) as advance:
-        if ray is not None:
-            from vaesdk.ray import run_job as run_on_ray
-
-            return run_on_ray(m, operation, inputs.named, address=ray, job_dir=job_dir, shard_size=shard_size,
+        return vaesdk.run_job(m, operation, inputs.named, job_dir=job_dir, shard_size=shard_size, ray=ray,
                               workers=workers, progress=advance, **options)  # fmt: skip
-        if job_dir is not None:
-            return vaesdk.run_sharded(m, operation, inputs.named, job_dir, shard_size=shard_size, workers=workers,
-                                      progress=advance, **options)  # fmt: skip
-        return vaesdk.run_job(m, operation, inputs.named, workers=workers, progress=advance, **options)
 
 
 @app.command()
@@ -88,7 +81,7 @@ def embed(
     batch_size: BatchOpt = vaesdk.DEFAULT_BATCH,
     workers: WorkersOpt = None,
     job_dir: JobDirOpt = None,
-    shard_size: ShardSizeOpt = vaesdk.DEFAULT_SHARD_SIZE,
+    shard_size: ShardSizeOpt = frontend.DEFAULT_SHARD_SIZE,
     ray: RayOpt = None,
     force: ForceOpt = False,
 ) -> None:
@@ -130,13 +123,13 @@ def _save_features(out: Path | None, suffix: str, names: list[str], mean: np.nda
         buf = io.BytesIO()
         arrays = {"files": np.array(names), "mean": mean, **({"logvar": lv} if lv is not None else {})}
         np.savez(buf, **arrays)
-        vaesdk.write_atomic(out, buf.getvalue(), overwrite=force)
+        frontend.write_atomic(out, buf.getvalue(), overwrite=force)
         return [str(out)]
     outputs = [(out, mean)] + ([(out.with_name(out.stem + ".logvar.npy"), lv)] if lv is not None else [])
     for path, array in outputs:
         buf = io.BytesIO()
         np.save(buf, array)
-        vaesdk.write_atomic(path, buf.getvalue(), overwrite=force)
+        frontend.write_atomic(path, buf.getvalue(), overwrite=force)
     return [str(p) for p, _ in outputs]
 
 
@@ -163,7 +156,7 @@ def score(
     batch_size: BatchOpt = vaesdk.DEFAULT_BATCH,
     workers: WorkersOpt = None,
     job_dir: JobDirOpt = None,
-    shard_size: ShardSizeOpt = vaesdk.DEFAULT_SHARD_SIZE,
+    shard_size: ShardSizeOpt = frontend.DEFAULT_SHARD_SIZE,
     ray: RayOpt = None,
     force: ForceOpt = False,
     json_out: JsonOpt = False,
@@ -178,9 +171,9 @@ def score(
     inputs = gather_inputs(images)
     m = load_model(model, device, batch_size)
     if flag_p_below is not None:
-        vaesdk.check_flag(m, flag_p_below)
+        frontend.check_flag(m, flag_p_below)
     result = _run(m, "score", inputs, job_dir=job_dir, shard_size=shard_size, ray=ray, workers=workers, k=k, seed=seed)
-    payload = vaesdk.score_report(m, result, k=k, seed=seed, flag_p_below=flag_p_below)
+    payload = frontend.score_report(m, result, k=k, seed=seed, flag_p_below=flag_p_below)
     records = payload["scores"]
     # With --out the file's suffix decides its format; --json chooses the format of stdout.
     as_json = out.suffix.lower() == ".json" if out is not None else json_out
@@ -209,7 +202,7 @@ def eval_command(
     train_data: Annotated[
         Optional[str], typer.Option(help="Labelled image folder to fit the probe on, for --data FOLDER.")
     ] = None,
-    k: Annotated[int, typer.Option("--k", min=1, max=10000, help="Importance samples per image for the IW bound.")] = vaesdk.DEFAULT_EVAL_K,
+    k: Annotated[int, typer.Option("--k", min=1, max=10000, help="Importance samples per image for the IW bound.")] = frontend.DEFAULT_EVAL_K,
     limit: Annotated[int, typer.Option(min=0, help="Use only the first N images of each set (0 = all).")] = 0,
     ood: Annotated[
         bool, typer.Option("--ood/--no-ood", help="Measure the anomaly score against out-of-distribution sets (MNIST digits, noise, ...).")
@@ -242,7 +235,7 @@ def eval_command(
         (f"-IW bound, k={k} (bits/dim)", _fmt(metrics.get("iw_bpd"))),
         ("reconstruction MSE", _fmt(metrics.get("recon_mse"), 5)),
         ("reconstruction PSNR (dB)", _fmt(metrics.get("recon_psnr"), 2) if metrics.get("recon_psnr") is not None else "inf"),
-        (f"active latent dims (KL > {vaesdk.ACTIVE_KL_NATS:g})", str(metrics.get("active_dims", "n/a"))),
+        (f"active latent dims (KL > {frontend.ACTIVE_KL_NATS:g})", str(metrics.get("active_dims", "n/a"))),
         ("linear probe accuracy", _fmt(metrics.get("probe_accuracy"))),
     ]
     unusual = metrics.get("anomaly")

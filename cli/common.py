@@ -21,7 +21,8 @@ import numpy as np
 import typer
 
 import vaesdk
-from vaesdk import InvalidArgumentError, InvalidImageError, OutputError, encode_png, expand_sources, write_atomic
+from vaesdk import InvalidArgumentError, InvalidImageError, OutputError, encode_png
+from vaesdk.frontend import expand_sources, write_atomic
 
 STDIO = "-"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -43,47 +42,44 @@ class PerImage:
     workers: Optional[int] = None
 
 
-def run_per_image(
-    opts: PerImage, suffix: str, prepare: Callable[[vaesdk.Model], Callable[[np.ndarray], Any]], extra: dict
-) -> None:
+def run_per_image(opts: PerImage, operation: str, suffix: str, options: dict[str, Any], extra: dict, side_by_side: bool = False) -> None:
     """Write one PNG per input as NAME.<suffix>.png (in --out-dir, or the current folder;
-    --out for a single input). `prepare(model)` checks the arguments against the model,
-    before any image is read, and returns the operation applied to each batch."""
+    --out for a single input): `vaesdk.map_images(model, operation, ...)` over the inputs,
+    which checks `options` against the model before any image is read."""
     if opts.out is not None and opts.out_dir is not None:
         raise InvalidArgumentError("give --out (one input) or --out-dir (any number of inputs), not both")
     inputs = gather_inputs(opts.images)
     if opts.out is not None and len(inputs.paths) != 1:
         raise InvalidArgumentError("--out takes one input image; with several, use --out-dir")
     m = load_model(opts.model, opts.device, opts.batch_size)
-    op = prepare(m)
+    results = vaesdk.map_images(m, operation, inputs.named, batch_size=opts.batch_size, workers=opts.workers, **options)
     folder = opts.out_dir if opts.out_dir is not None else Path(".")
     records = []
     with progress(len(inputs.paths), suffix) as advance, Outputs(opts.force, background=WRITERS) as outputs:
-        for names, batch in inputs.batches(m, opts.batch_size, opts.workers):
-            for name, result in zip(names, op(batch)):
-                stem = "stdin" if name == STDIO else Path(name).stem
-                target = outputs.explicit(opts.out) if opts.out is not None else outputs.default(folder / f"{stem}.{suffix}.png")
-                records.append({"input": name, "output": outputs.write_png(target, enlarge(result, opts.scale))})
-            advance(len(names))
+        for r in results:
+            advance(1)
+            if not r.ok:
+                inputs.failed([(r.name, r.error)])
+                continue
+            result = make_grid(np.stack([r.image, r.output]), ncols=2, padding=1) if side_by_side else r.output
+            stem = "stdin" if r.name == STDIO else Path(r.name).stem
+            target = outputs.explicit(opts.out) if opts.out is not None else outputs.default(folder / f"{stem}.{suffix}.png")
+            records.append({"input": r.name, "output": outputs.write_png(target, enlarge(result, opts.scale))})
     if opts.json_out:
         emit_json({"model": m.name, **extra, "results": records, "failed": inputs.failures})
     else:
-        for r in records:
-            if r["output"] != STDIO:
-                note(f"{r['input']} -> {r['output']}")
+        for rec in records:
+            if rec["output"] != STDIO:
+                note(f"{rec['input']} -> {rec['output']}")
     inputs.finish(len(records))
 
 
 SideBySideOpt = Annotated[bool, typer.Option("--side-by-side", help="Put each input left of its result.")]
 
 
-def pairs(inputs: np.ndarray, results: np.ndarray) -> list[np.ndarray]:
-    return [make_grid(np.stack([a, b]), ncols=2, padding=1) for a, b in zip(inputs, results)]
-
-
-def streams(seed: Optional[int], random: bool, quiet: bool) -> Optional[vaesdk.RandomStreams]:
-    """Random streams shared by all batches, so results do not depend on --batch-size."""
-    return vaesdk.RandomStreams.from_seed(choose_seed(seed, quiet)) if random else None
+def random_seed(seed: Optional[int], random: bool, quiet: bool) -> Optional[int]:
+    """The seed of a command that draws (chosen and reported when not given); None otherwise."""
+    return choose_seed(seed, quiet) if random else None
 
 
 @app.command()
@@ -112,20 +108,9 @@ def edit(
     Writes NAME.edit.png per input into the current folder (or --out-dir; --out for one image).
     """
     opts = PerImage(images, out, out_dir, scale, force, json_out, batch_size, model, device)
-
-    def prepare(m: vaesdk.Model) -> Callable[[np.ndarray], np.ndarray]:
-        m.validate("edit", dim=dim, direction=direction, delta=delta, sample_latent=sample_latent, sample_pixels=sample_pixels)
-        rng = streams(seed, sample_latent or sample_pixels, json_out)
-
-        def op(batch: np.ndarray) -> Any:
-            edited = m.edit(
-                batch, dim=dim, direction=direction, delta=delta, sample_latent=sample_latent, sample_pixels=sample_pixels, seed=rng
-            )
-            return pairs(batch, edited) if side_by_side else edited
-
-        return op
-
-    run_per_image(opts, "edit", prepare, {"dim": dim, "direction": direction, "delta": delta})
+    seed = random_seed(seed, sample_latent or sample_pixels, json_out)
+    options = dict(dim=dim, direction=direction, delta=delta, sample_latent=sample_latent, sample_pixels=sample_pixels, seed=seed)
+    run_per_image(opts, "edit", "edit", options, {"dim": dim, "direction": direction, "delta": delta}, side_by_side)
 
 
 @app.command()
@@ -148,18 +133,9 @@ def reconstruct(
     """Encode and decode each image: NAME.recon.png per input (placed as for edit). Images
     are decoded by --workers threads while the model runs; outputs keep the input order."""
     opts = PerImage(images, out, out_dir, scale, force, json_out, batch_size, model, device, workers)
-
-    def prepare(m: vaesdk.Model) -> Callable[[np.ndarray], Any]:
-        m.validate("reconstruct", sample_latent=sample_latent, sample_pixels=sample_pixels)
-        rng = streams(seed, sample_latent or sample_pixels, json_out)
-
-        def op(batch: np.ndarray) -> Any:
-            recon = m.reconstruct(batch, sample_latent=sample_latent, sample_pixels=sample_pixels, seed=rng)
-            return pairs(batch, recon) if side_by_side else recon
-
-        return op
-
-    run_per_image(opts, "recon", prepare, {})
+    seed = random_seed(seed, sample_latent or sample_pixels, json_out)
+    options = dict(sample_latent=sample_latent, sample_pixels=sample_pixels, seed=seed)
+    run_per_image(opts, "reconstruct", "recon", options, {}, side_by_side)
 
 
 @app.command()

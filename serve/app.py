@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import json
 import secrets
 import threading
@@ -25,18 +24,15 @@ import numpy as np
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
-from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Mount
 
 import vaesdk
+from vaesdk import DEFAULT_IW_SAMPLES, encode_png, frontend, make_grid
 from vaesdk.errors import (
     BundleError, CancelledError, DeviceUnavailableError, InferenceError, InvalidArgumentError, ModelNotFoundError, VaesdkError,
 )  # fmt: skip
-from vaesdk.images import encode_png, make_grid
-from vaesdk.latent import split_rng
-from vaesdk.model import DEFAULT_IW_SAMPLES
-from vaesdk.session import cancellable
+from vaesdk.frontend import cancellable
 
 from . import contract
 from .deadlines import Deadlines
@@ -360,22 +356,6 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
             raise ApiError(413, "too_large", f"{len(files)} images uploaded; the limit is {limits.max_images} per request")
         return files, fields
 
-    def checked_images(files: list[tuple[str, bytes]]) -> list[tuple[str, Any]]:
-        """Uploads over the pixel limit become per-item errors, from the header alone."""
-        out: list[tuple[str, Any]] = []
-        for name, data in files:
-            try:
-                with Image.open(io.BytesIO(data)) as im:
-                    w, h = im.size
-            except Exception:  # unreadable: the SDK's reader says why, per item
-                out.append((name, data))
-                continue
-            if w * h > limits.max_image_pixels:
-                out.append((name, vaesdk.InvalidImageError(f"{name} is {w}x{h} pixels; this server's limit is {limits.max_image_pixels} per image")))
-            else:
-                out.append((name, data))
-        return out
-
     def form_value(fields: dict[str, str], key: str, kind: type, default: Any) -> Any:
         if key not in fields:
             return default
@@ -401,18 +381,11 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
     def b64png(image: np.ndarray) -> str:
         return base64.b64encode(encode_png(image)).decode("ascii")
 
-    def per_image(files: list[tuple[str, bytes]], model: vaesdk.Model, op: Callable[[np.ndarray], Any]) -> list[dict[str, Any]]:
-        """Run `op` on every readable upload (in the model's batches); bad uploads get an error entry."""
-        entries: list[dict[str, Any]] = []
+    def per_image(files: list[tuple[str, bytes]], model: vaesdk.Model, operation: str, **options: Any) -> list[dict[str, Any]]:
+        """`operation` on every upload: its result, or the error that stopped it, in upload order."""
         # Decoded in this worker: the server's pool already runs requests side by side.
-        for batch in vaesdk.read_inputs(checked_images(files), model, model.batch_size, workers=1):
-            outputs = iter(op(batch.images) if len(batch) else [])
-            for item in batch.items:
-                if item.ok:
-                    entries.append({"name": item.name, "result": next(outputs)})
-                else:
-                    entries.append({"name": item.name, "error": str(item.error).splitlines()[0]})
-        return entries
+        results = vaesdk.map_images(model, operation, files, workers=1, max_pixels=limits.max_image_pixels, **options)
+        return [{"name": r.name, "result": r.output} if r.ok else {"name": r.name, "error": str(r.error).splitlines()[0]} for r in results]
 
     def image_answer(request: Request, entries: list[dict[str, Any]], headers: dict[str, str] | None = None) -> Response:
         if len(entries) == 1 and not wants_json(request):
@@ -481,18 +454,15 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
         as_json = wants_json(request)
 
         def run() -> Any:
-            options = dict(seed=seed, temperature=args["temperature"], truncation=args["truncation"], prior=args["prior"])
-            if not as_json:
-                return make_grid(model.sample(args["n"], **options), ncols=ncols)
-            # The latents `sample` draws come from the first of its two streams.
-            z = model.sample_latents(args["n"], **{**options, "seed": split_rng(seed, 2)[0]})
-            return z, model.decode(z)
+            images, z = model.sample(args["n"], seed=seed, temperature=args["temperature"], truncation=args["truncation"],
+                                     prior=args["prior"], return_latents=True)  # fmt: skip
+            return (images, z) if as_json else make_grid(images, ncols=ncols)
 
         result = await compute(request, run)
         headers = {"X-Vaesdk-Seed": str(seed)}
         if not as_json:
             return png_response(result, headers)
-        z, images = result
+        images, z = result
         return JSONResponse({"seed": seed, "latents": z.tolist(), "images": [b64png(im) for im in images]}, headers=headers)
 
     @app.post(
@@ -537,10 +507,8 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
             "reconstruct", sample_latent=form_value(fields, "sample_latent", bool, False),
             sample_pixels=form_value(fields, "sample_pixels", bool, False), seed=seed,
         )  # fmt: skip
-        streams = vaesdk.RandomStreams.from_seed(seed)
-        entries = await compute(
-            request, lambda: per_image(files, model, lambda b: model.reconstruct(b, sample_latent=args["sample_latent"], sample_pixels=args["sample_pixels"], seed=streams))
-        )
+        options = dict(sample_latent=args["sample_latent"], sample_pixels=args["sample_pixels"], seed=seed)
+        entries = await compute(request, lambda: per_image(files, model, "reconstruct", **options))
         return image_answer(request, entries, {"X-Vaesdk-Seed": str(seed)})
 
     @app.post(
@@ -561,13 +529,8 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
             "edit", dim=dim, direction=direction, delta=delta, sample_latent=form_value(fields, "sample_latent", bool, False),
             sample_pixels=form_value(fields, "sample_pixels", bool, False), seed=seed,
         )  # fmt: skip
-        streams = vaesdk.RandomStreams.from_seed(seed)
-
-        def op(batch: np.ndarray) -> np.ndarray:
-            return model.edit(batch, dim=dim, direction=direction, delta=delta, sample_latent=args["sample_latent"],
-                              sample_pixels=args["sample_pixels"], seed=streams)  # fmt: skip
-
-        entries = await compute(request, lambda: per_image(files, model, op))
+        options = dict(dim=dim, direction=direction, delta=delta, sample_latent=args["sample_latent"], sample_pixels=args["sample_pixels"], seed=seed)
+        entries = await compute(request, lambda: per_image(files, model, "edit", **options))
         return image_answer(request, entries, {"X-Vaesdk-Seed": str(seed)})
 
     def job_results(result: vaesdk.JobResult, record: Callable[[int], dict[str, Any]]) -> list[dict[str, Any]]:
@@ -586,7 +549,7 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
         model = model_of(name)
         files, _ = await uploads(request, "encode")
         logvar = model.kind == "vae"
-        result = await compute(request, lambda: vaesdk.run_job(model, "embed", checked_images(files), logvar=logvar, workers=1))
+        result = await compute(request, lambda: vaesdk.run_job(model, "embed", files, logvar=logvar, workers=1, max_pixels=limits.max_image_pixels))
         c = result.columns
 
         def record(row: int) -> dict[str, Any]:
@@ -608,8 +571,8 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
         limit("k", k, limits.max_k, "importance samples")
         seed = form_value(fields, "seed", int, 0)
         model.validate("score", k=k, seed=seed)
-        result = await compute(request, lambda: vaesdk.run_job(model, "score", checked_images(files), k=k, seed=seed, workers=1))
-        report = vaesdk.score_report(model, result, k=k, seed=seed)
+        result = await compute(request, lambda: vaesdk.run_job(model, "score", files, k=k, seed=seed, workers=1, max_pixels=limits.max_image_pixels))
+        report = frontend.score_report(model, result, k=k, seed=seed)
         scores = report.pop("scores")
 
         def record(row: int) -> dict[str, Any]:

@@ -15,9 +15,8 @@ from typing import Any, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 import vaesdk
-from vaesdk.arguments import MAX_TEMPERATURE
-from vaesdk.latent import MAX_ABS_LATENT
-from vaesdk.model import DEFAULT_IW_SAMPLES
+from vaesdk import DEFAULT_IW_SAMPLES
+from vaesdk.frontend import MAX_ABS_LATENT, MAX_TEMPERATURE
 
 PNG = "image/png"
 JSON = "application/json"

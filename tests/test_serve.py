@@ -125,6 +125,17 @@ def test_encode_and_score_match_the_sdk_in_upload_order(server, bundled_model):
         }  # fmt: skip
 
 
+def test_an_upload_over_the_pixel_limit_is_an_error_in_its_place(server):
+    big = io.BytesIO()
+    Image.new("L", (1001, 1000), 0).save(big, "PNG")  # 1,001,000 pixels; the limit is 1,000,000
+    files = [("image", ("shirt.png", png_bytes("shirt"))), ("image", ("big.png", big.getvalue()))]
+    for route in ("reconstruct", "encode", "score"):
+        results = server.post(api(route), files=files, headers={"Accept": "application/json"}).json()["results"]
+        assert [r["name"] for r in results] == ["shirt.png", "big.png"]
+        assert "error" not in results[0], results[0]
+        assert results[1]["error"] == "big.png is 1001x1000 pixels; the limit is 1000000 pixels in all", route
+
+
 def test_bundle_files_are_served_as_they_are_on_disk_and_nothing_else(server, bundled_model):
     files = bundled_model.describe()["files"]
     assert {"manifest.json", "encoder.onnx", "decoder.onnx"} <= set(files.values())

@@ -1,4 +1,4 @@
-"""Resumable sharded jobs (vaesdk.run_sharded, `vae embed/score --job-dir`): an interrupted
+"""Resumable sharded jobs (vaesdk.run_job with job_dir, `vae embed/score --job-dir`): an interrupted
 job resumes without redoing finished shards or duplicating results, and ends equal to an
 uninterrupted run; a folder of another job is refused."""
 
@@ -10,10 +10,11 @@ from typer.testing import CliRunner
 
 import vaesdk
 import vaesdk.jobs
+from vaesdk.jobs import SEED_BLOCK
 from vaesdk.cli.main import app
 from folders import png_folder
 
-BLOCK = vaesdk.SEED_BLOCK
+BLOCK = SEED_BLOCK
 
 
 @pytest.fixture(scope="module")
@@ -69,11 +70,11 @@ def test_an_interrupted_job_resumes_without_redoing_or_duplicating(folder, model
     want = vaesdk.run_job(model, "score", [folder], k=2, seed=7)
     # Interrupted during the second shard: the first is written, the second is not.
     with pytest.raises(Interrupted):
-        vaesdk.run_sharded(model, "score", [folder], job, shard_size=BLOCK, k=2, seed=7, progress=stop_after(BLOCK + 10))
+        vaesdk.run_job(model, "score", [folder], job_dir=job, shard_size=BLOCK, k=2, seed=7, progress=stop_after(BLOCK + 10))
     assert sorted(p.name for p in job.iterdir()) == ["job.json", "shard-00000.npz"]
     first = (job / "shard-00000.npz").stat()
     computed = count_blocks(monkeypatch)
-    got = vaesdk.run_sharded(model, "score", [folder], job, shard_size=BLOCK, k=2, seed=7)
+    got = vaesdk.run_job(model, "score", [folder], job_dir=job, shard_size=BLOCK, k=2, seed=7)
     assert computed == [1, 2]  # only the unfinished shards
     after = (job / "shard-00000.npz").stat()
     assert (after.st_ino, after.st_mtime_ns) == (first.st_ino, first.st_mtime_ns)
@@ -82,13 +83,13 @@ def test_an_interrupted_job_resumes_without_redoing_or_duplicating(folder, model
     assert_same(got, want)
     # A finished job computes nothing when run again.
     computed.clear()
-    assert_same(vaesdk.run_sharded(model, "score", [folder], job, shard_size=BLOCK, k=2, seed=7), want)
+    assert_same(vaesdk.run_job(model, "score", [folder], job_dir=job, shard_size=BLOCK, k=2, seed=7), want)
     assert computed == []
 
 
 def test_shards_of_several_blocks_and_embeddings(folder, model, tmp_path):
     want = vaesdk.run_job(model, "embed", [folder], logvar=True)
-    got = vaesdk.run_sharded(model, "embed", [folder], tmp_path / "job", shard_size=2 * BLOCK, logvar=True, workers=2)
+    got = vaesdk.run_job(model, "embed", [folder], job_dir=tmp_path / "job", shard_size=2 * BLOCK, logvar=True, workers=2)
     assert_same(got, want)
     assert len(list((tmp_path / "job").glob("shard-*.npz"))) == 2
 
@@ -107,31 +108,31 @@ def test_results_in_input_order_put_each_error_where_its_input_was(folder, model
 def test_a_different_job_in_the_same_folder_is_refused(folder, model, tmp_path):
     job = tmp_path / "job"
     files = sorted(folder.glob("img00*.png"))
-    vaesdk.run_sharded(model, "score", files, job, shard_size=BLOCK, k=1, seed=0)
+    vaesdk.run_job(model, "score", files, job_dir=job, shard_size=BLOCK, k=1, seed=0)
     with pytest.raises(vaesdk.InvalidArgumentError, match=r"belongs to another job: options there .*give a new job folder"):
-        vaesdk.run_sharded(model, "score", files, job, shard_size=BLOCK, k=1, seed=1)
+        vaesdk.run_job(model, "score", files, job_dir=job, shard_size=BLOCK, k=1, seed=1)
     with pytest.raises(vaesdk.InvalidArgumentError, match="inputs there"):
-        vaesdk.run_sharded(model, "score", files[1:], job, shard_size=BLOCK, k=1, seed=0)
+        vaesdk.run_job(model, "score", files[1:], job_dir=job, shard_size=BLOCK, k=1, seed=0)
     with pytest.raises(vaesdk.InvalidArgumentError, match="shard size there 256, now 512"):
-        vaesdk.run_sharded(model, "score", files, job, shard_size=2 * BLOCK, k=1, seed=0)
+        vaesdk.run_job(model, "score", files, job_dir=job, shard_size=2 * BLOCK, k=1, seed=0)
     with pytest.raises(vaesdk.InvalidArgumentError, match="options there"):
-        vaesdk.run_sharded(model, "embed", files, job, shard_size=BLOCK)
+        vaesdk.run_job(model, "embed", files, job_dir=job, shard_size=BLOCK)
 
 
 def test_a_killed_write_leaves_nothing_that_counts(folder, model, tmp_path):
     job = tmp_path / "job"
     files = sorted(folder.glob("img00*.png"))
-    want = vaesdk.run_sharded(model, "embed", files, job, shard_size=BLOCK)
+    want = vaesdk.run_job(model, "embed", files, job_dir=job, shard_size=BLOCK)
     (job / "shard-00000.npz").unlink()
     (job / ".shard-00000.npz.abc123.tmp").write_bytes(b"half a shard")  # what a kill during write_atomic leaves
-    assert_same(vaesdk.run_sharded(model, "embed", files, job, shard_size=BLOCK), want)
+    assert_same(vaesdk.run_job(model, "embed", files, job_dir=job, shard_size=BLOCK), want)
     assert sorted(p.name for p in job.iterdir()) == ["job.json", "shard-00000.npz"]
 
 
 @pytest.mark.parametrize("size", [0, 100, BLOCK + 1, 4097 * BLOCK, True])
 def test_bad_shard_sizes_are_refused(folder, model, tmp_path, size):
     with pytest.raises(vaesdk.InvalidArgumentError, match="shard_size must be a multiple of 256"):
-        vaesdk.run_sharded(model, "embed", [folder], tmp_path / "job", shard_size=size)
+        vaesdk.run_job(model, "embed", [folder], job_dir=tmp_path / "job", shard_size=size)
 
 
 def test_the_cli_resumes_a_job_and_writes_what_a_plain_run_writes(folder, model, tiny_vae_bundle, tmp_path, monkeypatch):
@@ -140,7 +141,7 @@ def test_the_cli_resumes_a_job_and_writes_what_a_plain_run_writes(folder, model,
     plain = runner.invoke(app, ["score", str(folder), "--k", "2", "--seed", "3", "-o", "plain.csv", "-m", str(tiny_vae_bundle)])
     assert plain.exit_code == 3 and "img0300x.png" in plain.output  # the broken file, reported at the end
     with pytest.raises(Interrupted):
-        vaesdk.run_sharded(model, "score", [folder], "job", shard_size=BLOCK, k=2, seed=3, progress=stop_after(2 * BLOCK + 5))
+        vaesdk.run_job(model, "score", [folder], job_dir="job", shard_size=BLOCK, k=2, seed=3, progress=stop_after(2 * BLOCK + 5))
     assert len(list((tmp_path / "job").glob("shard-*.npz"))) == 2
     args = ["score", str(folder), "--k", "2", "--seed", "3", "-m", str(tiny_vae_bundle), "--job-dir", "job", "--shard-size", str(BLOCK)]
     resumed = runner.invoke(app, args + ["-o", "resumed.csv"])
@@ -166,5 +167,5 @@ def test_embed_cli_with_a_job_dir_equals_a_plain_run(folder, tiny_vae_bundle, tm
 
 def test_inputs_held_in_memory_cannot_be_resumed(model, tmp_path, fashion_test):
     with pytest.raises(vaesdk.InvalidArgumentError, match="held in memory; a resumable job takes image files"):
-        vaesdk.run_sharded(model, "embed", [fashion_test.images[0]], tmp_path / "job")
+        vaesdk.run_job(model, "embed", [fashion_test.images[0]], job_dir=tmp_path / "job")
     assert not (tmp_path / "job").exists()

@@ -8,12 +8,12 @@ read the model's `ModelSpec` (its shapes, priors and directions), never the mode
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from .checks import number, positive_int
 from .errors import InvalidArgumentError
 from .latent import MAX_ABS_LATENT, RandomStreams, check_seed_value
 from .spec import ModelSpec
@@ -30,27 +30,6 @@ DEFAULT_IW_SAMPLES = 1
 # so a large temperature is refused by name instead of overflowing the latents later.
 MAX_TEMPERATURE = 1000.0
 METHODS = ("slerp", "linear")
-
-
-def positive_int(name: str, value: Any, maximum: int, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidArgumentError(f"{name} must be an integer in {minimum}..{maximum}, got {value!r:.80}")
-    if not minimum <= value <= maximum:
-        raise InvalidArgumentError(f"{name} must be in {minimum}..{maximum}, got {value}")
-    return int(value)
-
-
-def number(name: str, value: Any) -> float:
-    """A finite real number (bools and strings refused: True is not a delta)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise InvalidArgumentError(f"{name} must be a number, got {value!r:.80}")
-    try:
-        v = float(value)
-    except OverflowError:
-        v = math.inf
-    if not math.isfinite(v):
-        raise InvalidArgumentError(f"{name} must be finite, got {value!r:.80}")
-    return v
 
 
 def check_delta(value: Any) -> float:

@@ -34,6 +34,7 @@ from typing import Any, BinaryIO, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .checks import positive_int
 from .errors import InvalidArgumentError, InvalidImageError
 from .fileio import checked_path, write_atomic
 
@@ -50,7 +51,19 @@ ImageInput = Union[str, os.PathLike, bytes, BinaryIO, Image.Image, np.ndarray]
 _open_lock = threading.Lock()
 
 
-def _open(source: Any, label: str) -> Image.Image:
+def pixel_limit(max_pixels: int | None) -> int:
+    """The pixel limit in force: MAX_PIXELS, or a caller's lower one (a server's per-upload limit)."""
+    if max_pixels is None:
+        return MAX_PIXELS
+    return positive_int("max_pixels", max_pixels, MAX_PIXELS, hint=f"(or None for {MAX_PIXELS})")
+
+
+def _check_pixels(w: int, h: int, label: str, limit: int) -> None:
+    if w * h > limit:
+        raise InvalidImageError(f"{label} is {w}x{h} pixels; the limit is {limit} pixels in all")
+
+
+def _open(source: Any, label: str, limit: int) -> Image.Image:
     if isinstance(source, (str, os.PathLike)):
         path = checked_path(source, InvalidImageError, "image path")
         try:
@@ -76,7 +89,7 @@ def _open(source: Any, label: str) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             im = Image.open(source, formats=ALLOWED_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise InvalidImageError(f"{label} declares {_bomb_pixels(e)}; the limit is {MAX_PIXELS} pixels in all") from None
+        raise InvalidImageError(f"{label} declares {_bomb_pixels(e)}; the limit is {limit} pixels in all") from None
     except UnidentifiedImageError:
         raise InvalidImageError(
             f"{label} is not a readable image; supported formats: {', '.join(ALLOWED_FORMATS)}"
@@ -84,8 +97,9 @@ def _open(source: Any, label: str) -> Image.Image:
     except (OSError, ValueError, SyntaxError, EOFError, struct.error) as e:
         raise InvalidImageError(f"{label} is not a readable image ({e})") from None
     w, h = im.size
-    if w < 1 or h < 1 or w * h > MAX_PIXELS:
-        raise InvalidImageError(f"{label} is {w}x{h} pixels; the limit is {MAX_PIXELS} pixels in all")
+    if w < 1 or h < 1:
+        raise InvalidImageError(f"{label} is {w}x{h} pixels; the limit is {limit} pixels in all")
+    _check_pixels(w, h, label, limit)
     return im
 
 
@@ -96,7 +110,7 @@ def _bomb_pixels(e: Exception) -> str:
     return f"{int(found.group(1))} pixels" if found else "too many pixels"
 
 
-def _decode(im: Image.Image, label: str, from_file: bool = True) -> Image.Image:
+def _decode(im: Image.Image, label: str, limit: int, from_file: bool = True) -> Image.Image:
     """Decode the first frame (of a file still open) and apply the EXIF orientation."""
     try:
         if from_file:
@@ -104,12 +118,10 @@ def _decode(im: Image.Image, label: str, from_file: bool = True) -> Image.Image:
             im.load()
         im = ImageOps.exif_transpose(im)
     except Image.DecompressionBombError as e:
-        raise InvalidImageError(f"{label} decodes to {_bomb_pixels(e)}; the limit is {MAX_PIXELS} pixels in all") from None
+        raise InvalidImageError(f"{label} decodes to {_bomb_pixels(e)}; the limit is {limit} pixels in all") from None
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, struct.error, MemoryError) as e:
         raise InvalidImageError(f"{label} is truncated or corrupt ({e})") from None
-    w, h = im.size
-    if w * h > MAX_PIXELS:
-        raise InvalidImageError(f"{label} is {w}x{h} pixels; the limit is {MAX_PIXELS} pixels in all")
+    _check_pixels(*im.size, label, limit)
     return im
 
 
@@ -201,26 +213,25 @@ def _array_to_pil(a: np.ndarray, label: str) -> Image.Image:
     raise InvalidImageError(f"{label} has shape {a.shape}; expected [H, W] or [H, W, C] with C in 1, 3, 4")
 
 
-def to_model_array(image: ImageInput, size: int, channels: int, label: str | None = None) -> np.ndarray:
-    """One image of any supported kind -> uint8 [size, size, channels]."""
+def to_model_array(image: ImageInput, size: int, channels: int, label: str | None = None, *, max_pixels: int | None = None) -> np.ndarray:
+    """One image of any supported kind -> uint8 [size, size, channels]. `max_pixels` lowers
+    the size limit below MAX_PIXELS (checked from the header, before decoding)."""
     label = label or _describe(image)
+    limit = pixel_limit(max_pixels)
     if isinstance(image, np.ndarray):
         if image.ndim >= 2 and 0 in image.shape[:2]:
             raise InvalidImageError(f"{label} is empty (shape {image.shape})")
         im = _array_to_pil(image, label)
-        w, h = im.size
-        if w * h > MAX_PIXELS:
-            raise InvalidImageError(f"{label} is {w}x{h} pixels; the limit is {MAX_PIXELS} pixels in all")
+        _check_pixels(*im.size, label, limit)
     elif isinstance(image, Image.Image):
         w, h = image.size
         if w < 1 or h < 1:
             raise InvalidImageError(f"{label} is empty ({w}x{h} pixels)")
-        if w * h > MAX_PIXELS:
-            raise InvalidImageError(f"{label} is {w}x{h} pixels; the limit is {MAX_PIXELS} pixels in all")
+        _check_pixels(w, h, label, limit)
         # Loaded or converted images keep their EXIF tag too; orient them the same way.
-        im = _decode(image, label, from_file=getattr(image, "fp", None) is not None)
+        im = _decode(image, label, limit, from_file=getattr(image, "fp", None) is not None)
     elif isinstance(image, (str, os.PathLike, bytes, bytearray, memoryview)) or hasattr(image, "read"):
-        im = _decode(_open(image, label), label)
+        im = _decode(_open(image, label, limit), label, limit)
     else:
         raise InvalidImageError(
             f"unsupported image input of type {type(image).__name__}; pass a path, bytes, a file object, a PIL image or a uint8 array"
@@ -286,14 +297,6 @@ MAX_GRID_PADDING = 1024
 MAX_GRID_PIXELS = 200_000_000
 
 
-def _grid_int(name: str, value: object, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidArgumentError(f"{name} must be an integer in {low}..{high}, got {value!r:.80}")
-    if not low <= value <= high:
-        raise InvalidArgumentError(f"{name} must be in {low}..{high}, got {value}")
-    return int(value)
-
-
 def make_grid(images: np.ndarray, ncols: int | None = None, padding: int = 2, scale: int = 1) -> np.ndarray:
     """Tile images into one picture.
 
@@ -307,14 +310,14 @@ def make_grid(images: np.ndarray, ncols: int | None = None, padding: int = 2, sc
     images = _array_to_uint8(images, "grid images")
     if images.size == 0:
         raise InvalidArgumentError(f"make_grid needs at least one image, got shape {images.shape}")
-    scale = _grid_int("scale", scale, 1, MAX_GRID_SCALE)
-    padding = _grid_int("padding", padding, 0, MAX_GRID_PADDING)
+    scale = positive_int("scale", scale, MAX_GRID_SCALE)
+    padding = positive_int("padding", padding, MAX_GRID_PADDING, minimum=0)
     if images.ndim == 5:
         rows, ncols = images.shape[:2]
         images = images.reshape(-1, *images.shape[2:])
     elif images.ndim == 4:
         n = len(images)
-        ncols = int(np.ceil(np.sqrt(n))) if ncols is None else _grid_int("ncols", ncols, 1, MAX_GRID_COLUMNS)
+        ncols = int(np.ceil(np.sqrt(n))) if ncols is None else positive_int("ncols", ncols, MAX_GRID_COLUMNS)
         rows = -(-n // ncols)
     else:
         raise InvalidArgumentError(f"make_grid takes [N, H, W, C] or [R, K, H, W, C], got shape {images.shape}")

@@ -23,9 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from .checks import positive_int
 from .errors import InvalidArgumentError, InvalidImageError, VaesdkError
 from .fileio import checked_path
-from .images import IMAGE_SUFFIXES, image_files, to_model_array
+from .images import IMAGE_SUFFIXES, image_files, pixel_limit, to_model_array
 
 DEFAULT_INPUT_BATCH = 256
 MAX_INPUT_BATCH = 1 << 20
@@ -127,6 +128,7 @@ def read_inputs(
     batch_size: int = DEFAULT_INPUT_BATCH,
     *,
     workers: int | None = None,
+    max_pixels: int | None = None,
 ) -> Iterator[InputBatch]:
     """Read `sources` (paths, folders, bytes, file objects, PIL images, arrays, or
     (name, source) pairs) into the model's format, `batch_size` readable images at a time.
@@ -135,36 +137,35 @@ def read_inputs(
     or the InvalidImageError that says what is wrong with it, so one broken file never stops
     the others. Only arguments that make the whole call meaningless raise. `workers`
     decoding threads (default: one per core; 1 decodes in the calling thread) read ahead
-    of the consumer; the batches are the same for any number of workers.
+    of the consumer; the batches are the same for any number of workers. `max_pixels`
+    lowers the per-image size limit (checked from each header before decoding).
     """
     h, c = _shape(image_shape)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or not 1 <= batch_size <= MAX_INPUT_BATCH:
-        raise InvalidArgumentError(f"batch_size must be an integer in 1..{MAX_INPUT_BATCH}, got {batch_size!r}")
+    batch_size = positive_int("batch_size", batch_size, MAX_INPUT_BATCH)
     workers = check_workers(workers)
     # Expanded now, not at the first next(): a bad argument fails at the call.
     named = expand_sources(sources)
-    return _batches(read_items(named, (h, 0, c), workers=workers), int(batch_size))
+    return _batches(read_items(named, (h, 0, c), workers=workers, max_pixels=max_pixels), int(batch_size))
 
 
 def read_items(
-    named: list[tuple[str, Any]], image_shape: tuple[int, int, int] | Any, *, workers: int | None = None
+    named: list[tuple[str, Any]], image_shape: tuple[int, int, int] | Any, *, workers: int | None = None, max_pixels: int | None = None
 ) -> Iterator[InputItem]:
     """One InputItem per (name, source) pair of `expand_sources`, in order, decoded by
     `workers` threads a bounded number of chunks ahead of the consumer."""
     h, c = _shape(image_shape)
     workers = check_workers(workers)
+    limit = pixel_limit(max_pixels)
     chunks = (named[i : i + CHUNK] for i in range(0, len(named), CHUNK))
     if workers == 1:
-        return (item for chunk in chunks for item in _decode_chunk(chunk, h, c))
-    return _read_ahead(chunks, h, c, workers)
+        return (item for chunk in chunks for item in _decode_chunk(chunk, h, c, limit))
+    return _read_ahead(chunks, h, c, limit, workers)
 
 
 def check_workers(workers: int | None) -> int:
     if workers is None:
         return default_workers()
-    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or not 1 <= workers <= MAX_WORKERS:
-        raise InvalidArgumentError(f"workers must be an integer in 1..{MAX_WORKERS} (or None for one per core), got {workers!r:.80}")
-    return int(workers)
+    return positive_int("workers", workers, MAX_WORKERS, hint="(or None for one per core)")
 
 
 def _shape(image_shape: tuple[int, int, int] | Any) -> tuple[int, int]:
@@ -177,26 +178,26 @@ def _shape(image_shape: tuple[int, int, int] | Any) -> tuple[int, int]:
     return h, c
 
 
-def _decode_chunk(chunk: list[tuple[str, Any]], size: int, channels: int) -> list[InputItem]:
+def _decode_chunk(chunk: list[tuple[str, Any]], size: int, channels: int, max_pixels: int) -> list[InputItem]:
     items = []
     for name, source in chunk:
         if isinstance(source, VaesdkError):
             items.append(InputItem(name, error=source))
             continue
         try:
-            items.append(InputItem(name, image=to_model_array(source, size, channels, name)))
+            items.append(InputItem(name, image=to_model_array(source, size, channels, name, max_pixels=max_pixels)))
         except VaesdkError as e:
             items.append(InputItem(name, error=e))
     return items
 
 
-def _read_ahead(chunks: Iterator[list[tuple[str, Any]]], size: int, channels: int, workers: int) -> Iterator[InputItem]:
+def _read_ahead(chunks: Iterator[list[tuple[str, Any]]], size: int, channels: int, max_pixels: int, workers: int) -> Iterator[InputItem]:
     # A window of futures consumed in submission order: ordered output, bounded memory.
     pool = ThreadPoolExecutor(workers, thread_name_prefix="vaesdk-read")
     pending: deque = deque()
     try:
         for chunk in chunks:
-            pending.append(pool.submit(_decode_chunk, chunk, size, channels))
+            pending.append(pool.submit(_decode_chunk, chunk, size, channels, max_pixels))
             if len(pending) >= workers * AHEAD_PER_WORKER:
                 yield from pending.popleft().result()
         while pending:

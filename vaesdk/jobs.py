@@ -4,9 +4,9 @@ A job cuts its inputs (after `expand_sources`, unreadable ones included) into bl
 SEED_BLOCK positions. Each block is one model call with a random stream of its own, so
 a block's results depend only on the seed and the block's inputs: not on the batch size,
 the number of decoding threads, how blocks are grouped into shards, whether a run was
-resumed, or which Ray worker ran it. Every way of running a job (`run_job`,
-`vaesdk.shards.run_sharded`, `vaesdk.ray.run_job`) joins the same blocks into the same
-`JobResult`, byte for byte.
+resumed, or which Ray worker ran it. Every way of running a job (`run_in_process`,
+`vaesdk.shards.run_sharded`, `vaesdk.ray.run_job`, all reached through `vaesdk.run_job`)
+joins the same blocks into the same `JobResult`, byte for byte.
 
     result = vaesdk.run_job(model, "score", ["images/"], k=1, seed=0)
     result.names, result.columns["iw_bpd"], result.errors
@@ -169,12 +169,13 @@ def iter_blocks(
     first: int = 0,
     stop: int | None = None,
     workers: int | None = None,
+    max_pixels: int | None = None,
 ) -> Iterator[BlockResult]:
     """BlockResults of blocks first..stop-1 of `named`, in order; images are decoded by
     `workers` threads while the model runs on the previous block."""
     stop = blocks_of(named) if stop is None else stop
     part = named[first * SEED_BLOCK : stop * SEED_BLOCK]
-    items = read_items(part, model, workers=workers)
+    items = read_items(part, model, workers=workers, max_pixels=max_pixels)
     block, current = first, []
     for item in items:
         current.append(item)
@@ -201,7 +202,7 @@ def join_blocks(model: Any, options: JobOptions, blocks: Iterable[BlockResult]) 
     return JobResult(names, columns, errors, error_positions)
 
 
-def run_job(
+def run_in_process(
     model: Any,
     operation: str,
     sources: Iterable[Any],
@@ -211,13 +212,16 @@ def run_job(
     logvar: bool = False,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
+    max_pixels: int | None = None,
 ) -> JobResult:
     """Embed or score every input of `sources` (paths, folders, bytes, ... as for
-    `read_inputs`) in this process. `progress(n)` is called with each block's input count."""
+    `read_inputs`) in this process. `progress(n)` is called with each block's input count;
+    `max_pixels` lowers the per-image size limit."""
     options = JobOptions(operation, k=k, seed=seed, logvar=logvar)
     check_job(model, options)
     named = expand_sources(sources)
-    return join_blocks(model, options, _counted(iter_blocks(model, options, named, workers=workers), progress))
+    blocks = iter_blocks(model, options, named, workers=workers, max_pixels=max_pixels)
+    return join_blocks(model, options, _counted(blocks, progress))
 
 
 def _counted(blocks: Iterator[BlockResult], progress: Callable[[int], None] | None) -> Iterator[BlockResult]:

@@ -319,16 +319,23 @@ class Model:
         args = A.validate(self.spec, "sample", dict(n=n, seed=seed, temperature=temperature, truncation=truncation,
                                                 sample_pixels=sample_pixels, prior=prior, stream=True))  # fmt: skip
         n, temperature, truncation = args["n"], args["temperature"], args["truncation"]
-        z_rng, px_rng = L.split_rng(seed, 2)
-        return self._sample_batches(n, z_rng, px_rng, temperature, truncation, sample_pixels, prior)
+        return (images for _, images in self._sample_batches(n, seed, temperature, truncation, sample_pixels, prior))
 
     def _sample_batches(
+        self, n: int, seed: Seed, temperature: float, truncation: float | None, sample_pixels: bool, prior: str | None,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+        """(latents, images) per batch: the latents come from the first of two streams split
+        from `seed` (now, at the call), the pixel noise from the second."""
+        z_rng, px_rng = L.split_rng(seed, 2)
+        return self._decoded_blocks(n, z_rng, px_rng, temperature, truncation, sample_pixels, prior)
+
+    def _decoded_blocks(
         self, n: int, z_rng: np.random.Generator, px_rng: np.random.Generator, temperature: float,
         truncation: float | None, sample_pixels: bool, prior: str | None,
-    ) -> Iterator[np.ndarray]:  # fmt: skip
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
         for block in self._prior_blocks(n, z_rng, temperature, truncation, prior):
             for sl in self._chunks(len(block)):
-                yield self.decode(block[sl], sample_pixels=sample_pixels, seed=px_rng)
+                yield block[sl], self.decode(block[sl], sample_pixels=sample_pixels, seed=px_rng)
 
     def sample(
         self,
@@ -339,15 +346,19 @@ class Model:
         truncation: float | None = None,
         sample_pixels: bool = False,
         prior: str | None = None,
-    ) -> np.ndarray:
+        return_latents: bool = False,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """n new images: latents drawn from `prior` (default `default_prior`: the bundle's
         fitted mixture when it has one, else N(0, I); see `priors` for the others, e.g. one
-        Gaussian per class), decoded. uint8 [n, H, W, C]."""
+        Gaussian per class), decoded. uint8 [n, H, W, C]; with `return_latents`, the pair
+        (images, the float32 [n, D] latents they were decoded from)."""
         n = A.positive_int("n", n, MAX_SAMPLES)
-        parts = self.iter_sample(
-            n, seed=seed, temperature=temperature, truncation=truncation, sample_pixels=sample_pixels, prior=prior
-        )
-        return np.concatenate(list(parts))
+        A.flag("return_latents", return_latents)
+        args = A.validate(self.spec, "sample", dict(n=n, seed=seed, temperature=temperature, truncation=truncation,
+                                                sample_pixels=sample_pixels, prior=prior))  # fmt: skip
+        parts = list(self._sample_batches(n, seed, args["temperature"], args["truncation"], sample_pixels, prior))
+        images = np.concatenate([im for _, im in parts])
+        return (images, np.concatenate([z for z, _ in parts])) if return_latents else images
 
     def reconstruct(
         self,

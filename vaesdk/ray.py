@@ -74,7 +74,7 @@ class BlockWorker:
         self, model: str, operation: str, *, k: int = DEFAULT_IW_SAMPLES, seed: int = 0, logvar: bool = False,
         device: str = "cpu", threads: int | None = 1, batch_size: int = 256,
     ):  # fmt: skip
-        from . import load
+        from .loader import load
 
         # One onnxruntime thread per worker by default: Ray runs one worker per CPU.
         self.model = load(model, device=device, threads=threads, batch_size=batch_size)
@@ -119,7 +119,7 @@ def run_job(
     progress: Callable[[int], None] | None = None,
 ) -> JobResult:
     """Embed or score `sources` (image files and folders) on Ray; the same result as
-    `vaesdk.run_job`. With `job_dir`, shards are written as with `vaesdk.run_sharded` and a
+    `vaesdk.run_job`. With `job_dir`, shards are written as with `vaesdk.shards.run_sharded` and a
     rerun resumes. `workers`: Ray workers (default: one per CPU of the cluster)."""
     options = JobOptions(operation, k=k, seed=seed, logvar=logvar)
     check_job(model, options)

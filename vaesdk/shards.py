@@ -1,6 +1,6 @@
 """Resumable jobs: results written in numbered shards, each atomically, with an index.
 
-    result = vaesdk.run_sharded(model, "embed", ["images/"], "job/")   # interrupted? run it again
+    result = vaesdk.run_job(model, "embed", ["images/"], job_dir="job/")   # interrupted? run it again
 
 A job folder holds `job.json` (the model, the options and a digest of the input list) and
 `shard-00000.npz`, `shard-00001.npz`, ...: each shard the results of `shard_size`
