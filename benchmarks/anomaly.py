@@ -147,7 +147,7 @@ def time_eval(model: str) -> dict:
 
 def calibrated(model_arg: str | None, tmp: Path) -> str:
     m = vaesdk.load(model_arg, device="cpu")
-    if A.calibration_of(m) is not None:
+    if A.read_calibration(m.manifest.data) is not None:
         return str(m.path)
     from vaesdk.export.calibration import calibrate_bundle
 
@@ -170,7 +170,7 @@ def main() -> None:
         test = load_fashion_mnist(split="test").images
         sets, skipped = default_sets(test, args.n, seed=0)
         sets.update(hard_sets(test, args.n))
-        results = {"model": model.name, "calibration": A.calibration_of(model).to_manifest() | {"quantiles": "..."}, "skipped": skipped}
+        results = {"model": model.name, "calibration": A.read_calibration(model.manifest.data).to_manifest() | {"quantiles": "..."}, "skipped": skipped}
         results["separation"] = separation(model, test, sets, args.compare)
         results["calibration_check"] = calibration_check(model, test)
         results["throughput"] = throughput(model, test, args.rounds)

@@ -373,7 +373,7 @@ def model_cases(w: Writer, models: dict[str, vaesdk.Model]) -> None:
             seed = 11
             eps = np.random.default_rng(seed).standard_normal(post.mean.shape, dtype=np.float32)
             want = post.sample(ReplayGenerator(normals=eps))
-            assert np.array_equal(want, model.latents(inputs, sample=True, seed=seed))
+            assert np.array_equal(want, model.embed(inputs, sample_latent=True, seed=seed))
             w.index["posterior_draws"].append(dict(
                 id=f"{name}-posterior", bundle=name, mean=case["mean"], logvar=case["logvar"], numpy_seed=seed,
                 eps=w.npy(f"posterior/{name}-eps.npy", eps), expected=w.npy(f"posterior/{name}-z.npy", want)))  # fmt: skip

@@ -13,7 +13,7 @@ import onnxruntime
 import torch
 
 from vaesdk import __version__
-from vaesdk.bundle import FORMAT, FORMAT_VERSION, io_contract, validate_manifest
+from vaesdk.bundle import BUNDLE_FORMAT, FORMAT_VERSION, io_contract, validate_manifest
 
 from ..training.config import ModelConfig
 from .onnx import OPSET
@@ -58,7 +58,7 @@ def build_manifest(
     """A manifest for the graphs in `files`, without metrics or directions (added after evaluation)."""
     contract = io_contract(config.kind, config.channels, config.image_size, config.latent_dim, config.factor_channels // config.channels)
     data: dict[str, Any] = {
-        "format": FORMAT,
+        "format": BUNDLE_FORMAT,
         "format_version": FORMAT_VERSION,
         "name": name,
         "description": description,

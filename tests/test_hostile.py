@@ -131,7 +131,7 @@ def calls(m: vaesdk.Model) -> dict:
         "load": (lambda **k: vaesdk.load(**k), dict(name_or_path=None, device="cpu", threads=1, batch_size=8)),
         "encode": (m.encode, dict(images=IMAGES)),
         "embed": (m.embed, dict(images=IMAGES)),
-        "latents": (m.latents, dict(images=IMAGES, sample=False, seed=0)),
+        "embed_sampled": (m.embed, dict(images=IMAGES, sample_latent=True, seed=0)),
         "decode": (m.decode, dict(z=z, sample_pixels=False, seed=0)),
         "decode_params": (m.decode_params, dict(z=z)),
         "sample": (m.sample, dict(n=2, seed=0, temperature=1.0, truncation=None, sample_pixels=False, prior="standard")),
@@ -154,7 +154,7 @@ def calls(m: vaesdk.Model) -> dict:
 
 
 NAMES = sorted([  # listed here so each function is its own test
-    "load", "encode", "embed", "latents", "decode", "decode_params", "sample", "sample_latents", "iter_sample",
+    "load", "encode", "embed", "embed_sampled", "decode", "decode_params", "sample", "sample_latents", "iter_sample",
     "reconstruct", "edit", "edit_latents", "interpolate", "interpolate_latents", "traverse", "score", "validate",
     "describe", "make_grid", "save_png", "to_pil", "read_inputs",
 ])  # fmt: skip

@@ -20,7 +20,7 @@ import vaesdk
 from vaesdk import images
 from vaesdk.errors import InvalidArgumentError, InvalidImageError, OutputError, VaesdkError
 from vaesdk.fileio import write_atomic
-from vaesdk.images import as_batch, iter_image_files, load_image, make_grid, save_png, to_model_array
+from vaesdk.images import as_batch, iter_image_files, load_image, make_grid, save_png
 
 SIZE = 28
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -531,9 +531,9 @@ def test_errors_name_the_input(tmp_path):
     bad = tmp_path / "broken-shirt.png"
     bad.write_bytes(b"not an image at all")
     with pytest.raises(InvalidImageError, match="broken-shirt.png"):
-        to_model_array(str(bad), SIZE, 1)
+        load_image(str(bad), SIZE, 1)
     with pytest.raises(InvalidImageError, match=r"^my-label is empty \(shape \(0, 5\)\)"):
-        to_model_array(np.zeros((0, 5), np.uint8), SIZE, 1, "my-label")
+        load_image(np.zeros((0, 5), np.uint8), SIZE, 1, "my-label")
 
 
 @pytest.mark.parametrize(
@@ -548,16 +548,16 @@ def test_errors_name_the_input(tmp_path):
 def test_size_errors_name_the_input_and_its_size(monkeypatch, source, label):
     monkeypatch.setattr(images, "MAX_PIXELS", 399)
     with pytest.raises(InvalidImageError) as info:
-        to_model_array(source, SIZE, 1)
+        load_image(source, SIZE, 1)
     assert str(info.value) == f"{label} is 20x20 pixels; the limit is 399 pixels in all"
     with pytest.raises(InvalidImageError, match=r"^shirt-7 is 20x20 pixels"):
-        to_model_array(source, SIZE, 1, "shirt-7")
+        load_image(source, SIZE, 1, "shirt-7")
 
 
 @pytest.mark.parametrize("size", [(0, 5), (5, 0), (0, 0)])
 def test_empty_pil_images_are_refused_as_empty(size):
     with pytest.raises(InvalidImageError) as info:
-        to_model_array(Image.new("L", size), SIZE, 1)
+        load_image(Image.new("L", size), SIZE, 1)
     assert str(info.value) == f"PIL image (L, {size[0]}x{size[1]}) is empty ({size[0]}x{size[1]} pixels)"
 
 
@@ -567,13 +567,13 @@ def test_conversion_failures_name_the_input_and_the_cause(monkeypatch):
 
     monkeypatch.setattr(images, "_to_mode", refuse)
     with pytest.raises(InvalidImageError) as info:
-        to_model_array(Image.new("L", (3, 3)), SIZE, 1)
+        load_image(Image.new("L", (3, 3)), SIZE, 1)
     assert str(info.value) == "PIL image (L, 3x3) could not be converted (conversion not supported)"
 
 
 def test_unsupported_input_types_are_named():
     with pytest.raises(InvalidImageError) as info:
-        to_model_array(3.5, SIZE, 1)
+        load_image(3.5, SIZE, 1)
     assert str(info.value).startswith("unsupported image input of type float; pass a path")
 
 
@@ -654,14 +654,14 @@ def test_uint8_array_layouts_give_the_same_batch():
         batch = as_batch(arr, SIZE, 1)
         assert batch.dtype == np.uint8 and batch.shape == (1, SIZE, SIZE, 1)
         assert np.array_equal(batch[0, ..., 0], gray)
-        assert np.array_equal(to_model_array(arr, SIZE, 1)[..., 0], gray)
+        assert np.array_equal(load_image(arr, SIZE, 1)[..., 0], gray)
 
 
 def test_rgba_array_composites_onto_black():
     rgba = np.zeros((SIZE, SIZE, 4), np.uint8)
     rgba[..., :3] = 255
     rgba[:, :14, 3] = 255
-    out = to_model_array(rgba, SIZE, 3)
+    out = load_image(rgba, SIZE, 3)
     assert (out[:, :14] == 255).all() and (out[:, 14:] == 0).all()
 
 
@@ -779,7 +779,7 @@ def test_bad_array_is_refused_with_a_vaesdk_error_naming_the_array_and_the_fix(n
 @pytest.mark.parametrize("shape", [(SIZE, SIZE, 2), (SIZE, SIZE, 5), (2, SIZE, SIZE, 3), (SIZE,)])
 def test_to_model_array_refuses_shapes_that_are_not_one_image(shape):
     with pytest.raises(InvalidImageError, match="shape"):
-        to_model_array(np.zeros(shape, np.uint8), SIZE, 1)
+        load_image(np.zeros(shape, np.uint8), SIZE, 1)
 
 
 def test_empty_list_is_refused():

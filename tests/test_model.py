@@ -12,7 +12,7 @@ from stats import assert_ks, discretized_gaussian_pit
 
 import vaesdk
 from vaesdk import latent as L
-from vaesdk.anomaly import calibration_of, combine
+from vaesdk.anomaly import combine, read_calibration
 from vaesdk.bundle import read_manifest, write_manifest
 from vaesdk.errors import InvalidArgumentError, UnsupportedOperationError
 from vaesdk.probe import fit_probe
@@ -112,7 +112,7 @@ def test_decoded_pixel_draws_follow_the_decoder_distribution(vae):
 
 
 def test_edit_by_dimension_changes_only_that_latent(vae, images):
-    z = vae.latents(images)
+    z = vae.embed(images)
     edited = vae.edit_latents(z, dim=3, delta=2.0)
     np.testing.assert_allclose(edited[:, 3], z[:, 3] + 2.0, rtol=1e-6)
     np.testing.assert_array_equal(np.delete(edited, 3, 1), np.delete(z, 3, 1))
@@ -121,7 +121,7 @@ def test_edit_by_dimension_changes_only_that_latent(vae, images):
 
 
 def test_edit_latents_defaults_to_one_step_and_moves_along_a_direction(vae, images):
-    z = vae.latents(images)
+    z = vae.embed(images)
     np.testing.assert_array_equal(vae.edit_latents(z, dim=5), vae.edit_latents(z, dim=5, delta=1.0))
     np.testing.assert_allclose(vae.edit_latents(z, dim=5)[:, 5], z[:, 5] + 1.0, rtol=1e-6)
     vector = np.linspace(-1, 1, vae.latent_dim).astype(np.float32)
@@ -162,7 +162,7 @@ def test_interpolation_ends_are_the_reconstructions(vae, images):
 def test_traversal_rows_vary_one_dimension(vae, images):
     t = vae.traverse(images[0], dims=[2, 5], values=[-2.0, 0.0, 2.0])
     assert t.images.shape == (2, 3, 28, 28, 1) and t.dims == [2, 5]
-    z = vae.latents(images[0])
+    z = vae.embed(images[0])
     z[0, 5] = 2.0
     np.testing.assert_array_equal(t.images[1, 2], vae.decode(z)[0])
     default = vae.traverse(seed=0, max_dims=3)
@@ -230,7 +230,7 @@ def test_interpolate_latents_gives_the_documented_path(vae):
 
 def test_plain_autoencoder_refuses_distribution_operations(ae, images):
     assert ae.encode(images).logvar is None
-    z = ae.latents(images)
+    z = ae.embed(images)
     mean, logvar = ae.decode_params(z)
     assert logvar is None and mean.dtype == np.float32 and mean.shape == (20, 28, 28, 1)
     np.testing.assert_array_equal(np.rint(np.clip(mean, 0, 1) * 255).astype(np.uint8), ae.decode(z))
@@ -367,7 +367,7 @@ def test_bundled_scores_are_the_golden_figures_and_the_anomaly_is_its_parts_comb
         got = {"elbo_bpd": s.elbo_bpd[i], "iw_bpd": s.iw_bpd[i], "anomaly": s.anomaly[i], "p_value": s.p_value[i]}
         for key in SCORE_FIELDS:
             assert got[key] == pytest.approx(want[key], rel=SCORE_RTOL), f"{want['file']} {key}"
-    np.testing.assert_allclose(s.anomaly, combine(s.anomaly_pixel, s.anomaly_latent, calibration_of(bundled_model)), rtol=1e-12)
+    np.testing.assert_allclose(s.anomaly, combine(s.anomaly_pixel, s.anomaly_latent, read_calibration(bundled_model.manifest.data)), rtol=1e-12)
 
 
 def test_score_defaults_to_seed_0_and_names_what_it_refuses(vae, ae, images):
@@ -383,9 +383,17 @@ def test_score_defaults_to_seed_0_and_names_what_it_refuses(vae, ae, images):
 
 
 def test_seeded_posterior_draws_and_the_default_sample_count(vae, images):
-    np.testing.assert_array_equal(vae.latents(images, sample=True, seed=5), vae.latents(images, sample=True, seed=5))
-    assert not np.array_equal(vae.latents(images, sample=True, seed=5), vae.latents(images, sample=True, seed=6))
+    np.testing.assert_array_equal(vae.embed(images, sample_latent=True, seed=5), vae.embed(images, sample_latent=True, seed=5))
+    assert not np.array_equal(vae.embed(images, sample_latent=True, seed=5), vae.embed(images, sample_latent=True, seed=6))
     assert vae.sample(seed=0).shape[0] == 16
+
+
+def test_latents_is_a_deprecated_spelling_of_embed(vae, images):
+    with pytest.warns(DeprecationWarning, match=r"use Model.embed\(images, sample_latent=...\)"):
+        drawn = vae.latents(images, sample=True, seed=5)
+    assert np.array_equal(drawn, vae.embed(images, sample_latent=True, seed=5))
+    with pytest.warns(DeprecationWarning):
+        assert np.array_equal(vae.latents(images), vae.embed(images))
 
 
 def test_without_a_mixture_the_latent_part_is_the_standard_normal_density_of_the_mean(vae, images):
@@ -404,9 +412,9 @@ def test_refusals_of_sampling_arguments_and_priors_are_exact(vae, ae, images):
     )
     z = np.zeros((1, ae.latent_dim), np.float32)
     cases = [
-        (lambda: vae.latents(images[:1], sample="yes"), "sample must be True or False, got 'yes'"),
+        (lambda: vae.embed(images[:1], sample_latent="yes"), "sample_latent must be True or False, got 'yes'"),
         (lambda: vae.decode(z, sample_pixels="x"), "sample_pixels must be True or False, got 'x'"),
-        (lambda: ae.latents(images[:1], sample=True), needs_vae.format("sampling from q(z|x)")),
+        (lambda: ae.embed(images[:1], sample_latent=True), needs_vae.format("sampling from q(z|x)")),
         (lambda: ae.decode(z, sample_pixels=True), needs_vae.format("sampling pixels from p(x|z)")),
         (lambda: ae.score(images[:1]), needs_vae.format("scoring likelihoods")),
         (lambda: vae.sample(2, prior="nope"), "unknown prior 'nope'; this model has: " + ", ".join(vae.priors)),

@@ -128,7 +128,7 @@ def averaged(totals: dict[str, Any], n: int) -> tuple[dict[str, float], list[flo
 
 
 @torch.no_grad()
-def validate(
+def validation_pass(
     model: VAE, images, batch_size: int = 500, seed: int = 1234, processes: Processes = Processes(), workers: int = 0
 ) -> tuple[dict[str, float], list[float] | None]:
     """Mean metrics of the true objective (-ELBO with weight 1, the decoder's own variance)
@@ -322,7 +322,7 @@ def _train(config: TrainConfig, processes: Processes, *, resume: bool, command: 
                 accumulate(sums, out, n_local)
             bar.set_postfix({k: f"{float(out[k]):.4f}" for k in ("bpd", "mse") if k in out})
         train_metrics, _ = averaged(reduce_totals(sums, processes), n_train)
-        val_metrics, kl_per_dim = validate(model, data.val, processes=processes, workers=config.num_workers)
+        val_metrics, kl_per_dim = validation_pass(model, data.val, processes=processes, workers=config.num_workers)
         score = objective(val_metrics, m.kind)
         in_warmup = epoch < warmup_epochs
         if not in_warmup:

@@ -46,7 +46,7 @@ from .errors import BundleError, InvalidArgumentError, UnsupportedOperationError
 
 
 class Described(Protocol):
-    """What `calibration_of` and `check_flag` read: a `Model` or a `ModelSpec`."""
+    """What `check_flag` reads: a `Model` or a `ModelSpec`."""
 
     @property
     def manifest(self) -> Any: ...
@@ -169,7 +169,7 @@ def calibrate_anomaly(model: Any, images: Any, source: str = "held-out images") 
     return fit_calibration(scores.anomaly_pixel, scores.anomaly_latent, model.spec.prior_set.anomaly_prior, source)
 
 
-def flag(p_values: np.ndarray | None, p_below: float) -> np.ndarray:
+def flag_unusual(p_values: np.ndarray | None, p_below: float) -> np.ndarray:
     """bool [N]: p_value < p_below. Needs p-values (a calibrated bundle)."""
     if isinstance(p_below, bool) or not isinstance(p_below, (int, float)) or not 0.0 < p_below < 1.0:
         raise InvalidArgumentError(f"the p-value threshold must be a number between 0 and 1 (e.g. 0.01), got {p_below!r}")
@@ -181,20 +181,15 @@ def flag(p_values: np.ndarray | None, p_below: float) -> np.ndarray:
     return np.asarray(p_values) < p_below
 
 
-def calibration_of(model: Described) -> Calibration | None:
-    """The model's anomaly calibration, or None when its bundle has none."""
-    return calibration_from_manifest(model.manifest.data)
-
-
 def check_flag(model: Described, p_below: float) -> None:
     """Raise unless images of `model` can be flagged at `p_below` (a calibrated VAE bundle,
     a threshold in (0, 1)): called before any work is done."""
     model.require_vae("anomaly scores")
-    cal = calibration_of(model)
-    flag(None if cal is None else np.zeros(0), p_below)
+    cal = read_calibration(model.manifest.data)
+    flag_unusual(None if cal is None else np.zeros(0), p_below)
 
 
-def calibration_from_manifest(data: dict[str, Any]) -> Calibration | None:
+def read_calibration(data: dict[str, Any]) -> Calibration | None:
     """The calibration stored in a (validated) manifest, or None when it holds none or holds
     one for a different score."""
     entry = data.get("anomaly")

@@ -55,7 +55,7 @@ def check_truncation(value: Any) -> float | None:
     return v
 
 
-def flag(name: str, value: Any) -> bool:
+def check_bool(name: str, value: Any) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise InvalidArgumentError(f"{name} must be True or False, got {value!r:.80}")
     return bool(value)
@@ -143,8 +143,8 @@ def edit_target(spec: ModelSpec, dim_: Any, direction: Any) -> tuple[int | None,
 def _random_parts(spec: ModelSpec, sample_latent: Any = False, sample_pixels: Any = False) -> dict[str, bool]:
     out = {}
     if sample_latent is not None:
-        out["sample_latent"] = flag("sample_latent", sample_latent)
-    out["sample_pixels"] = flag("sample_pixels", sample_pixels)
+        out["sample_latent"] = check_bool("sample_latent", sample_latent)
+    out["sample_pixels"] = check_bool("sample_pixels", sample_pixels)
     if out.get("sample_latent") or out["sample_pixels"]:
         spec.require_vae("sampling from q(z|x) or p(x|z)")
     return out
@@ -200,7 +200,7 @@ def _none(spec: ModelSpec) -> dict[str, Any]:
     return {}
 
 
-OPERATIONS: dict[str, Callable[..., dict[str, Any]]] = {
+CHECKS_BY_OPERATION: dict[str, Callable[..., dict[str, Any]]] = {
     "sample": _sample,
     "edit": _edit,
     "reconstruct": _reconstruct,
@@ -214,9 +214,9 @@ OPERATIONS: dict[str, Callable[..., dict[str, Any]]] = {
 
 
 def validate(spec: ModelSpec, operation: Any, arguments: dict[str, Any]) -> dict[str, Any]:
-    if not isinstance(operation, str) or operation not in OPERATIONS:
-        raise InvalidArgumentError(f"unknown operation {operation!r:.80}; one of: {', '.join(OPERATIONS)}")
-    check = OPERATIONS[operation]
+    if not isinstance(operation, str) or operation not in CHECKS_BY_OPERATION:
+        raise InvalidArgumentError(f"unknown operation {operation!r:.80}; one of: {', '.join(CHECKS_BY_OPERATION)}")
+    check = CHECKS_BY_OPERATION[operation]
     try:
         return check(spec, **arguments)
     except TypeError as e:

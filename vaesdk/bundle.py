@@ -34,7 +34,7 @@ from .fileio import write_atomic
 from .onnx_proto import ModelInfo, TensorSpec, inspect_model
 from .priors import STANDARD_PRIOR
 
-FORMAT = "vaesdk-bundle"
+BUNDLE_FORMAT = "vaesdk-bundle"
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 MAX_MODEL_BYTES = 512 * 1024 * 1024
@@ -182,8 +182,8 @@ def validate_manifest(data: Any) -> Manifest:
     """Check types, required fields, version and internal consistency; raise BundleError."""
     if not isinstance(data, dict):
         raise BundleError("invalid manifest: the top level must be a JSON object")
-    if data.get("format") != FORMAT:
-        raise _fail("format", f"must be {FORMAT!r}, got {data.get('format')!r} (is this a vaesdk bundle?)")
+    if data.get("format") != BUNDLE_FORMAT:
+        raise _fail("format", f"must be {BUNDLE_FORMAT!r}, got {data.get('format')!r} (is this a vaesdk bundle?)")
     version = _get(data, "format_version", int, "")
     if version > FORMAT_VERSION:
         raise BundleError(

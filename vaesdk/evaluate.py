@@ -19,7 +19,7 @@ from .latent import ACTIVE_KL_NATS, Posterior
 from .model import Model
 from .probe import fit_probe
 
-CHUNK = 1000  # images per encode/decode call: bounded memory, few calls
+EVAL_BATCH = 1000  # images per encode/decode call: bounded memory, few calls
 SCORE_DECODES = 20_000  # decoder runs per score call (images x k)
 DEFAULT_EVAL_K = 16  # IW samples: within ~0.015 bits/dim of k=100 (README, "Anomaly scores"), 6x faster
 
@@ -65,9 +65,9 @@ def evaluate(
     """
     images = model.spec.to_batch(test.images)
     out: dict[str, Any] = {"images": len(test), "seed": seed}
-    parts = _in_chunks(model.encode, images, CHUNK, "encode", progress)
+    parts = _in_chunks(model.encode, images, EVAL_BATCH, "encode", progress)
     post = Posterior(np.concatenate([p.mean for p in parts]), None if model.kind != "vae" else np.concatenate([p.logvar for p in parts]))
-    recon = np.concatenate(_in_chunks(model.decode, post.mean, CHUNK, "reconstruct", progress))
+    recon = np.concatenate(_in_chunks(model.decode, post.mean, EVAL_BATCH, "reconstruct", progress))
     mse = float(np.mean((recon.astype(np.float64) - images.astype(np.float64)) ** 2) / 255.0**2)
     out["recon_mse"] = mse
     out["recon_psnr"] = 10.0 * math.log10(1.0 / mse) if mse > 0 else None  # None: a perfect reconstruction
@@ -94,7 +94,7 @@ def evaluate(
             out["anomaly"] = _anomaly_metrics(model, images, np.concatenate(unusual), p, ood, seed, progress)
     if train is not None and train.labels is not None and test.labels is not None:
         if train_features is None:
-            train_features = np.concatenate(_in_chunks(model.embed, model.spec.to_batch(train.images), CHUNK, "encode probe train", progress))
+            train_features = np.concatenate(_in_chunks(model.embed, model.spec.to_batch(train.images), EVAL_BATCH, "encode probe train", progress))
         probe = fit_probe(train_features, train.labels)
         out["probe_accuracy"] = probe.accuracy(post.mean, _labels_by_name(test, train))
         out["probe_train_images"] = len(train)

@@ -213,7 +213,7 @@ def _array_to_pil(a: np.ndarray, label: str) -> Image.Image:
     raise InvalidImageError(f"{label} has shape {a.shape}; expected [H, W] or [H, W, C] with C in 1, 3, 4")
 
 
-def to_model_array(image: ImageInput, size: int, channels: int, label: str | None = None, *, max_pixels: int | None = None) -> np.ndarray:
+def load_image(image: ImageInput, size: int, channels: int, label: str | None = None, *, max_pixels: int | None = None) -> np.ndarray:
     """One image of any supported kind -> uint8 [size, size, channels]. `max_pixels` lowers
     the size limit below MAX_PIXELS (checked from the header, before decoding)."""
     label = label or _describe(image)
@@ -245,11 +245,6 @@ def to_model_array(image: ImageInput, size: int, channels: int, label: str | Non
     return out.reshape(size, size, channels)
 
 
-def load_image(source: ImageInput, size: int, channels: int) -> np.ndarray:
-    """Read one image (path, bytes, file object, PIL image or array) -> uint8 [size, size, channels]."""
-    return to_model_array(source, size, channels)
-
-
 def _describe(image: Any) -> str:
     if isinstance(image, (str, os.PathLike)):
         return str(image)
@@ -269,13 +264,13 @@ def as_batch(images: ImageInput | Sequence[ImageInput], size: int, channels: int
         if images.ndim == 4 or (images.ndim == 3 and images.shape[-1] not in (1, 3, 4)):
             if images.shape[0] == 0:
                 raise InvalidArgumentError("no images given (the batch is empty)")
-            return np.stack([to_model_array(a, size, channels, f"image {i} of the batch") for i, a in enumerate(images)])
-        return to_model_array(images, size, channels)[None]
+            return np.stack([load_image(a, size, channels, f"image {i} of the batch") for i, a in enumerate(images)])
+        return load_image(images, size, channels)[None]
     if isinstance(images, (list, tuple)):
         if not images:
             raise InvalidArgumentError("no images given (the list is empty)")
-        return np.stack([to_model_array(a, size, channels) for a in images])
-    return to_model_array(images, size, channels)[None]
+        return np.stack([load_image(a, size, channels) for a in images])
+    return load_image(images, size, channels)[None]
 
 
 def to_pil(images: np.ndarray) -> list[Image.Image]:

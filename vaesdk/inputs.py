@@ -26,14 +26,14 @@ import numpy as np
 from .checks import positive_int
 from .errors import InvalidArgumentError, InvalidImageError, VaesdkError
 from .fileio import checked_path
-from .images import IMAGE_SUFFIXES, image_files, pixel_limit, to_model_array
+from .images import IMAGE_SUFFIXES, image_files, load_image, pixel_limit
 
 DEFAULT_INPUT_BATCH = 256
 MAX_INPUT_BATCH = 1 << 20
 MAX_WORKERS = 256
 # Inputs per task handed to a worker: one task per small image would cost more in
 # scheduling than in decoding (a 28x28 PNG decodes in tens of microseconds).
-CHUNK = 32
+READ_TASK_SIZE = 32
 # Chunks decoded ahead of the consumer, per worker: enough to hide a slow file, few
 # enough that memory stays a few hundred images whatever the folder's size.
 AHEAD_PER_WORKER = 4
@@ -156,7 +156,7 @@ def read_items(
     h, c = _shape(image_shape)
     workers = check_workers(workers)
     limit = pixel_limit(max_pixels)
-    chunks = (named[i : i + CHUNK] for i in range(0, len(named), CHUNK))
+    chunks = (named[i : i + READ_TASK_SIZE] for i in range(0, len(named), READ_TASK_SIZE))
     if workers == 1:
         return (item for chunk in chunks for item in _decode_chunk(chunk, h, c, limit))
     return _read_ahead(chunks, h, c, limit, workers)
@@ -185,7 +185,7 @@ def _decode_chunk(chunk: list[tuple[str, Any]], size: int, channels: int, max_pi
             items.append(InputItem(name, error=source))
             continue
         try:
-            items.append(InputItem(name, image=to_model_array(source, size, channels, name, max_pixels=max_pixels)))
+            items.append(InputItem(name, image=load_image(source, size, channels, name, max_pixels=max_pixels)))
         except VaesdkError as e:
             items.append(InputItem(name, error=e))
     return items

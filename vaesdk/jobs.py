@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .anomaly import SCORE as ANOMALY_SCORE
-from .anomaly import calibration_of, check_flag
+from .anomaly import check_flag, read_calibration
 from .arguments import DEFAULT_IW_SAMPLES, MAX_IW_SAMPLES, positive_int
 from .errors import InvalidArgumentError, InvalidImageError, VaesdkError
 from .inputs import InputItem, expand_sources, read_items
@@ -30,7 +30,7 @@ from .inputs import InputItem, expand_sources, read_items
 # Inputs per block: small enough that a Ray task or a shard holds a few of them, large
 # enough that one model call per block runs at full batch speed.
 SEED_BLOCK = 256
-OPERATIONS = ("embed", "score")
+JOB_OPERATIONS = ("embed", "score")
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,8 @@ class JobOptions:
     logvar: bool = False
 
     def __post_init__(self) -> None:
-        if self.operation not in OPERATIONS:
-            raise InvalidArgumentError(f"operation must be one of {', '.join(OPERATIONS)}, got {self.operation!r:.80}")
+        if self.operation not in JOB_OPERATIONS:
+            raise InvalidArgumentError(f"operation must be one of {', '.join(JOB_OPERATIONS)}, got {self.operation!r:.80}")
         positive_int("k", self.k, MAX_IW_SAMPLES)
         positive_int("seed", self.seed, 2**63 - 1, minimum=0)
         if not isinstance(self.logvar, bool):
@@ -235,7 +235,7 @@ def score_report(model: Any, result: JobResult, *, k: int, seed: int, flag_p_bel
     """A score job as plain data (what `vae score --json` prints): the model, k, seed, the
     calibration, and one record per readable input with file, elbo_bpd, iw_bpd, anomaly,
     p_value (None without a calibration) and, with `flag_p_below`, unusual (p_value below it)."""
-    calibration = calibration_of(model)
+    calibration = read_calibration(model.manifest.data)
     if flag_p_below is not None:
         check_flag(model, flag_p_below)
     c = result.columns

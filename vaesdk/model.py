@@ -13,6 +13,7 @@ separate streams, so the same seed gives the same result for any batch size and 
 from __future__ import annotations
 
 import threading
+import warnings
 from pathlib import Path
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from . import arguments as A
+from . import arguments
 from . import latent as L
 from . import likelihood
-from .anomaly import Calibration, combine, complexity_bpd, flag
+from .anomaly import Calibration, combine, complexity_bpd, flag_unusual
 from .arguments import DEFAULT_IW_SAMPLES, MAX_IW_SAMPLES, MAX_SAMPLES, MAX_STEPS, MAX_STREAM_SAMPLES
 from .bundle import Bundle, Manifest, add_direction
 from .errors import BundleError, InvalidArgumentError
@@ -76,7 +77,7 @@ class Scores:
 
     def flagged(self, p_below: float) -> np.ndarray:
         """bool [N]: images whose p_value is below `p_below` (raises when uncalibrated)."""
-        return flag(self.p_value, p_below)
+        return flag_unusual(self.p_value, p_below)
 
 
 class Model:
@@ -84,7 +85,7 @@ class Model:
 
     def __init__(self, bundle: Bundle, device: str = "auto", threads: int | None = None, batch_size: int = DEFAULT_BATCH):
         self.path: Path = bundle.path
-        self.batch_size = A.positive_int("batch_size", batch_size, 1 << 20)
+        self.batch_size = arguments.positive_int("batch_size", batch_size, 1 << 20)
         self._encoder, self._decoder = create_graphs(bundle.models, device, threads, str(bundle.path))
         verify_output_contract(self._encoder, self._decoder, bundle.manifest, str(bundle.path))
         # onnxruntime runs every node of a graph whatever outputs a call asks for: means-only
@@ -164,12 +165,12 @@ class Model:
         device. `vae info`, the server's /v1/models and the browser page read the same keys."""
         return self.spec.describe(self.device, self.providers)
 
-    def validate(self, operation: str, **arguments: Any) -> dict[str, Any]:
+    def validate(self, operation: str, **options: Any) -> dict[str, Any]:
         """Check the arguments of `operation` ('sample', 'edit', 'reconstruct', 'interpolate',
         'traverse', 'score', 'encode', 'embed', 'decode') against this model, before any image
         is read; raise InvalidArgumentError naming the bad value, else return them checked
         (directions resolved to vectors)."""
-        return A.validate(self.spec, operation, arguments)
+        return arguments.validate(self.spec, operation, options)
 
     def __repr__(self) -> str:
         h, w, c = self.image_shape
@@ -207,20 +208,24 @@ class Model:
         joined = [np.concatenate(p) for p in parts]
         return L.Posterior(joined[0], joined[1] if len(joined) > 1 else None)
 
-    def embed(self, images: ImageInput | Sequence[ImageInput]) -> np.ndarray:
-        """Encoder means, float32 [N, D]: features for downstream tasks."""
-        return self.encode(images).mean
-
-    def latents(
-        self, images: ImageInput | Sequence[ImageInput], *, sample: bool = False, seed: Seed = None
+    def embed(
+        self, images: ImageInput | Sequence[ImageInput], *, sample_latent: bool = False, seed: Seed = None
     ) -> np.ndarray:
-        """z for each image: the posterior mean, or a draw from q(z|x) with `sample=True`
-        (from `seed`, or from its latent stream when it is a RandomStreams)."""
-        if not A.flag("sample", sample):
+        """z for each image, float32 [N, D]: the posterior mean (features for downstream
+        tasks), or with `sample_latent=True` a draw from q(z|x) (from `seed`, or from its
+        latent stream when it is a RandomStreams)."""
+        if not arguments.check_bool("sample_latent", sample_latent):
             return self.encode(images).mean
         self.require_vae("sampling from q(z|x)")
         rng = seed.latent if isinstance(seed, L.RandomStreams) else L.rng_from(seed)
         return self.encode(images).sample(rng)
+
+    def latents(
+        self, images: ImageInput | Sequence[ImageInput], *, sample: bool = False, seed: Seed = None
+    ) -> np.ndarray:
+        """Deprecated spelling of `embed(images, sample_latent=sample, seed=seed)`."""
+        warnings.warn("Model.latents(images, sample=...) is deprecated; use Model.embed(images, sample_latent=...)", DeprecationWarning, stacklevel=2)
+        return self.embed(images, sample_latent=sample, seed=seed)
 
     # ---- decoder --------------------------------------------------------------------------
 
@@ -239,7 +244,7 @@ class Model:
         """Latents -> uint8 images [N, H, W, C]: the mean of p(x|z), or a draw from it
         (from `seed`, or from its pixel stream when it is a RandomStreams)."""
         z = L.check_latents(z, self.latent_dim)
-        sample_pixels = A.flag("sample_pixels", sample_pixels)
+        sample_pixels = arguments.check_bool("sample_pixels", sample_pixels)
         rng = None
         if sample_pixels:
             self.require_vae("sampling pixels from p(x|z)")
@@ -285,9 +290,9 @@ class Model:
     ) -> np.ndarray:
         """n latents drawn from `prior` (see `priors`; default `default_prior`) with its spread
         scaled by `temperature`, optionally truncated: float32 [n, D]."""
-        n = A.positive_int("n", n, MAX_SAMPLES)
-        temperature, truncation = A.check_temperature(temperature), A.check_truncation(truncation)
-        prior = A.check_prior(self.spec, prior)
+        n = arguments.positive_int("n", n, MAX_SAMPLES)
+        temperature, truncation = arguments.check_temperature(temperature), arguments.check_truncation(truncation)
+        prior = arguments.check_prior(self.spec, prior)
         return np.concatenate(list(self._prior_blocks(n, L.rng_from(seed), temperature, truncation, prior)))
 
     def _prior_draw(self, prior: str | None) -> Draw:
@@ -316,7 +321,7 @@ class Model:
         """`sample` in batches of `batch_size` (memory stays bounded): yields uint8 [b, H, W, C].
         The concatenated batches equal `sample` with the same arguments."""
         # Checked now, not at the first next(): a generator function would defer every error.
-        args = A.validate(self.spec, "sample", dict(n=n, seed=seed, temperature=temperature, truncation=truncation,
+        args = arguments.validate(self.spec, "sample", dict(n=n, seed=seed, temperature=temperature, truncation=truncation,
                                                 sample_pixels=sample_pixels, prior=prior, stream=True))  # fmt: skip
         n, temperature, truncation = args["n"], args["temperature"], args["truncation"]
         return (images for _, images in self._sample_batches(n, seed, temperature, truncation, sample_pixels, prior))
@@ -352,9 +357,9 @@ class Model:
         fitted mixture when it has one, else N(0, I); see `priors` for the others, e.g. one
         Gaussian per class), decoded. uint8 [n, H, W, C]; with `return_latents`, the pair
         (images, the float32 [n, D] latents they were decoded from)."""
-        n = A.positive_int("n", n, MAX_SAMPLES)
-        A.flag("return_latents", return_latents)
-        args = A.validate(self.spec, "sample", dict(n=n, seed=seed, temperature=temperature, truncation=truncation,
+        n = arguments.positive_int("n", n, MAX_SAMPLES)
+        arguments.check_bool("return_latents", return_latents)
+        args = arguments.validate(self.spec, "sample", dict(n=n, seed=seed, temperature=temperature, truncation=truncation,
                                                 sample_pixels=sample_pixels, prior=prior))  # fmt: skip
         parts = list(self._sample_batches(n, seed, args["temperature"], args["truncation"], sample_pixels, prior))
         images = np.concatenate([im for _, im in parts])
@@ -370,7 +375,7 @@ class Model:
     ) -> np.ndarray:
         """Encode then decode: uint8 [N, H, W, C]."""
         streams = L.RandomStreams.from_seed(seed)  # a RandomStreams passes through with its own generators
-        z = self.latents(images, sample=sample_latent, seed=streams)
+        z = self.embed(images, sample_latent=sample_latent, seed=streams)
         return self.decode(z, sample_pixels=sample_pixels, seed=streams)
 
     def edit_latents(
@@ -379,8 +384,8 @@ class Model:
         """Shift latents: `dim` by `delta` prior standard deviations, or along a named (or
         given) direction by `delta` times its vector."""
         z = L.check_latents(z, self.latent_dim)
-        target = A.edit_target(self.spec, dim, direction)
-        return self._shift(z, target, A.check_delta(delta))
+        target = arguments.edit_target(self.spec, dim, direction)
+        return self._shift(z, target, arguments.check_delta(delta))
 
     def _shift(self, z: np.ndarray, target: tuple[int | None, np.ndarray | None], delta: float) -> np.ndarray:
         """z moved by checked arguments (see `edit_latents`)."""
@@ -406,10 +411,10 @@ class Model:
         seed: Seed = None,
     ) -> np.ndarray:
         """Encode, shift (see `edit_latents`), decode: uint8 [N, H, W, C]."""
-        args = A.validate(self.spec, "edit", dict(dim=dim, direction=direction, delta=delta, sample_latent=sample_latent,
+        args = arguments.validate(self.spec, "edit", dict(dim=dim, direction=direction, delta=delta, sample_latent=sample_latent,
                                               sample_pixels=sample_pixels, seed=seed))  # fmt: skip
         streams = L.RandomStreams.from_seed(seed)  # a RandomStreams passes through with its own generators
-        z = self.latents(images, sample=sample_latent, seed=streams)
+        z = self.embed(images, sample_latent=sample_latent, seed=streams)
         z = self._shift(z, (args["dim"], args["direction"]), args["delta"])
         return self.decode(z, sample_pixels=sample_pixels, seed=streams)
 
@@ -419,8 +424,8 @@ class Model:
         b = L.check_latents(b, self.latent_dim, "b")
         if len(a) != 1 or len(b) != 1:
             raise InvalidArgumentError("interpolate takes one start and one end latent")
-        steps = A.positive_int("steps", steps, MAX_STEPS, minimum=2)
-        method = A.check_method(method)
+        steps = arguments.positive_int("steps", steps, MAX_STEPS, minimum=2)
+        method = arguments.check_method(method)
         t = np.linspace(0.0, 1.0, steps)
         return (L.slerp if method == "slerp" else L.lerp)(a[0], b[0], t)
 
@@ -430,8 +435,8 @@ class Model:
     ) -> np.ndarray:  # fmt: skip
         """Images along the path between the posterior means of images a and b: uint8 [steps, H, W, C].
         The first and last frames are the reconstructions of a and b."""
-        A.validate(self.spec, "interpolate", dict(steps=steps, method=method, sample_pixels=sample_pixels, seed=seed))
-        za, zb = self.latents([a, b])
+        arguments.validate(self.spec, "interpolate", dict(steps=steps, method=method, sample_pixels=sample_pixels, seed=seed))
+        za, zb = self.embed([a, b])
         z = self.interpolate_latents(za, zb, steps, method)
         return self.decode(z, sample_pixels=sample_pixels, seed=seed)
 
@@ -451,11 +456,11 @@ class Model:
         Row r sets dimension dims[r] to each of `values` (default -3..3 in 7 steps, in prior
         standard deviations); dims default to the `max_dims` most used dimensions.
         """
-        args = A.validate(self.spec, "traverse", dict(dims=dims, values=values, max_dims=max_dims, seed=seed, prior=prior))
+        args = arguments.validate(self.spec, "traverse", dict(dims=dims, values=values, max_dims=max_dims, seed=seed, prior=prior))
         if image is None:
             base = self.sample_latents(1, seed=seed, prior=prior)
         else:
-            base = self.latents(image)
+            base = self.embed(image)
             if len(base) != 1:
                 raise InvalidArgumentError(f"traverse takes one image, got {len(base)}")
         dims = args["dims"] if args["dims"] is not None else self.dims_by_usage()[: args["max_dims"]]
@@ -481,8 +486,8 @@ class Model:
         calibrated=False ignores the bundle's calibration: the anomaly is the raw pixel + latent
         and there are no p-values (what `anomaly.calibrate_anomaly` fits a new calibration to)."""
         self.require_vae("scoring likelihoods")
-        k = A.positive_int("k", k, MAX_IW_SAMPLES)
-        calibration = self.spec.calibration if A.flag("calibrated", calibrated) else None
+        k = arguments.positive_int("k", k, MAX_IW_SAMPLES)
+        calibration = self.spec.calibration if arguments.check_bool("calibrated", calibrated) else None
         return self._score(self._images(images), k, seed, calibration)
 
     def _score(self, batch: np.ndarray, k: int, seed: int | np.random.Generator | None, calibration: Calibration | None) -> Scores:

@@ -33,8 +33,8 @@ from .jobs import (
     iter_blocks, join_blocks,
 )  # fmt: skip
 
-FORMAT = "vaesdk-job"
-FORMAT_VERSION = 2
+JOB_FORMAT = "vaesdk-job"
+JOB_FORMAT_VERSION = 2
 INDEX = "job.json"
 DEFAULT_SHARD_SIZE = 16 * SEED_BLOCK
 MAX_SHARD_SIZE = 4096 * SEED_BLOCK
@@ -117,8 +117,8 @@ def _index(model: Any, options: JobOptions, named: list[tuple[str, Any]], shard_
     for name, _ in named:
         names.update(name.encode("utf-8", "surrogateescape") + b"\0")
     return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format": JOB_FORMAT,
+        "format_version": JOB_FORMAT_VERSION,
         "model": {"name": model.name, "sha256": model_digest(model)},
         "options": options.as_dict(),
         "inputs": {"count": len(named), "names_sha256": names.hexdigest()},
@@ -148,7 +148,7 @@ def _open_index(folder: Path, index: dict[str, Any]) -> None:
         old = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise OutputError(f"cannot read {path} ({e}); give a new job folder") from None
-    if not isinstance(old, dict) or old.get("format") != FORMAT:
+    if not isinstance(old, dict) or old.get("format") != JOB_FORMAT:
         raise OutputError(f"{path} is not a vaesdk job index; give a new job folder")
     for key, what in (
         ("format_version", "job format"), ("model", "model"), ("options", "options"), ("inputs", "inputs"),

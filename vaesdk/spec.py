@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .anomaly import Calibration, calibration_from_manifest
+from .anomaly import Calibration, read_calibration
 from .bundle import FORMAT_VERSION, MANIFEST, Bundle, Manifest
 from .errors import InvalidArgumentError, UnsupportedOperationError
 from .images import ImageInput, as_batch
@@ -114,7 +114,7 @@ class ModelSpec:
     @property
     def calibration(self) -> Calibration | None:
         """The anomaly score's calibration, or None when the bundle has none."""
-        return calibration_from_manifest(self.manifest.data)
+        return read_calibration(self.manifest.data)
 
     # ---- description ----------------------------------------------------------------------
 
