@@ -629,6 +629,7 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
                         del op["responses"]["422"]
             for unused in ("HTTPValidationError", "ValidationError"):
                 schema.get("components", {}).get("schemas", {}).pop(unused, None)
+            schema["paths"] = doc.per_model_paths(schema["paths"])
             app.openapi_schema = schema
         return app.openapi_schema
 
