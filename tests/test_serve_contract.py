@@ -6,6 +6,7 @@ count). The document is the one `vae serve` publishes at /openapi.json."""
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import re
@@ -143,6 +144,69 @@ def test_a_client_driven_by_the_document_gets_the_sdks_bytes(bundled_model):
         assert np.asarray(encoded["mean"], np.float32).tobytes() == posterior.mean[0].tobytes()
         with pytest.raises(jsonschema.ValidationError, match="256"):  # the document states this server's limit
             client.call("fashion_mnist_sample", body={"n": 100_000})
+
+
+# The client generator runs in its own environment: it pins typer below the version the CLI
+# uses, so installing it beside vaesdk would change the CLI under test. The generated package
+# needs only httpx and attrs, and is imported here, with this environment's.
+GENERATOR = ROOT / "tests" / "client-generator.txt"  # the pinned version, read by scripts/test too
+GENERATOR_VENV = Path(os.environ.get("VAESDK_GENERATOR_VENV", ROOT / ".venv-generator"))
+# image/png is bytes to the generator (it knows JSON, text and octet-stream); no formatter runs
+# on the generated code, so --fail-on-warning fails on the document alone.
+GENERATOR_CONFIG = "content_type_overrides:\n  image/png: application/octet-stream\npost_hooks: []\n"
+
+
+def client_generator() -> Path:
+    """openapi-python-client in GENERATOR_VENV, installed there on first use (scripts/test does it up front)."""
+    exe, marker = GENERATOR_VENV / "bin" / "openapi-python-client", GENERATOR_VENV / "vaesdk-requirement.txt"
+    if exe.is_file() and marker.is_file() and marker.read_text() == GENERATOR.read_text():
+        return exe
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(GENERATOR_VENV)], check=True, timeout=300)
+    pip = subprocess.run([str(GENERATOR_VENV / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r", str(GENERATOR)],
+                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert pip.returncode == 0, f"could not install {GENERATOR} into {GENERATOR_VENV}: {pip.stderr[-1500:]}; install it there by hand or set VAESDK_GENERATOR_VENV"
+    marker.write_text(GENERATOR.read_text())
+    return exe
+
+
+def test_a_client_generated_from_the_document_gets_the_sdks_bytes(tmp_path, bundled_model):
+    emoji = vaesdk.load("emoji", device="cpu")
+    with vae_serve_process("--device", "cpu") as (_, base):
+        (tmp_path / "openapi.json").write_bytes(httpx.get(f"{base}/openapi.json").content)
+        (tmp_path / "generator.yaml").write_text(GENERATOR_CONFIG)
+        made = subprocess.run(
+            [str(client_generator()), "generate", "--path", "openapi.json", "--config", "generator.yaml", "--meta", "none", "--output-path", "vaeclient", "--fail-on-warning"],
+            capture_output=True, text=True, cwd=tmp_path, timeout=300,
+        )  # fmt: skip
+        assert made.returncode == 0 and (tmp_path / "vaeclient" / "client.py").is_file(), made.stdout[-2000:] + made.stderr[-2000:]
+        sys.path.insert(0, str(tmp_path))
+        try:
+            from vaeclient import Client
+            from vaeclient.api.emoji import emoji_sample
+            from vaeclient.api.fashion_mnist import fashion_mnist_encode, fashion_mnist_sample
+            from vaeclient.models import EncodeResults, FashionMnistEncodeBody, FashionMnistSampleFashionMnistSampleRequest
+            from vaeclient.models import EmojiSampleEmojiSampleRequest
+            from vaeclient.types import File
+
+            client = Client(base_url=base, timeout=httpx.Timeout(120), raise_on_unexpected_status=True)
+            for call, body, model in [
+                (fashion_mnist_sample, FashionMnistSampleFashionMnistSampleRequest(n=6, seed=3, ncols=3), bundled_model),
+                (emoji_sample, EmojiSampleEmojiSampleRequest(n=6, seed=3, ncols=3), emoji),
+            ]:
+                grid = call.sync(client=client, body=body)
+                assert isinstance(grid, File), grid  # the PNG answer, as bytes
+                assert grid.payload.read() == encode_png(make_grid(model.sample(6, seed=3), ncols=3)), model.name
+            upload = File(payload=io.BytesIO(SHIRT), file_name="shirt.png", mime_type="image/png")
+            encoded = fashion_mnist_encode.sync(client=client, body=FashionMnistEncodeBody(image=[upload]))
+            assert isinstance(encoded, EncodeResults), encoded
+            posterior = bundled_model.encode(SHIRT)
+            item = encoded.results[0]
+            assert item.name == "shirt.png" and item.mean == posterior.mean[0].tolist() and item.logvar == posterior.logvar[0].tolist()
+            assert np.asarray(item.mean, np.float32).tobytes() == posterior.mean[0].tobytes()
+        finally:
+            sys.path.remove(str(tmp_path))
+            for name in [m for m in sys.modules if m == "vaeclient" or m.startswith("vaeclient.")]:
+                del sys.modules[name]
 
 
 SCHEMATHESIS_SEED = 20261201
