@@ -10,6 +10,7 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -207,6 +208,28 @@ def test_a_client_generated_from_the_document_gets_the_sdks_bytes(tmp_path, bund
             sys.path.remove(str(tmp_path))
             for name in [m for m in sys.modules if m == "vaeclient" or m.startswith("vaeclient.")]:
                 del sys.modules[name]
+
+
+def test_docs_renders_a_working_form_without_internet(tmp_path):
+    """/docs in headless Chromium with every other origin refused: Swagger UI loads from the
+    server itself, lists every operation, and the sample form's Execute gets a PNG."""
+    web = ROOT / "web"
+    missing = [what for what, ok in (
+        ("Chromium (Debian package chromium)", Path("/usr/bin/chromium").exists() or shutil.which("chromium")),
+        ("node", shutil.which("node")), ("web/node_modules (run `npm ci` in web/)", (web / "node_modules" / "playwright-core").is_dir()),
+    ) if not ok]  # fmt: skip
+    assert not missing, f"this test needs: {', '.join(missing)}; ./scripts/test installs them"
+    out = tmp_path / "docs.json"
+    with vae_serve_process("--device", "cpu") as (_, base):
+        ops = len(operations(httpx.get(f"{base}/openapi.json").json()))
+        done = subprocess.run(["node", str(web / "test" / "docs.mjs"), base, "fashion_mnist_sample", "fashion-mnist", str(out)],
+                              capture_output=True, text=True, timeout=180)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(out.read_text())
+    assert seen["external"] == [] and seen["errors"] == [] and seen["failed"] == [], seen  # nothing from a CDN, nothing broken
+    assert seen["operations"] == ops, seen
+    assert seen["body"]["n"] == 16 and "temperature" in seen["body"], seen  # the request model's fields and defaults
+    assert seen["status"] == "200" and seen["image"] == 1, seen  # the PNG answer, shown as an image
 
 
 SCHEMATHESIS_SEED = 20261201
