@@ -1,8 +1,10 @@
-"""Build-time check of the page's onnxruntime-web files (the rest of the build is pyproject.toml).
+"""Build-time check of the page's onnxruntime-web files and /docs' Swagger UI files (the rest
+of the build is pyproject.toml).
 
 A wheel or sdist without web/vendor/ would install a page that cannot run (`vae serve` shows
-"onnxruntime-web is not loaded"), so building one is refused: every file pinned in
-web/vendor/vendor.json must be there with its sha256, at the version web/package-lock.json locks.
+"onnxruntime-web is not loaded"), and one without web/docs-vendor/ a blank /docs, so building
+one is refused: every file pinned in each folder's vendor.json must be there with its sha256,
+at the version web/package-lock.json locks.
 """
 
 from __future__ import annotations
@@ -17,7 +19,11 @@ from setuptools.command.sdist import sdist
 
 ROOT = Path(__file__).resolve().parent
 WEB = ROOT / "web"
-FIX = "restore web/vendor/ from git, or run `npm ci && npm run vendor` in web/"
+FOLDERS = ("vendor", "docs-vendor")  # web/copy-vendor.mjs writes both
+
+
+def fix(folder: str) -> str:
+    return f"restore web/{folder}/ from git, or run `npm ci && npm run vendor` in web/"
 
 
 class VendorError(SystemExit):
@@ -25,25 +31,30 @@ class VendorError(SystemExit):
 
 
 def check_web_vendor() -> None:
-    pins = WEB / "vendor" / "vendor.json"
+    for folder in FOLDERS:
+        check_folder(folder)
+
+
+def check_folder(folder: str) -> None:
+    pins = WEB / folder / "vendor.json"
     if not pins.is_file():
-        raise VendorError(f"vaesdk build: {pins.relative_to(ROOT)} is missing, so the page's onnxruntime-web would be too; {FIX}")
+        raise VendorError(f"vaesdk build: {pins.relative_to(ROOT)} is missing, so its files would be too; {fix(folder)}")
     record = json.loads(pins.read_text())
     lock = WEB / "package-lock.json"
     if lock.is_file():  # a source checkout or an sdist
         locked = json.loads(lock.read_text())["packages"].get(f"node_modules/{record['package']}", {})
         if (locked.get("version"), locked.get("integrity")) != (record["version"], record["integrity"]):
             raise VendorError(
-                f"vaesdk build: web/vendor/ holds {record['package']} {record['version']} but web/package-lock.json "
+                f"vaesdk build: web/{folder}/ holds {record['package']} {record['version']} but web/package-lock.json "
                 f"locks {locked.get('version')}; run `npm ci && npm run vendor` in web/"
             )
     for name, pin in record["files"].items():
-        path = WEB / "vendor" / name
+        path = WEB / folder / name
         if not path.is_file():
-            raise VendorError(f"vaesdk build: web/vendor/{name} is missing; {FIX}")
+            raise VendorError(f"vaesdk build: web/{folder}/{name} is missing; {fix(folder)}")
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         if digest != pin["sha256"]:
-            raise VendorError(f"vaesdk build: web/vendor/{name} has sha256 {digest}, pinned {pin['sha256']}; {FIX}")
+            raise VendorError(f"vaesdk build: web/{folder}/{name} has sha256 {digest}, pinned {pin['sha256']}; {fix(folder)}")
 
 
 class BuildPy(build_py):

@@ -38,6 +38,7 @@ from . import contract
 from .deadlines import Deadlines
 
 PNG = "image/png"
+DOCS_ASSETS = "/docs-assets"  # Swagger UI's files (web/docs-vendor/, pinned by web/copy-vendor.mjs)
 INTEGER_FIELDS = {"n", "seed", "ncols"}  # the JSON bodies' integer fields (serve/contract.py)
 
 
@@ -230,6 +231,10 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
             "{error, detail}; a method a path does not have answers 405 with Allow. "
             + ("Routes under /v1 need 'Authorization: Bearer TOKEN'." if config.token else "")
         ).strip(),
+        # /docs is served below from the installed Swagger UI files; FastAPI's own pages load
+        # theirs from a CDN (blank without internet). ReDoc has no vendored copy: off.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.pool = pool
 
@@ -592,10 +597,28 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
                         del op["responses"]["422"]
             for unused in ("HTTPValidationError", "ValidationError"):
                 schema.get("components", {}).get("schemas", {}).pop(unused, None)
+            schema["paths"] = doc.per_model_paths(schema["paths"])
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+    docs_assets = Path(str(resources.files("vaesdk.web"))) / "docs-vendor"
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Response:
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json", title="vaesdk - API docs", swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css", swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+            oauth2_redirect_url=None,
+        )  # fmt: skip
+
+    from fastapi.staticfiles import StaticFiles
+
+    # Installed with the package (setup.py refuses a build without them).
+    app.mount(DOCS_ASSETS, StaticFiles(directory=docs_assets, check_dir=False), name="docs-assets")
 
     web = _web_dir(config)
     if (web / "index.html").is_file():

@@ -2,20 +2,26 @@
 reads them, from the served bundles' facts, the server's limits and the SDK's own bounds.
 
 The routes parse requests themselves and let the SDK's `validate` judge the values (so the
-messages are the SDK's); these declarations describe exactly what that accepts. Where the
-served models differ (latent size, priors, directions, a plain autoencoder among VAEs), the
-document declares what any of them accepts and the `name` parameter gives each model's own
-facts; a value one model lacks gets that model's 422 from the SDK.
+messages are the SDK's); these declarations describe exactly what that accepts. The server
+routes `/v1/models/{name}/...` for every served model, but one request schema cannot say what
+each of several models accepts (latent size, priors, directions, a plain autoencoder among
+VAEs): the document writes each of those paths out once per served model
+(`/v1/models/fashion-mnist/decode`), each with that model's own exact schemas
+(`Contract.per_model_paths`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+import copy
+import re
+from typing import Annotated, Any, Literal, Optional, Union
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 import vaesdk
 from vaesdk import DEFAULT_IW_SAMPLES
+from vaesdk.errors import InvalidArgumentError
 from vaesdk.frontend import MAX_ABS_LATENT, MAX_TEMPERATURE
 
 PNG = "image/png"
@@ -104,6 +110,11 @@ class ScoreResults(BaseModel):
     results: list[Union[ScoreItem, ItemError]]
 
 
+def operation_prefix(name: str) -> str:
+    """A model name as an identifier for operation ids and schema titles: fashion-mnist -> fashion_mnist."""
+    return re.sub(r"[^0-9A-Za-z]+", "_", name).strip("_").lower() or "model"
+
+
 def form_properties(extra: dict[str, Any]) -> dict[str, Any]:
     """The fields of a multipart request body declared by Contract.multipart."""
     return extra["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
@@ -112,9 +123,20 @@ def form_properties(extra: dict[str, Any]) -> dict[str, Any]:
 class Contract:
     """Declarations for one app: its models, limits and token."""
 
-    def __init__(self, models: list[vaesdk.Model], limits: Any, token: bool):
+    def __init__(self, models: list[vaesdk.Model], limits: Any, token: bool, served: "Contract | None" = None):
         self.models, self.limits, self.token = models, limits, token
+        # The contract of every served model: the server reads a form's fields from it.
+        self.served = served or self
         self.names = [m.name for m in models]
+        self.title = "" if served is None else "".join(w.capitalize() for w in operation_prefix(models[0].name).split("_"))
+        prefixes: dict[str, str] = {}
+        for name in self.names:  # refused when the app is made, not when the document is first read
+            prefix = operation_prefix(name)
+            if prefix in prefixes:
+                raise InvalidArgumentError(
+                    f"models {prefixes[prefix]!r} and {name!r} would share the operation ids {prefix}_*; serve one of them, or rename a bundle folder"
+                )
+            prefixes[prefix] = name
         self.default_n = min(DEFAULT_N, limits.max_n)
         # What any served model accepts; the SDK refuses, per model, what that model lacks.
         self.latent_dim = max(m.latent_dim for m in models)
@@ -146,7 +168,7 @@ class Contract:
         lim = self.limits
         prior: Any = Literal[tuple(self.priors)] if self.priors else str  # type: ignore[valid-type]
         return create_model(
-            "SampleRequest",
+            f"{self.title}SampleRequest",
             __config__=ConfigDict(extra="forbid"),
             n=(int, Field(self.default_n, ge=1, le=lim.max_n, description=f"Images to draw (this server's limit: {lim.max_n}).")),
             seed=(Optional[int], Field(None, ge=0, description="Seed; omitted: one is drawn and returned in X-Vaesdk-Seed.")),
@@ -160,10 +182,8 @@ class Contract:
         lim = self.limits
         row_len = {"min_length": self.latent_dim, "max_length": self.latent_dim} if self.same_dim else {"min_length": 1}
         number = Field(ge=-MAX_ABS_LATENT, le=MAX_ABS_LATENT)
-        from typing import Annotated
-
         return create_model(
-            "DecodeRequest",
+            f"{self.title}DecodeRequest",
             __config__=ConfigDict(extra="forbid"),
             latents=(
                 list[Annotated[list[Annotated[float, number]], Field(**row_len)]],
@@ -199,6 +219,9 @@ class Contract:
             vaes = [m.name for m in self.models if m.kind == "vae"]
             only = "" if len(vaes) == len(self.models) else f" (VAEs only: {', '.join(vaes)})"
             out["sample_latent"] = {"type": "boolean", "default": False, "description": f"Draw z from q(z|x) instead of its mean{only}."}
+        elif self.served.any_vae:
+            # The server reads this field for every model; a plain autoencoder refuses true.
+            out["sample_latent"] = {"type": "boolean", "enum": [False], "default": False, "description": "A plain autoencoder has no q(z|x) to draw from: false only."}
         return out
 
     def reconstruct_body(self) -> dict[str, Any]:
@@ -263,3 +286,50 @@ class Contract:
                 **({"headers": seed} if seeded else {}),
             }
         }
+
+    # ---- the document, one path per served model ----------------------------------------
+    def for_model(self, model: vaesdk.Model) -> "Contract":
+        """The declarations of one served model: its own latent size, priors, directions, kind."""
+        return Contract([model], self.limits, self.token, served=self)
+
+    def per_model_paths(self, paths: dict[str, Any]) -> dict[str, Any]:
+        """`paths` (FastAPI's, with the routes' `{name}`) with every `/v1/models/{name}...` path
+        written out once per served model, with that model's request schemas and files.
+
+        Operation ids become `<model>_<operation>` (fashion_mnist_sample) and each model's
+        operations share its tag, so a generated client groups them by model."""
+        out: dict[str, Any] = {}
+        for path, ops in paths.items():
+            if "{name}" not in path:
+                out[path] = ops
+                continue
+            for m in self.models:
+                one = self.for_model(m)
+                bodies = {
+                    "sample": one.json_body(one.sample_model()), "decode": one.json_body(one.decode_model()),
+                    "reconstruct": one.reconstruct_body(), "edit": one.edit_body(), "encode": one.encode_body(), "score": one.score_body(),
+                }  # fmt: skip
+                written: dict[str, Any] = {}
+                for method, op in ops.items():
+                    op = copy.deepcopy(op)
+                    kind = op["operationId"]
+                    op["operationId"] = f"{operation_prefix(m.name)}_{kind}"
+                    op["tags"] = [m.name]
+                    params = [p for p in op.get("parameters", []) if p["name"] != "name"]
+                    for p in params:
+                        if p["name"] == "file":
+                            p["schema"]["enum"] = list(m.describe()["files"].values())
+                    if params:
+                        op["parameters"] = params
+                    else:
+                        op.pop("parameters", None)
+                    if kind in bodies:
+                        op["requestBody"] = bodies[kind]["requestBody"]
+                    answer = op["responses"].get("200", {}).get("content", {})
+                    if PNG in answer:  # the answer without an Accept header first: generated clients expect it
+                        op["responses"]["200"]["content"] = {PNG: answer[PNG], **answer}
+                    if "file" not in path:  # the model is in the path: only a missing file is 404
+                        op["responses"].pop("404", None)
+                    written[method] = op
+                out[path.replace("{name}", quote(m.name, safe=""))] = written
+        return out

@@ -54,9 +54,9 @@ def test_the_site_builds_strictly_with_the_api_reference_and_the_openapi_documen
         assert name in reference, f"the API reference lacks {name}"
     assert "n new images: latents drawn from" in reference  # Model.sample's docstring, rendered
     document = json.loads((site / "openapi.json").read_text())
-    assert document["openapi"].startswith("3.") and "/v1/models/{name}/sample" in document["paths"]
+    assert document["openapi"].startswith("3.") and "/v1/models/fashion-mnist/sample" in document["paths"]
     http = (site / "openapi" / "index.html").read_text()
-    assert "/v1/models/{name}/sample" in http and "<!-- openapi-routes -->" not in http
+    assert "/v1/models/fashion-mnist/sample" in http and "<!-- openapi-routes -->" not in http
     assert "swagger-ui" in http
     # The schema the bundle format page links is published with the site.
     schema = site / "repository" / "vaesdk" / "manifest.schema.json"

@@ -60,7 +60,7 @@ def test_health_models_and_docs(server, bundled_model):
     assert server.get("/docs").status_code == 200
     paths = server.get("/openapi.json").json()["paths"]
     for route in ("sample", "decode", "edit", "reconstruct", "encode", "score"):
-        assert f"/v1/models/{{name}}/{route}" in paths
+        assert f"/v1/models/{NAME}/{route}" in paths
     page = server.get("/")
     assert page.status_code == 200 and "page.js" in page.text
 

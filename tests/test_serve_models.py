@@ -65,22 +65,39 @@ def test_a_request_for_the_autoencoder_that_needs_a_vae_gets_the_sdks_refusal(se
     assert r.status_code == 422 and "plain autoencoder" in r.json()["detail"]
 
 
-def test_the_document_declares_what_any_served_model_accepts(served, models):
+def test_the_document_declares_what_each_served_model_accepts(served, models):
     _, doc = served
-    sample = doc["paths"]["/v1/models/{name}/sample"]["post"]
-    name = next(p for p in sample["parameters"] if p["name"] == "name")
-    assert name["schema"]["enum"] == [m.name for m in models]
+    assert not [p for p in doc["paths"] if "{name}" in p]  # one path per model, never a union of them
     for m in models:
-        assert m.name in name["description"] and f"latent_dim {m.latent_dim}" in name["description"]
-    body = sample["requestBody"]["content"]["application/json"]["schema"]
-    enum = next(s for s in body["properties"]["prior"]["anyOf"] if "enum" in s)["enum"]
-    assert set(enum) == {p for m in models for p in m.priors} and "standard" not in models[2].priors
-    rows = doc["paths"]["/v1/models/{name}/decode"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    row = rows["properties"]["latents"]["items"]
-    assert "maxItems" not in row  # latent sizes differ (64 and 8): the row length is the model's own
-    form = doc["paths"]["/v1/models/{name}/edit"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
-    assert form["properties"]["dim"]["maximum"] == max(m.latent_dim for m in models) - 1
-    assert "VAEs only: fashion-mnist, tiny-vae" in form["properties"]["sample_latent"]["description"]
+        api = f"/v1/models/{m.name}"
+        sample = doc["paths"][f"{api}/sample"]["post"]
+        assert sample["operationId"] == f"{m.name.replace('-', '_')}_sample" and sample["tags"] == [m.name]
+        body = sample["requestBody"]["content"]["application/json"]["schema"]
+        enum = next(s for s in body["properties"]["prior"]["anyOf"] if "enum" in s)["enum"]
+        assert enum == list(m.priors), m.name
+        rows = doc["paths"][f"{api}/decode"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        row = rows["properties"]["latents"]["items"]
+        assert row["minItems"] == row["maxItems"] == m.latent_dim, m.name
+        form = doc["paths"][f"{api}/edit"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+        assert form["properties"]["dim"]["maximum"] == m.latent_dim - 1
+        latent = form["properties"]["sample_latent"]
+        assert latent.get("enum") == (None if m.kind == "vae" else [False]), m.name  # the AE accepts false only
+        file = next(p for p in doc["paths"][f"{api}/files/{{file}}"]["get"]["parameters"] if p["name"] == "file")
+        assert file["schema"]["enum"] == list(m.describe()["files"].values())
+
+
+def test_models_whose_operation_ids_would_collide_are_refused(bundled_model, tiny_vae_bundle, tmp_path):
+    import json
+    import shutil
+
+    from vaesdk.serve import create_app
+
+    shutil.copytree(tiny_vae_bundle, tmp_path / "twin")
+    manifest = tmp_path / "twin" / "manifest.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "name": "fashion_mnist"}))
+    twin = vaesdk.load(tmp_path / "twin", device="cpu")
+    with pytest.raises(vaesdk.InvalidArgumentError, match="'fashion-mnist' and 'fashion_mnist' would share the operation ids fashion_mnist_"):
+        create_app([bundled_model, twin])
 
 
 def test_what_one_model_lacks_gets_that_models_refusal(served, models):

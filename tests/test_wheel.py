@@ -27,6 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 WEB = ROOT / "web"
 VENDOR = WEB / "vendor"
 PINS = json.loads((VENDOR / "vendor.json").read_text())
+DOCS_VENDOR = WEB / "docs-vendor"  # Swagger UI for `vae serve`'s /docs
+DOCS_PINS = json.loads((DOCS_VENDOR / "vendor.json").read_text())
 # The wheel must stay small enough for a second bundled model of about 25 MB (docs/performance.md).
 MAX_WHEEL_MB = 40
 
@@ -57,6 +59,17 @@ def test_vendor_holds_the_locked_onnxruntime_web_with_its_licence():
     assert f"ONNX Runtime Web v{PINS['version']}" in (VENDOR / "ort.wasm.min.js").read_text()[:200]
 
 
+def test_docs_vendor_holds_the_locked_swagger_ui_with_its_licence():
+    lock = json.loads((WEB / "package-lock.json").read_text())["packages"][f"node_modules/{DOCS_PINS['package']}"]
+    assert (DOCS_PINS["package"], DOCS_PINS["version"], DOCS_PINS["integrity"]) == ("swagger-ui-dist", lock["version"], lock["integrity"])
+    on_disk = sorted(p.name for p in DOCS_VENDOR.iterdir() if p.name != "vendor.json")
+    assert on_disk == sorted(DOCS_PINS["files"]), "web/docs-vendor/ holds files vendor.json does not pin (or lacks pinned ones)"
+    for name, pin in DOCS_PINS["files"].items():
+        data = (DOCS_VENDOR / name).read_bytes()
+        assert (sha256(data), len(data)) == (pin["sha256"], pin["bytes"]), f"web/docs-vendor/{name} is not the pinned file"
+    assert "Apache License" in (DOCS_VENDOR / "LICENSE").read_text()
+
+
 def test_the_page_loads_only_vendored_runtime_files():
     """index.html's script and the wasm files vae.js points onnxruntime-web at are all vendored."""
     html = (WEB / "index.html").read_text()
@@ -72,7 +85,10 @@ def test_the_vendor_check_refuses_a_changed_file(tmp_path):
     for name in ("copy-vendor.mjs", "package-lock.json"):
         shutil.copy(WEB / name, site / name)
     shutil.copytree(VENDOR, site / "vendor")
-    assert run("node", site / "copy-vendor.mjs", "--check").stdout.strip() == f"vendor/ holds onnxruntime-web {PINS['version']} as locked"
+    shutil.copytree(DOCS_VENDOR, site / "docs-vendor")
+    assert run("node", site / "copy-vendor.mjs", "--check").stdout.splitlines() == [
+        f"vendor/ holds onnxruntime-web {PINS['version']} as locked", f"docs-vendor/ holds swagger-ui-dist {DOCS_PINS['version']} as locked",
+    ]  # fmt: skip
     with open(site / "vendor" / "ort.wasm.min.js", "a") as f:
         f.write("\n")
     r = subprocess.run(["node", str(site / "copy-vendor.mjs"), "--check"], capture_output=True, text=True, timeout=60)
@@ -113,12 +129,16 @@ def test_the_wheel_and_sdist_carry_the_pinned_runtime(built):
     with zipfile.ZipFile(built["wheel"]) as whl:
         for name, pin in PINS["files"].items():
             assert sha256(whl.read(f"vaesdk/web/vendor/{name}")) == pin["sha256"], name
+        for name, pin in DOCS_PINS["files"].items():
+            assert sha256(whl.read(f"vaesdk/web/docs-vendor/{name}")) == pin["sha256"], name
         names = whl.namelist()
     assert not [n for n in names if n.startswith("vaesdk/web/") and ("node_modules" in n or n.endswith("package-lock.json"))]
     with tarfile.open(built["sdist"]) as sdist:
         (top,) = {m.name.split("/")[0] for m in sdist.getmembers()}
         for name, pin in PINS["files"].items():
             assert sha256(sdist.extractfile(f"{top}/web/vendor/{name}").read()) == pin["sha256"], name
+        for name, pin in DOCS_PINS["files"].items():
+            assert sha256(sdist.extractfile(f"{top}/web/docs-vendor/{name}").read()) == pin["sha256"], name
     size_mb = built["wheel"].stat().st_size / 1e6
     assert size_mb <= MAX_WHEEL_MB, f"the wheel is {size_mb:.1f} MB; keep it within {MAX_WHEEL_MB} MB"
 
