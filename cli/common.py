@@ -7,7 +7,6 @@ files at the end with a non-zero exit, so one broken image never costs the good 
 from __future__ import annotations
 
 import json
-import secrets
 import sys
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -22,7 +21,7 @@ import typer
 
 import vaesdk
 from vaesdk import InvalidArgumentError, InvalidImageError, OutputError, encode_png
-from vaesdk.frontend import expand_sources, write_atomic
+from vaesdk.frontend import expand_sources, fresh_seed, write_atomic
 
 STDIO = "-"
 
@@ -35,7 +34,7 @@ def load_model(model: str | None, device: str, batch_size: int | None = None) ->
 def choose_seed(seed: int | None, quiet: bool = False) -> int:
     """The given seed, or a fresh one that is printed so the run can be repeated."""
     if seed is None:
-        seed = secrets.randbits(31)
+        seed = fresh_seed()
         if not quiet:
             announce_seed(seed)
     elif seed < 0:

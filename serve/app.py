@@ -401,9 +401,7 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
         return JSONResponse({"results": body}, headers=headers)
 
     def seed_of(value: Any) -> int:
-        if value is None:
-            return secrets.randbits(31)
-        return value
+        return frontend.fresh_seed() if value is None else value
 
     v1 = [Depends(authorize)]
 

@@ -12,7 +12,7 @@ from .evaluate import DEFAULT_EVAL_K
 from .fileio import write_atomic
 from .inputs import expand_sources
 from .jobs import SEED_BLOCK, score_report
-from .latent import ACTIVE_KL_NATS, MAX_ABS_LATENT
+from .latent import ACTIVE_KL_NATS, MAX_ABS_LATENT, fresh_seed
 from .session import cancellable
 from .shards import DEFAULT_SHARD_SIZE
 
@@ -26,6 +26,7 @@ __all__ = [
     "cancellable",
     "check_flag",
     "expand_sources",
+    "fresh_seed",
     "score_report",
     "write_atomic",
 ]

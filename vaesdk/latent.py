@@ -6,6 +6,7 @@ caller that seeds it gets the same numbers on any machine and any execution prov
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from typing import Union
 
@@ -22,6 +23,12 @@ MAX_ABS_LATENT = 1e6
 # prior, averaged over a set of images, exceeds this many nats. Training, export, `vae info`
 # and `vae eval` all count active dimensions with this one threshold.
 ACTIVE_KL_NATS = 0.01
+
+
+def fresh_seed() -> int:
+    """A new seed for a run that was given none: small enough to type back (0..2**31-1), so
+    a front end can report it and the run can be repeated."""
+    return secrets.randbits(31)
 
 
 def check_seed_value(seed: object) -> int:
