@@ -1,8 +1,9 @@
 """The benchmark suite: vaesdk against bare onnxruntime and PyTorch eager, same weights, same run.
 
-    python benchmarks/run.py                 # full suite, table on stdout, JSON to benchmarks/results.json
+    python benchmarks/run.py                 # every bundled model, table on stdout, JSON to benchmarks/results.json
     python benchmarks/run.py --quick         # fewer repeats, for a smoke run
     python benchmarks/run.py --model BUNDLE_DIR --checkpoint RUN_DIR   # any bundle and the run it was exported from
+    python benchmarks/run.py --model fashion-mnist --model B --checkpoint checkpoints/fashion-mnist --checkpoint RUN_B
 
 Every figure is the median of repeated measurements, with the spread (p95 for latencies,
 min..max for process-level figures). Throughput and latency come from the same timed calls.
@@ -11,6 +12,10 @@ checkpoint the bundle was exported from (checkpoints/<model>/, or --checkpoint).
 
 Image size, channels, latent size, the graphs' input and output names and the operations
 the model can do are read from the bundle's manifest, so any bundle runs.
+
+Each round also measures this machine's peak float32 throughput through onnxruntime (a large
+MatMul and a large Conv, in a fresh process), and the report gives decode at batch 256 as a
+fraction of it, with the decoder's FLOPs counted from its ONNX graph.
 """
 
 from __future__ import annotations
@@ -95,8 +100,8 @@ def runner_jobs(runner: str, bundle: Path, checkpoint: Path, threads: int | None
     """op -> {label: callable doing the whole job a user asks for}, for one runner and batch.
 
     The "vaesdk" runner yields two callables per op, timed call by call in turn: the SDK
-    method (uint8 images in and out), and a bare `session.run` on the SDK's own session with
-    ready float32 input (the floor any SDK on these files can reach); sharing the session
+    method (uint8 images in and out), and a bare `session.run` on the session the SDK runs
+    (for decode, the decoder cut to its mean), with ready float32 input (the floor any SDK on these files can reach); sharing the session
     keeps the pair's ratio free of thread-pool interference. The "torch" runner runs the
     checkpoint's modules eagerly with the same uint8 conversion. Each runner imports only
     its own libraries: vaesdk is timed without torch loaded.
@@ -113,7 +118,8 @@ def runner_jobs(runner: str, bundle: Path, checkpoint: Path, threads: int | None
         import vaesdk
 
         model = vaesdk.load(bundle, device="cpu", threads=threads, batch_size=4096)
-        enc, dec = model._encoder.session, model._decoder.session
+        # The sessions the SDK's own calls run: decode and sample run the decoder cut to its mean.
+        enc, dec = model._encoder.session, model._mean_decoder.session
         jobs = {
             "encode": {"vaesdk": lambda: model.encode(images), "onnxruntime": lambda: enc.run(None, {x_name: x})},
             "decode": {"vaesdk": lambda: model.decode(z), "onnxruntime": lambda: dec.run([mean_name], {z_name: z})},
@@ -173,21 +179,132 @@ def worker(runner: str, bundle: Path, checkpoint: Path, threads: int | None, rep
     out: dict = {}
     for batch in batches:
         for op, fns in runner_jobs(runner, bundle, checkpoint, threads, batch).items():
-            out.setdefault(op, {})[batch] = time_alternating(fns, repeats if batch < 256 else max(5, repeats // 4), min_seconds)
+            out.setdefault(op, {})[batch] = time_alternating(fns, repeats if batch < 256 else max(3, repeats // 4), min_seconds)
     print(json.dumps(out))
 
 
 RUNNERS = ("vaesdk", "torch")
 
 
+# ---- arithmetic: what the decoder costs, and what this machine can do -------------------------
+
+
+def decoder_flops(bundle: Path) -> dict:
+    """FLOPs per image of the graph `decode` runs (the decoder cut to its mean), counted from
+    the shapes of its Conv, ConvTranspose, Gemm and MatMul nodes: a multiply-add is 2 FLOPs,
+    biases and elementwise work are left out. Shapes are read from one run on one latent, with
+    every such node's input and output made a graph output, so shapes computed at run time
+    (resize scales, reshapes) are the real ones."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper
+
+    from vaesdk.onnx_proto import keep_outputs
+
+    raw = keep_outputs((Path(bundle) / "decoder.onnx").read_bytes(), ["mean"])
+    model = onnx.load_from_string(raw)
+    graph = model.graph
+    weights = {t.name: tuple(t.dims) for t in graph.initializer}
+    ops = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+    nodes = [n for n in graph.node if n.op_type in ops]
+    feed_name, d = graph.input[0].name, bundle_facts(bundle)["latent_dim"]
+    known = {feed_name: (1, d)}
+    wanted = {name for n in nodes for name in (n.input[0], n.input[1], n.output[0])} - set(weights) - set(known)
+    present = {o.name for o in graph.output}
+    graph.output.extend(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None) for name in sorted(wanted - present))
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every node's output
+    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    values = session.run(names, {feed_name: np.zeros((1, d), np.float32)})
+    shapes = {**known, **weights, **{k: v.shape for k, v in zip(names, values)}}
+    by_op: dict[str, int] = {}
+    for n in nodes:
+        x, w, y = shapes[n.input[0]], shapes[n.input[1]], shapes[n.output[0]]
+        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        if n.op_type == "Conv":  # weight [C_out, C_in / groups, kh, kw]
+            flops = 2 * int(np.prod(y)) * int(np.prod(w[1:]))
+        elif n.op_type == "ConvTranspose":  # weight [C_in, C_out / groups, kh, kw]: each input value feeds a block
+            flops = 2 * int(np.prod(x)) * int(np.prod(w[1:]))
+        elif n.op_type == "Gemm":
+            flops = 2 * int(np.prod(y)) * (x[0] if attrs.get("transA", 0) else x[1])
+        else:
+            flops = 2 * int(np.prod(y)) * x[-1]
+        by_op[n.op_type] = by_op.get(n.op_type, 0) + flops
+    return {"flops_per_image": sum(by_op.values()), "by_op": by_op, "nodes": len(nodes)}
+
+
+PEAK_MATMUL = 1024  # square MatMul side: 2.1 GFLOP a call, far beyond any cache
+PEAK_CONV = (16, 128, 32, 3)  # batch, channels in and out, side, kernel: 4.8 GFLOP a call
+
+
+def peak_models() -> dict[str, tuple[bytes, dict, int]]:
+    """One-node ONNX graphs large enough that onnxruntime's kernels run at full speed: name ->
+    (model, feeds, FLOPs a call)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    s = PEAK_MATMUL
+    a, b = rng.standard_normal((s, s), dtype=np.float32), rng.standard_normal((s, s), dtype=np.float32)
+    matmul = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["y"])], "matmul",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [s, s])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [s, s])], [numpy_helper.from_array(b, "b")],
+    )  # fmt: skip
+    n, c, side, k = PEAK_CONV
+    x = rng.standard_normal((n, c, side, side), dtype=np.float32)
+    w = rng.standard_normal((c, c, k, k), dtype=np.float32) * 0.05
+    conv = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[k // 2] * 4)], "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, c, side, side])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, c, side, side])], [numpy_helper.from_array(w, "w")],
+    )  # fmt: skip
+    opset = [helper.make_opsetid("", 17)]
+    return {
+        "matmul": (helper.make_model(matmul, opset_imports=opset).SerializeToString(), {"a": a}, 2 * s**3),
+        "conv": (helper.make_model(conv, opset_imports=opset).SerializeToString(), {"x": x}, 2 * n * c * side * side * c * k * k),
+    }
+
+
+def peak_worker(threads: int | None, repeats: int, min_seconds: float) -> None:
+    """This machine's float32 throughput through onnxruntime (the SDK's session settings):
+    print {name: [seconds, ...], "flops": {name: FLOPs a call}} as JSON."""
+    import onnxruntime as ort
+
+    out: dict = {"flops": {}}
+    for name, (model, feeds, flops) in peak_models().items():
+        opts = ort.SessionOptions()  # as vaesdk.session makes them
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if threads:
+            opts.intra_op_num_threads = threads
+        session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+        out[name] = time_calls(lambda: session.run(None, feeds), max(3, repeats // 4), min_seconds)
+        out["flops"][name] = flops
+    print(json.dumps(out))
+
+
+def bench_peak(threads: int | None, repeats: int, min_seconds: float) -> dict:
+    """Peak GFLOP/s in a fresh process: the faster of a large MatMul and a large Conv."""
+    args = [sys.executable, __file__, "--worker", "peak", "--repeats", str(repeats), "--min-seconds", str(min_seconds)]
+    args += ["--threads", str(threads)] if threads else []  # fmt: skip
+    result = json.loads(subprocess.run(args, capture_output=True, text=True, check=True).stdout)
+    flops = result.pop("flops")
+    return {name: {"gflops": flops[name] / statistics.median(t) / 1e9, "flops": flops[name], "calls": len(t)} for name, t in result.items()}
+
+
 def bench_calls(
-    bundle: Path, checkpoint: Path, repeats: int, min_seconds: float, threads: int | None, rounds: int, batches: tuple[int, ...]
-) -> list[dict]:
+    bundle: Path, checkpoint: Path, repeats: int, min_seconds: float, threads: int | None, rounds: int, batches: tuple[int, ...],
+    peaks: list[dict],
+) -> list[dict]:  # fmt: skip
     """vaesdk and torch each in their own fresh process (so no other library's worker threads
     compete with them), in alternating rounds so that slow drift in the machine's load hits
-    both alike."""
+    both alike. Each round also measures the machine's peak (appended to `peaks`), so the
+    fraction of peak compares figures from the same stretch of time."""
     times: dict = {}
     for r in range(rounds):
+        peaks.append(bench_peak(threads, repeats, min_seconds))
         for runner in RUNNERS:
             args = [sys.executable, __file__, "--worker", runner, "--bundle", str(bundle), "--checkpoint", str(checkpoint),
                     "--repeats", str(repeats), "--min-seconds", str(min_seconds), "--batches", ",".join(map(str, batches))]
@@ -392,11 +509,11 @@ def machine() -> dict:
     }
 
 
-def table(result: dict) -> str:
+def calls_table(entry: dict, batches: list[int]) -> list[str]:
     lines = ["| op | batch | vaesdk ms (p95) | bare ORT ms | torch ms | vaesdk img/s | SDK overhead | speed-up vs torch |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    rows = {(r["op"], r["batch"], r["runner"]): r for r in result["calls"]}
+    rows = {(r["op"], r["batch"], r["runner"]): r for r in entry["calls"]}
     for op in ("encode", "decode", "sample"):
-        for batch in result["batches"]:
+        for batch in batches:
             if (op, batch, "vaesdk") not in rows:
                 continue
             v, o, t = (rows[(op, batch, k)] for k in ("vaesdk", "onnxruntime", "torch"))
@@ -404,32 +521,94 @@ def table(result: dict) -> str:
                 f"| {op} | {batch} | {v['median_ms']:.3f} ({v['p95_ms']:.3f}) | {o['median_ms']:.3f} | {t['median_ms']:.3f} | "
                 f"{v['images_per_s']:,.0f} | {100 * (v['median_ms'] / o['median_ms'] - 1):+.1f}% | {t['median_ms'] / v['median_ms']:.2f}x |"
             )
-    lines += ["", "| fresh process | median s (min..max) | peak RSS MiB |", "|---|---:|---:|"]
-    for name, p in result["processes"].items():
-        lines.append(f"| `{name}` | {p['median_s']:.3f} ({p['min_s']:.3f}..{p['max_s']:.3f}) | {p['peak_rss_mib']} |")
-    s = result["startup"]
+    return lines
+
+
+def ratios(entry: dict) -> dict:
+    """{op: {batch: {"vs_torch": torch ms / vaesdk ms, "vs_bare": vaesdk ms / bare session.run ms}}}."""
+    rows = {(r["op"], r["batch"], r["runner"]): r["median_ms"] for r in entry["calls"]}
+    out: dict = {}
+    for (op, batch, runner), ms in sorted(rows.items()):
+        if runner == "vaesdk":
+            out.setdefault(op, {})[batch] = {"vs_torch": rows[(op, batch, "torch")] / ms, "vs_bare": ms / rows[(op, batch, "onnxruntime")]}
+    return out
+
+
+def ratio_table(result: dict) -> list[str]:
+    """Every model's decode and sample as one table: speed-up over PyTorch eager (>1 is faster)
+    and time over a bare session.run (1.00 is no overhead)."""
+    batches = result["batches"]
+    head = " | ".join(f"b{b} vs torch | b{b} vs bare" for b in batches)
+    lines = [f"| model | op | {head} |", "|---|---|" + "---:|" * (2 * len(batches))]
+    for entry in result["models"]:
+        for op in ("decode", "sample"):
+            r = entry["ratios"].get(op)
+            if r:
+                cells = " | ".join(f"{r[b]['vs_torch']:.2f}x | {r[b]['vs_bare']:.2f}" for b in batches)
+                lines.append(f"| {entry['model']} | {op} | {cells} |")
+    return lines
+
+
+def arithmetic(entry: dict, peak_gflops: float, batches: list[int]) -> dict:
+    """Decode throughput in GFLOP/s at the largest batch timed up to 256, and its fraction of peak."""
+    batch = max((b for b in batches if b <= 256), default=min(batches))
+    ms = next(r["median_ms"] for r in entry["calls"] if (r["op"], r["batch"], r["runner"]) == ("decode", batch, "vaesdk"))
+    gflops = entry["decoder"]["flops_per_image"] * batch / (ms / 1e3) / 1e9
+    return {"batch": batch, "decode_gflops": gflops, "fraction_of_peak": gflops / peak_gflops}
+
+
+def table(result: dict) -> str:
+    p = result["peak"]
+    lines = [
+        f"Peak (onnxruntime, this run, median of {len(p['rounds'])} rounds): {p['gflops']:.1f} GFLOP/s "
+        f"(MatMul {PEAK_MATMUL}x{PEAK_MATMUL}x{PEAK_MATMUL} {p['matmul_gflops']:.1f}, Conv {'x'.join(map(str, PEAK_CONV))} {p['conv_gflops']:.1f})",
+        "",
+        *ratio_table(result),
+    ]
+    for entry in result["models"]:
+        a = entry["arithmetic"]
+        lines += [
+            "",
+            f"### {entry['model']}",
+            "",
+            f"Decoder (cut to mean): {entry['decoder']['flops_per_image'] / 1e6:.1f} MFLOP per image; decode at batch {a['batch']}: "
+            f"{a['decode_gflops']:.1f} GFLOP/s, {100 * a['fraction_of_peak']:.0f}% of peak.",
+            "",
+            *calls_table(entry, result["batches"]),
+            "",
+            "| fresh process | median s (min..max) | peak RSS MiB |",
+            "|---|---:|---:|",
+        ]
+        for name, pr in entry["processes"].items():
+            lines.append(f"| `{name}` | {pr['median_s']:.3f} ({pr['min_s']:.3f}..{pr['max_s']:.3f}) | {pr['peak_rss_mib']} |")
+        st = entry["startup"]
+        lines += [
+            "",
+            f"In-process start: read + verify bundle {st['read_and_verify_bundle_ms']:.1f} ms, create sessions {st['create_sessions_ms']:.1f} ms, "
+            f"first `{st['first_call']}` {st['first_sample16_ms']:.1f} ms, later calls {st['steady_sample16_ms']:.1f} ms.",
+        ]
+    sizes = result["sizes"]
     lines += [
         "",
-        f"In-process start: read + verify bundle {s['read_and_verify_bundle_ms']:.1f} ms, create sessions {s['create_sessions_ms']:.1f} ms, "
-        f"first `{s['first_call']}` {s['first_sample16_ms']:.1f} ms, later calls {s['steady_sample16_ms']:.1f} ms.",
-        f"Installed size: runtime dependencies {result['sizes']['runtime_mib']:.0f} MiB "
-        f"({len(result['sizes']['runtime_packages'])} distributions) vs torch with its requirements {result['sizes']['torch_mib']:.0f} MiB "
-        f"({result['sizes']['runtime_mib'] / result['sizes']['torch_mib']:.2f}x), vs torch + numpy + Pillow + typer "
-        f"{result['sizes']['torch_stack_mib']:.0f} MiB ({result['sizes']['runtime_mib'] / result['sizes']['torch_stack_mib']:.2f}x).",
+        f"Installed size: runtime dependencies {sizes['runtime_mib']:.0f} MiB "
+        f"({len(sizes['runtime_packages'])} distributions) vs torch with its requirements {sizes['torch_mib']:.0f} MiB "
+        f"({sizes['runtime_mib'] / sizes['torch_mib']:.2f}x), vs torch + numpy + Pillow + typer "
+        f"{sizes['torch_stack_mib']:.0f} MiB ({sizes['runtime_mib'] / sizes['torch_stack_mib']:.2f}x).",
     ]
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="fashion-mnist", help="bundled model name or bundle folder")
-    parser.add_argument("--checkpoint", type=Path, help="the training run the bundle was exported from (default: checkpoints/<model>/)")
+    parser.add_argument("--model", action="append", help="bundled model name or bundle folder; repeat for several (default: every bundled model)")
+    parser.add_argument("--checkpoint", type=Path, action="append", help="the training run each --model was exported from, in the same order (default: checkpoints/<model>/)")
     parser.add_argument("--batches", default=",".join(map(str, BATCHES)), help="batch sizes, comma-separated")
+    parser.add_argument("--rounds", type=int, default=None, help="alternating rounds of the call timings (default 5; 1 with --quick)")
     parser.add_argument("--process-runs", type=int, default=None, help="fresh-process runs per command (default 10; 3 with --quick)")
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run, not for reporting)")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads for both runtimes (default: each one's own)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results.json")
-    parser.add_argument("--worker", choices=RUNNERS, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=(*RUNNERS, "peak"), help=argparse.SUPPRESS)
     parser.add_argument("--bundle", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--repeats", type=int, default=30, help=argparse.SUPPRESS)
     parser.add_argument("--min-seconds", type=float, default=1.0, help=argparse.SUPPRESS)
@@ -438,31 +617,52 @@ def main() -> None:
         batches = tuple(int(b) for b in args.batches.split(","))
     except ValueError:
         parser.error(f"--batches takes comma-separated integers, got {args.batches!r}")
+    if args.worker == "peak":
+        peak_worker(args.threads, args.repeats, args.min_seconds)
+        return
     if args.worker:
-        worker(args.worker, args.bundle, args.checkpoint, args.threads, args.repeats, args.min_seconds, batches)
+        worker(args.worker, args.bundle, args.checkpoint[0] if args.checkpoint else None, args.threads, args.repeats, args.min_seconds, batches)
         return
 
     import vaesdk
 
-    model = vaesdk.load(args.model, device="cpu")
-    bundle = model.path
-    checkpoint = args.checkpoint or CHECKPOINTS / model.name
-    if not (checkpoint / "checkpoint.json").is_file():
-        parser.error(f"no training checkpoint at {checkpoint} for the torch runner; pass --checkpoint RUN_DIR (the run {model.name} was exported from)")
+    names = args.model or vaesdk.list_models()
+    given = args.checkpoint or []
+    if len(given) > len(names):
+        parser.error(f"{len(given)} --checkpoint for {len(names)} --model; give one per model, in the same order")
+    models = []
+    for i, name in enumerate(names):
+        model = vaesdk.load(name, device="cpu")
+        checkpoint = given[i] if i < len(given) else CHECKPOINTS / model.name
+        if not (checkpoint / "checkpoint.json").is_file():
+            parser.error(f"no training checkpoint at {checkpoint} for the torch runner; pass --checkpoint RUN_DIR (the run {model.name} was exported from)")
+        models.append((model.name, model.path, checkpoint))
+        del model
     repeats, min_seconds, rounds = (5, 0.1, 1) if args.quick else (20, 0.5, 5)
+    rounds = args.rounds or rounds
     process_runs = args.process_runs or (3 if args.quick else 10)
     compile_package()
-    print("timing calls ...", file=sys.stderr)
-    result = {"machine": machine(), "model": model.name, "bundle": str(bundle), "threads": args.threads, "rounds": rounds, "batches": list(batches)}
+    result = {"machine": machine(), "threads": args.threads, "rounds": rounds, "batches": list(batches)}
     result["command"] = " ".join(["python", "benchmarks/run.py", *sys.argv[1:]])
-    result["calls"] = bench_calls(bundle, checkpoint, repeats, min_seconds, args.threads, rounds, batches)
-    print("timing fresh processes ...", file=sys.stderr)
-    result["processes"] = bench_processes(bundle, checkpoint, process_runs)
-    result["startup"] = bench_startup(bundle, process_runs)
+    result["models"], peaks = [], []
+    for name, bundle, checkpoint in models:
+        print(f"{name}: timing calls ...", file=sys.stderr)
+        entry = {"model": name, "bundle": str(bundle), "checkpoint": str(checkpoint)}
+        entry["calls"] = bench_calls(bundle, checkpoint, repeats, min_seconds, args.threads, rounds, batches, peaks)
+        entry["ratios"] = ratios(entry)
+        entry["decoder"] = decoder_flops(bundle)
+        print(f"{name}: timing fresh processes ...", file=sys.stderr)
+        entry["processes"] = bench_processes(bundle, checkpoint, process_runs)
+        entry["startup"] = bench_startup(bundle, process_runs)
+        result["models"].append(entry)
+    per_op = {op: statistics.median(p[op]["gflops"] for p in peaks) for op in ("matmul", "conv")}
+    result["peak"] = {"gflops": max(per_op.values()), "matmul_gflops": per_op["matmul"], "conv_gflops": per_op["conv"], "rounds": peaks}
+    for entry in result["models"]:
+        entry["arithmetic"] = arithmetic(entry, result["peak"]["gflops"], list(batches))
     result["sizes"] = bench_sizes()
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     m = result["machine"]
-    print(f"{model.name} on {m['cores']} cores ({m['cpu']}), onnxruntime {m['onnxruntime']}, torch {m['torch']}, {m['date']}\n")
+    print(f"{', '.join(e['model'] for e in result['models'])} on {m['cores']} cores ({m['cpu']}), onnxruntime {m['onnxruntime']}, torch {m['torch']}, {m['date']}\n")
     print(table(result))
     print(f"\nJSON: {args.out}", file=sys.stderr)
 

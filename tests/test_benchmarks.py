@@ -41,15 +41,46 @@ def test_the_benchmark_suite_runs_on_any_bundle(name, tmp_path):
     result = json.loads(out.read_text())
     ops = ["encode", "decode", "sample"] if facts["kind"] == "vae" else ["encode", "decode"]
     want = {(op, b, runner) for op in ops for b in (1, 3) for runner in ("vaesdk", "onnxruntime", "torch")}
-    assert {(c["op"], c["batch"], c["runner"]) for c in result["calls"]} == want
-    for c in result["calls"]:
+    assert result["batches"] == [1, 3] and [e["model"] for e in result["models"]] == [facts["name"]]
+    (entry,) = result["models"]
+    assert {(c["op"], c["batch"], c["runner"]) for c in entry["calls"]} == want
+    for c in entry["calls"]:
         assert 0 < c["median_ms"] <= c["p95_ms"] and c["calls"] >= 5, c
-    assert result["model"] == facts["name"] and result["batches"] == [1, 3]
     assert result["command"].startswith("python benchmarks/run.py --model ")
-    assert all(p["runs"] == 1 and p["median_s"] > 0 for p in result["processes"].values())
+    assert all(p["runs"] == 1 and p["median_s"] > 0 for p in entry["processes"].values())
+    # Ratios against torch and the bare session.run, for every op and batch timed.
+    assert set(entry["ratios"]) == set(ops) and all(set(r) == {"1", "3"} for r in entry["ratios"].values())
+    assert all(v["vs_torch"] > 0 and v["vs_bare"] > 0 for r in entry["ratios"].values() for v in r.values())
+    # The peak is measured in every round; the decoder's FLOPs come from its graph.
+    peak = result["peak"]
+    assert len(peak["rounds"]) == result["rounds"] == 1
+    assert peak["gflops"] == max(peak["matmul_gflops"], peak["conv_gflops"]) > 0
+    assert entry["decoder"]["flops_per_image"] == sum(entry["decoder"]["by_op"].values()) > 0
+    assert set(entry["decoder"]["by_op"]) <= {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+    a = entry["arithmetic"]
+    assert a["batch"] == 3 and a["decode_gflops"] > 0 and a["fraction_of_peak"] == a["decode_gflops"] / peak["gflops"]
     rows = [line for line in r.stdout.splitlines() if line.startswith(("| encode |", "| decode |", "| sample |"))]
     assert len(rows) == 2 * len(ops), r.stdout
+    ratio_rows = [line for line in r.stdout.splitlines() if line.startswith(f"| {facts['name']} | ")]
+    assert len(ratio_rows) == len({"decode", "sample"} & set(ops)), r.stdout
+    assert "% of peak" in r.stdout and "GFLOP/s" in r.stdout, r.stdout
 
+
+def test_the_decoder_flops_are_counted_from_the_graph():
+    """tiny-ae's decoder (shapes from its graph): a Gemm from 8 latents to 8x7x7, transposed
+    convolutions 8->8 and 8->4 (4x4 kernels, stride 2) to 14x14 and 28x28, and a Conv 4->1
+    (3x3) at 28x28. A multiply-add is 2 FLOPs; a transposed convolution's input value feeds
+    C_out x kh x kw outputs."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from run import decoder_flops
+
+    counted = decoder_flops(ROOT / "tests" / "data" / "tiny-ae")
+    assert counted["by_op"] == {
+        "Gemm": 2 * 392 * 8,
+        "ConvTranspose": 2 * (8 * 7 * 7) * (8 * 4 * 4) + 2 * (8 * 14 * 14) * (4 * 4 * 4),
+        "Conv": 2 * (1 * 28 * 28) * (4 * 3 * 3),
+    }
+    assert counted["nodes"] == 4 and counted["flops_per_image"] == sum(counted["by_op"].values())
 
 def test_the_suite_refuses_a_bundle_without_a_checkpoint(tmp_path):
     bundle = ROOT / "tests" / "data" / "tiny-vae"

@@ -55,6 +55,17 @@ def test_draws_match_weights_means_and_covariances(temperature):
         assert np.all(np.abs(emp - np.eye(D)) < 5 * np.sqrt(2.0 / len(zk))), (k, emp)
 
 
+@pytest.mark.parametrize("weights", [[0.2, 0.5, 0.3], [1.0, 0.0, 0.0], [0.1] * 7 + [0.3], [1 / 3] * 3])
+def test_component_draws_are_generator_choice_draws(weights):
+    """The mixture picks components as numpy's Generator.choice(p=weights) does, draw for draw
+    and leaving the stream in the same place, so seeds keep their meaning across versions."""
+    mix = GaussianMixture(np.array(weights), np.zeros((len(weights), D)), np.tile(np.eye(D), (len(weights), 1, 1)))
+    for seed, n in ((0, 1), (1, 7), (2, 1000)):
+        ours, theirs = np.random.default_rng(seed), np.random.default_rng(seed)
+        np.testing.assert_array_equal(mix._choose(n, ours), theirs.choice(len(weights), size=n, p=mix.weights))
+        assert ours.random() == theirs.random()
+
+
 def test_draws_pass_a_normality_test_after_whitening():
     stats = pytest.importorskip("scipy.stats")
     mix = _mixture()

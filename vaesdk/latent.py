@@ -78,7 +78,8 @@ def split_rng(seed: Seed, n: int) -> list[np.random.Generator]:
         return [seed.latent, seed.pixels]
     if isinstance(seed, np.random.Generator):
         return list(seed.spawn(n))
-    rng_from(seed)  # validates
+    if seed is not None:
+        check_seed_value(seed)  # rng_from's check, without building a generator only to drop it
     return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(n)]
 
 

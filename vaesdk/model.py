@@ -561,8 +561,12 @@ def _to_uint8(x: np.ndarray, out: np.ndarray, name: str) -> None:
     # One reduction catches NaN and inf: both make the sum non-finite.
     if not np.isfinite(x.sum(dtype=np.float64)):
         raise BundleError(f"the decoder of {name!r} produced NaN or infinite pixels; the model file is broken")
-    np.clip(x, 0.0, 1.0, out=x)
-    x *= 255.0
+    # Scaled first, then clipped to [0, 255]: the same values as clipping to [0, 1] first (x * 255
+    # is monotonic and exact at 0 and 1), with maximum and minimum directly instead of through
+    # np.clip's Python wrapper.
+    x *= np.float32(255.0)
+    np.maximum(x, 0.0, out=x)
+    np.minimum(x, 255.0, out=x)
     np.rint(x, out=x)
     np.copyto(out, x.transpose(0, 2, 3, 1), casting="unsafe")  # exact: the values are whole numbers
 

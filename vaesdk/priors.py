@@ -103,7 +103,7 @@ class GaussianMixture:
         self, n: int, rng: np.random.Generator, temperature: float = 1.0, truncation: float | None = None
     ) -> np.ndarray:
         """n latents, float32 [n, D]: components first, then the noise, from the same stream."""
-        comp = rng.choice(self.components, size=n, p=self.weights)
+        comp = self._choose(n, rng)
         eps = prior_sample(n, self.dim, rng, temperature, truncation).astype(np.float64)
         z = self.means[comp] + np.einsum("nij,nj->ni", self.cholesky[comp], eps)
         return z.astype(np.float32)
@@ -121,6 +121,18 @@ class GaussianMixture:
             comp = comp + np.log(self.weights)
         m = comp.max(1, keepdims=True)
         return (m[:, 0] + np.log(np.exp(comp - m).sum(1))).astype(np.float64)
+
+    def _choose(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """The draws and values of `rng.choice(components, size=n, p=weights)`: one uniform per
+        latent looked up in the weights' cumulative sum. Generator.choice rebuilds and checks
+        that sum on every call, which was half the cost of drawing one latent; the cdf is
+        computed here once, as choice computes it (tests/test_priors.py holds the two equal)."""
+        cdf = self.__dict__.get("_cdf")
+        if cdf is None:
+            cdf = self.weights.cumsum()
+            cdf /= cdf[-1]
+            object.__setattr__(self, "_cdf", cdf)  # a cache on a frozen instance
+        return cdf.searchsorted(rng.random(n), side="right")
 
     def _inverse_cholesky(self) -> np.ndarray:
         inverse = self.__dict__.get("_inverse")
