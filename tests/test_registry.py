@@ -54,3 +54,16 @@ def test_manifest_path_itself_resolves_to_its_bundle(tiny_vae_bundle):
     assert vaesdk.registry.resolve(str(manifest)) == tiny_vae_bundle
     model = vaesdk.load(str(manifest), device="cpu")
     assert model.path == tiny_vae_bundle and model.latent_dim == TINY_LATENT
+
+
+def test_an_export_in_progress_is_not_a_bundled_model(tmp_path, monkeypatch):
+    for name in ("emoji", ".emoji.abc123.partial"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / MANIFEST).write_text("{}")
+    monkeypatch.setattr(vaesdk.registry.resources, "files", lambda package: tmp_path)
+    vaesdk.registry._bundled.cache_clear()  # the listing is cached per process
+    try:
+        assert vaesdk.list_models() == ["emoji"]
+    finally:
+        monkeypatch.undo()
+        vaesdk.registry._bundled.cache_clear()

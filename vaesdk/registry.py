@@ -21,7 +21,9 @@ DEFAULT_MODEL = "fashion-mnist"
 @functools.lru_cache(maxsize=1)
 def _bundled() -> dict[str, Path]:
     root = Path(str(resources.files("vaesdk.models")))
-    return {p.name: p for p in sorted(root.iterdir()) if (p / MANIFEST).is_file()}
+    # A hidden folder is no model: `vae export` writes its bundle as .NAME.XXXX.partial and
+    # renames it into place only when it is complete.
+    return {p.name: p for p in sorted(root.iterdir()) if not p.name.startswith(".") and (p / MANIFEST).is_file()}
 
 
 def list_models() -> list[str]:
