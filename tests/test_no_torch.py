@@ -5,6 +5,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 HEAVY = ("torch", "onnx", "safetensors", "onnxscript")
 
 
@@ -71,3 +73,15 @@ def test_train_without_torch_says_what_to_install(tmp_path):
     assert len(lines) == 2
     for line in lines:
         assert line.startswith("7 vae: error:") and "pip install" in line and "train" in line
+
+
+def test_a_missing_runtime_dependency_is_named_with_the_fix(monkeypatch):
+    import importlib.util
+
+    from vaesdk import requirements
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("PIL", "onnxruntime") else real(name, *a))
+    with pytest.raises(ModuleNotFoundError, match=r"^vaesdk needs onnxruntime, pillow, which this Python \(.+\) lacks; install vaesdk with its dependencies: pip install vaesdk") as info:
+        requirements.require_runtime()
+    assert info.value.name == "onnxruntime" and "\n" not in str(info.value)

@@ -8,6 +8,10 @@
 
 from __future__ import annotations
 
+from .requirements import require_runtime
+
+require_runtime()  # one line naming what is missing, instead of a traceback from deep inside
+
 from .errors import (
     BundleError,
     DeviceUnavailableError,
