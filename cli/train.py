@@ -52,6 +52,9 @@ def train(
     covariance: Annotated[Optional[str], _opt("Pixel covariance of p(x|z): diagonal or lowrank.", _M.covariance)] = None,
     rank: Annotated[Optional[int], _opt("Columns of the low-rank covariance factor (with --covariance lowrank).", _M.rank, min=0, max=256)] = None,
     likelihood: Annotated[Optional[str], _opt("Pixel likelihood: discretized (exact bins, diagonal only) or dequantized (a bound, any covariance).", _M.likelihood)] = None,
+    logvar_min: Annotated[
+        Optional[float], _opt("Floor of the decoder's per-pixel log-variance; a higher floor keeps the model from overconfident pixels.", _M.logvar_min, "--logvar-min")
+    ] = None,
     image_size: Annotated[Optional[int], _opt("Side of the square model input (image folders).", _M.image_size, min=4, max=1024)] = None,
     channels: Annotated[Optional[int], _opt("1 (grayscale) or 3 (RGB), for image folders.", _M.channels, min=1, max=3)] = None,
     epochs: Annotated[Optional[int], _opt("At most this many epochs.", _T.max_epochs, min=1)] = None,
@@ -87,6 +90,7 @@ def train(
     model_options = dict(
         kind=kind.value, image_size=image_size, channels=channels, latent_dim=latent_dim, widths=width_list,
         res_blocks=res_blocks, upsample=upsample, covariance=covariance, rank=rank, likelihood=likelihood,
+        logvar_min=logvar_min,
     )  # fmt: skip
     if covariance == "diagonal":  # the default rank belongs to the default low-rank covariance
         model_options.update(rank=rank or 0, likelihood=likelihood or "discretized")
