@@ -123,6 +123,31 @@ def test_seeds_are_reproducible_and_streams_independent():
     assert not np.array_equal(L.split_rng(7, 2)[0].standard_normal(5), L.split_rng(8, 2)[0].standard_normal(5))
 
 
+@pytest.mark.parametrize("seed", [0, 7, 2**40, np.uint32(5)])
+def test_split_streams_are_the_seed_sequences_spawned_children(seed):
+    """split_rng builds SeedSequence(seed).spawn(n) children directly; the streams (and so
+    every seeded output) are those of the spawned children, and latent_stream is the first."""
+    spawned = [np.random.default_rng(s).standard_normal(8) for s in np.random.SeedSequence(seed).spawn(3)]
+    for got, want in zip(L.split_rng(seed, 3), spawned):
+        assert np.array_equal(got.standard_normal(8), want)
+    assert np.array_equal(L.latent_stream(seed).standard_normal(8), spawned[0])
+
+
+def test_latent_stream_of_a_generator_spawns_as_split_rng_does():
+    used, reference = np.random.default_rng(3), np.random.default_rng(3)
+    first = L.latent_stream(used)
+    expected = L.split_rng(reference, 2)[0]
+    assert np.array_equal(first.standard_normal(4), expected.standard_normal(4))
+    assert np.array_equal(used.spawn(1)[0].standard_normal(4), reference.spawn(1)[0].standard_normal(4))
+
+
+def test_unseeded_streams_are_fresh_and_distinct():
+    a, b = L.split_rng(None, 2)
+    c, _ = L.split_rng(None, 2)
+    draws = [g.standard_normal(4) for g in (a, b, c)]
+    assert not np.array_equal(draws[0], draws[1]) and not np.array_equal(draws[0], draws[2])
+
+
 @pytest.mark.parametrize("bad", [-1, 1.5, "7", True])
 def test_bad_seeds_are_refused(bad):
     with pytest.raises(InvalidArgumentError, match="seed"):
@@ -132,11 +157,17 @@ def test_bad_seeds_are_refused(bad):
 def test_check_latents_validates_shape_dtype_and_values():
     assert L.check_latents(np.zeros(4), 4).shape == (1, 4)
     assert L.check_latents(np.zeros((2, 4), np.float64), 4).dtype == np.float32
+    given = np.zeros((2, 4), np.float32)
+    assert not np.shares_memory(L.check_latents(given, 4), given)  # the caller's array stays theirs
     for bad, match in [
         (np.zeros((2, 5)), "shape"),
         (np.zeros((0, 4)), "empty"),
         (np.array([[np.nan, 0, 0, 0]]), "NaN"),
         (np.array([[1e39, 0, 0, 0]]), "NaN or infinite"),
+        (np.array([[0, 0, 0, np.inf]], np.float32), "NaN or infinite"),
+        (np.array([[0, 2e6, 0, 0]], np.float32), "beyond"),
+        (np.array([[True, False, True, False]]), "real numbers"),
+        (np.array([[1j, 0, 0, 0]]), "real numbers"),
         (np.array([["a", "b", "c", "d"]]), "real numbers"),
     ]:
         with pytest.raises(InvalidArgumentError, match=match):

@@ -78,9 +78,29 @@ def split_rng(seed: Seed, n: int) -> list[np.random.Generator]:
         return [seed.latent, seed.pixels]
     if isinstance(seed, np.random.Generator):
         return list(seed.spawn(n))
-    if seed is not None:
-        check_seed_value(seed)  # rng_from's check, without building a generator only to drop it
-    return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(n)]
+    root = _root_entropy(seed)
+    return [_child(root, i) for i in range(n)]
+
+
+def latent_stream(seed: Seed) -> np.random.Generator:
+    """`split_rng(seed, 2)[0]` (the stream of latent draws) for calls that draw no pixels:
+    an int or None seed skips building the pixel stream's generator, about half the cost of
+    a call at batch 1; a Generator still spawns both, so what it spawns next is unchanged."""
+    if isinstance(seed, (RandomStreams, np.random.Generator)):
+        return split_rng(seed, 2)[0]
+    return _child(_root_entropy(seed), 0)
+
+
+def _root_entropy(seed: int | None) -> int:
+    """The entropy of `SeedSequence(seed)`: the seed, checked (rng_from's check, without
+    building a generator only to drop it), or fresh entropy for None."""
+    return np.random.SeedSequence().entropy if seed is None else check_seed_value(seed)
+
+
+def _child(entropy: int, i: int) -> np.random.Generator:
+    """The generator of `SeedSequence(entropy).spawn(n)[i]` for any n > i, built directly: a
+    spawned child is its parent's entropy with the spawn key (i,)."""
+    return np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=(i,)))
 
 
 @dataclass(frozen=True)
@@ -218,7 +238,7 @@ def check_latents(z: np.ndarray, dim: int, name: str = "z") -> np.ndarray:
         z = np.asarray(z)
     except Exception:
         raise InvalidArgumentError(f"{name} must be an array of shape [N, {dim}]") from None
-    if z.dtype == object or not (np.issubdtype(z.dtype, np.floating) or np.issubdtype(z.dtype, np.integer)):
+    if z.dtype.kind not in "fiu":  # floating or integer; not bool, complex, object or text
         raise InvalidArgumentError(f"{name} must hold real numbers, got dtype {z.dtype}")
     if z.ndim == 1:
         z = z[None]
@@ -227,8 +247,15 @@ def check_latents(z: np.ndarray, dim: int, name: str = "z") -> np.ndarray:
     if z.shape[0] == 0:
         raise InvalidArgumentError(f"{name} is empty (shape {tuple(z.shape)})")
     given = z
-    with np.errstate(over="ignore", invalid="ignore"):
-        z = z.astype(np.float32)
+    if z.dtype == np.float32:
+        z = z.copy()  # the caller's array stays theirs; no float32 overflow is possible
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = z.astype(np.float32)
+    # One reduction answers both questions on valid input: NaN propagates through max, and
+    # inf is beyond any bound. The two messages are worked out only for a batch that fails.
+    if np.abs(z).max() <= MAX_ABS_LATENT:
+        return z
     finite = np.isfinite(z)
     if not finite.all():
         row, col = (int(i) for i in np.argwhere(~finite)[0])

@@ -244,15 +244,18 @@ class Model:
         """Latents -> uint8 images [N, H, W, C]: the mean of p(x|z), or a draw from it
         (from `seed`, or from its pixel stream when it is a RandomStreams)."""
         z = L.check_latents(z, self.latent_dim)
-        sample_pixels = arguments.check_bool("sample_pixels", sample_pixels)
         rng = None
-        if sample_pixels:
+        if arguments.check_bool("sample_pixels", sample_pixels):
             self.require_vae("sampling pixels from p(x|z)")
             rng = seed.pixels if isinstance(seed, L.RandomStreams) else L.rng_from(seed)
+        return self._decode(z, rng)
+
+    def _decode(self, z: np.ndarray, pixel_rng: np.random.Generator | None) -> np.ndarray:
+        """`decode` of checked float32 latents: pixel draws from `pixel_rng`, or means when None."""
         out = np.empty((len(z), *self.image_shape), np.uint8)
         for sl in self._chunks(len(z)):
-            if sample_pixels:
-                mean = self._draw_pixels(z[sl], rng)
+            if pixel_rng is not None:
+                mean = self._draw_pixels(z[sl], pixel_rng)
             else:
                 (mean,) = self._mean_decoder.run(z[sl], ["mean"])
             _to_uint8(mean, out[sl], self.name)
@@ -331,16 +334,20 @@ class Model:
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
         """(latents, images) per batch: the latents come from the first of two streams split
         from `seed` (now, at the call), the pixel noise from the second."""
-        z_rng, px_rng = L.split_rng(seed, 2)
-        return self._decoded_blocks(n, z_rng, px_rng, temperature, truncation, sample_pixels, prior)
+        z_rng, px_rng = L.split_rng(seed, 2) if sample_pixels else (L.latent_stream(seed), None)
+        return self._decoded_blocks(n, z_rng, px_rng, temperature, truncation, prior)
 
     def _decoded_blocks(
-        self, n: int, z_rng: np.random.Generator, px_rng: np.random.Generator, temperature: float,
-        truncation: float | None, sample_pixels: bool, prior: str | None,
+        self, n: int, z_rng: np.random.Generator, px_rng: np.random.Generator | None, temperature: float,
+        truncation: float | None, prior: str | None,
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+        """Prior draws and their images; pixels drawn from `px_rng`, or means when it is None."""
+        if px_rng is not None:
+            self.require_vae("sampling pixels from p(x|z)")
+        # The prior's draws are float32 latents within range by construction: decoded as they are.
         for block in self._prior_blocks(n, z_rng, temperature, truncation, prior):
             for sl in self._chunks(len(block)):
-                yield block[sl], self.decode(block[sl], sample_pixels=sample_pixels, seed=px_rng)
+                yield block[sl], self._decode(block[sl], px_rng)
 
     def sample(
         self,
