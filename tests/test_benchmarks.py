@@ -89,3 +89,25 @@ def test_the_suite_refuses_a_bundle_without_a_checkpoint(tmp_path):
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert r.returncode == 2 and "no training checkpoint at" in r.stderr and "--checkpoint RUN_DIR" in r.stderr
+
+
+def test_the_gpu_benchmark_rehearses_on_the_cpu(tmp_path):
+    """benchmarks/cuda.py runs once where a GPU is lent; --device cpu runs every step of it here
+    (SDK calls, IO binding in float32 and float16, PyTorch eager, cold start)."""
+    import onnxruntime
+
+    out = tmp_path / "cuda.json"
+    script = str(ROOT / "benchmarks" / "cuda.py")
+    args = [sys.executable, script, "--device", "cpu", "--quick", "--model", "fashion-mnist", "--out", str(out)]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    entry = json.loads(out.read_text())["models"]["fashion-mnist"]
+    assert set(entry["calls"]) == {"1", "16"}
+    for row in entry["calls"].values():
+        for key in ("vaesdk decode", "vaesdk sample", "iobinding-fp32", "iobinding-fp16", "torch decode"):
+            assert 0 < row[key]["median_ms"] <= row[key]["p95_ms"] and row[key]["calls"] >= 5, (key, row[key])
+        assert 0 < row["fp16 error"]["max_abs"] < 0.05 and 0 <= row["fp16 error"]["uint8_pixels_differing"] < 0.05
+    assert entry["cold_start"]["runs"] == 1 and entry["cold_start"]["median_s"] > 0
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        r = subprocess.run([sys.executable, script, "--out", str(tmp_path / "none.json")], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and "no CUDA provider" in r.stderr and "onnxruntime-gpu" in r.stderr, r.stderr
