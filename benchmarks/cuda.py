@@ -11,10 +11,13 @@ For each model it reports, medians of repeated calls timed with the device synch
 - `iobinding-fp16`: the same graph converted to float16 inside (float32 inputs and outputs), with
   its error against float32 (largest absolute difference in [0, 1] pixel units, and the share of
   8-bit pixels that differ) on the same latents;
-- `torch`: the checkpoint's decoder in PyTorch eager on the same device, `inference_mode`;
+- `torch`: the checkpoint's decoder in PyTorch eager on the same device, `inference_mode` (all
+  of its heads: a module cannot be cut to its mean the way the ONNX graph is);
 - cold start: a fresh process that loads the model on the device and samples one image.
 
-It needs the `train` extra (torch, onnx) and the bundled checkpoints (checkpoints/<model>/).
+It needs this checkout installed with the `train` extra (`pip install -e '.[train]'`: torch, onnx,
+`vaesdk.training`) and the bundled checkpoints (checkpoints/<model>/). On a short GPU loan,
+`--seconds 1` keeps the whole run to a few minutes. The JSON is rewritten after each model.
 It exits with status 2 and says why when the device's onnxruntime or torch build is missing.
 """
 
@@ -71,6 +74,9 @@ def onnxruntime_side(name: str, device: str, batches: tuple[int, ...], seconds: 
     half = convert_float_to_float16(onnx.load_from_string(cut), keep_io_types=True).SerializeToString()
     sessions = {kind: ort.InferenceSession(graph, sess_options=_options(None, False), providers=[provider])
                 for kind, graph in (("fp32", cut), ("fp16", half))}  # fmt: skip
+    for kind, session in sessions.items():  # onnxruntime falls back to the CPU silently
+        if session.get_providers()[0] != provider:
+            fail(f"the {kind} decoder of {name} runs on {session.get_providers()[0]}, not {provider}")
     z_name = sessions["fp32"].get_inputs()[0].name
     out: dict = {"providers": model.providers, "calls": {}}
     for batch in batches:
@@ -101,11 +107,8 @@ def onnxruntime_side(name: str, device: str, batches: tuple[int, ...], seconds: 
 def torch_side(name: str, device: str, batches: tuple[int, ...], seconds: float) -> dict:
     import torch
 
-    sys.path.insert(0, str(ROOT))
     from vaesdk.training.train import load_checkpoint
 
-    if device == "cuda" and not torch.cuda.is_available():
-        fail("torch sees no CUDA device; install a CUDA build of torch or run with --device cpu")
     module, meta = load_checkpoint(ROOT / "checkpoints" / name)
     module = module.to(device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
@@ -122,10 +125,17 @@ def torch_side(name: str, device: str, batches: tuple[int, ...], seconds: float)
 
 
 def cold_start(name: str, device: str, runs: int) -> dict:
-    code = f"import time; t=time.perf_counter(); import vaesdk; m=vaesdk.load({name!r}, device={device!r}); m.sample(1, seed=0); print(time.perf_counter()-t)"
+    # preload_dlls: onnxruntime-gpu finds the CUDA and cuDNN libraries of the pip packages
+    # itself, as it does in this process, where torch has loaded them already.
+    code = (
+        "import time; t=time.perf_counter(); import onnxruntime; getattr(onnxruntime, 'preload_dlls', lambda: None)(); "
+        f"import vaesdk; m=vaesdk.load({name!r}, device={device!r}); m.sample(1, seed=0); print(time.perf_counter()-t)"
+    )
     seconds = []
     for _ in range(runs):
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        if done.returncode:
+            fail(f"the cold-start process for {name} failed: {done.stderr.strip()[-500:]}")
         seconds.append(float(done.stdout.strip().splitlines()[-1]))
     return {"median_s": statistics.median(seconds), "min_s": min(seconds), "max_s": max(seconds), "runs": runs}
 
@@ -152,6 +162,8 @@ def main() -> None:
     if args.device == "cuda":
         import torch
 
+        if not torch.cuda.is_available():
+            fail(f"torch {torch.__version__} sees no CUDA device; install a CUDA build of torch or run with --device cpu")
         result["machine"].update(gpu=torch.cuda.get_device_name(0), torch=torch.__version__)
     for name in args.model or vaesdk.list_models():
         entry = onnxruntime_side(name, args.device, batches, seconds)
@@ -160,7 +172,7 @@ def main() -> None:
         entry["cold_start"] = cold_start(name, args.device, 1 if args.quick else 5)
         result["models"][name] = entry
         print(f"  {name}: cold start {entry['cold_start']['median_s']:.2f} s", flush=True)
-    args.out.write_text(json.dumps(result, indent=1))
+        args.out.write_text(json.dumps(result, indent=1))  # what is measured survives a later failure
     print(table(result))
     print(f"JSON: {args.out}")
 

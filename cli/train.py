@@ -53,7 +53,10 @@ def train(
     rank: Annotated[Optional[int], _opt("Columns of the low-rank covariance factor (with --covariance lowrank).", _M.rank, min=0, max=256)] = None,
     likelihood: Annotated[Optional[str], _opt("Pixel likelihood: discretized (exact bins, diagonal only) or dequantized (a bound, any covariance).", _M.likelihood)] = None,
     logvar_min: Annotated[
-        Optional[float], _opt("Floor of the decoder's per-pixel log-variance; a higher floor keeps the model from overconfident pixels.", _M.logvar_min, "--logvar-min")
+        Optional[float], _opt(
+            "Floor of the decoder's per-pixel log-variance, at most the warm-up's log-variance; a higher floor keeps the model from over-confident pixels.",
+            _M.logvar_min, "--logvar-min", min=-30.0, max=_T.warmup_logvar,
+        )
     ] = None,
     image_size: Annotated[Optional[int], _opt("Side of the square model input (image folders).", _M.image_size, min=4, max=1024)] = None,
     channels: Annotated[Optional[int], _opt("1 (grayscale) or 3 (RGB), for image folders.", _M.channels, min=1, max=3)] = None,

@@ -43,6 +43,9 @@ def test_version():
         (["interpolate"], ["Missing argument", "vae interpolate -h"]),
         (["sample", "--bogus"], ["--bogus"]),
         (["no-such-command"], ["no-such-command"]),
+        # Above the warm-up's fixed log-variance (-4.6) the run could not start; -inf would be NaN.
+        (["train", "--logvar-min=-1"], ["--logvar-min", "-1", "-4.6"]),
+        (["train", "--logvar-min=-inf"], ["--logvar-min", "-inf", "-30"]),
     ],
 )
 def test_usage_errors_are_one_line_with_exit_code_2(args, words):

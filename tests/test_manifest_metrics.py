@@ -158,14 +158,16 @@ def test_docs_show_the_recorded_sample_quality(name):
     manifest records (metrics.quality, written by benchmarks/fid/frechet.py --record): the
     floor, the blurred data, the reconstruction ceiling and the default prior's samples."""
     quality = vaesdk.load(name, device="cpu").manifest.data["metrics"]["quality"]
-    section = " ".join(BUNDLED_PAGE.read_text().split(f"\n## {name}\n", 1)[1].split("\n## ", 1)[0].split())
+    rows = [line for line in BUNDLED_PAGE.read_text().split(f"\n## {name}\n", 1)[1].split("\n## ", 1)[0].splitlines() if line.startswith("|")]
     ref, default = quality["reference"], quality["priors"][quality["default_prior"]]
-    shown = {
-        "floor": f"| {ref['halves']:,.1f} |",
-        "blur": f"| {ref['blur_1px']:,.1f} / {ref['blur_2px']:,.1f} |",
-        "ceiling": f"| {quality['reconstructions']['frechet']:,.1f} |",
-        "default prior, means": f"**{default['means']['frechet']:,.1f}**",
-        "default prior, pixels drawn": f"{default['pixel_samples']['frechet']:,.1f}",
+    shown = {  # the row's words -> the figure it shows, as a cell of its own
+        "halves": f"{ref['halves']:,.1f}",
+        "blurred by a Gaussian": f"{ref['blur_1px']:,.1f} / {ref['blur_2px']:,.1f}",
+        "reconstructions of the": f"{quality['reconstructions']['frechet']:,.1f}",
+        "fitted mixture (the default prior), decoder means": f"{default['means']['frechet']:,.1f}",
+        "fitted mixture, pixels drawn": f"{default['pixel_samples']['frechet']:,.1f}",
     }
-    for what, text in shown.items():
-        assert text in section, f"docs/bundled-model.md ({name}) does not show the recorded {what} FD as {text!r}"
+    for words, figure in shown.items():
+        row = [line.replace("**", "") for line in rows if words in line]
+        assert len(row) == 1, f"docs/bundled-model.md ({name}) has {len(row)} table rows about {words!r}"
+        assert f"| {figure} |" in row[0], f"the row {row[0]!r} does not show the recorded FD {figure}"

@@ -344,8 +344,9 @@ class Model:
         """Prior draws and their images; pixels drawn from `px_rng`, or means when it is None."""
         if px_rng is not None:
             self.require_vae("sampling pixels from p(x|z)")
-        # The prior's draws are float32 latents within range by construction: decoded as they are.
         for block in self._prior_blocks(n, z_rng, temperature, truncation, prior):
+            # Once per block, not per batch: a bundle's prior may be far from the range decode accepts.
+            block = L.check_latents(block, self.latent_dim)
             for sl in self._chunks(len(block)):
                 yield block[sl], self._decode(block[sl], px_rng)
 
