@@ -84,8 +84,8 @@ def split_rng(seed: Seed, n: int) -> list[np.random.Generator]:
 
 def latent_stream(seed: Seed) -> np.random.Generator:
     """`split_rng(seed, 2)[0]` (the stream of latent draws) for calls that draw no pixels:
-    an int or None seed skips building the pixel stream's generator, about half the cost of
-    a call at batch 1; a Generator still spawns both, so what it spawns next is unchanged."""
+    an int or None seed skips building the pixel stream's generator, about half of what
+    seeding costs; a Generator still spawns both, so what it spawns next is unchanged."""
     if isinstance(seed, (RandomStreams, np.random.Generator)):
         return split_rng(seed, 2)[0]
     return _child(_root_entropy(seed), 0)
