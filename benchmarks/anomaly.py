@@ -35,9 +35,9 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 import vaesdk
-from vaesdk import anomaly as A
-from vaesdk.datasets import load_fashion_mnist
-from vaesdk.ood_sets import default_sets
+from vaesdk.maths import anomaly as A
+from vaesdk.evaluation.datasets import load_fashion_mnist
+from vaesdk.evaluation.ood_sets import default_sets
 
 
 def _png(a: np.ndarray) -> int:

@@ -64,8 +64,8 @@ def onnxruntime_side(name: str, device: str, batches: tuple[int, ...], seconds: 
     import onnx
 
     import vaesdk
-    from vaesdk.onnx_proto import keep_outputs
-    from vaesdk.session import _options
+    from vaesdk.bundle.onnx_proto import keep_outputs
+    from vaesdk.runtime.session import _options
 
     model = vaesdk.load(name, device=device, batch_size=max(batches))
     provider = "CUDAExecutionProvider" if device == "cuda" else "CPUExecutionProvider"

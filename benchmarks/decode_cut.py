@@ -1,6 +1,6 @@
 """What cutting the decoder to its mean saves: onnxruntime's `session.run` of the whole
 decoder graph (mean, log-variance and covariance factor) against the graph cut to `mean`
-(`vaesdk.onnx_proto.keep_outputs`, what `Model.decode` runs), both asked for `mean` only.
+(`vaesdk.bundle.onnx_proto.keep_outputs`, what `Model.decode` runs), both asked for `mean` only.
 
     python benchmarks/decode_cut.py [--models emoji fashion-mnist] [--batches 1 16 256] [--repeats 7]
 
@@ -21,8 +21,8 @@ import numpy as np
 import onnxruntime as ort
 
 import vaesdk
-from vaesdk.onnx_proto import keep_outputs
-from vaesdk.registry import resolve
+from vaesdk.bundle.onnx_proto import keep_outputs
+from vaesdk.bundle.registry import resolve
 
 
 def session(data: bytes, threads: int) -> ort.InferenceSession:

@@ -48,8 +48,8 @@ print(json.dumps({"images": len(images), "seconds": time.perf_counter() - t0}))
 
 
 def write_folder(folder: Path, count: int) -> None:
-    from vaesdk.datasets import load_fashion_mnist
-    from vaesdk.images import save_png
+    from vaesdk.evaluation.datasets import load_fashion_mnist
+    from vaesdk.imaging.images import save_png
 
     data = load_fashion_mnist(split="test").images
     folder.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 import vaesdk
-from vaesdk.datasets import load_fashion_mnist
+from vaesdk.evaluation.datasets import load_fashion_mnist
 
 
 class Feed(CalibrationDataReader):

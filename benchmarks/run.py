@@ -199,7 +199,7 @@ def decoder_flops(bundle: Path) -> dict:
     import onnxruntime as ort
     from onnx import helper
 
-    from vaesdk.onnx_proto import keep_outputs
+    from vaesdk.bundle.onnx_proto import keep_outputs
 
     raw = keep_outputs((Path(bundle) / "decoder.onnx").read_bytes(), ["mean"])
     model = onnx.load_from_string(raw)
@@ -274,7 +274,7 @@ def peak_worker(threads: int | None, repeats: int, min_seconds: float) -> None:
 
     out: dict = {"flops": {}}
     for name, (model, feeds, flops) in peak_models().items():
-        opts = ort.SessionOptions()  # as vaesdk.session makes them
+        opts = ort.SessionOptions()  # as vaesdk.runtime.session makes them
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
@@ -409,8 +409,8 @@ def bench_processes(bundle: Path, checkpoint: Path, repeats: int) -> dict:
 def bench_startup(bundle: Path, repeats: int) -> dict:
     """Session creation and the first call, in-process, each from a cold model object."""
     import vaesdk
-    from vaesdk.bundle import read_bundle
-    from vaesdk.model import Model
+    from vaesdk.bundle.reading import read_bundle
+    from vaesdk.runtime.model import Model
 
     facts = bundle_facts(bundle)
     z16 = np.zeros((16, facts["latent_dim"]), np.float32)

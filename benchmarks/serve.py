@@ -26,7 +26,7 @@ import httpx
 import numpy as np
 
 import vaesdk
-from vaesdk.images import encode_png, make_grid
+from vaesdk.imaging.images import encode_png, make_grid
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIRT = (ROOT / "docs" / "images" / "inputs" / "shirt.png").read_bytes()

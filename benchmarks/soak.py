@@ -168,7 +168,7 @@ def png(name: str) -> bytes:
 
 def expectations(model: Any) -> dict[str, Any]:
     """What the SDK answers for each request the polite clients send."""
-    from vaesdk.images import encode_png, make_grid
+    from vaesdk.imaging.images import encode_png, make_grid
 
     shirt, bag = png("shirt"), png("bag")
     z = np.random.default_rng(1).standard_normal((2, model.latent_dim)).astype(np.float32)

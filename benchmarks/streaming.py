@@ -41,7 +41,7 @@ if mode == "stream":
     result["images_per_s"] = result["train_images"] / result["epoch_seconds"]
 else:
     import torch  # both sides pay for torch's own footprint; the difference is the data
-    from vaesdk.datasets import load_image_folder
+    from vaesdk.evaluation.datasets import load_image_folder
     t0 = time.perf_counter()
     data = load_image_folder(folder, 28, 1)
     result["images"] = len(data)
@@ -54,8 +54,8 @@ print(json.dumps(result))
 
 
 def write_folder(folder: Path, count: int) -> None:
-    from vaesdk.datasets import load_fashion_mnist
-    from vaesdk.images import save_png
+    from vaesdk.evaluation.datasets import load_fashion_mnist
+    from vaesdk.imaging.images import save_png
 
     data = load_fashion_mnist(split="train")
     for i in range(count):

@@ -8,7 +8,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from vaesdk.errors import InvalidArgumentError
+from vaesdk.base.errors import InvalidArgumentError
 
 from .common import emit_json, gather_inputs, load_model, note
 from .options import DeviceOpt, JsonOpt, ModelOpt

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import numpy as np
 import typer
 
-from vaesdk.errors import InvalidArgumentError
+from vaesdk.base.errors import InvalidArgumentError
 from vaesdk import DEFAULT_BATCH, make_grid
 
 from .common import Outputs, announce_seed, choose_seed, emit_json, enlarge, load_model, note, progress

@@ -21,7 +21,7 @@ click = getattr(typer.core, "_click", None) or __import__("click")
 # Ctrl-D at a prompt: click's Abort, which typer's own copy of click may not define.
 ABORT = getattr(click.exceptions, "Abort", None) or getattr(typer, "Abort", None) or type("NeverRaised", (Exception,), {})
 
-from vaesdk.errors import VaesdkError
+from vaesdk.base.errors import VaesdkError
 
 from . import analyze, directions, edit, generate, manage, serve, train
 

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 import vaesdk
-from vaesdk.errors import InvalidArgumentError, MissingDependencyError
+from vaesdk.base.errors import InvalidArgumentError, MissingDependencyError
 
 from .common import load_model, note
 

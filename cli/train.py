@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from vaesdk.errors import InvalidArgumentError, require_train_extra
+from vaesdk.base.errors import InvalidArgumentError, require_train_extra
 
 from vaesdk.training.config import ModelConfig, TrainConfig
 

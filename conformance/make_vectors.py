@@ -29,10 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from vectors import ROOT, VERSION, ReplayGenerator, materialize  # noqa: E402
 
 import vaesdk  # noqa: E402
-from vaesdk import anomaly, bundle  # noqa: E402
-from vaesdk.errors import BundleError  # noqa: E402
-from vaesdk.latent import Posterior  # noqa: E402
-from vaesdk.model import _to_uint8  # noqa: E402
+from vaesdk import bundle  # noqa: E402
+from vaesdk.maths import anomaly
+from vaesdk.base.errors import BundleError  # noqa: E402
+from vaesdk.maths.latent import Posterior  # noqa: E402
+from vaesdk.runtime.model import _to_uint8  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = {

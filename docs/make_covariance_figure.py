@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 import vaesdk
-from vaesdk.datasets import DEFAULT_FASHION_MNIST_DIR, load_fashion_mnist
+from vaesdk.evaluation.datasets import DEFAULT_FASHION_MNIST_DIR, load_fashion_mnist
 
 OUT = Path(__file__).parent / "images" / "covariance.png"
 

@@ -12,8 +12,8 @@ mkdir -p "$out/inputs"
 cd "$out"
 rm -rf ./*.png inputs/*.png recon emoji
 "$python" - <<'PY'
-from vaesdk.datasets import load_fashion_mnist
-from vaesdk.images import save_png
+from vaesdk.evaluation.datasets import load_fashion_mnist
+from vaesdk.imaging.images import save_png
 test = load_fashion_mnist(split="test")
 # First test images of a few classes, as the inputs of the examples.
 for name in ("shirt", "trouser", "sneaker", "ankle-boot", "bag", "pullover"):

@@ -1,5 +1,5 @@
 """Anomaly-score calibration for a bundle: reproduce the training run's held-out validation
-split and store the score's quantiles on it in the manifest (`vaesdk.anomaly`).
+split and store the score's quantiles on it in the manifest (`vaesdk.maths.anomaly`).
 
 Export calls `validation_images` for every new VAE bundle; `calibrate_bundle` (and
 `scripts/calibrate_bundle.py`) adds a calibration to a bundle made before calibration existed,
@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 
 import vaesdk
-from vaesdk.anomaly import calibrate_anomaly
-from vaesdk.bundle import read_manifest, write_manifest
-from vaesdk.datasets import ImageSet, load_dataset
-from vaesdk.evaluate import evaluate
-from vaesdk.errors import InvalidArgumentError, OutputError
+from vaesdk.maths.anomaly import calibrate_anomaly
+from vaesdk.bundle.reading import read_manifest
+from vaesdk.bundle.editing import write_manifest
+from vaesdk.evaluation.datasets import ImageSet, load_dataset
+from vaesdk.evaluation.evaluate import evaluate
+from vaesdk.base.errors import InvalidArgumentError, OutputError
 
 from ..training.config import TrainConfig
 

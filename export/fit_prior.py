@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from sklearn.mixture import GaussianMixture as SkMixture
 
-from vaesdk.priors import GaussianMixture
+from vaesdk.maths.priors import GaussianMixture
 
 COMPONENTS = (1, 5, 10, 20, 40)
 MAX_FIT_POINTS = 10_000  # EM costs points x components x dim^2 per iteration; enough points for 100 components in 64 dimensions

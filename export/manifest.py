@@ -13,7 +13,7 @@ import onnxruntime
 import torch
 
 from vaesdk import __version__
-from vaesdk.bundle import BUNDLE_FORMAT, FORMAT_VERSION, io_contract, validate_manifest
+from vaesdk.bundle.format import BUNDLE_FORMAT, FORMAT_VERSION, io_contract, validate_manifest
 
 from ..training.config import ModelConfig
 from .onnx import OPSET
@@ -22,7 +22,7 @@ CREDITS_FILE = "CREDITS.txt"
 
 IMAGE_POLICY = (
     "any supported image is converted to the model's mode (alpha composited onto black), scaled with Lanczos so "
-    "its longer side equals the model size (aspect kept) and centred on a black square; see vaesdk.images"
+    "its longer side equals the model size (aspect kept) and centred on a black square; see vaesdk.imaging.images"
 )
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import onnx
 import torch
 
-from vaesdk.bundle import io_contract
-from vaesdk.errors import BundleError
+from vaesdk.bundle.format import io_contract
+from vaesdk.base.errors import BundleError
 
 from ..training.model import VAE
 

@@ -20,13 +20,14 @@ from typing import Any
 import numpy as np
 
 import vaesdk
-from vaesdk.anomaly import MIN_CALIBRATION, calibrate_anomaly
-from vaesdk.bundle import NAME_RE, STANDARD_PRIOR, write_manifest
-from vaesdk.datasets import DEFAULT_FASHION_MNIST_DIR, ImageSet, load_dataset
-from vaesdk.errors import BundleError, InvalidArgumentError, OutputError
-from vaesdk.evaluate import Progress, evaluate
-from vaesdk.fileio import UMASK, write_atomic
-from vaesdk.latent import ACTIVE_KL_NATS, Posterior, class_mean_directions, fit_gaussian
+from vaesdk.maths.anomaly import MIN_CALIBRATION, calibrate_anomaly
+from vaesdk.bundle.format import NAME_RE, STANDARD_PRIOR
+from vaesdk.bundle.editing import write_manifest
+from vaesdk.evaluation.datasets import DEFAULT_FASHION_MNIST_DIR, ImageSet, load_dataset
+from vaesdk.base.errors import BundleError, InvalidArgumentError, OutputError
+from vaesdk.evaluation.evaluate import Progress, evaluate
+from vaesdk.base.fileio import UMASK, write_atomic
+from vaesdk.maths.latent import ACTIVE_KL_NATS, Posterior, class_mean_directions, fit_gaussian
 
 from ..training.data import split_train_val
 from ..training.train import load_checkpoint

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from vaesdk.errors import BundleError
-from vaesdk.session import create_graph
+from vaesdk.base.errors import BundleError
+from vaesdk.runtime.session import create_graph
 
 from ..training.model import VAE
 

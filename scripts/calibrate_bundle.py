@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vaesdk.errors import VaesdkError
+from vaesdk.base.errors import VaesdkError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,9 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--remeasure", action="store_true", help="also measure the score again on the recorded test set")
     args = parser.parse_args(argv)
     try:
-        from vaesdk.datasets import load_image_folder
+        from vaesdk.evaluation.datasets import load_image_folder
         from vaesdk.export.calibration import calibrate_bundle, remeasure_anomaly
-        from vaesdk.registry import resolve
+        from vaesdk.bundle.registry import resolve
 
         bundle = resolve(args.bundle)
         images = source = None

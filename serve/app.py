@@ -29,7 +29,7 @@ from starlette.routing import Match, Mount
 
 import vaesdk
 from vaesdk import DEFAULT_IW_SAMPLES, encode_png, frontend, make_grid
-from vaesdk.errors import (
+from vaesdk.base.errors import (
     BundleError, CancelledError, DeviceUnavailableError, InferenceError, InvalidArgumentError, ModelNotFoundError, VaesdkError,
 )  # fmt: skip
 from vaesdk.frontend import cancellable

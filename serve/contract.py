@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 import vaesdk
 from vaesdk import DEFAULT_IW_SAMPLES
-from vaesdk.errors import InvalidArgumentError
+from vaesdk.base.errors import InvalidArgumentError
 from vaesdk.frontend import MAX_ABS_LATENT, MAX_TEMPERATURE
 
 PNG = "image/png"

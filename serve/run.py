@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import vaesdk
 
-from vaesdk.errors import InvalidArgumentError
+from vaesdk.base.errors import InvalidArgumentError
 
 from .app import ServeConfig, create_app
 from .deadlines import protocol_class

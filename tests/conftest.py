@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import vaesdk
-from vaesdk.datasets import DEFAULT_FASHION_MNIST_DIR, ImageSet, load_fashion_mnist
+from vaesdk.evaluation.datasets import DEFAULT_FASHION_MNIST_DIR, ImageSet, load_fashion_mnist
 
 DATA = Path(__file__).resolve().parent / "data"
 # Fixtures that train and export with torch: every test using one is a `train` test.

@@ -21,8 +21,8 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.external_data_helper import set_external_data
 
 import vaesdk
-from vaesdk.bundle import MANIFEST
-from vaesdk.errors import BundleError
+from vaesdk.bundle.format import MANIFEST
+from vaesdk.base.errors import BundleError
 
 OPSET = 18
 IR_VERSION = 10

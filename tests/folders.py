@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vaesdk.images import save_png
+from vaesdk.imaging.images import save_png
 
 
 def png_folder(root: Path, images: np.ndarray, broken: dict[str, bytes]) -> Path:

@@ -70,8 +70,8 @@ def _inputs(folder: Path, model: str = MODEL) -> dict[str, Any]:
         for name in names:
             (folder / "inputs" / name).write_bytes((EMOJI_INPUTS / name).read_bytes())
         return {name: hashlib.sha256((EMOJI_INPUTS / name).read_bytes()).hexdigest() for name in names}
-    from vaesdk.datasets import load_fashion_mnist
-    from vaesdk.images import save_png
+    from vaesdk.evaluation.datasets import load_fashion_mnist
+    from vaesdk.imaging.images import save_png
 
     test = load_fashion_mnist(split="test")
     indices = {}

@@ -8,10 +8,11 @@ import pytest
 from typer.testing import CliRunner
 
 import vaesdk
-from vaesdk import anomaly as A
-from vaesdk.bundle import read_manifest, write_manifest
-from vaesdk.errors import BundleError, InvalidArgumentError, UnsupportedOperationError
-from vaesdk.ood_sets import SYNTHETIC, load_mnist_digits, synthetic_sets
+from vaesdk.maths import anomaly as A
+from vaesdk.bundle.reading import read_manifest
+from vaesdk.bundle.editing import write_manifest
+from vaesdk.base.errors import BundleError, InvalidArgumentError, UnsupportedOperationError
+from vaesdk.evaluation.ood_sets import SYNTHETIC, load_mnist_digits, synthetic_sets
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Reading and verifying bundles (vaesdk.bundle): the manifest schema, checksums, the files
+"""Reading and verifying bundles (vaesdk.bundle.format): the manifest schema, checksums, the files
 themselves, the graphs' input/output contract, and loading that never executes code.
 
 Every bad input is built inside its test from the committed tiny bundles or crafted with
@@ -40,12 +40,13 @@ from crafted import (
 from onnx import TensorProto
 
 import vaesdk
-import vaesdk.bundle
-import vaesdk.registry
-import vaesdk.session
-from vaesdk.bundle import MANIFEST, io_contract, read_bundle, validate_manifest
-from vaesdk.errors import BundleError
-from vaesdk.onnx_proto import inspect_model
+import vaesdk.bundle.format
+import vaesdk.bundle.registry
+import vaesdk.runtime.session
+from vaesdk.bundle.format import MANIFEST, io_contract, validate_manifest
+from vaesdk.bundle.reading import read_bundle
+from vaesdk.base.errors import BundleError
+from vaesdk.bundle.onnx_proto import inspect_model
 
 # ---- good bundles ------------------------------------------------------------------------
 
@@ -92,9 +93,9 @@ def test_manifest_with_wrong_format_is_refused(bundle_copy):
 
 
 def test_manifest_from_a_newer_format_version_says_upgrade(bundle_copy):
-    rewrite_manifest(bundle_copy, lambda m: set_path(m, "format_version", vaesdk.bundle.FORMAT_VERSION + 1))
+    rewrite_manifest(bundle_copy, lambda m: set_path(m, "format_version", vaesdk.bundle.format.FORMAT_VERSION + 1))
     message = load_error(bundle_copy)
-    assert f"format_version {vaesdk.bundle.FORMAT_VERSION + 1}" in message and "upgrade vaesdk" in message
+    assert f"format_version {vaesdk.bundle.format.FORMAT_VERSION + 1}" in message and "upgrade vaesdk" in message
 
 
 def test_manifest_format_version_zero_is_refused(bundle_copy):
@@ -313,7 +314,7 @@ def test_missing_file_is_named(bundle_copy, name):
 
 def test_model_larger_than_the_cap_is_refused_before_reading(bundle_copy, monkeypatch):
     cap = 4096
-    monkeypatch.setattr(vaesdk.bundle, "MAX_MODEL_BYTES", cap)
+    monkeypatch.setattr(vaesdk.bundle.format, "MAX_MODEL_BYTES", cap)
     # The manifest claims a size within the cap; the file on disk is larger.
     rewrite_manifest(bundle_copy, lambda m: (m["encoder"].update(bytes=cap), m["decoder"].update(bytes=cap)))
     size = (bundle_copy / "encoder.onnx").stat().st_size
@@ -324,13 +325,13 @@ def test_model_larger_than_the_cap_is_refused_before_reading(bundle_copy, monkey
 
 def test_model_over_the_real_cap_is_not_read(bundle_copy):
     # A sparse file one byte over 512 MiB: refused from its size alone, nothing is read.
-    os.truncate(bundle_copy / "decoder.onnx", vaesdk.bundle.MAX_MODEL_BYTES + 1)
+    os.truncate(bundle_copy / "decoder.onnx", vaesdk.bundle.format.MAX_MODEL_BYTES + 1)
     message = load_error(bundle_copy)
-    assert f"is {vaesdk.bundle.MAX_MODEL_BYTES + 1} bytes; the limit is {vaesdk.bundle.MAX_MODEL_BYTES}" in message
+    assert f"is {vaesdk.bundle.format.MAX_MODEL_BYTES + 1} bytes; the limit is {vaesdk.bundle.format.MAX_MODEL_BYTES}" in message
 
 
 def test_manifest_declaring_a_model_over_the_cap_is_refused(bundle_copy):
-    rewrite_manifest(bundle_copy, lambda m: m["encoder"].update(bytes=vaesdk.bundle.MAX_MODEL_BYTES + 1))
+    rewrite_manifest(bundle_copy, lambda m: m["encoder"].update(bytes=vaesdk.bundle.format.MAX_MODEL_BYTES + 1))
     assert "encoder.bytes must be in 1.." in load_error(bundle_copy)
 
 
@@ -404,7 +405,7 @@ def test_manifest_saying_latent_dim_9_over_the_tiny_ae_models_is_refused(tiny_ae
             m[role].update(sides)
 
     rewrite_manifest(bundle, to_dim_9)
-    vaesdk.bundle.validate_manifest(read_manifest_json(bundle))  # the manifest itself is consistent
+    vaesdk.bundle.format.validate_manifest(read_manifest_json(bundle))  # the manifest itself is consistent
     message = load_error(bundle)
     assert "has shape ['N', 8]; the contract needs ['N', 9]" in message
 

@@ -29,9 +29,9 @@ from typer.testing import CliRunner
 
 import vaesdk
 from vaesdk.cli.main import app
-from vaesdk.errors import InferenceError, InvalidArgumentError
-from vaesdk.latent import MAX_ABS_LATENT, check_latents
-from vaesdk.model import MAX_SAMPLES, MAX_STREAM_SAMPLES
+from vaesdk.base.errors import InferenceError, InvalidArgumentError
+from vaesdk.maths.latent import MAX_ABS_LATENT, check_latents
+from vaesdk.runtime.arguments import MAX_SAMPLES, MAX_STREAM_SAMPLES
 
 runner = CliRunner()
 
@@ -198,7 +198,7 @@ def png_header(width: int, height: int) -> bytes:
 
 
 def test_the_decompression_bomb_refusals_name_the_pixel_count():
-    from vaesdk.images import _bomb_pixels, load_image
+    from vaesdk.imaging.images import _bomb_pixels, load_image
 
     with pytest.raises(vaesdk.InvalidImageError) as info:
         load_image(png_header(20_000, 10_000), 28, 1)
@@ -211,8 +211,8 @@ def test_prior_file_refusals_name_the_value(tmp_path):
     entry that breaks the rule."""
     import io
 
-    from vaesdk.errors import BundleError
-    from vaesdk.priors import GaussianMixture
+    from vaesdk.base.errors import BundleError
+    from vaesdk.maths.priors import GaussianMixture
 
     def npz(**arrays) -> bytes:
         buffer = io.BytesIO()
@@ -298,7 +298,7 @@ def test_concurrent_add_direction_keeps_every_direction(bundle_copy, fashion_tes
     code = textwrap.dedent(
         f"""
         import numpy as np, vaesdk
-        from vaesdk.datasets import load_fashion_mnist
+        from vaesdk.evaluation.datasets import load_fashion_mnist
         t = load_fashion_mnist(split="test").images
         m = vaesdk.load({str(bundle_copy)!r}, device="cpu")
         for i in range(6):

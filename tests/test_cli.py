@@ -9,8 +9,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from vaesdk.cli.main import app
-from vaesdk.errors import InvalidArgumentError
-from vaesdk.images import save_png
+from vaesdk.base.errors import InvalidArgumentError
+from vaesdk.imaging.images import save_png
 
 runner = CliRunner()
 
@@ -275,12 +275,12 @@ def test_embed_refuses_before_writing_anything_when_one_target_exists(workdir, p
 
 
 def test_unexpected_failures_are_one_line_with_the_debug_hint(workdir, tiny_vae_bundle, monkeypatch):
-    import vaesdk.model
+    import vaesdk.runtime.model
 
     def boom(self, *args, **kwargs):
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr(vaesdk.model.Model, "iter_sample", boom)
+    monkeypatch.setattr(vaesdk.runtime.model.Model, "iter_sample", boom)
     r = vae("sample", "--n", 2, "--seed", 0, "-m", tiny_vae_bundle)
     assert r.exit_code == 1
     assert r.output.strip() == "vae: internal error: RuntimeError: simulated bug (rerun as `vae --debug ...` for the traceback)"

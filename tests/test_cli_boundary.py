@@ -1,7 +1,7 @@
 """The CLI and the server are front ends: they use the SDK through the names `vaesdk` exports
-(`vaesdk.__all__`), its exception classes (`vaesdk.errors`), and the front ends' own
+(`vaesdk.__all__`), its exception classes (`vaesdk.base.errors`), and the front ends' own
 documented internal module `vaesdk.frontend`; plus the torch-side `training` and `export`
-packages for `vae train` and `vae export`, `vaesdk.serve` for `vae serve` and `vaesdk.ray`
+packages for `vae train` and `vae export`, `vaesdk.serve` for `vae serve` and `vaesdk.jobs.ray`
 for `--ray`. Never the runtime's other internal modules, whether imported or reached as
 `vaesdk.<module>`."""
 
@@ -15,7 +15,7 @@ from vaesdk import frontend
 
 ROOT = Path(__file__).resolve().parents[1]
 FRONT_ENDS = sorted([*(ROOT / "cli").glob("*.py"), *(ROOT / "serve").glob("*.py")])
-ALLOWED_MODULES = {"vaesdk.errors", "vaesdk.frontend", "vaesdk.serve", "vaesdk.ray", "vaesdk.cli", "vaesdk.web"}
+ALLOWED_MODULES = {"vaesdk.base.errors", "vaesdk.frontend", "vaesdk.serve", "vaesdk.jobs.ray", "vaesdk.cli", "vaesdk.web"}
 ALLOWED_PACKAGES = ("vaesdk.training", "vaesdk.export", "vaesdk.serve.", "vaesdk.cli.")
 SUBMODULES = {m.split(".", 1)[1] for m in ALLOWED_MODULES} | {"training", "export"}
 
@@ -58,9 +58,9 @@ def test_the_check_sees_imports_and_attributes():
     # The walk finds imports inside functions too (the CLI defers its heavy ones), and
     # names reached as attributes of the package.
     found = {what for p in FRONT_ENDS for _, what in _uses(p)}
-    assert {"vaesdk", "vaesdk.errors:VaesdkError", "vaesdk.training.train:train", "vaesdk.Model", "frontend.write_atomic"} <= found
-    assert _wrong("vaesdk.model:DEFAULT_IW_SAMPLES") and _wrong("vaesdk.latent") and _wrong("vaesdk.write_atomic")
-    assert _wrong("frontend.load") and not _wrong("vaesdk.errors:InvalidArgumentError") and not _wrong("vaesdk.DEFAULT_BATCH")
+    assert {"vaesdk", "vaesdk.base.errors:VaesdkError", "vaesdk.training.train:train", "vaesdk.Model", "frontend.write_atomic"} <= found
+    assert _wrong("vaesdk.runtime.model:DEFAULT_IW_SAMPLES") and _wrong("vaesdk.maths.latent") and _wrong("vaesdk.write_atomic")
+    assert _wrong("frontend.load") and not _wrong("vaesdk.base.errors:InvalidArgumentError") and not _wrong("vaesdk.DEFAULT_BATCH")
 
 
 def test_the_public_face_is_what_a_library_user_needs():

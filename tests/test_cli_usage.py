@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 import vaesdk
 from vaesdk.cli.main import app
-from vaesdk.errors import require_train_extra
+from vaesdk.base.errors import require_train_extra
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()

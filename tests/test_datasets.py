@@ -1,4 +1,4 @@
-"""A training run's data and its split (vaesdk.datasets): the one split that training,
+"""A training run's data and its split (vaesdk.evaluation.datasets): the one split that training,
 export's calibration and metrics, and the tests use."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vaesdk.datasets import ImageSet, split_indices, split_train_val, training_split
-from vaesdk.errors import InvalidArgumentError
-from vaesdk.images import save_png
+from vaesdk.evaluation.datasets import ImageSet, split_indices, split_train_val, training_split
+from vaesdk.base.errors import InvalidArgumentError
+from vaesdk.imaging.images import save_png
 
 
 def test_the_split_is_seeded_disjoint_and_holds_out_the_stated_fraction():

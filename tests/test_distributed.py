@@ -124,7 +124,7 @@ def test_batch_smaller_than_the_process_count_is_refused(tmp_path):
 def test_the_training_device_is_checked_before_anything_runs(monkeypatch):
     import torch
 
-    from vaesdk.errors import InvalidArgumentError
+    from vaesdk.base.errors import InvalidArgumentError
     from vaesdk.training.distributed import join
 
     with pytest.raises(InvalidArgumentError, match="device must be one of auto, cuda, cpu, got 'gpu'"):
@@ -138,7 +138,7 @@ def test_the_training_device_is_checked_before_anything_runs(monkeypatch):
 def test_a_process_without_a_gpu_of_its_own_is_refused(monkeypatch):
     import torch
 
-    from vaesdk.errors import InvalidArgumentError
+    from vaesdk.base.errors import InvalidArgumentError
     from vaesdk.training.distributed import join
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

@@ -33,7 +33,7 @@ from stats import (
 )
 
 import vaesdk
-from vaesdk.latent import (
+from vaesdk.maths.latent import (
     LatentGaussian,
     Posterior,
     RandomStreams,

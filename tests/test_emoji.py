@@ -84,7 +84,7 @@ def test_image_commands_make_colour_pictures(tmp_path, monkeypatch, args, out):
 
 
 def test_reconstructions_resemble_their_inputs(emoji):
-    real = np.stack([vaesdk.images.load_image(p, 64, 3) for p in sorted(INPUTS.glob("*.png"))])
+    real = np.stack([vaesdk.imaging.images.load_image(p, 64, 3) for p in sorted(INPUTS.glob("*.png"))])
     recon = emoji.reconstruct(real)
     mse = np.mean((recon.astype(np.float64) - real) ** 2) / 255**2
     shuffled = np.mean((recon.astype(np.float64) - np.roll(real, 1, axis=0)) ** 2) / 255**2
@@ -113,6 +113,6 @@ def test_anomaly_score_is_calibrated_and_measured_against_what_is_not_an_emoji(e
     assert 0.02 <= anomaly["test_p_below_0.05"] <= 0.1 and anomaly["test_p_below_0.01"] <= 0.03
     assert {"fashion-mnist", "mnist", "uniform-noise", "textures"} <= set(anomaly["ood"])
     assert all(0 <= m["auroc"] <= 1 and m["images"] > 0 for m in anomaly["ood"].values())
-    garments = vaesdk.images.as_batch(vaesdk.datasets.load_fashion_mnist(split="test").images[:8], 64, 3)
+    garments = vaesdk.imaging.images.as_batch(vaesdk.evaluation.datasets.load_fashion_mnist(split="test").images[:8], 64, 3)
     p = emoji.score(garments, seed=0).p_value
     assert p.shape == (8,) and np.all((p >= 0) & (p <= 1))

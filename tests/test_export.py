@@ -15,7 +15,7 @@ import onnx
 import torch
 
 import vaesdk
-from vaesdk.errors import BundleError, OutputError
+from vaesdk.base.errors import BundleError, OutputError
 from vaesdk.export import pipeline
 from vaesdk.export.verify import ATOL, RTOL, check_parity
 from vaesdk.training.evaluate import bounds_bpd
@@ -144,7 +144,7 @@ def test_export_refuses_to_replace_a_bundle_unless_forced(run_dir, tmp_path):
 def test_a_means_only_decode_does_not_run_the_covariance_head(trained_lowrank_bundle):
     # The decoder's last layer is exported as a mean head and a head for the log-variance and
     # factor; cutting the graph to `mean` must drop the second head's weights entirely.
-    from vaesdk.onnx_proto import keep_outputs
+    from vaesdk.bundle.onnx_proto import keep_outputs
 
     data = (trained_lowrank_bundle / "decoder.onnx").read_bytes()
     full, cut = onnx.load_from_string(data), onnx.load_from_string(keep_outputs(data, ["mean"]))

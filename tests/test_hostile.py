@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import vaesdk
-from vaesdk.bundle import MANIFEST
+from vaesdk.bundle.format import MANIFEST
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIRT = (ROOT / "docs" / "images" / "inputs" / "shirt.png").read_bytes()

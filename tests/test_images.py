@@ -1,4 +1,4 @@
-"""vaesdk.images and vaesdk.fileio: the input policy (formats, size limits, corrupt files,
+"""vaesdk.imaging.images and vaesdk.base.fileio: the input policy (formats, size limits, corrupt files,
 frames, orientation, modes, geometry, arrays), grids, and atomic PNG writing."""
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import pytest
 from PIL import Image, ImageFile
 
 import vaesdk
-from vaesdk import images
-from vaesdk.errors import InvalidArgumentError, InvalidImageError, OutputError, VaesdkError
-from vaesdk.fileio import write_atomic
-from vaesdk.images import as_batch, iter_image_files, load_image, make_grid, save_png
+from vaesdk.imaging import images
+from vaesdk.base.errors import InvalidArgumentError, InvalidImageError, OutputError, VaesdkError
+from vaesdk.base.fileio import write_atomic
+from vaesdk.imaging.images import as_batch, load_image, make_grid, save_png
 
 SIZE = 28
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -880,20 +880,9 @@ def test_make_grid_pixel_limit_is_the_exact_size_of_the_grid(monkeypatch, layout
 # ---------------------------------------------------------------- folders
 
 
-def test_iter_image_files_expands_folders_sorted_and_keeps_files_as_given(tmp_path):
-    folder = tmp_path / "imgs"
-    (folder / "sub").mkdir(parents=True)
-    for name in ["b.PNG", "a.jpg", "sub/c.webp", "notes.txt", "d.tiff"]:
-        (folder / name).write_bytes(b"x")
-    (folder / "dir.png").mkdir()
-    loose = tmp_path / "loose.txt"
-    found = iter_image_files([folder, loose])
-    assert found == [folder / "a.jpg", folder / "b.PNG", folder / "d.tiff", folder / "sub" / "c.webp", loose]
-
-
-def test_one_folder_listing_serves_inputs_iter_image_files_and_data_sets(tmp_path):
-    from vaesdk.datasets import list_image_folder
-    from vaesdk.images import IMAGE_SUFFIXES, image_files
+def test_one_folder_listing_serves_inputs_and_data_sets(tmp_path):
+    from vaesdk.evaluation.datasets import list_image_folder
+    from vaesdk.imaging.images import IMAGE_SUFFIXES, image_files
 
     folder = tmp_path / "imgs"
     for name in ["b/z.png", "b/a.PNG", "a b/x.jpg", "a/y.gif", "a/deep/w.bmp", "a/notes.txt"]:
@@ -905,15 +894,8 @@ def test_one_folder_listing_serves_inputs_iter_image_files_and_data_sets(tmp_pat
     (folder / "link").symlink_to(outside, target_is_directory=True)  # not entered, as rglob does not
     expected = sorted(q for q in folder.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file())
     assert [Path(p) for p in image_files(folder)] == expected and len(expected) == 5
-    assert iter_image_files([folder]) == expected
     files, labels, classes = list_image_folder(folder)
     assert files == expected and classes == ("a", "a b", "a/deep", "b") and labels.tolist() == [2, 0, 1, 3, 3]
-
-
-def test_iter_image_files_refuses_a_folder_without_images(tmp_path):
-    (tmp_path / "readme.txt").write_text("nothing here")
-    with pytest.raises(InvalidArgumentError, match="holds no images"):
-        iter_image_files([tmp_path])
 
 
 # ---------------------------------------------------------------- atomic writing

@@ -1,4 +1,4 @@
-"""Property tests: no input, however malformed, gets past vaesdk.images as anything but a
+"""Property tests: no input, however malformed, gets past vaesdk.imaging.images as anything but a
 model-ready uint8 array or a VaesdkError (InvalidImageError for image data)."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from vaesdk.errors import InvalidImageError, VaesdkError
-from vaesdk.images import as_batch, load_image
+from vaesdk.base.errors import InvalidImageError, VaesdkError
+from vaesdk.imaging.images import as_batch, load_image
 
 SIZE = 28
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from vaesdk import latent as L
-from vaesdk.errors import InvalidArgumentError
+from vaesdk.maths import latent as L
+from vaesdk.base.errors import InvalidArgumentError
 
 
 def test_slerp_hits_both_ends_and_interpolates_the_norm(rng):

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from vaesdk import likelihood as L
+from vaesdk.maths import likelihood as L
 
 
 def reference_log_ndtr(x: float) -> float:

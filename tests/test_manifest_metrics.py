@@ -18,10 +18,10 @@ import pytest
 from typer.testing import CliRunner
 
 import vaesdk
-import vaesdk.evaluate
-import vaesdk.latent
+import vaesdk.evaluation.evaluate
+import vaesdk.maths.latent
 from vaesdk.cli.main import app
-from vaesdk.datasets import load_dataset
+from vaesdk.evaluation.datasets import load_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,7 +60,7 @@ def recomputed(bundled, recorded) -> dict:
     train = None
     if "probe_train_images" in recorded:
         train = _probe_training_images(bundled, recorded, h, c)
-    metrics = vaesdk.evaluate.evaluate(bundled, test, train, k=recorded.get("iw_samples", 100), seed=recorded["seed"])
+    metrics = vaesdk.evaluation.evaluate.evaluate(bundled, test, train, k=recorded.get("iw_samples", 100), seed=recorded["seed"])
     return {"dataset": recorded["dataset"], "split": recorded["split"], **metrics}
 
 
@@ -84,7 +84,7 @@ def test_manifest_metrics_are_what_the_runtime_computes(recorded, recomputed):
         else:
             assert abs(recomputed[key] - value) <= TOLERANCE[key], f"{key}: recomputed {recomputed[key]!r}, manifest {value!r}"
     kl = np.asarray(recomputed["kl_per_dim"])
-    assert recorded["active_dims"] == int(np.sum(kl > vaesdk.latent.ACTIVE_KL_NATS)), "active_dims is not the count of KL > threshold"
+    assert recorded["active_dims"] == int(np.sum(kl > vaesdk.maths.latent.ACTIVE_KL_NATS)), "active_dims is not the count of KL > threshold"
 
 
 def _probe_training_images(bundled, recorded, h, c):
@@ -110,8 +110,8 @@ def _close(a, b, tol) -> bool:
 
 def eval_block(metrics: dict, monkeypatch) -> str:
     """What `vae eval` prints for these figures (the evaluation itself replaced by them)."""
-    monkeypatch.setattr(vaesdk.evaluate, "evaluate", lambda *a, **k: {**metrics, "kl_per_dim": []})
-    monkeypatch.setattr("vaesdk.datasets.load_dataset", lambda *a, **k: _Empty())
+    monkeypatch.setattr(vaesdk.evaluation.evaluate, "evaluate", lambda *a, **k: {**metrics, "kl_per_dim": []})
+    monkeypatch.setattr("vaesdk.evaluation.datasets.load_dataset", lambda *a, **k: _Empty())
     r = CliRunner().invoke(app, ["eval", "--k", str(metrics.get("iw_samples", 100)), "--device", "cpu"])
     assert r.exit_code == 0, r.output
     return r.stdout

@@ -13,8 +13,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from vaesdk.bundle import FORMAT_VERSION, MANIFEST, validate_manifest
-from vaesdk.errors import BundleError
+from vaesdk.bundle.format import FORMAT_VERSION, MANIFEST, validate_manifest
+from vaesdk.base.errors import BundleError
 
 ROOT = Path(__file__).resolve().parents[1]
 

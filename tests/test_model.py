@@ -11,11 +11,12 @@ from scipy.stats import uniform
 from stats import assert_ks, discretized_gaussian_pit
 
 import vaesdk
-from vaesdk import latent as L
-from vaesdk.anomaly import combine, read_calibration
-from vaesdk.bundle import read_manifest, write_manifest
-from vaesdk.errors import InvalidArgumentError, UnsupportedOperationError
-from vaesdk.probe import fit_probe
+from vaesdk.maths import latent as L
+from vaesdk.maths.anomaly import combine, read_calibration
+from vaesdk.bundle.reading import read_manifest
+from vaesdk.bundle.editing import write_manifest
+from vaesdk.base.errors import InvalidArgumentError, UnsupportedOperationError
+from vaesdk.evaluation.probe import fit_probe
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +82,7 @@ def test_sample_latents_are_fixed_by_the_seed(vae):
     assert not np.array_equal(vae.sample_latents(6, seed=3), vae.sample_latents(6, seed=4))
     assert np.abs(vae.sample_latents(500, seed=0, truncation=0.5)).max() <= 0.5
     # Latents are drawn in blocks of PRIOR_BLOCK: the count is exact across block edges.
-    from vaesdk.model import PRIOR_BLOCK
+    from vaesdk.runtime.model import PRIOR_BLOCK
 
     n = 2 * PRIOR_BLOCK + 3
     z = vae.sample_latents(n, seed=1)
@@ -207,7 +208,7 @@ def test_reconstruct_draws_pixels_when_asked(vae, images):
 
 
 def test_interpolate_latents_gives_the_documented_path(vae):
-    from vaesdk import latent as L
+    from vaesdk.maths import latent as L
 
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((1, vae.latent_dim)), 2 * rng.standard_normal((1, vae.latent_dim))
@@ -332,7 +333,7 @@ def test_exported_bundles_are_readable_by_others(tiny_vae_bundle):
     import os
     import stat
 
-    from vaesdk.fileio import UMASK
+    from vaesdk.base.fileio import UMASK
 
     assert stat.S_IMODE(os.stat(tiny_vae_bundle).st_mode) == 0o777 & ~UMASK
 
@@ -388,16 +389,8 @@ def test_seeded_posterior_draws_and_the_default_sample_count(vae, images):
     assert vae.sample(seed=0).shape[0] == 16
 
 
-def test_latents_is_a_deprecated_spelling_of_embed(vae, images):
-    with pytest.warns(DeprecationWarning, match=r"use Model.embed\(images, sample_latent=...\)"):
-        drawn = vae.latents(images, sample=True, seed=5)
-    assert np.array_equal(drawn, vae.embed(images, sample_latent=True, seed=5))
-    with pytest.warns(DeprecationWarning):
-        assert np.array_equal(vae.latents(images), vae.embed(images))
-
-
 def test_without_a_mixture_the_latent_part_is_the_standard_normal_density_of_the_mean(vae, images):
-    from vaesdk import likelihood
+    from vaesdk.maths import likelihood
 
     s = vae.score(images[:4], k=2)
     want = likelihood.nats_to_bpd(likelihood.gaussian_log_prob(vae.encode(images[:4]).mean), int(np.prod(vae.image_shape)))
@@ -430,7 +423,7 @@ def test_refusals_of_sampling_arguments_and_priors_are_exact(vae, ae, images):
 def test_the_latent_part_uses_the_prior_the_bundle_was_calibrated_with(tiny_lowrank_bundle, tmp_path, images):
     """A calibration made under N(0, I) keeps scoring under N(0, I), even when the bundle
     also carries a mixture (its statistics belong to that prior)."""
-    from vaesdk import likelihood
+    from vaesdk.maths import likelihood
 
     copy = tmp_path / "bundle"
     shutil.copytree(tiny_lowrank_bundle, copy)

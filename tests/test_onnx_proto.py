@@ -1,5 +1,5 @@
 """The protobuf reader that inspects ONNX files before onnxruntime sees them
-(vaesdk.onnx_proto): external data wherever it hides, nesting limits, malformed input.
+(vaesdk.bundle.onnx_proto): external data wherever it hides, nesting limits, malformed input.
 """
 
 from __future__ import annotations
@@ -33,12 +33,12 @@ from crafted import (
 from onnx import TensorProto
 
 import vaesdk
-import vaesdk.bundle
-import vaesdk.registry
-import vaesdk.session
-from vaesdk.bundle import read_bundle
-from vaesdk.errors import BundleError
-from vaesdk.onnx_proto import MAX_DEPTH, TensorSpec, inspect_model
+import vaesdk.bundle.format
+import vaesdk.bundle.registry
+import vaesdk.runtime.session
+from vaesdk.bundle.reading import read_bundle
+from vaesdk.base.errors import BundleError
+from vaesdk.bundle.onnx_proto import MAX_DEPTH, TensorSpec, inspect_model
 
 # ---- external data -----------------------------------------------------------------------
 
@@ -215,8 +215,8 @@ def _node_count(data: bytes) -> int:
 
 
 def test_keep_outputs_gives_the_same_mean_with_fewer_nodes():
-    from vaesdk.onnx_proto import keep_outputs
-    from vaesdk.registry import resolve
+    from vaesdk.bundle.onnx_proto import keep_outputs
+    from vaesdk.bundle.registry import resolve
 
     data = (resolve("fashion-mnist") / "decoder.onnx").read_bytes()
     cut = keep_outputs(data, ["mean"])
@@ -229,7 +229,7 @@ def test_keep_outputs_gives_the_same_mean_with_fewer_nodes():
 
 
 def test_keep_outputs_drops_the_weights_only_other_outputs_use():
-    from vaesdk.onnx_proto import keep_outputs
+    from vaesdk.bundle.onnx_proto import keep_outputs
 
     x = onnx.helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
     outs = [onnx.helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4]) for n in ("a", "b")]
@@ -245,7 +245,7 @@ def test_keep_outputs_drops_the_weights_only_other_outputs_use():
 
 
 def test_keep_outputs_leaves_graphs_with_subgraphs_whole():
-    from vaesdk.onnx_proto import keep_outputs
+    from vaesdk.bundle.onnx_proto import keep_outputs
 
     data = nested_if_model(2, float_tensor("c", (1,)))
     assert keep_outputs(data, ["nothing"]) is data

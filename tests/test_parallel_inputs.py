@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import vaesdk
-from vaesdk.inputs import expand_sources, read_items
-from vaesdk.jobs import SEED_BLOCK
+from vaesdk.imaging.inputs import expand_sources, read_items
+from vaesdk.jobs.blocks import SEED_BLOCK
 from folders import png_folder
 
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import vaesdk
-from vaesdk.errors import BundleError
-from vaesdk.priors import GaussianMixture
+from vaesdk.base.errors import BundleError
+from vaesdk.maths.priors import GaussianMixture
 
 D = 3
 
@@ -145,7 +145,7 @@ def test_npz_edge_cases_that_are_valid_mixtures_are_read():
 
 
 def test_npz_weights_are_normalised_and_the_component_limit_is_inclusive():
-    from vaesdk.priors import MAX_COMPONENTS
+    from vaesdk.maths.priors import MAX_COMPONENTS
 
     mix = _mixture()
     off = GaussianMixture.from_npz(_npz(weights=mix.weights * (1 + 5e-7), means=mix.means, cholesky=mix.cholesky), D, "p.npz")

@@ -1,4 +1,4 @@
-"""Named bundled models and user paths (vaesdk.registry).
+"""Named bundled models and user paths (vaesdk.bundle.registry).
 """
 
 from __future__ import annotations
@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 
 import vaesdk
-import vaesdk.bundle
-import vaesdk.registry
-import vaesdk.session
-from vaesdk.bundle import MANIFEST
-from vaesdk.errors import BundleError, ModelNotFoundError
+import vaesdk.bundle.format
+import vaesdk.bundle.registry
+import vaesdk.runtime.session
+from vaesdk.bundle.format import MANIFEST
+from vaesdk.base.errors import BundleError, ModelNotFoundError
 
 TINY_LATENT = 8  # the tiny bundles' latent size (tests/make_tiny_bundles.py)
 
@@ -51,7 +51,7 @@ def test_folder_without_a_manifest_is_a_bundle_error(tmp_path):
 
 def test_manifest_path_itself_resolves_to_its_bundle(tiny_vae_bundle):
     manifest = tiny_vae_bundle / MANIFEST
-    assert vaesdk.registry.resolve(str(manifest)) == tiny_vae_bundle
+    assert vaesdk.bundle.registry.resolve(str(manifest)) == tiny_vae_bundle
     model = vaesdk.load(str(manifest), device="cpu")
     assert model.path == tiny_vae_bundle and model.latent_dim == TINY_LATENT
 
@@ -60,10 +60,10 @@ def test_an_export_in_progress_is_not_a_bundled_model(tmp_path, monkeypatch):
     for name in ("emoji", ".emoji.abc123.partial"):
         (tmp_path / name).mkdir()
         (tmp_path / name / MANIFEST).write_text("{}")
-    monkeypatch.setattr(vaesdk.registry.resources, "files", lambda package: tmp_path)
-    vaesdk.registry._bundled.cache_clear()  # the listing is cached per process
+    monkeypatch.setattr(vaesdk.bundle.registry.resources, "files", lambda package: tmp_path)
+    vaesdk.bundle.registry._bundled.cache_clear()  # the listing is cached per process
     try:
         assert vaesdk.list_models() == ["emoji"]
     finally:
         monkeypatch.undo()
-        vaesdk.registry._bundled.cache_clear()
+        vaesdk.bundle.registry._bundled.cache_clear()

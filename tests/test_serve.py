@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 import vaesdk
-from vaesdk.images import encode_png, make_grid
+from vaesdk.imaging.images import encode_png, make_grid
 from webserver import running_app, vae_serve_process
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import vaesdk
-from vaesdk.images import encode_png, make_grid
+from vaesdk.imaging.images import encode_png, make_grid
 from webserver import running_app, vae_serve_process
 
 ROOT = Path(__file__).resolve().parents[1]

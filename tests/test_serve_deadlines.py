@@ -195,7 +195,7 @@ def test_cli_deadline_defaults_are_the_sdk_side_defaults():
 def test_max_connections_beyond_the_open_file_limit_is_refused_naming_the_fix(monkeypatch):
     import resource
 
-    from vaesdk.errors import InvalidArgumentError
+    from vaesdk.base.errors import InvalidArgumentError
     from vaesdk.serve.run import ensure_fds
 
     monkeypatch.setattr(resource, "getrlimit", lambda _: (1024, 2048))

@@ -16,7 +16,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from vaesdk.images import encode_png, make_grid
+from vaesdk.imaging.images import encode_png, make_grid
 from webserver import vae_serve_process
 
 ROOT = Path(__file__).resolve().parents[1]

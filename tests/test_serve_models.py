@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 import vaesdk
-from vaesdk.images import encode_png, make_grid
+from vaesdk.imaging.images import encode_png, make_grid
 from webserver import running_app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,13 +111,13 @@ def test_what_one_model_lacks_gets_that_models_refusal(served, models):
 
 
 def test_vae_serve_serves_every_bundled_model_by_default(monkeypatch, tiny_vae_bundle):
-    import vaesdk.registry
+    import vaesdk.bundle.registry
     import vaesdk.serve
     from vaesdk.cli.main import app
 
     others = [m for m in vaesdk.list_models() if m != vaesdk.DEFAULT_MODEL]
-    bundled = {**vaesdk.registry._bundled(), "tiny-vae": tiny_vae_bundle}
-    monkeypatch.setattr(vaesdk.registry, "_bundled", lambda: bundled)
+    bundled = {**vaesdk.bundle.registry._bundled(), "tiny-vae": tiny_vae_bundle}
+    monkeypatch.setattr(vaesdk.bundle.registry, "_bundled", lambda: bundled)
     served: list[list[str]] = []
     monkeypatch.setattr(vaesdk.serve, "serve", lambda models, **kw: served.append([m.name for m in models]))
     r = CliRunner().invoke(app, ["serve", "--device", "cpu"])

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from vaesdk.images import encode_png, make_grid
+from vaesdk.imaging.images import encode_png, make_grid
 from webserver import free_port, vae_serve_process
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""onnxruntime sessions and the choice of device (vaesdk.session).
+"""onnxruntime sessions and the choice of device (vaesdk.runtime.session).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import onnxruntime
 from crafted import LATENT, crafted_encoder, load_error, swap_model
 
 import vaesdk
-import vaesdk.bundle
-import vaesdk.registry
-import vaesdk.session
-from vaesdk.errors import DeviceUnavailableError, InvalidArgumentError
+import vaesdk.bundle.format
+import vaesdk.bundle.registry
+import vaesdk.runtime.session
+from vaesdk.base.errors import DeviceUnavailableError, InvalidArgumentError
 
 # ---- sessions and devices ----------------------------------------------------------------
 
@@ -31,18 +31,18 @@ def encoder_bytes(tiny_vae_bundle) -> bytes:
 @pytest.mark.parametrize("device", ["tpu", "cuda:x", "cuda:", "CUDA", "gpu", "", "cpu\n", "cuda:0\n", "cuda:\u0663", None, 0])
 def test_create_graph_rejects_unknown_devices(encoder_bytes, device):
     with pytest.raises(InvalidArgumentError) as e:
-        vaesdk.session.create_graph(encoder_bytes, device=device)
+        vaesdk.runtime.session.create_graph(encoder_bytes, device=device)
     assert "device must be 'auto', 'cpu', 'cuda' or 'cuda:N'" in str(e.value) and repr(device) in str(e.value)
 
 
 @pytest.mark.parametrize("threads", [-1, 1.5, True, "2"])
 def test_create_graph_rejects_bad_thread_counts(encoder_bytes, threads):
     with pytest.raises(InvalidArgumentError, match="threads must be a non-negative integer"):
-        vaesdk.session.create_graph(encoder_bytes, device="cpu", threads=threads)
+        vaesdk.runtime.session.create_graph(encoder_bytes, device="cpu", threads=threads)
 
 
 def test_create_graph_cpu(encoder_bytes):
-    graph = vaesdk.session.create_graph(encoder_bytes, device="cpu", threads=1)
+    graph = vaesdk.runtime.session.create_graph(encoder_bytes, device="cpu", threads=1)
     assert graph.device == "cpu" and graph.providers == ["CPUExecutionProvider"] and graph.input_name == "x"
     mean, logvar = graph.run(np.zeros((3, 1, 28, 28), np.float32))
     assert mean.shape == logvar.shape == (3, LATENT)
@@ -51,11 +51,11 @@ def test_create_graph_cpu(encoder_bytes):
 def test_create_graph_cuda_runs_on_cuda_or_says_how_to_get_it(encoder_bytes):
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         with pytest.raises(DeviceUnavailableError) as e:
-            vaesdk.session.create_graph(encoder_bytes, device="cuda")
+            vaesdk.runtime.session.create_graph(encoder_bytes, device="cuda")
         message = str(e.value)
         assert "'cuda'" in message and "onnxruntime-gpu" in message and "--device cpu" in message
     else:
-        graph = vaesdk.session.create_graph(encoder_bytes, device="cuda")
+        graph = vaesdk.runtime.session.create_graph(encoder_bytes, device="cuda")
         assert graph.device == "cuda"
         assert graph.session.get_providers()[0] == "CUDAExecutionProvider"
 
@@ -69,7 +69,7 @@ def test_load_with_cuda_runs_on_cuda_or_raises_device_unavailable(tiny_vae_bundl
 
 
 def test_create_graph_auto_uses_cuda_only_when_it_exists(encoder_bytes):
-    graph = vaesdk.session.create_graph(encoder_bytes, device="auto")
+    graph = vaesdk.runtime.session.create_graph(encoder_bytes, device="auto")
     expected = "cuda" if "CUDAExecutionProvider" in onnxruntime.get_available_providers() else "cpu"
     assert graph.device == expected
     assert graph.session.get_providers()[0] == ("CUDAExecutionProvider" if expected == "cuda" else "CPUExecutionProvider")
@@ -92,21 +92,21 @@ def cuda_that_silently_falls_back(monkeypatch) -> list:
         def __getattr__(self, name):
             return getattr(self._inner, name)
 
-    monkeypatch.setattr(vaesdk.session, "available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(vaesdk.runtime.session, "available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     monkeypatch.setattr(onnxruntime, "InferenceSession", CpuOnlySession)
     return requested
 
 
 def test_silent_cuda_fallback_is_an_error_for_device_cuda(encoder_bytes, cuda_that_silently_falls_back):
     with pytest.raises(DeviceUnavailableError) as e:
-        vaesdk.session.create_graph(encoder_bytes, device="cuda:0")
+        vaesdk.runtime.session.create_graph(encoder_bytes, device="cuda:0")
     assert "did not start" in str(e.value) and "--device cpu" in str(e.value)
     (attempt,) = cuda_that_silently_falls_back
     assert attempt[0][0] == "CUDAExecutionProvider" and attempt[0][1]["device_id"] == "0"
 
 
 def test_silent_cuda_fallback_gives_cpu_for_device_auto(encoder_bytes, cuda_that_silently_falls_back):
-    graph = vaesdk.session.create_graph(encoder_bytes, device="auto")
+    graph = vaesdk.runtime.session.create_graph(encoder_bytes, device="auto")
     assert graph.device == "cpu"
     assert cuda_that_silently_falls_back[0][0][0] == "CUDAExecutionProvider"
     assert cuda_that_silently_falls_back[-1] == ["CPUExecutionProvider"]
@@ -130,11 +130,11 @@ def test_onnxruntime_failure_is_a_bundle_error(bundle_copy):
 def test_cancellable_stops_graph_runs_on_this_thread_only(tiny_vae_bundle):
     import threading
 
-    from vaesdk.errors import CancelledError
+    from vaesdk.base.errors import CancelledError
 
     model = vaesdk.load(tiny_vae_bundle, device="cpu")
     event = threading.Event()
-    with vaesdk.session.cancellable(event):
+    with vaesdk.runtime.session.cancellable(event):
         assert model.sample(2, seed=0).shape[0] == 2  # not set: runs as usual
         other: list = []
         event.set()

@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 import vaesdk
-import vaesdk.jobs
-from vaesdk.jobs import SEED_BLOCK
+import vaesdk.jobs.blocks
+from vaesdk.jobs.blocks import SEED_BLOCK
 from vaesdk.cli.main import app
 from folders import png_folder
 
@@ -45,13 +45,13 @@ def stop_after(inputs: int):
 
 def count_blocks(monkeypatch):
     computed = []
-    real = vaesdk.jobs.run_block
+    real = vaesdk.jobs.blocks.run_block
 
     def counting(model, options, block, items):
         computed.append(block)
         return real(model, options, block, items)
 
-    monkeypatch.setattr(vaesdk.jobs, "run_block", counting)
+    monkeypatch.setattr(vaesdk.jobs.blocks, "run_block", counting)
     return computed
 
 

@@ -1,7 +1,10 @@
-"""Rules over the source, read with `ast` (nothing is imported):
+"""Rules over the source, read with `ast` (nothing is imported unless a test says so):
 
-- the modules of `vaesdk/` form no import cycle, counting every import: module level,
-  inside functions, and under `if TYPE_CHECKING:`;
+- the runtime's layers are its sub-packages, in the order of LAYERS (docs/development.md
+  shows the tree): a module imports only from its own layer or the layers below it, counting
+  every import (module level, inside functions, under `if TYPE_CHECKING:`);
+- the modules of `vaesdk/` form no import cycle;
+- `import vaesdk` loads no evaluation code (the `evaluation` layer), checked in a fresh process;
 - no module of `vaesdk/`, `cli/` or `serve/` reaches a private name (leading underscore) of
   another module: neither `from m import _x` nor `m._x` / `obj._x` on an object it did not
   make itself (`self._x` and `cls._x` are its own; dunders are not private).
@@ -13,6 +16,7 @@ entry that no longer matches what the file does fails too, so the list only shri
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 from pathlib import Path
 
@@ -24,14 +28,39 @@ PACKAGES = {"vaesdk": "vaesdk", "cli": "vaesdk.cli", "serve": "vaesdk.serve"}
 PENDING: set[tuple[str, str]] = set()
 
 
+# The runtime's layers, bottom first: each sub-package of vaesdk/ may import from itself and
+# the ones before it. Top-level modules: `version` and `requirements` import nothing of vaesdk
+# (below every layer); `frontend` (the CLI's and server's plumbing), `__init__` and `__main__`
+# sit above every layer.
+LAYERS = ("base", "maths", "imaging", "bundle", "runtime", "jobs", "evaluation")
+BELOW_ALL = ("vaesdk.version", "vaesdk.requirements")
+ABOVE_ALL = ("vaesdk", "vaesdk.__main__", "vaesdk.frontend")
+
+
 def _module_name(path: Path) -> str:
-    folder = path.parent.name
-    stem = path.stem
-    return PACKAGES[folder] if stem == "__init__" else f"{PACKAGES[folder]}.{stem}"
+    rel = path.relative_to(ROOT)
+    parts = list(rel.parts)
+    parts[0] = PACKAGES[parts[0]]
+    parts[-1] = path.stem
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
 
 
 def _files(folder: str) -> list[Path]:
-    return sorted((ROOT / folder).glob("*.py"))
+    return sorted((ROOT / folder).rglob("*.py"))
+
+
+def layer_of(module: str) -> int:
+    """0 below every layer, 1..len(LAYERS) for the layers, len(LAYERS) + 1 above them all."""
+    if module in BELOW_ALL:
+        return 0
+    if module in ABOVE_ALL:
+        return len(LAYERS) + 1
+    parts = module.split(".")
+    if len(parts) >= 2 and parts[1] in LAYERS:
+        return LAYERS.index(parts[1]) + 1
+    raise AssertionError(f"{module} is in no layer: move it into one of vaesdk/{{{','.join(LAYERS)}}}/ or list it here")
 
 
 def _absolute(module: str, node: ast.ImportFrom, is_package: bool) -> str:
@@ -107,6 +136,43 @@ def private_reach(path: Path) -> list[tuple[int, str]]:
                 continue
             out.append((node.lineno, node.attr))
     return out
+
+
+def test_every_module_imports_only_from_its_layer_or_below():
+    wrong = []
+    for path in _files("vaesdk"):
+        module = _module_name(path)
+        for target in sorted(imports_of(path)):
+            if layer_of(target) > layer_of(module):
+                wrong.append(f"{module} imports {target}")
+    assert not wrong, "imports that go up a layer (LAYERS, bottom first: " + ", ".join(LAYERS) + "): " + "; ".join(wrong)
+
+
+def test_import_vaesdk_loads_no_evaluation_code():
+    code = (
+        "import sys, vaesdk; "
+        "print(sorted(m for m in sys.modules if m.startswith('vaesdk.evaluation') or m.startswith(('torch', 'onnx.'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert out.strip() == "[]"
+    # ... and the public name still works, loading the layer on first use.
+    code = "import sys, vaesdk; f = vaesdk.evaluate_dataset; print(f.__module__, 'vaesdk.evaluation.evaluate' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert out.split() == ["vaesdk.evaluation.evaluate", "True"]
+
+
+def test_layer_check_sees_an_upward_import(tmp_path, monkeypatch):
+    for sub in ("base", "runtime"):
+        (tmp_path / "vaesdk" / sub).mkdir(parents=True)
+        (tmp_path / "vaesdk" / sub / "__init__.py").write_text("")
+    (tmp_path / "vaesdk" / "__init__.py").write_text("")
+    (tmp_path / "vaesdk" / "runtime" / "model.py").write_text("")
+    low = tmp_path / "vaesdk" / "base" / "errors.py"
+    low.write_text("def f():\n    from ..runtime.model import Model\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    found = {t for t in imports_of(low)}
+    assert found == {"vaesdk.runtime.model"}
+    assert layer_of("vaesdk.runtime.model") > layer_of(_module_name(low)) == 1
 
 
 def test_vaesdk_has_no_import_cycle():

@@ -1,5 +1,5 @@
-"""The session-free layer under `Model`: a bundle's description (`vaesdk.spec`), its priors
-(`vaesdk.priors.PriorSet`), argument checks over the description and the anomaly calibration
+"""The session-free layer under `Model`: a bundle's description (`vaesdk.runtime.spec`), its priors
+(`vaesdk.maths.priors.PriorSet`), argument checks over the description and the anomaly calibration
 fit over score parts, all without an onnxruntime session."""
 
 from __future__ import annotations
@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 
 import vaesdk
-from vaesdk import arguments
-from vaesdk.anomaly import MIN_CALIBRATION, combine, fit_calibration
-from vaesdk.bundle import read_bundle, read_manifest, write_manifest
-from vaesdk.errors import InvalidArgumentError, UnsupportedOperationError
-from vaesdk.latent import LatentGaussian
-from vaesdk.priors import STANDARD_PRIOR, PriorSet
-from vaesdk.spec import ModelSpec
+from vaesdk.runtime import arguments
+from vaesdk.maths.anomaly import MIN_CALIBRATION, combine, fit_calibration
+from vaesdk.bundle.reading import read_bundle, read_manifest
+from vaesdk.bundle.editing import write_manifest
+from vaesdk.base.errors import InvalidArgumentError, UnsupportedOperationError
+from vaesdk.maths.latent import LatentGaussian
+from vaesdk.maths.priors import STANDARD_PRIOR, PriorSet
+from vaesdk.runtime.spec import ModelSpec
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +60,8 @@ def test_validate_sample_without_a_prior_takes_the_default_as_sample_does(tiny_a
 def test_every_score_entry_point_defaults_to_the_one_default_k(vae_spec):
     import inspect
 
-    from vaesdk.jobs import JobOptions
-    from vaesdk.shards import run_sharded
+    from vaesdk.jobs.blocks import JobOptions
+    from vaesdk.jobs.shards import run_sharded
 
     assert arguments.validate(vae_spec, "score", {})["k"] == arguments.DEFAULT_IW_SAMPLES == vaesdk.DEFAULT_IW_SAMPLES == 1
     for call in (vaesdk.Model.score, vaesdk.run_job, run_sharded):
@@ -142,7 +143,7 @@ def test_the_calibration_fit_standardises_each_part_and_stores_the_quantiles():
 
 
 def test_calibrating_a_bundle_fits_its_uncalibrated_score_parts(tiny_vae_bundle, tmp_path, fashion_test):
-    from vaesdk.anomaly import CALIBRATION_SEED, calibrate_anomaly
+    from vaesdk.maths.anomaly import CALIBRATION_SEED, calibrate_anomaly
 
     model = vaesdk.load(tiny_vae_bundle, device="cpu")
     images = fashion_test.images[:MIN_CALIBRATION]

@@ -12,7 +12,7 @@ pytest.importorskip("torch")
 import numpy as np
 import torch
 
-from vaesdk.images import save_png
+from vaesdk.imaging.images import save_png
 from vaesdk.training.data import FolderImages, GlobalBatchSampler, StackImages, load_image_folder, open_training_data, split_train_val
 from vaesdk.training.train import loader
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vaesdk.datasets import load_image_folder, read_idx
-from vaesdk.errors import InvalidArgumentError, OutputError
-from vaesdk.images import save_png
+from vaesdk.evaluation.datasets import load_image_folder, read_idx
+from vaesdk.base.errors import InvalidArgumentError, OutputError
+from vaesdk.imaging.images import save_png
 from vaesdk.training.config import ModelConfig, TrainConfig
 from vaesdk.training.model import VAE
 from vaesdk.training.train import BEST_WEIGHTS, CHECKPOINT_JSON, LAST_STATE, load_checkpoint, train

@@ -10,7 +10,7 @@ pytest.importorskip("torch")
 import numpy as np
 import torch
 
-from vaesdk import likelihood as L
+from vaesdk.maths import likelihood as L
 from vaesdk.training.likelihood import discretized_gaussian_log_prob as torch_log_prob
 
 

@@ -10,8 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from vaesdk.datasets import DEFAULT_FASHION_MNIST_DIR, ImageSet, training_images, training_split
-from vaesdk.errors import InvalidArgumentError
+from vaesdk.evaluation.datasets import DEFAULT_FASHION_MNIST_DIR, ImageSet, training_images, training_split
+from vaesdk.base.errors import InvalidArgumentError
 
 
 @dataclass
@@ -188,12 +188,12 @@ class TrainConfig:
         return cls(**d)
 
     def images(self) -> ImageSet:
-        """All of the run's images in memory (`vaesdk.datasets.training_images`)."""
+        """All of the run's images in memory (`vaesdk.evaluation.datasets.training_images`)."""
         return training_images(self.dataset, self.data_dir, self.model.image_size, self.model.channels, self.limit)
 
     def split(self) -> tuple[ImageSet, ImageSet]:
         """The run's (training, validation) images in memory, split as the run split them
-        (`vaesdk.datasets.training_split`)."""
+        (`vaesdk.evaluation.datasets.training_split`)."""
         m = self.model
         return training_split(self.dataset, self.data_dir, m.image_size, m.channels, self.limit, self.val_fraction, self.seed)
 

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from vaesdk.datasets import (
+from vaesdk.evaluation.datasets import (
     ImageSet, fashion_mnist_train, list_image_folder, load_fashion_mnist, load_image_folder, split_indices, split_train_val,
 )  # fmt: skip
-from vaesdk.errors import InvalidArgumentError
-from vaesdk.images import load_image
+from vaesdk.base.errors import InvalidArgumentError
+from vaesdk.imaging.images import load_image
 
 __all__ = [
     "ArrayImages", "FolderImages", "GlobalBatchSampler", "ImageSet", "StackImages", "TrainingData", "load_fashion_mnist",
@@ -59,7 +59,7 @@ class ArrayImages(Dataset):
 
 class FolderImages(Dataset):
     """Image files decoded one at a time, on demand, by the runtime's image policy
-    (`vaesdk.images.load_image`): only the file list lives in memory."""
+    (`vaesdk.imaging.images.load_image`): only the file list lives in memory."""
 
     def __init__(self, files: Sequence[Path], image_size: int, channels: int):
         self.files = list(files)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from vaesdk.errors import InvalidArgumentError
+from vaesdk.base.errors import InvalidArgumentError
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ Pixel value k in {0, ..., 255} sits at k/255 in the model's [0, 1] units and own
 [k/255 - 1/510, k/255 + 1/510]; the bins of 0 and 255 extend to -inf and +inf, so the 256
 masses sum to one and log-likelihoods are true discrete probabilities.
 
-`vaesdk.likelihood` computes the same quantity in numpy; tests hold the two together.
+`vaesdk.maths.likelihood` computes the same quantity in numpy; tests hold the two together.
 """
 
 from __future__ import annotations

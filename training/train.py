@@ -24,9 +24,9 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from tqdm.auto import tqdm
 
-from vaesdk.errors import InvalidArgumentError, OutputError
-from vaesdk.fileio import write_atomic
-from vaesdk.latent import ACTIVE_KL_NATS
+from vaesdk.base.errors import InvalidArgumentError, OutputError
+from vaesdk.base.fileio import write_atomic
+from vaesdk.maths.latent import ACTIVE_KL_NATS
 
 from .config import ModelConfig, TrainConfig
 from .data import (

@@ -34,7 +34,7 @@ import onnxruntime as ort
 from PIL import Image, ImageFilter
 
 import vaesdk
-from vaesdk.datasets import DEFAULT_FASHION_MNIST_DIR, ImageSet, load_fashion_mnist, load_image_folder
+from vaesdk.evaluation.datasets import DEFAULT_FASHION_MNIST_DIR, ImageSet, load_fashion_mnist, load_image_folder
 
 HERE = Path(__file__).parent
 CLASSIFIERS = {(28, 28, 1): HERE / "classifier.onnx", (64, 64, 3): HERE / "emoji-classifier.onnx"}
@@ -163,7 +163,7 @@ def main() -> None:
 
 def record(model: vaesdk.Model, result: dict, command: str) -> None:
     """Merge the figures into manifest.json's metrics.quality (validated, written atomically)."""
-    from vaesdk.bundle import write_manifest
+    from vaesdk.bundle.editing import write_manifest
 
     data = json.loads((model.path / "manifest.json").read_text(encoding="utf-8"))
     quality = {

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from vaesdk.datasets import DEFAULT_FASHION_MNIST_DIR, load_fashion_mnist
+from vaesdk.evaluation.datasets import DEFAULT_FASHION_MNIST_DIR, load_fashion_mnist
 
 HERE = Path(__file__).parent
 OUT = HERE / "classifier.onnx"

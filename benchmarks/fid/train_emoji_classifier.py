@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from vaesdk.datasets import load_image_folder
+from vaesdk.evaluation.datasets import load_image_folder
 from vaesdk.training.data import split_indices
 
 HERE = Path(__file__).parent

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from .checks import number, positive_int
-from .errors import InvalidArgumentError
-from .latent import MAX_ABS_LATENT, RandomStreams, check_seed_value
+from ..base.checks import number, positive_int
+from ..base.errors import InvalidArgumentError
+from ..maths.latent import MAX_ABS_LATENT, RandomStreams, check_seed_value
 from .spec import ModelSpec
 
 MAX_SAMPLES = 100_000  # held in memory at once

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import BundleError, InvalidArgumentError, UnsupportedOperationError
+from ..base.errors import BundleError, InvalidArgumentError, UnsupportedOperationError
 from .latent import LatentGaussian, prior_sample
 from .likelihood import gaussian_log_prob
 

@@ -18,14 +18,13 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .checks import positive_int
-from .errors import InvalidArgumentError, InvalidImageError, VaesdkError
-from .fileio import checked_path
+from ..base.checks import positive_int
+from ..base.errors import InvalidArgumentError, InvalidImageError, VaesdkError
+from ..base.fileio import checked_path
 from .images import IMAGE_SUFFIXES, image_files, load_image, pixel_limit
 
 DEFAULT_INPUT_BATCH = 256

@@ -1,10 +1,9 @@
-"""The model bundle: a folder holding manifest.json, encoder.onnx and decoder.onnx.
+"""The model bundle's format: a folder holding manifest.json, encoder.onnx and decoder.onnx.
 
-This module is the one definition of the format. Export writes bundles through it and the
-runtime reads them through it. Reading verifies everything before onnxruntime sees a byte:
-the manifest's schema and version, that each model file is a regular file (no symlink) under
-the size cap whose sha256 matches the manifest, that no tensor asks for external data, and
-that the graphs' inputs and outputs match the contract below.
+This module is the one definition of the format: its constants and limits, the graphs'
+input/output contract, the manifest's checks (`validate_manifest`) and its JSON text
+(`manifest_json`). Export writes bundles by it; `reading` reads them from disk by it and
+`editing` rewrites a manifest in place.
 
 Contract (format_version 2), N being a symbolic batch dimension:
   encoder.onnx  x [N, C, H, W] float32 in [0, 1]  ->  mean [N, D], logvar [N, D]   (ae: mean only)
@@ -14,25 +13,18 @@ Version 2 added the low-rank covariance (likelihood.covariance, likelihood.rank)
 dequantized likelihood and fitted mixture priors; version-1 bundles read unchanged.
 """
 
+
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
 import re
-import stat
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from .anomaly import check_manifest_entry as check_anomaly_entry
-from .errors import BundleError, InvalidArgumentError
-from .fileio import write_atomic
-from .onnx_proto import ModelInfo, TensorSpec, inspect_model
-from .priors import STANDARD_PRIOR
+from ..base.errors import BundleError
+from ..maths.anomaly import check_manifest_entry as check_anomaly_entry
+from ..maths.priors import STANDARD_PRIOR
 
 BUNDLE_FORMAT = "vaesdk-bundle"
 FORMAT_VERSION = 2
@@ -312,164 +304,6 @@ def validate_manifest(data: Any) -> Manifest:
     return Manifest(data)
 
 
-# ---- reading files safely -------------------------------------------------------------------
-
-
-def read_regular_file(path: Path, limit: int, what: str) -> bytes:
-    """Read a regular file without following a symlink at `path`, refusing files over `limit`."""
-    # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        raise BundleError(f"{what} {path} is missing") from None
-    except OSError as e:
-        if path.is_symlink():
-            raise BundleError(f"{what} {path} is a symbolic link; bundles must hold regular files") from None
-        raise BundleError(f"cannot open {what} {path}: {e.strerror or e}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise BundleError(f"{what} {path} is not a regular file")
-        if st.st_size > limit:
-            raise BundleError(f"{what} {path} is {st.st_size} bytes; the limit is {limit}")
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            data = f.read(limit + 1)
-        if len(data) > limit:
-            raise BundleError(f"{what} {path} grew past the {limit}-byte limit while being read")
-        return data
-    finally:
-        os.close(fd)
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    keys = [k for k, _ in pairs]
-    if len(set(keys)) != len(keys):
-        repeated = sorted({k for k in keys if keys.count(k) > 1})
-        raise BundleError(f"the key {repeated[0]!r:.80} appears twice in one object; write each key once")
-    return dict(pairs)
-
-
-def _no_constant(name: str) -> Any:
-    raise BundleError(f"{name} is not a JSON number; write finite numbers only (or null)")
-
-
-def parse_manifest_text(raw: bytes, label: str = MANIFEST) -> Any:
-    """The JSON value of a manifest's bytes, by the format's stricter reading of RFC 8259:
-    UTF-8 without a byte-order mark, no duplicate keys in an object, no NaN or Infinity."""
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raise BundleError(f"{label} starts with a UTF-8 byte-order mark; save it as UTF-8 without one")
-    try:
-        return json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant)
-    except BundleError as e:
-        raise BundleError(f"{label} is not valid: {e}") from None
-    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, int digit limit, deep nesting
-        raise BundleError(f"{label} is not valid JSON ({e})") from None
-
-
-def read_manifest(bundle_dir: Path) -> Manifest:
-    raw = read_regular_file(bundle_dir / MANIFEST, MAX_MANIFEST_BYTES, "manifest")
-    return validate_manifest(parse_manifest_text(raw, str(bundle_dir / MANIFEST)))
-
-
-def check_graph_io(info: ModelInfo, expected: dict[str, list[dict[str, Any]]], label: str) -> None:
-    """The graph's declared inputs/outputs must be the contract's, in order, with matching
-    dtypes, ranks and static sizes; the batch axis is symbolic, under any name."""
-    for side, actual in (("inputs", info.inputs), ("outputs", info.outputs)):
-        want = expected[side]
-        if [t.name for t in actual] != [w["name"] for w in want]:
-            raise BundleError(
-                f"{label} has {side} {[t.name for t in actual]} but the bundle contract needs {[w['name'] for w in want]} "
-                "(is the encoder in the decoder's place, or the model from another bundle?)"
-            )
-        for t, w in zip(actual, want):
-            _check_spec(t, w, f"{label} {side[:-1]} '{t.name}'")
-
-
-def _check_spec(t: TensorSpec, want: dict[str, Any], label: str) -> None:
-    if t.dtype != want["dtype"]:
-        raise BundleError(f"{label} is {t.dtype}; the contract needs {want['dtype']}")
-    if len(t.shape) != len(want["shape"]):
-        raise BundleError(f"{label} has shape {list(t.shape)}; the contract needs {want['shape']}")
-    if isinstance(t.shape[0], int):
-        raise BundleError(
-            f"{label} has shape {list(t.shape)}, a fixed batch size; the contract needs a symbolic batch axis "
-            f"(any name, e.g. {want['shape']}): re-export with a dynamic batch axis"
-        )
-    for got, need in zip(t.shape[1:], want["shape"][1:]):
-        if got != need:
-            raise BundleError(f"{label} has shape {list(t.shape)}; the contract needs {want['shape']}")
-
-
-@dataclass(frozen=True)
-class Bundle:
-    """A verified bundle: its folder, manifest, and the model bytes exactly as hashed."""
-
-    path: Path
-    manifest: Manifest
-    models: dict[str, bytes]
-    info: dict[str, ModelInfo]
-    priors: dict[str, bytes]  # fitted mixture name -> .npz bytes, verified like the models
-
-
-def read_bundle(bundle_dir: str | os.PathLike, verify: bool = True) -> Bundle:
-    """Read and verify a bundle folder. `verify=False` skips only the comparison of each model
-    file's size and sha256 with the manifest; every other check still runs."""
-    bundle_dir = Path(bundle_dir)
-    if not bundle_dir.is_dir():
-        raise BundleError(f"{bundle_dir} is not a directory; a bundle is a folder with {MANIFEST}, encoder.onnx, decoder.onnx")
-    manifest = read_manifest(bundle_dir)
-    contract = io_contract(manifest.kind, manifest.channels, manifest.image_size, manifest.latent_dim, manifest.covariance_rank)
-    models, infos = {}, {}
-    for role in ROLES:
-        entry = manifest.file(role)
-        path = bundle_dir / entry["file"]
-        data = read_regular_file(path, MAX_MODEL_BYTES, f"{role} model")
-        if verify and len(data) != entry["bytes"]:
-            raise BundleError(
-                f"{path} is {len(data)} bytes but its manifest says {entry['bytes']}; "
-                "the file was modified or replaced: re-export the bundle or restore the file"
-            )
-        if verify:
-            digest = hashlib.sha256(data).hexdigest()
-            if digest != entry["sha256"]:
-                raise BundleError(
-                    f"{path} does not match its manifest (sha256 {digest[:16]}..., expected {entry['sha256'][:16]}...); "
-                    "the file was modified or replaced: re-export the bundle or restore the file"
-                )
-        info = inspect_model(data, str(path))
-        if info.external_tensors:
-            raise BundleError(
-                f"{path} stores tensors in external files ({', '.join(info.external_tensors[:3])}); "
-                "vaesdk bundles must be self-contained: re-export with the weights inside the .onnx file"
-            )
-        check_graph_io(info, contract[role], str(path))
-        models[role], infos[role] = data, info
-    priors = {}
-    for name, entry in manifest.mixtures.items():
-        path = bundle_dir / entry["file"]
-        data = read_regular_file(path, MAX_PRIOR_BYTES, "prior file")
-        if verify:
-            _check_digest(path, data, entry)
-        priors[name] = data
-    return Bundle(bundle_dir, manifest, models, infos, priors)
-
-
-def _check_digest(path: Path, data: bytes, entry: dict[str, Any]) -> None:
-    digest = hashlib.sha256(data).hexdigest()
-    if len(data) != entry["bytes"] or digest != entry["sha256"]:
-        raise BundleError(
-            f"{path} does not match its manifest (sha256 {digest[:16]}..., {len(data)} bytes; expected "
-            f"{entry['sha256'][:16]}..., {entry['bytes']} bytes); the file was modified or replaced: re-export the bundle or restore the file"
-        )
-
-
-def write_manifest(bundle_dir: str | os.PathLike, data: dict[str, Any], overwrite: bool = True) -> Path:
-    """Validate and atomically write manifest.json; checksums of the model files are untouched."""
-    validate_manifest(data)
-    return write_atomic(Path(bundle_dir) / MANIFEST, manifest_json(data).encode("utf-8"), overwrite=overwrite)
-
-
 def manifest_json(data: dict[str, Any]) -> str:
     """Indented JSON with innermost lists (shapes, vectors) kept on one line each."""
     text = json.dumps(data, indent=2, allow_nan=False)
@@ -477,52 +311,3 @@ def manifest_json(data: dict[str, Any]) -> str:
     # never changes a value.
     text = re.sub(r"\[\n\s*([^\[\]{}]*?)\n\s*\]", lambda m: "[" + re.sub(r",\n\s*", ", ", m.group(1)) + "]", text)
     return text + "\n"
-
-
-# ---- rewriting the manifest -----------------------------------------------------------------
-
-
-@contextmanager
-def _folder_lock(folder: Path) -> Iterator[None]:
-    """An advisory lock on the bundle folder, held while its manifest is rewritten (POSIX;
-    elsewhere only the caller's in-process lock applies)."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-def add_direction(
-    bundle_dir: str | os.PathLike, name: str, vector: Any, *, description: str = "", overwrite: bool = False
-) -> Manifest:
-    """Store a named latent direction in the bundle's manifest (rewritten atomically; the model
-    files and their checksums are untouched) and return the new manifest."""
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise InvalidArgumentError(f"direction name {name!r:.80} must be 1-64 letters, digits, '_', '.' or '-'")
-    if not isinstance(description, str):
-        raise InvalidArgumentError(f"description must be a string, got {type(description).__name__}")
-    bundle_dir = Path(bundle_dir)
-    with _folder_lock(bundle_dir):
-        # Re-read under the lock, so directions added meanwhile by another Model or process
-        # are kept, and a manifest changed on disk is validated again.
-        data = json.loads(json.dumps(read_manifest(bundle_dir).data))
-        directions = data.setdefault("directions", {})
-        if name in directions and not overwrite:
-            raise InvalidArgumentError(
-                f"direction {name!r} already exists; pass overwrite=True to replace it",
-                cli_message=f"direction {name!r} already exists; pass --force to replace it",
-            )
-        directions[name] = {
-            "vector": [float(x) for x in vector],
-            "description": description or "mean latent of the 'to' images minus that of the 'from' images",
-            "source": "user",
-        }
-        write_manifest(bundle_dir, data)
-        return read_manifest(bundle_dir)

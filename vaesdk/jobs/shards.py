@@ -4,8 +4,8 @@
 
 A job folder holds `job.json` (the model, the options and a digest of the input list) and
 `shard-00000.npz`, `shard-00001.npz`, ...: each shard the results of `shard_size`
-consecutive inputs (whole seed blocks, `vaesdk.jobs`), written with
-`vaesdk.fileio.write_atomic`, so a shard file is complete or absent. Running the same job
+consecutive inputs (whole seed blocks, `vaesdk.jobs.blocks`), written with
+`vaesdk.base.fileio.write_atomic`, so a shard file is complete or absent. Running the same job
 again skips the shards already written and computes only the others; the joined result
 is the same, byte for byte, as an uninterrupted run or `vaesdk.run_job`. A run with other
 inputs, options, model or shard size in the same folder is refused rather than mixed in.
@@ -18,17 +18,17 @@ import io
 import json
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .arguments import DEFAULT_IW_SAMPLES
-from .errors import InvalidArgumentError, OutputError, VaesdkError
-from .fileio import checked_path, write_atomic
-from .inputs import expand_sources
-from .jobs import (
+from ..runtime.arguments import DEFAULT_IW_SAMPLES
+from ..base.errors import InvalidArgumentError, OutputError, VaesdkError
+from ..base.fileio import checked_path, write_atomic
+from ..imaging.inputs import expand_sources
+from .blocks import (
     SEED_BLOCK, BlockResult, JobOptions, JobResult, blocks_of, check_job, error_from_record, error_record,
     iter_blocks, join_blocks,
 )  # fmt: skip
@@ -40,7 +40,7 @@ DEFAULT_SHARD_SIZE = 16 * SEED_BLOCK
 MAX_SHARD_SIZE = 4096 * SEED_BLOCK
 
 # Computes blocks first..stop-1 of the job's inputs, yielding them in order (this process,
-# or a Ray cluster: vaesdk.ray).
+# or a Ray cluster: vaesdk.jobs.ray).
 BlockRunner = Callable[[int, int], Iterable[BlockResult]]
 
 
@@ -65,7 +65,7 @@ def run_sharded(
     """Embed or score every input, writing each shard to `job_dir` as it completes and
     skipping shards an earlier run of the same job wrote. Returns the whole job's result.
     `progress(n)` is called with the number of inputs each finished block (or skipped
-    shard) covers. `runner` replaces this process's computation (vaesdk.ray uses it)."""
+    shard) covers. `runner` replaces this process's computation (vaesdk.jobs.ray uses it)."""
     options = JobOptions(operation, k=k, seed=seed, logvar=logvar)
     check_job(model, options)
     shard_blocks = _shard_blocks(shard_size)
@@ -211,11 +211,3 @@ def read_shard(path: Path) -> list[BlockResult]:
     except OSError as e:
         raise OutputError(f"cannot read {path}: {e.strerror or e}") from None
     return blocks_from_bytes(data, str(path))
-
-
-def iter_results(job_dir: str | os.PathLike) -> Iterator[BlockResult]:
-    """The blocks a job folder holds so far, in order (finished shards only)."""
-    folder = checked_path(job_dir, OutputError, "job folder")
-    for path in sorted(folder.glob("shard-*.npz")):
-        yield from read_shard(path)
-

@@ -27,16 +27,16 @@ import re
 import struct
 import threading
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .checks import positive_int
-from .errors import InvalidArgumentError, InvalidImageError
-from .fileio import checked_path, write_atomic
+from ..base.checks import positive_int
+from ..base.errors import InvalidArgumentError, InvalidImageError
+from ..base.fileio import checked_path, write_atomic
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -354,7 +354,7 @@ def image_files(folder: str | os.PathLike) -> list[str]:
     and with its rules (symlinked folders are not entered, unreadable ones skipped).
     os.scandir's entries know their type without a stat per file, and sorting tuples of
     names is much cheaper than sorting Path objects: a folder of a million images is listed
-    in seconds. The one folder listing: inputs, `iter_image_files` and the data sets use it."""
+    in seconds. The one folder listing: inputs and the data sets use it."""
     found: list[tuple[tuple[str, ...], str]] = []
     stack: list[tuple[tuple[str, ...], str]] = [((), os.fspath(folder))]
     while stack:
@@ -374,17 +374,3 @@ def image_files(folder: str | os.PathLike) -> list[str]:
                 continue
     found.sort()
     return [path for _, path in found]
-
-
-def iter_image_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """Expand folders into the image files they hold (sorted); files are kept as given."""
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found = [Path(q) for q in image_files(p)]
-            if not found:
-                raise InvalidArgumentError(f"folder {p} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-            out.extend(found)
-        else:
-            out.append(p)
-    return out

@@ -11,9 +11,9 @@ import os
 from importlib import resources
 from pathlib import Path
 
-from .bundle import MANIFEST
-from .errors import InvalidArgumentError, ModelNotFoundError
-from .fileio import checked_path
+from .format import MANIFEST
+from ..base.errors import InvalidArgumentError, ModelNotFoundError
+from ..base.fileio import checked_path
 
 DEFAULT_MODEL = "fashion-mnist"
 

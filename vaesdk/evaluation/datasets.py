@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InvalidArgumentError
-from .images import IMAGE_SUFFIXES, image_files, load_image
+from ..base.errors import InvalidArgumentError
+from ..imaging.images import IMAGE_SUFFIXES, image_files, load_image
 
 DEFAULT_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = (

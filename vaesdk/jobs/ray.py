@@ -1,8 +1,8 @@
 """Batch jobs on a Ray cluster (the `ray` extra: pip install 'vaesdk[ray]').
 
-    result = vaesdk.ray.run_job(model, "embed", ["/shared/images/"], address="auto")
+    result = vaesdk.jobs.ray.run_job(model, "embed", ["/shared/images/"], address="auto")
 
-The job's inputs are cut into the seed blocks of `vaesdk.jobs`; each block becomes one row
+The job's inputs are cut into the seed blocks of `vaesdk.jobs.blocks`; each block becomes one row
 of a `ray.data` dataset, and `BlockWorker`, a callable class for
 `ray.data.Dataset.map_batches`, loads the bundle once per worker (actor) and computes the
 blocks it is given. The driver puts the blocks back in order, so the result is the one
@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from .arguments import DEFAULT_IW_SAMPLES
-from .errors import InvalidArgumentError, MissingDependencyError, VaesdkError
-from .inputs import expand_sources, read_items
-from .jobs import (
+from ..runtime.arguments import DEFAULT_IW_SAMPLES
+from ..base.errors import InvalidArgumentError, MissingDependencyError, VaesdkError
+from ..imaging.inputs import expand_sources, read_items
+from .blocks import (
     SEED_BLOCK, BlockResult, JobOptions, JobResult, blocks_of, check_job, error_from_record, error_record, join_blocks, run_block,
 )  # fmt: skip
 from .shards import DEFAULT_SHARD_SIZE, blocks_from_bytes, blocks_to_bytes, run_sharded
@@ -68,13 +68,13 @@ class BlockWorker:
     """For `ray.data.Dataset.map_batches` (with `fn_constructor_kwargs`): the bundle is
     loaded once per worker. Each input row is one seed block, {"block": b, "inputs": JSON
     of [name, path or null, error or null] per input}; each output row is {"block": b,
-    "result": the block's results as .npz bytes (`vaesdk.shards.blocks_from_bytes`)}."""
+    "result": the block's results as .npz bytes (`vaesdk.jobs.shards.blocks_from_bytes`)}."""
 
     def __init__(
         self, model: str, operation: str, *, k: int = DEFAULT_IW_SAMPLES, seed: int = 0, logvar: bool = False,
         device: str = "cpu", threads: int | None = 1, batch_size: int = 256,
     ):  # fmt: skip
-        from .loader import load
+        from ..runtime.loader import load
 
         # One onnxruntime thread per worker by default: Ray runs one worker per CPU.
         self.model = load(model, device=device, threads=threads, batch_size=batch_size)
@@ -119,7 +119,7 @@ def run_job(
     progress: Callable[[int], None] | None = None,
 ) -> JobResult:
     """Embed or score `sources` (image files and folders) on Ray; the same result as
-    `vaesdk.run_job`. With `job_dir`, shards are written as with `vaesdk.shards.run_sharded` and a
+    `vaesdk.run_job`. With `job_dir`, shards are written as with `vaesdk.jobs.shards.run_sharded` and a
     rerun resumes. `workers`: Ray workers (default: one per CPU of the cluster)."""
     options = JobOptions(operation, k=k, seed=seed, logvar=logvar)
     check_job(model, options)
@@ -146,7 +146,7 @@ def _path_sources(sources: Iterable[Any]) -> list[tuple[str, Any]]:
 
 def _model_ref(model: Any) -> str:
     """What a worker passes to vaesdk.load: the bundled name when it is one, else the path."""
-    from .registry import list_models, resolve
+    from ..bundle.registry import list_models, resolve
 
     if model.name in list_models() and resolve(model.name) == model.path:
         return model.name

@@ -1,6 +1,6 @@
 """`vaesdk.run_job`: embed or score many inputs with one call, run in this process, in
 resumable shards (`job_dir`) or on a Ray cluster (`ray`). Every way gives the same
-`JobResult`, byte for byte (`vaesdk.jobs` explains why), so a front end only passes on
+`JobResult`, byte for byte (`vaesdk.jobs.blocks` explains why), so a front end only passes on
 what it was asked for.
 
     result = vaesdk.run_job(model, "score", ["images/"], k=1, seed=0)
@@ -14,9 +14,9 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .arguments import DEFAULT_IW_SAMPLES
-from .errors import InvalidArgumentError
-from .jobs import JobResult, run_in_process
+from ..runtime.arguments import DEFAULT_IW_SAMPLES
+from ..base.errors import InvalidArgumentError
+from .blocks import JobResult, run_in_process
 from .shards import DEFAULT_SHARD_SIZE, run_sharded
 
 

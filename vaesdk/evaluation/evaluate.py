@@ -11,12 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from .anomaly import SCORE, auroc, fpr_at_tpr
+from ..maths.anomaly import SCORE, auroc, fpr_at_tpr
 from . import datasets
 from .datasets import ImageSet
-from .errors import InvalidArgumentError
-from .latent import ACTIVE_KL_NATS, Posterior
-from .model import Model
+from ..base.errors import InvalidArgumentError
+from ..maths.latent import ACTIVE_KL_NATS, Posterior
+from ..runtime.model import Model
 from .probe import fit_probe
 
 EVAL_BATCH = 1000  # images per encode/decode call: bounded memory, few calls
@@ -58,7 +58,7 @@ def evaluate(
     of each latent dimension. `train_features` may pass encoder means of `train` already computed.
 
     anomaly (VAE only): the anomaly score's separation of `test` from each out-of-distribution
-    set in `ood` (name -> uint8 images; "default": `vaesdk.ood_sets.default_sets`, MNIST digits
+    set in `ood` (name -> uint8 images; "default": `vaesdk.evaluation.ood_sets.default_sets`, MNIST digits
     included when they can be fetched; None: none), as AUROC and the false-positive rate at 95%
     true-positive rate; and, when the bundle is calibrated, the fraction of `test` with
     p_value below 0.05 and 0.01 (about 0.05 and 0.01 when the calibration holds).

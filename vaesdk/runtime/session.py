@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from .errors import BundleError, CancelledError, DeviceUnavailableError, InferenceError, InvalidArgumentError
+from ..base.errors import BundleError, CancelledError, DeviceUnavailableError, InferenceError, InvalidArgumentError
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"

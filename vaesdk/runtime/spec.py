@@ -12,13 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from .anomaly import Calibration, read_calibration
-from .bundle import FORMAT_VERSION, MANIFEST, Bundle, Manifest
-from .errors import InvalidArgumentError, UnsupportedOperationError
-from .images import ImageInput, as_batch
-from .latent import ACTIVE_KL_NATS, LatentGaussian, check_latents  # ACTIVE_KL_NATS: the one definition, shared with training and evaluation
-from .priors import GaussianMixture, PriorSet
-from .version import __version__
+from ..maths.anomaly import Calibration, read_calibration
+from ..bundle.format import FORMAT_VERSION, MANIFEST, Manifest
+from ..bundle.reading import Bundle
+from ..base.errors import InvalidArgumentError, UnsupportedOperationError
+from ..imaging.images import ImageInput, as_batch
+from ..maths.latent import ACTIVE_KL_NATS, LatentGaussian, check_latents  # ACTIVE_KL_NATS: the one definition, shared with training and evaluation
+from ..maths.priors import GaussianMixture, PriorSet
+from ..version import __version__
 
 
 @dataclass(frozen=True)

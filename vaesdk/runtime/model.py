@@ -1,9 +1,9 @@
 """The model object: every operation on a loaded bundle, used alike by the API and the CLI.
 
 A `Model` is onnxruntime sessions, batching and the operations, over a `ModelSpec` (what the
-bundle's facts decide: shapes, priors, directions, calibration; `vaesdk.spec`).
+bundle's facts decide: shapes, priors, directions, calibration; `vaesdk.runtime.spec`).
 
-Images go in as anything `vaesdk.images.as_batch` accepts and come out as uint8 arrays
+Images go in as anything `vaesdk.imaging.images.as_batch` accepts and come out as uint8 arrays
 [N, H, W, C]; latents are float32 [N, D]. Work is split into batches of `batch_size`, so
 memory stays bounded whatever N is. Random operations take `seed` (an int, a numpy
 Generator, a `RandomStreams`, or None for fresh entropy) and draw latents and pixels from
@@ -13,27 +13,26 @@ separate streams, so the same seed gives the same result for any batch size and 
 from __future__ import annotations
 
 import threading
-import warnings
 from pathlib import Path
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from . import arguments
-from . import latent as L
-from . import likelihood
-from .anomaly import Calibration, combine, complexity_bpd, flag_unusual
-from .arguments import DEFAULT_IW_SAMPLES, MAX_IW_SAMPLES, MAX_SAMPLES, MAX_STEPS, MAX_STREAM_SAMPLES
-from .bundle import Bundle, Manifest, add_direction
-from .errors import BundleError, InvalidArgumentError
-from .images import ImageInput
-from .latent import Seed
-from .onnx_proto import keep_outputs
-from .priors import Draw
+from ..maths import latent as L
+from .arguments import DEFAULT_IW_SAMPLES, MAX_IW_SAMPLES, MAX_SAMPLES, MAX_STEPS
+from ..bundle.reading import Bundle
+from ..bundle.format import Manifest
+from ..bundle.editing import add_direction
+from ..base.errors import BundleError, InvalidArgumentError
+from ..imaging.images import ImageInput
+from ..maths.latent import Seed
+from ..bundle.onnx_proto import keep_outputs
+from ..maths.priors import Draw
 from .session import create_graph, create_graphs, verify_output_contract
+from .scoring import Scorer, Scores
 from .spec import ModelSpec
 
 DEFAULT_BATCH = 256
@@ -47,37 +46,6 @@ class Traversal:
     images: np.ndarray
     dims: list[int]
     values: np.ndarray
-
-
-@dataclass(frozen=True)
-class Scores:
-    """Per-image scores, float64 [N].
-
-    elbo_bpd: -ELBO; iw_bpd: -(importance-weighted bound with `k` samples), always <= elbo_bpd
-    up to Monte-Carlo noise, and closer to the true negative log-likelihood. Both are in
-    bits/dim (positive, lower is better) and depend on `seed` (the same seed gives the same
-    values for any batch size).
-    anomaly: how unusual each image is for the model (higher = more unusual; see
-    `vaesdk.anomaly`): its two parts, standardised on held-out images and added.
-    anomaly_pixel: -log p(x|z) for the first of the k posterior draws minus a lossless
-    compressor's bits/dim; anomaly_latent: -log density of the posterior mean under the fitted
-    prior, bits/dim. The anomaly's distribution is the same for every k; like the bounds, the
-    same seed and k give the same values for any batch size.
-    p_value: the fraction of held-out in-distribution images scoring at least as high (small =
-    unusual), from the bundle's calibration; None when the bundle has no calibration.
-    """
-
-    elbo_bpd: np.ndarray
-    iw_bpd: np.ndarray
-    k: int
-    anomaly: np.ndarray
-    p_value: np.ndarray | None = None
-    anomaly_pixel: np.ndarray | None = None
-    anomaly_latent: np.ndarray | None = None
-
-    def flagged(self, p_below: float) -> np.ndarray:
-        """bool [N]: images whose p_value is below `p_below` (raises when uncalibrated)."""
-        return flag_unusual(self.p_value, p_below)
 
 
 class Model:
@@ -97,6 +65,7 @@ class Model:
             self._mean_decoder = create_graph(mean_only, mean_device, threads, f"{bundle.path}/decoder (mean)")
         self._write_lock = threading.Lock()
         self.spec = ModelSpec.from_bundle(bundle)
+        self._scorer = Scorer(self.spec, self._decoder, self.batch_size)
         # The fitted mixtures by name, as tests/test_web.py and conformance/make_vectors.py read them.
         self._mixtures = self.spec.prior_set.mixtures
 
@@ -219,13 +188,6 @@ class Model:
         self.require_vae("sampling from q(z|x)")
         rng = seed.latent if isinstance(seed, L.RandomStreams) else L.rng_from(seed)
         return self.encode(images).sample(rng)
-
-    def latents(
-        self, images: ImageInput | Sequence[ImageInput], *, sample: bool = False, seed: Seed = None
-    ) -> np.ndarray:
-        """Deprecated spelling of `embed(images, sample_latent=sample, seed=seed)`."""
-        warnings.warn("Model.latents(images, sample=...) is deprecated; use Model.embed(images, sample_latent=...)", DeprecationWarning, stacklevel=2)
-        return self.embed(images, sample_latent=sample, seed=seed)
 
     # ---- decoder --------------------------------------------------------------------------
 
@@ -496,53 +458,7 @@ class Model:
         self.require_vae("scoring likelihoods")
         k = arguments.positive_int("k", k, MAX_IW_SAMPLES)
         calibration = self.spec.calibration if arguments.check_bool("calibrated", calibrated) else None
-        return self._score(self._images(images), k, seed, calibration)
-
-    def _score(self, batch: np.ndarray, k: int, seed: int | np.random.Generator | None, calibration: Calibration | None) -> Scores:
-        # The compressors release the GIL: they run beside the networks, not after them.
-        pool = ThreadPoolExecutor(max_workers=1)
-        complexity = pool.submit(complexity_bpd, batch)
-        pool.shutdown(wait=False)  # the task still runs; its thread ends with it
-        post = self.encode(batch)
-        rng = L.rng_from(seed)
-        # The dequantization noise has a stream of its own, so the posterior draws are the
-        # same as a discretized model's for the same seed.
-        noise_rng = L.split_rng(rng, 1)[0] if self.manifest.likelihood_type == "dequantized_gaussian" else None
-        dims = int(np.prod(self.image_shape))
-        elbo, iw, log_px1 = np.empty(len(batch)), np.empty(len(batch)), np.empty(len(batch))
-        per_call = max(1, self.batch_size // k)
-        for sl in self._chunks(len(batch), per_call):
-            m, lv = post.mean[sl], post.logvar[sl]
-            eps = rng.standard_normal((len(m), k, self.latent_dim), dtype=np.float32)
-            z = (m[:, None, :] + np.exp(0.5 * lv)[:, None, :] * eps).astype(np.float32)
-            log_px = self._log_px(batch[sl], z, noise_rng)
-            elbo[sl], iw[sl] = likelihood.bounds_from_samples(log_px, z, m, lv)
-            # The anomaly score uses the first draw only, so its distribution (and so the
-            # calibration) is the same for every k.
-            log_px1[sl] = log_px[:, 0]
-        pixel = likelihood.nats_to_bpd(log_px1, dims) - complexity.result()
-        prior = calibration.prior if calibration is not None else self.spec.prior_set.anomaly_prior
-        latent = likelihood.nats_to_bpd(self.spec.prior_set.log_density(post.mean, prior), dims)
-        unusual = combine(pixel, latent, calibration)
-        p_value = calibration.p_values(unusual) if calibration is not None else None
-        return Scores(likelihood.nats_to_bpd(elbo, dims), likelihood.nats_to_bpd(iw, dims), k, unusual, p_value, pixel, latent)
-
-    def _log_px(self, images: np.ndarray, z: np.ndarray, noise_rng: np.random.Generator | None = None) -> np.ndarray:
-        """log p(x|z) summed over pixels, [N, K], for images [N, H, W, C] and z [N, K, D]:
-        the exact discretized likelihood, or its dequantized lower bound (one uniform draw
-        per image and sample from `noise_rng`)."""
-        n, k, d = z.shape
-        rank = self.manifest.covariance_rank
-        res = self._decoder.run(z.reshape(n * k, d), ["mean", "logvar", "factor"] if rank else ["mean", "logvar"])
-        target = images.transpose(0, 3, 1, 2)[:, None]  # [N, 1, C, H, W]
-        shape = (n, k, *res[0].shape[1:])
-        mean, logvar = res[0].reshape(shape), res[1].reshape(shape)
-        if noise_rng is None:
-            lp = likelihood.discretized_gaussian_log_prob(target, mean, logvar)
-            return lp.reshape(n, k, -1).sum(-1)
-        noise = noise_rng.random(shape)
-        factor = res[2].reshape(n, k, *res[2].shape[1:]) if rank else None
-        return likelihood.dequantized_log_prob(target, noise, mean, logvar, factor)
+        return self._scorer.score(self._images(images), self.encode, k, seed, calibration)
 
     # ---- directions -----------------------------------------------------------------------
 

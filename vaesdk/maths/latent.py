@@ -12,7 +12,7 @@ from typing import Union
 
 import numpy as np
 
-from .errors import InvalidArgumentError
+from ..base.errors import InvalidArgumentError
 from .likelihood import kl_to_standard_normal
 
 MAX_TRUNCATION_TRIES = 1000

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidArgumentError, VaesdkError
-from .inputs import InputBatch, read_inputs
-from .latent import RandomStreams
+from ..base.errors import InvalidArgumentError, VaesdkError
+from ..imaging.inputs import InputBatch, read_inputs
+from ..maths.latent import RandomStreams
 
 IMAGE_OPERATIONS = ("reconstruct", "edit")
 

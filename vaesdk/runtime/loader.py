@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 
-from .bundle import read_bundle
+from ..bundle.reading import read_bundle
 from .model import DEFAULT_BATCH, Model
-from .registry import resolve
+from ..bundle.registry import resolve
 
 
 def load(

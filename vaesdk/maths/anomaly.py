@@ -42,7 +42,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .errors import BundleError, InvalidArgumentError, UnsupportedOperationError
+from ..base.errors import BundleError, InvalidArgumentError, UnsupportedOperationError
 
 
 class Described(Protocol):

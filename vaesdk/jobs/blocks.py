@@ -5,7 +5,7 @@ SEED_BLOCK positions. Each block is one model call with a random stream of its o
 a block's results depend only on the seed and the block's inputs: not on the batch size,
 the number of decoding threads, how blocks are grouped into shards, whether a run was
 resumed, or which Ray worker ran it. Every way of running a job (`run_in_process`,
-`vaesdk.shards.run_sharded`, `vaesdk.ray.run_job`, all reached through `vaesdk.run_job`)
+`vaesdk.jobs.shards.run_sharded`, `vaesdk.jobs.ray.run_job`, all reached through `vaesdk.run_job`)
 joins the same blocks into the same `JobResult`, byte for byte.
 
     result = vaesdk.run_job(model, "score", ["images/"], k=1, seed=0)
@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from .anomaly import SCORE as ANOMALY_SCORE
-from .anomaly import check_flag, read_calibration
-from .arguments import DEFAULT_IW_SAMPLES, MAX_IW_SAMPLES, positive_int
-from .errors import InvalidArgumentError, InvalidImageError, VaesdkError
-from .inputs import InputItem, expand_sources, read_items
+from ..maths.anomaly import SCORE as ANOMALY_SCORE
+from ..maths.anomaly import check_flag, read_calibration
+from ..runtime.arguments import DEFAULT_IW_SAMPLES, MAX_IW_SAMPLES, positive_int
+from ..base.errors import InvalidArgumentError, InvalidImageError, VaesdkError
+from ..imaging.inputs import InputItem, expand_sources, read_items
 
 # Inputs per block: small enough that a Ray task or a shard holds a few of them, large
 # enough that one model call per block runs at full batch speed.

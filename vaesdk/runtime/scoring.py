@@ -1,0 +1,114 @@
+"""Scores of images under a model: the -ELBO and importance-weighted bounds in bits/dim, and
+the anomaly score with its p-value (its maths in `vaesdk.maths.anomaly`). A `Scorer` holds
+what scoring needs, the bundle's facts and the decoder's session, and never the `Model`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..maths import latent as L
+from ..maths import likelihood
+from ..maths.anomaly import Calibration, combine, complexity_bpd, flag_unusual
+from .session import Graph
+from .spec import ModelSpec
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Per-image scores, float64 [N].
+
+    elbo_bpd: -ELBO; iw_bpd: -(importance-weighted bound with `k` samples), always <= elbo_bpd
+    up to Monte-Carlo noise, and closer to the true negative log-likelihood. Both are in
+    bits/dim (positive, lower is better) and depend on `seed` (the same seed gives the same
+    values for any batch size).
+    anomaly: how unusual each image is for the model (higher = more unusual; see
+    `vaesdk.maths.anomaly`): its two parts, standardised on held-out images and added.
+    anomaly_pixel: -log p(x|z) for the first of the k posterior draws minus a lossless
+    compressor's bits/dim; anomaly_latent: -log density of the posterior mean under the fitted
+    prior, bits/dim. The anomaly's distribution is the same for every k; like the bounds, the
+    same seed and k give the same values for any batch size.
+    p_value: the fraction of held-out in-distribution images scoring at least as high (small =
+    unusual), from the bundle's calibration; None when the bundle has no calibration.
+    """
+
+    elbo_bpd: np.ndarray
+    iw_bpd: np.ndarray
+    k: int
+    anomaly: np.ndarray
+    p_value: np.ndarray | None = None
+    anomaly_pixel: np.ndarray | None = None
+    anomaly_latent: np.ndarray | None = None
+
+    def flagged(self, p_below: float) -> np.ndarray:
+        """bool [N]: images whose p_value is below `p_below` (raises when uncalibrated)."""
+        return flag_unusual(self.p_value, p_below)
+
+
+def _chunks(n: int, size: int) -> Iterator[slice]:
+    for i in range(0, n, size):
+        yield slice(i, min(i + size, n))
+
+
+class Scorer:
+    """The scoring half of a `Model`: its spec, its decoder session and its batch size."""
+
+    def __init__(self, spec: ModelSpec, decoder: Graph, batch_size: int):
+        self.spec, self.decoder, self.batch_size = spec, decoder, batch_size
+
+    def score(
+        self,
+        batch: np.ndarray,
+        encode: Callable[[np.ndarray], L.Posterior],
+        k: int,
+        seed: int | np.random.Generator | None,
+        calibration: Calibration | None,
+    ) -> Scores:
+        """Scores of checked uint8 images [N, H, W, C]; `encode` gives their posteriors."""
+        # The compressors release the GIL: they run beside the networks, not after them.
+        pool = ThreadPoolExecutor(max_workers=1)
+        complexity = pool.submit(complexity_bpd, batch)
+        pool.shutdown(wait=False)  # the task still runs; its thread ends with it
+        post = encode(batch)
+        rng = L.rng_from(seed)
+        # The dequantization noise has a stream of its own, so the posterior draws are the
+        # same as a discretized model's for the same seed.
+        noise_rng = L.split_rng(rng, 1)[0] if self.spec.manifest.likelihood_type == "dequantized_gaussian" else None
+        dims = int(np.prod(self.spec.image_shape))
+        elbo, iw, log_px1 = np.empty(len(batch)), np.empty(len(batch)), np.empty(len(batch))
+        per_call = max(1, self.batch_size // k)
+        for sl in _chunks(len(batch), per_call):
+            m, lv = post.mean[sl], post.logvar[sl]
+            eps = rng.standard_normal((len(m), k, self.spec.latent_dim), dtype=np.float32)
+            z = (m[:, None, :] + np.exp(0.5 * lv)[:, None, :] * eps).astype(np.float32)
+            log_px = self.log_px(batch[sl], z, noise_rng)
+            elbo[sl], iw[sl] = likelihood.bounds_from_samples(log_px, z, m, lv)
+            # The anomaly score uses the first draw only, so its distribution (and so the
+            # calibration) is the same for every k.
+            log_px1[sl] = log_px[:, 0]
+        pixel = likelihood.nats_to_bpd(log_px1, dims) - complexity.result()
+        prior = calibration.prior if calibration is not None else self.spec.prior_set.anomaly_prior
+        latent = likelihood.nats_to_bpd(self.spec.prior_set.log_density(post.mean, prior), dims)
+        unusual = combine(pixel, latent, calibration)
+        p_value = calibration.p_values(unusual) if calibration is not None else None
+        return Scores(likelihood.nats_to_bpd(elbo, dims), likelihood.nats_to_bpd(iw, dims), k, unusual, p_value, pixel, latent)
+
+    def log_px(self, images: np.ndarray, z: np.ndarray, noise_rng: np.random.Generator | None = None) -> np.ndarray:
+        """log p(x|z) summed over pixels, [N, K], for images [N, H, W, C] and z [N, K, D]:
+        the exact discretized likelihood, or its dequantized lower bound (one uniform draw
+        per image and sample from `noise_rng`)."""
+        n, k, d = z.shape
+        rank = self.spec.manifest.covariance_rank
+        res = self.decoder.run(z.reshape(n * k, d), ["mean", "logvar", "factor"] if rank else ["mean", "logvar"])
+        target = images.transpose(0, 3, 1, 2)[:, None]  # [N, 1, C, H, W]
+        shape = (n, k, *res[0].shape[1:])
+        mean, logvar = res[0].reshape(shape), res[1].reshape(shape)
+        if noise_rng is None:
+            lp = likelihood.discretized_gaussian_log_prob(target, mean, logvar)
+            return lp.reshape(n, k, -1).sum(-1)
+        noise = noise_rng.random(shape)
+        factor = res[2].reshape(n, k, *res[2].shape[1:]) if rank else None
+        return likelihood.dequantized_log_prob(target, noise, mean, logvar, factor)
