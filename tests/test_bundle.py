@@ -41,6 +41,7 @@ from onnx import TensorProto
 
 import vaesdk
 import vaesdk.bundle.format
+import vaesdk.bundle.reading
 import vaesdk.bundle.registry
 import vaesdk.runtime.session
 from vaesdk.bundle.format import MANIFEST, io_contract, validate_manifest
@@ -314,7 +315,7 @@ def test_missing_file_is_named(bundle_copy, name):
 
 def test_model_larger_than_the_cap_is_refused_before_reading(bundle_copy, monkeypatch):
     cap = 4096
-    monkeypatch.setattr(vaesdk.bundle.format, "MAX_MODEL_BYTES", cap)
+    monkeypatch.setattr(vaesdk.bundle.reading, "MAX_MODEL_BYTES", cap)
     # The manifest claims a size within the cap; the file on disk is larger.
     rewrite_manifest(bundle_copy, lambda m: (m["encoder"].update(bytes=cap), m["decoder"].update(bytes=cap)))
     size = (bundle_copy / "encoder.onnx").stat().st_size

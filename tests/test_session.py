@@ -120,9 +120,10 @@ def test_silent_cuda_fallback_through_load(tiny_vae_bundle, cuda_that_silently_f
 
 
 def test_onnxruntime_failure_is_a_bundle_error(bundle_copy):
-    # Passes every static check, but onnxruntime cannot build it (an operator that does not exist).
+    # Passes every static check, but onnxruntime cannot build it (an allowed operator given an
+    # attribute it does not have).
     model = onnx.load_from_string(crafted_encoder())
-    model.graph.node[-1].op_type = "NoSuchOperator"
+    model.graph.node[-1].attribute.append(onnx.helper.make_attribute("no_such_attribute", 1))
     swap_model(bundle_copy, "encoder", model.SerializeToString())
     assert "onnxruntime could not load" in load_error(bundle_copy)
 

@@ -38,6 +38,21 @@ FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\.onnx\Z")
 PRIOR_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\.npz\Z")
 MAX_PRIOR_BYTES = 64 * 1024 * 1024
 ROLES = ("encoder", "decoder")
+# The operators a bundle's graphs may run: what exporters of convolutional and attention
+# autoencoders produce, with no control flow (Loop, If, Scan), no random or sequence operators
+# and no custom domains, so that running a graph once costs what its size says.
+OPERATORS = frozenset(
+    "Abs Add And AveragePool BatchNormalization Cast Ceil Celu Clip Concat Constant ConstantOfShape Conv "
+    "ConvTranspose Cos DepthToSpace Div Dropout Einsum Elu Equal Erf Exp Expand Flatten Floor Gather Gelu Gemm "
+    "GlobalAveragePool Greater GroupNormalization HardSigmoid HardSwish Identity InstanceNormalization "
+    "LayerNormalization LeakyRelu Less Log LogSoftmax MatMul Max MaxPool Mean Min Mish Mul Neg Not Or Pad Pow "
+    "Reciprocal ReduceL2 ReduceMax ReduceMean ReduceMin ReduceSum ReduceSumSquare Relu Reshape Resize Round Selu "
+    "Shape Sigmoid Sign Sin Size Slice Softmax Softplus Softsign SpaceToDepth Split Sqrt Squeeze Sub Sum Tanh Tile "
+    "Transpose Unsqueeze Upsample Where".split()
+)
+# The most elements a constant shape may ask an Expand, Tile, ConstantOfShape or Resize for:
+# 2^28 float32 values are 1 GiB.
+MAX_CONSTANT_ELEMENTS = 1 << 28
 
 
 LIKELIHOODS = ("discretized_gaussian", "dequantized_gaussian")

@@ -19,7 +19,11 @@ MAX_DEPTH = 64
 # Field numbers from onnx.proto3.
 _MODEL_IR_VERSION, _MODEL_PRODUCER_NAME, _MODEL_PRODUCER_VERSION, _MODEL_GRAPH, _MODEL_OPSET, _MODEL_FUNCTIONS = 1, 2, 3, 7, 8, 25
 _GRAPH_NODE, _GRAPH_INITIALIZER, _GRAPH_INPUT, _GRAPH_OUTPUT, _GRAPH_SPARSE_INIT = 1, 5, 11, 12, 15
-_NODE_ATTRIBUTE = 5
+_NODE_ATTRIBUTE, _NODE_OP_TYPE, _NODE_DOMAIN = 5, 4, 7
+_TENSOR_DIMS, _TENSOR_DATA_TYPE, _TENSOR_INT64_DATA, _TENSOR_RAW_DATA = 1, 2, 7, 9
+_INT64 = 7
+MAX_SHAPE_CONSTANT = 16  # elements: int64 tensors up to this size are kept as possible shapes
+SIZED_OPS = {"Expand": (1,), "Tile": (1,), "ConstantOfShape": (0,), "Resize": (3,)}
 _ATTR_TENSOR, _ATTR_GRAPH, _ATTR_TENSORS, _ATTR_GRAPHS, _ATTR_SPARSE, _ATTR_SPARSES = 5, 6, 10, 11, 22, 23
 _FUNCTION_NODE, _FUNCTION_ATTRIBUTE_PROTO = 7, 11
 _TENSOR_NAME, _TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION = 8, 13, 14
@@ -44,6 +48,14 @@ class ModelInfo:
     outputs: list[TensorSpec] = field(default_factory=list)
     initializer_names: set[str] = field(default_factory=set)
     external_tensors: list[str] = field(default_factory=list)
+    # Every operator the model runs, as "op" (the default domain) or "domain:op", in the
+    # main graph, nested graphs and model-local functions; and the names of those functions.
+    operators: set[str] = field(default_factory=set)
+    functions: list[str] = field(default_factory=list)
+    # (op, input names) of the nodes whose output size an input decides (Expand, Tile, ...).
+    sized_nodes: list[tuple[str, list[str]]] = field(default_factory=list)
+    # Small int64 tensors by name (initializers and Constant nodes): the shapes those inputs hold.
+    int_constants: dict[str, list[int]] = field(default_factory=dict)
 
 
 def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
@@ -123,9 +135,60 @@ def _check_sparse(buf: memoryview, info: ModelInfo, where: str) -> None:
             _check_tensor(v, info, where)
 
 
+def _int64_values(buf: memoryview) -> tuple[str, list[int]] | None:
+    """(name, values) of a small int64 TensorProto, else None."""
+    name, dtype, values, raw = "", 0, [], None
+    for num, v in _fields(buf):
+        if num == _TENSOR_NAME and isinstance(v, memoryview):
+            name = _text(v)
+        elif num == _TENSOR_DATA_TYPE and isinstance(v, int):
+            dtype = v
+        elif num == _TENSOR_INT64_DATA:
+            if isinstance(v, int):
+                values.append(v)
+            else:  # packed
+                pos = 0
+                while pos < len(v) and len(values) <= MAX_SHAPE_CONSTANT:
+                    value, pos = _varint(v, pos)
+                    values.append(value)
+        elif num == _TENSOR_RAW_DATA and isinstance(v, memoryview):
+            raw = v
+    if dtype != _INT64:
+        return None
+    if raw is not None:
+        if len(raw) > 8 * MAX_SHAPE_CONSTANT or len(raw) % 8:
+            return None
+        values = [int.from_bytes(raw[i : i + 8], "little", signed=True) for i in range(0, len(raw), 8)]
+    if len(values) > MAX_SHAPE_CONSTANT:
+        return None
+    return name, [v - (1 << 64) if v >= 1 << 63 else v for v in values]
+
+
 def _walk_nodes(nodes: list[memoryview], info: ModelInfo, depth: int) -> None:
     for node in nodes:
-        _walk_attributes([a for num, a in _fields(node) if num == _NODE_ATTRIBUTE and isinstance(a, memoryview)], info, depth)
+        op, domain, inputs, outputs = "", "", [], []
+        for num, v in _fields(node):
+            if num == _NODE_OP_TYPE:
+                op = _text(v)
+            elif num == _NODE_DOMAIN:
+                domain = _text(v)
+            elif num == _NODE_INPUT:
+                inputs.append(_text(v))
+            elif num == _NODE_OUTPUT:
+                outputs.append(_text(v))
+        name = op if domain in ("", "ai.onnx") else f"{domain}:{op}"
+        info.operators.add(name)
+        attrs = [a for num, a in _fields(node) if num == _NODE_ATTRIBUTE and isinstance(a, memoryview)]
+        if name in SIZED_OPS:
+            info.sized_nodes.append((name, inputs))
+        if name == "Constant" and outputs:
+            for attr in attrs:
+                for anum, v in _fields(attr):
+                    if anum == _ATTR_TENSOR and isinstance(v, memoryview):
+                        found = _int64_values(v)
+                        if found is not None:
+                            info.int_constants[outputs[0]] = found[1]
+        _walk_attributes(attrs, info, depth)
 
 
 def _walk_attributes(attrs: list[memoryview], info: ModelInfo, depth: int) -> None:
@@ -178,6 +241,9 @@ def _walk_graph(buf: memoryview, info: ModelInfo, depth: int, top: bool) -> None
             nodes.append(v)
         elif num == _GRAPH_INITIALIZER:
             _check_tensor(v, info, "initializer")
+            found = _int64_values(v)
+            if found is not None and found[0]:
+                info.int_constants[found[0]] = found[1]
             if top:
                 for tnum, tv in _fields(v):
                     if tnum == _TENSOR_NAME:
@@ -214,6 +280,7 @@ def inspect_model(data: bytes, label: str = "model") -> ModelInfo:
                 saw_graph = True
                 _walk_graph(v, info, 0, top=True)
             elif num == _MODEL_FUNCTIONS and isinstance(v, memoryview):
+                info.functions.append(next((_text(fv) for fnum, fv in _fields(v) if fnum == 1), "<unnamed>"))
                 _walk_nodes([fv for fnum, fv in _fields(v) if fnum == _FUNCTION_NODE and isinstance(fv, memoryview)], info, 1)
                 # Default values of the function's attributes can hold tensors too.
                 _walk_attributes([fv for fnum, fv in _fields(v) if fnum == _FUNCTION_ATTRIBUTE_PROTO and isinstance(fv, memoryview)], info, 1)

@@ -15,7 +15,19 @@ from pathlib import Path
 from typing import Any
 
 from ..base.errors import BundleError
-from .format import MANIFEST, MAX_MANIFEST_BYTES, MAX_MODEL_BYTES, MAX_PRIOR_BYTES, ROLES, Manifest, io_contract, validate_manifest
+from .format import (
+    MANIFEST,
+    MAX_CONSTANT_ELEMENTS,
+    MAX_MANIFEST_BYTES,
+    MAX_MODEL_BYTES,
+    MAX_PRIOR_BYTES,
+    OPERATORS,
+    ROLES,
+    Manifest,
+    io_contract,
+    validate_manifest,
+)
+from .onnx_proto import SIZED_OPS as SIZED_INPUTS
 from .onnx_proto import ModelInfo, TensorSpec, inspect_model
 
 
@@ -105,6 +117,33 @@ def _check_spec(t: TensorSpec, want: dict[str, Any], label: str) -> None:
             raise BundleError(f"{label} has shape {list(t.shape)}; the contract needs {want['shape']}")
 
 
+def check_operators(info: ModelInfo, label: str) -> None:
+    """Refuse, before onnxruntime sees the graph, what could make one run of it endless or
+    huge: operators outside the format's set (control flow, custom domains, model-local
+    functions) and constant shapes that ask for more than MAX_CONSTANT_ELEMENTS elements."""
+    if info.functions:
+        raise BundleError(f"{label} defines model-local functions ({', '.join(info.functions[:3])}); bundles hold plain graphs: re-export without them")
+    unknown = sorted(info.operators - OPERATORS)
+    if unknown:
+        raise BundleError(
+            f"{label} uses operator{'s' if len(unknown) > 1 else ''} {', '.join(unknown[:5])}, outside the operators bundles may run "
+            "(no control flow, random or custom operators; docs/bundle-format.md): re-export the model without them"
+        )
+    for op, inputs in info.sized_nodes:
+        for name in (inputs[i] for i in SIZED_INPUTS[op] if i < len(inputs)):
+            shape = info.int_constants.get(name)
+            if shape is None:
+                continue
+            elements = 1
+            for n in shape:
+                elements *= max(int(n), 1)
+            if elements > MAX_CONSTANT_ELEMENTS:
+                raise BundleError(
+                    f"{label} has a {op} node whose constant shape {shape[:8]} asks for {elements:.3g} elements, over the "
+                    f"format's {MAX_CONSTANT_ELEMENTS:.3g}: the model file is broken or hostile"
+                )
+
+
 @dataclass(frozen=True)
 class Bundle:
     """A verified bundle: its folder, manifest, and the model bytes exactly as hashed."""
@@ -148,6 +187,7 @@ def read_bundle(bundle_dir: str | os.PathLike, verify: bool = True) -> Bundle:
                 "vaesdk bundles must be self-contained: re-export with the weights inside the .onnx file"
             )
         check_graph_io(info, contract[role], str(path))
+        check_operators(info, str(path))
         models[role], infos[role] = data, info
     priors = {}
     for name, entry in manifest.mixtures.items():

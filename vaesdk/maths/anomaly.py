@@ -53,6 +53,36 @@ class Described(Protocol):
 
     def require_vae(self, what: str) -> None: ...
 
+
+class AnomalyParts(Protocol):
+    """The raw parts of the anomaly score, bits/dim [N] each (a `Scores`)."""
+
+    anomaly_pixel: np.ndarray | None
+    anomaly_latent: np.ndarray | None
+
+
+class PriorChoice(Protocol):
+    @property
+    def anomaly_prior(self) -> str: ...
+
+
+class ScoringSpec(Protocol):
+    @property
+    def prior_set(self) -> PriorChoice: ...
+
+
+class Scorable(Protocol):
+    """What `calibrate_anomaly` needs of a model (a `Model` is one): to refuse a model
+    without a likelihood, to score images without the calibration being replaced, and the
+    prior whose density the latent part uses."""
+
+    @property
+    def spec(self) -> ScoringSpec: ...
+
+    def require_vae(self, what: str) -> None: ...
+
+    def score(self, images: Any, *, k: int, seed: int, calibrated: bool) -> AnomalyParts: ...
+
 SCORE = "pixel-plus-latent/2"
 SCORE_DESCRIPTION = (
     "sum of two parts, each standardised on held-out images: pixel = -log p(x|z) for one posterior draw z minus the "
@@ -155,7 +185,7 @@ def fit_calibration(pixel: np.ndarray, latent: np.ndarray, prior: str, source: s
     return {"score": SCORE, "description": SCORE_DESCRIPTION, "calibration": calibration.to_manifest()}
 
 
-def calibrate_anomaly(model: Any, images: Any, source: str = "held-out images") -> dict[str, Any]:
+def calibrate_anomaly(model: Scorable, images: Any, source: str = "held-out images") -> dict[str, Any]:
     """Score held-out in-distribution images (NOT used for training; anything `Model.score`
     takes) with a `Model` and return the manifest's `anomaly` entry (`fit_calibration`).
     Export writes it; `add_calibration` adds it to a bundle."""
@@ -166,6 +196,7 @@ def calibrate_anomaly(model: Any, images: Any, source: str = "held-out images") 
     # Raw parts, whatever calibration the bundle holds now (it is being replaced).
     # k=1 whatever the default: the parts use the first posterior draw only.
     scores = model.score(images, k=1, seed=CALIBRATION_SEED, calibrated=False)
+    assert scores.anomaly_pixel is not None and scores.anomaly_latent is not None  # uncalibrated scores carry their parts
     return fit_calibration(scores.anomaly_pixel, scores.anomaly_latent, model.spec.prior_set.anomaly_prior, source)
 
 

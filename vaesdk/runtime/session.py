@@ -66,6 +66,10 @@ def cancellable(event: threading.Event) -> Iterator[None]:
         _cancel.event = previous
 
 
+# How long the load-time run of each graph on one input may take.
+PROBE_SECONDS = 20.0
+
+
 @dataclass
 class Graph:
     """One ONNX graph in one session; `device` is what really runs it ('cuda' or 'cpu')."""
@@ -157,10 +161,21 @@ def verify_output_contract(encoder: Graph, decoder: Graph, manifest: Any, label:
         (decoder, np.zeros((1, d), np.float32), (1, c, s, s), "decoder", ["mean", "logvar"] if vae else ["mean"]),
     )
     for graph, x, want, role, outputs in checks:
+        # A bundle's operators are bounded at reading (bundle.reading.check_operators); the
+        # clock bounds the rest: onnxruntime stops a run whose terminate flag is set.
+        options = ort.RunOptions()
+        timer = threading.Timer(PROBE_SECONDS, lambda: setattr(options, "terminate", True))
+        timer.start()
         try:
-            results = graph.session.run(outputs, {graph.input_name: x})
+            results = graph.session.run(outputs, {graph.input_name: x}, options)
         except Exception as e:  # onnxruntime's own exception types
+            if options.terminate:
+                raise BundleError(
+                    f"the {role} of {label} did not finish one input within {PROBE_SECONDS:g} s; the model file is broken or hostile"
+                ) from None
             raise BundleError(f"the {role} of {label} fails on one input: {str(e).splitlines()[0][:300]}") from None
+        finally:
+            timer.cancel()
         for name, out in zip(outputs, results):
             if tuple(out.shape) != want or out.dtype != np.float32:
                 raise BundleError(
