@@ -12,7 +12,7 @@ from typing import Union
 
 import numpy as np
 
-from ..base.errors import InvalidArgumentError
+from ..base.errors import BundleError, InvalidArgumentError
 from .likelihood import kl_to_standard_normal
 
 MAX_TRUNCATION_TRIES = 1000
@@ -170,11 +170,40 @@ class LatentGaussian:
         return {"mean": [float(x) for x in self.mean], "cholesky": [float(x) for x in self.cholesky[rows, cols]]}
 
     @classmethod
-    def from_manifest(cls, entry: dict) -> LatentGaussian:
+    def from_manifest(cls, entry: dict, label: str = "a latent Gaussian") -> LatentGaussian:
         mean = np.asarray(entry["mean"], np.float64)
         chol = np.zeros((len(mean), len(mean)))
         chol[np.tril_indices(len(mean))] = entry["cholesky"]
+        check_prior_factors(mean, chol, label)
         return cls(mean, chol)
+
+
+# The largest condition number (infinity norm) a stored prior's Cholesky factor may have:
+# beyond it, densities and draws lose every digit to rounding.
+MAX_PRIOR_CONDITION = 1e8
+
+
+def check_prior_factors(means: np.ndarray, cholesky: np.ndarray, label: str) -> np.ndarray:
+    """Check stored Gaussian factors, means [..., D] and lower-triangular Cholesky factors
+    [..., D, D] with a positive diagonal: finite, means within the latent bound, and
+    well-conditioned. Returns the factors' inverses. Raises BundleError naming `label`."""
+    if not (np.isfinite(means).all() and np.isfinite(cholesky).all()):
+        raise BundleError(f"{label}: means and cholesky must hold finite numbers; refit the prior")
+    if means.size and np.abs(means).max() > MAX_ABS_LATENT:
+        raise BundleError(f"{label}: a mean reaches {np.abs(means).max():.3g}, beyond the latent bound {MAX_ABS_LATENT:g}; refit the prior")
+    with np.errstate(all="ignore"):
+        try:
+            inverse = np.linalg.inv(cholesky)
+        except np.linalg.LinAlgError:
+            inverse = np.full_like(cholesky, np.inf)
+        norm = np.abs(cholesky).sum(-1).max(-1) * np.abs(inverse).sum(-1).max(-1)
+    worst = float(np.max(np.where(np.isfinite(norm), norm, np.inf), initial=0.0))
+    if not worst <= MAX_PRIOR_CONDITION:
+        raise BundleError(
+            f"{label}: a covariance factor is near-singular (condition number {worst:.3g}, the limit is {MAX_PRIOR_CONDITION:g}); "
+            "refit the prior with more images or a larger ridge"
+        )
+    return inverse
 
 
 def fit_gaussian(mean: np.ndarray, logvar: np.ndarray | None = None) -> LatentGaussian:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..base.errors import BundleError, InvalidArgumentError, UnsupportedOperationError
-from .latent import LatentGaussian, prior_sample
+from .latent import LatentGaussian, check_prior_factors, prior_sample
 from .likelihood import gaussian_log_prob
 
 STANDARD_PRIOR = "standard"  # the model's own prior N(0, I); fitted Gaussians and mixtures take other names
@@ -173,7 +173,10 @@ class GaussianMixture:
                 k, i, j = (int(j) for j in np.argwhere(upper != 0)[0])
                 where = f"cholesky[{k}, {i}, {j}] = {chol[k, i, j]:g} above the diagonal"
             raise BundleError(f"{label}: cholesky must be lower-triangular with a positive diagonal, got {where}")
-        return cls(w / w.sum(), mu, chol)
+        inverse = check_prior_factors(mu, chol, label)
+        mixture = cls(w / w.sum(), mu, chol)
+        object.__setattr__(mixture, "_inverse", inverse)  # the cache _inverse_cholesky fills
+        return mixture
 
 
 Draw = Callable[[int, np.random.Generator, float, "float | None"], np.ndarray]

@@ -33,7 +33,7 @@ class ModelSpec:
     @classmethod
     def from_bundle(cls, bundle: Bundle) -> ModelSpec:
         m = bundle.manifest
-        gaussians = {k: LatentGaussian.from_manifest(v) for k, v in (m.data["latent"].get("gaussians") or {}).items()}
+        gaussians = {k: LatentGaussian.from_manifest(v, f"{bundle.path}/{MANIFEST} latent.gaussians.{k}") for k, v in (m.data["latent"].get("gaussians") or {}).items()}
         mixtures = {
             k: GaussianMixture.from_npz(v, m.latent_dim, f"{bundle.path}/{m.mixtures[k]['file']}") for k, v in bundle.priors.items()
         }
