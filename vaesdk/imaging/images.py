@@ -46,6 +46,27 @@ MAX_FILE_BYTES = 256 * 1024 * 1024
 
 ImageInput = Union[str, os.PathLike, bytes, BinaryIO, Image.Image, np.ndarray]
 
+
+def read_stream(stream: BinaryIO, label: str = "stdin") -> bytes:
+    """The bytes of `stream` (stdin, a pipe), counted while they are read: one byte past
+    MAX_FILE_BYTES stops the read with InvalidImageError, whatever the stream holds."""
+    chunks, size = [], 0
+    while True:
+        chunk = stream.read(min(1 << 20, MAX_FILE_BYTES + 1 - size))
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_FILE_BYTES:
+            raise InvalidImageError(f"{label} holds more than {MAX_FILE_BYTES} bytes, the limit for an image file; pass a smaller image")
+
+
+def image_suffix(name: str) -> str:
+    """The suffix that makes `name` an image file: `..png` and `.png` are images too
+    (os.path.splitext sees no suffix in a name that starts with a dot)."""
+    dot = name.rfind(".")
+    return name[dot:].lower() if dot >= 0 else ""
+
 # warnings.catch_warnings swaps process-wide state; the lock keeps our own threads from
 # restoring each other's filters mid-open.
 _open_lock = threading.Lock()
@@ -368,7 +389,7 @@ def image_files(folder: str | os.PathLike) -> list[str]:
             try:
                 if entry.is_dir() and not entry.is_symlink():
                     stack.append(((*parts, entry.name), entry.path))
-                elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES and entry.is_file():
+                elif image_suffix(entry.name) in IMAGE_SUFFIXES and entry.is_file():
                     found.append(((*parts, entry.name), entry.path))
             except OSError:
                 continue
