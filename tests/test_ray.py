@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 # The ray extra (scripts/test installs it); `pip install '.[dev]'` alone has no Ray: skipped there.
+pytestmark = pytest.mark.ray
 ray = pytest.importorskip("ray")
 from typer.testing import CliRunner
 
@@ -62,7 +63,7 @@ def test_score_on_ray_equals_the_single_process_command(cluster, folder, tmp_pat
     sharded = vae(*args, "-o", "sharded.csv", "--ray", "auto", "--job-dir", "job", "--shard-size", "512")
     assert sharded.exit_code == 3
     assert (tmp_path / "sharded.csv").read_text() == text
-    assert sorted(p.name for p in (tmp_path / "job").iterdir()) == ["job.json", "shard-00000.npz", "shard-00001.npz"]
+    assert sorted(p.name for p in (tmp_path / "job").iterdir()) == [".lock", "job.json", "shard-00000.npz", "shard-00001.npz"]
 
 
 def test_stdin_cannot_go_to_ray(cluster, folder):

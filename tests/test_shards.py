@@ -71,14 +71,14 @@ def test_an_interrupted_job_resumes_without_redoing_or_duplicating(folder, model
     # Interrupted during the second shard: the first is written, the second is not.
     with pytest.raises(Interrupted):
         vaesdk.run_job(model, "score", [folder], job_dir=job, shard_size=BLOCK, k=2, seed=7, progress=stop_after(BLOCK + 10))
-    assert sorted(p.name for p in job.iterdir()) == ["job.json", "shard-00000.npz"]
+    assert sorted(p.name for p in job.iterdir()) == [".lock", "job.json", "shard-00000.npz"]
     first = (job / "shard-00000.npz").stat()
     computed = count_blocks(monkeypatch)
     got = vaesdk.run_job(model, "score", [folder], job_dir=job, shard_size=BLOCK, k=2, seed=7)
     assert computed == [1, 2]  # only the unfinished shards
     after = (job / "shard-00000.npz").stat()
     assert (after.st_ino, after.st_mtime_ns) == (first.st_ino, first.st_mtime_ns)
-    assert sorted(p.name for p in job.iterdir()) == ["job.json", "shard-00000.npz", "shard-00001.npz", "shard-00002.npz"]
+    assert sorted(p.name for p in job.iterdir()) == [".lock", "job.json", "shard-00000.npz", "shard-00001.npz", "shard-00002.npz"]
     assert len(got.names) == len(set(got.names)) == 700
     assert_same(got, want)
     # A finished job computes nothing when run again.
@@ -126,7 +126,7 @@ def test_a_killed_write_leaves_nothing_that_counts(folder, model, tmp_path):
     (job / "shard-00000.npz").unlink()
     (job / ".shard-00000.npz.abc123.tmp").write_bytes(b"half a shard")  # what a kill during write_atomic leaves
     assert_same(vaesdk.run_job(model, "embed", files, job_dir=job, shard_size=BLOCK), want)
-    assert sorted(p.name for p in job.iterdir()) == ["job.json", "shard-00000.npz"]
+    assert sorted(p.name for p in job.iterdir()) == [".lock", "job.json", "shard-00000.npz"]
 
 
 @pytest.mark.parametrize("size", [0, 100, BLOCK + 1, 4097 * BLOCK, True])

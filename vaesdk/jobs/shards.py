@@ -9,6 +9,13 @@ consecutive inputs (whole seed blocks, `vaesdk.jobs.blocks`), written with
 again skips the shards already written and computes only the others; the joined result
 is the same, byte for byte, as an uninterrupted run or `vaesdk.run_job`. A run with other
 inputs, options, model or shard size in the same folder is refused rather than mixed in.
+
+One run at a time holds a folder: `.lock` is locked (flock) for the whole run and names its
+holder, so a second run is refused with one line, and the lock of a killed run is released
+with its process. Each shard records its position (shard, first and last seed block) and
+the sha256 of its inputs' names and bytes; a resume reads each shard and checks both, and a
+shard that is damaged, moved or whose inputs changed is computed again. Temporary files
+left by a killed run (`.*.tmp`) are removed by the next run.
 """
 
 from __future__ import annotations
@@ -18,7 +25,11 @@ import io
 import json
 import math
 import os
-from collections.abc import Callable, Iterable
+import socket
+import time
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +45,9 @@ from .blocks import (
 )  # fmt: skip
 
 JOB_FORMAT = "vaesdk-job"
-JOB_FORMAT_VERSION = 2
+JOB_FORMAT_VERSION = 3  # 3: shards record their position and their inputs' digest
 INDEX = "job.json"
+LOCK = ".lock"
 DEFAULT_SHARD_SIZE = 16 * SEED_BLOCK
 MAX_SHARD_SIZE = 4096 * SEED_BLOCK
 
@@ -76,22 +88,104 @@ def run_sharded(
             # A resume can check a file list, not the content of bytes or arrays.
             raise InvalidArgumentError(f"input {name!r:.80} is held in memory; a resumable job takes image files and folders (not stdin or bytes)")
     n_shards = math.ceil(blocks_of(named) / shard_blocks)
-    _open_index(folder, _index(model, options, named, shard_blocks, n_shards))
-    compute = runner(named, options) if runner is not None else _local(model, options, named, workers)
-    for shard in range(n_shards):
-        path = folder / shard_name(shard)
-        first, stop = shard * shard_blocks, min((shard + 1) * shard_blocks, blocks_of(named))
-        if path.exists():
-            if progress is not None:
-                progress(min(stop * SEED_BLOCK, len(named)) - first * SEED_BLOCK)
-            continue
-        blocks = []
-        for b in compute(first, stop):
-            blocks.append(b)
-            if progress is not None:
-                progress(len(b.names) + len(b.errors))
-        write_atomic(path, blocks_to_bytes(blocks))
-    return join_blocks(model, options, (b for shard in range(n_shards) for b in read_shard(folder / shard_name(shard))))
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"job folder {folder} is a file; give a folder (new or of the same job)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create job folder {folder}: {e.strerror or e}") from None
+    with _job_lock(folder):
+        _open_index(folder, _index(model, options, named, shard_blocks, n_shards))
+        compute = runner(named, options) if runner is not None else _local(model, options, named, workers)
+        shards: list[list[BlockResult]] = []
+        for shard in range(n_shards):
+            path = folder / shard_name(shard)
+            first, stop = shard * shard_blocks, min((shard + 1) * shard_blocks, blocks_of(named))
+            header = {"shard": shard, "first_block": first, "stop_block": stop,
+                      "inputs_sha256": _inputs_digest(named[first * SEED_BLOCK : stop * SEED_BLOCK])}  # fmt: skip
+            kept = _kept_shard(path, header)
+            if kept is not None:
+                shards.append(kept)
+                if progress is not None:
+                    progress(min(stop * SEED_BLOCK, len(named)) - first * SEED_BLOCK)
+                continue
+            blocks = []
+            for b in compute(first, stop):
+                blocks.append(b)
+                if progress is not None:
+                    progress(len(b.names) + len(b.errors))
+            write_atomic(path, blocks_to_bytes(blocks, header), overwrite=True)
+            shards.append(blocks)
+        return join_blocks(model, options, (b for blocks in shards for b in blocks))
+
+
+@contextmanager
+def _job_lock(folder: Path) -> Iterator[None]:
+    """Hold the job folder for this run: a second run is refused with one line naming the
+    holder; the kernel releases the lock of a run that was killed."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock between processes
+        yield
+        return
+    path = folder / LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+    except OSError as e:
+        raise OutputError(f"cannot open {path}: {e.strerror or e}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 400, 0).decode("utf-8", "replace").strip() or "another run"
+            raise OutputError(
+                f"job folder {folder} is in use by {holder}; wait for that run to end, or give another --job-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _inputs_digest(named: list[tuple[str, Any]]) -> str:
+    """sha256 over each input's name and bytes (an input that cannot be read: its name and
+    the fact), so a shard whose inputs changed since it was written is not kept."""
+    digest = hashlib.sha256()
+    for name, source in named:
+        digest.update(name.encode("utf-8", "surrogateescape") + b"\0")
+        if isinstance(source, (str, os.PathLike)):
+            try:
+                with open(source, "rb") as f:
+                    while chunk := f.read(1 << 20):
+                        digest.update(chunk)
+            except OSError:
+                digest.update(b"\1unreadable")
+        else:
+            digest.update(b"\2error")
+    return digest.hexdigest()
+
+
+def _kept_shard(path: Path, header: dict[str, Any]) -> list[BlockResult] | None:
+    """The blocks of the shard at `path` when it is whole and is this position's shard of
+    these inputs; None when it must be computed (absent, damaged, moved, inputs changed)."""
+    if not path.exists():
+        return None
+    try:
+        data = path.read_bytes()
+        if _shard_header(data) != header:
+            return None
+        return blocks_from_bytes(data, str(path))
+    except (OSError, OutputError):
+        return None
+
+
+def _shard_header(data: bytes) -> Any:
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            return json.loads(str(z["shard"])) if "shard" in z.files else None
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):
+        return None
 
 
 def _local(model: Any, options: JobOptions, named: list[tuple[str, Any]], workers: int | None) -> BlockRunner:
@@ -159,9 +253,10 @@ def _open_index(folder: Path, index: dict[str, Any]) -> None:
                 f"job folder {folder} belongs to another job: {what} there {_short(old.get(key))}, now {_short(index[key])}; "
                 "rerun with the same inputs and options to resume, or give a new job folder"
             )
-    # A run killed while writing leaves write_atomic's temporary file; the shard itself is
-    # absent and will be computed again.
-    for stale in folder.glob(".shard-*.tmp"):
+    # A run killed while writing leaves write_atomic's temporary files (of a shard, the index,
+    # or anything else); what they were writing is absent and will be written again. Only
+    # the lock's holder gets here, so no other run is writing them.
+    for stale in folder.glob(".*.tmp"):
         stale.unlink(missing_ok=True)
 
 
@@ -173,10 +268,13 @@ def _short(value: Any) -> str:
 # ---- shard files ----------------------------------------------------------------------------
 
 
-def blocks_to_bytes(blocks: list[BlockResult]) -> bytes:
-    """Blocks as one .npz (no pickles): each block's names, columns and errors. Ray
-    workers send their results in the same form."""
+def blocks_to_bytes(blocks: list[BlockResult], header: dict[str, Any] | None = None) -> bytes:
+    """Blocks as one .npz (no pickles): each block's names, columns and errors, and for a
+    shard its `header` (position and inputs' digest). Ray workers send their results in the
+    same form."""
     arrays: dict[str, np.ndarray] = {}
+    if header is not None:
+        arrays["shard"] = np.array(json.dumps(header, sort_keys=True))
     meta = []
     for i, b in enumerate(blocks):
         meta.append({"block": b.block, "columns": list(b.columns), "errors": [error_record(n, e) for n, e in b.errors],
@@ -201,7 +299,7 @@ def blocks_from_bytes(data: bytes, label: str = "shard") -> list[BlockResult]:
                 )  # fmt: skip
                 for i, m in enumerate(meta)
             ]
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
         raise OutputError(f"{label} is damaged ({e}); delete it and run the job again to recompute it") from None
 
 

@@ -1,0 +1,104 @@
+"""Resumable jobs under faults (vaesdk.jobs.shards): one run at a time per job folder, a
+lock left by a killed run taken over, damaged, swapped or stale shards computed again,
+leftover temporary files removed."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import vaesdk
+import vaesdk.jobs.blocks
+from folders import png_folder
+from test_shards import assert_same, count_blocks
+
+SHARD = vaesdk.jobs.blocks.SEED_BLOCK
+
+
+@pytest.fixture(scope="module")
+def folder(fashion_test, tmp_path_factory):
+    """600 test images: three one-block shards, the last one partial."""
+    return png_folder(tmp_path_factory.mktemp("fault-inputs"), fashion_test.images[:600], {})
+
+
+@pytest.fixture(scope="module")
+def model(tiny_vae_bundle):
+    return vaesdk.load(tiny_vae_bundle, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def reference(model, folder):
+    return vaesdk.run_job(model, "embed", [folder])
+
+
+def run(model, folder, job):
+    return vaesdk.run_job(model, "embed", [folder], job_dir=job, shard_size=SHARD)
+
+
+def test_a_second_run_on_a_held_job_folder_is_refused_naming_the_holder(model, folder, tmp_path):
+    job = tmp_path / "job"
+    job.mkdir()
+    fd = os.open(job / ".lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(fd, b"pid 4242 on elsewhere, since noon")
+        with pytest.raises(vaesdk.OutputError, match=r"job folder .* is in use by pid 4242 on elsewhere, since noon; wait"):
+            run(model, folder, job)
+        assert not list(job.glob("shard-*"))  # refused before computing anything
+    finally:
+        os.close(fd)
+
+
+def test_the_lock_of_a_killed_run_is_taken_over(model, folder, tmp_path, reference):
+    job = tmp_path / "job"
+    job.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, time, sys; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+         "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)", str(job / ".lock")],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(vaesdk.OutputError, match="is in use"):
+        run(model, folder, job)
+    holder.kill()  # kill -9: the kernel drops its lock
+    holder.wait()
+    assert_same(run(model, folder, job), reference)
+
+
+@pytest.mark.parametrize("damage", ["swapped", "zero-byte", "truncated", "content-changed"])
+def test_a_damaged_or_stale_shard_is_computed_again(model, folder, tmp_path, monkeypatch, damage):
+    inputs = tmp_path / "inputs"
+    shutil.copytree(folder, inputs)
+    job = tmp_path / "job"
+    first = run(model, inputs, job)
+    shard0, shard2 = job / "shard-00000.npz", job / "shard-00002.npz"
+    if damage == "swapped":
+        shutil.copy(shard0, shard2)
+    elif damage == "zero-byte":
+        shard2.write_bytes(b"")
+    elif damage == "truncated":
+        shard2.write_bytes(shard2.read_bytes()[:100])
+    else:  # an input of the last shard changed on disk after its shard was written
+        last = sorted(inputs.iterdir())[-1]
+        other = sorted(inputs.iterdir())[0]
+        shutil.copy(other, last)
+    computed = count_blocks(monkeypatch)
+    again = run(model, inputs, job)
+    assert computed == [2]  # only the bad shard
+    assert_same(again, vaesdk.run_job(model, "embed", [inputs]))  # as an uninterrupted run
+    assert np.array_equal(again.columns["mean"], first.columns["mean"]) == (damage != "content-changed")
+
+
+def test_leftover_temporary_files_are_removed_by_the_next_run(model, folder, tmp_path, reference):
+    job = tmp_path / "job"
+    run(model, folder, job)
+    for name in (".shard-00001.npz.abc123.tmp", ".job.json.def456.tmp", ".embed.csv.ghi789.tmp"):
+        (job / name).write_bytes(b"partial")
+    assert_same(run(model, folder, job), reference)
+    assert not list(job.glob(".*.tmp"))
