@@ -49,3 +49,72 @@ def test_names_that_start_with_a_dot_are_images(tmp_path):
     assert (image_suffix("..png"), image_suffix("png"), image_suffix("x.tar.GIF")) == (".png", "", ".gif")
     model = vaesdk.load()
     assert model.embed([tmp_path / "..png"]).shape == (1, model.latent_dim)
+
+
+# ---- the decode budget --------------------------------------------------------------------
+
+
+def test_the_decode_budget_lets_holders_in_only_while_they_fit():
+    import threading
+    import time
+
+    from vaesdk.imaging.images import DecodeBudget
+
+    budget = DecodeBudget(100)
+    inside, most = [0], [0]
+    lock = threading.Lock()
+
+    def work(n):
+        with budget.hold(n):
+            with lock:
+                inside[0] += n
+                most[0] = max(most[0], inside[0])
+            time.sleep(0.02)
+            with lock:
+                inside[0] -= n
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in (60, 60, 30, 250, 40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most[0] <= 250 and budget.used == 0  # 250 alone (over the budget), the rest within 100
+    assert most[0] == 250 or most[0] <= 100
+
+
+def test_decode_cost_counts_bytes_not_pixels():
+    from vaesdk.imaging.images import DECODE_PEAK_FACTOR, decode_cost
+
+    assert decode_cost(10, 10, "L") == 10 * 10 * 4 * DECODE_PEAK_FACTOR  # alpha compositing works in RGBA
+    assert decode_cost(10, 10, "I;16") == decode_cost(10, 10, "L")
+    assert decode_cost(10, 10, "F") == 10 * 10 * 4 * DECODE_PEAK_FACTOR
+
+
+PEAK = r"""
+import resource, struct, sys, zlib
+from concurrent.futures import ThreadPoolExecutor
+import vaesdk.imaging.images as I
+I.DECODE_BUDGET.total = int(sys.argv[1])
+w = h = 6000
+raw = b"".join(b"\0" + (bytes(range(256)) * (w * 8 // 256 + 1))[: w * 8] for _ in range(h))
+chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 6, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
+del raw
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with ThreadPoolExecutor(3) as pool:
+    list(pool.map(lambda _: I.load_image(png, 28, 1), range(3)))
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)
+"""
+
+
+@pytest.mark.slow
+def test_three_workers_decoding_16_bit_6000_squared_pngs_stay_within_the_budget():
+    import subprocess
+    import sys
+
+    def grown_mb(budget: int) -> int:
+        return int(subprocess.run([sys.executable, "-c", PEAK, str(budget)], capture_output=True, text=True, check=True).stdout)
+
+    bounded, unbounded = grown_mb(1 << 30), grown_mb(1 << 40)
+    # Three at once grew the process by 1,656 MB here, one at a time (the 1 GiB budget) by 414 MB.
+    assert bounded < 1024 and unbounded > 1.5 * bounded, (bounded, unbounded)

@@ -21,13 +21,15 @@ bool, uint16 and float arrays (finite, in [0, 1]) are converted by the same rule
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import io
 import os
 import re
 import struct
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, Union
 
@@ -66,6 +68,84 @@ def image_suffix(name: str) -> str:
     (os.path.splitext sees no suffix in a name that starts with a dot)."""
     dot = name.rfind(".")
     return name[dot:].lower() if dot >= 0 else ""
+
+class DecodeBudget:
+    """Bytes of decoded images held at once by this process, across threads: a decode first
+    takes its estimated peak (`decode_cost`) from the budget and waits while the others hold
+    it, so memory is bounded by the budget, not by workers x the largest image. One image
+    over the whole budget runs alone."""
+
+    def __init__(self, total: int):
+        self.total, self.used = int(total), 0
+        self._cond = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, nbytes: int) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: self.used == 0 or self.used + nbytes <= self.total)
+            self.used += nbytes
+        try:
+            yield
+        finally:
+            if nbytes >= TRIM_AT:
+                _release_free_memory()
+            with self._cond:
+                self.used -= nbytes
+                self._cond.notify_all()
+
+
+# glibc keeps what a thread frees in that thread's arena: without giving it back, the next
+# decode on another thread would add its peak to the first one's, budget or not.
+TRIM_AT = 64 << 20
+
+
+def _release_free_memory() -> None:
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim() -> Any:
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+# The peak of decoding, orienting, converting and resizing one image, in multiples of its
+# decoded bytes (measured: a 6000x6000 16-bit RGBA PNG, 144 MB decoded, peaks near 784 MB).
+DECODE_PEAK_FACTOR = 6
+_BAND_BYTES = {"I": 4, "F": 4, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
+
+
+def decode_cost(w: int, h: int, mode: str) -> int:
+    """Estimated peak bytes of turning a w x h image of Pillow `mode` into the model's input:
+    at least 4 bytes a pixel (alpha is composited in RGBA), times DECODE_PEAK_FACTOR."""
+    try:
+        bands = Image.getmodebands(mode)
+    except (KeyError, ValueError):
+        bands = 4
+    return w * h * max(4, bands * _BAND_BYTES.get(mode, 1)) * DECODE_PEAK_FACTOR
+
+
+def _available_memory() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 4 << 30
+
+
+# A quarter of the memory free at import, between 1 and 4 GiB: the largest image the pixel
+# limit admits (40 M pixels, about 960 MB at its peak) always fits alone.
+DECODE_BUDGET = DecodeBudget(min(4 << 30, max(1 << 30, _available_memory() // 4)))
+
 
 # warnings.catch_warnings swaps process-wide state; the lock keeps our own threads from
 # restoring each other's filters mid-open.
@@ -252,11 +332,17 @@ def load_image(image: ImageInput, size: int, channels: int, label: str | None = 
         # Loaded or converted images keep their EXIF tag too; orient them the same way.
         im = _decode(image, label, limit, from_file=getattr(image, "fp", None) is not None)
     elif isinstance(image, (str, os.PathLike, bytes, bytearray, memoryview)) or hasattr(image, "read"):
-        im = _decode(_open(image, label, limit), label, limit)
+        opened = _open(image, label, limit)
+        with DECODE_BUDGET.hold(decode_cost(*opened.size, opened.mode)):
+            return _converted(_decode(opened, label, limit), size, channels, label)
     else:
         raise InvalidImageError(
             f"unsupported image input of type {type(image).__name__}; pass a path, bytes, a file object, a PIL image or a uint8 array"
         )
+    return _converted(im, size, channels, label)
+
+
+def _converted(im: Image.Image, size: int, channels: int, label: str) -> np.ndarray:
     try:
         out = np.asarray(_fit(_to_mode(im, channels, label), size))
     except InvalidImageError:
