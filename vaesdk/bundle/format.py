@@ -24,6 +24,7 @@ from typing import Any
 
 from ..base.errors import BundleError
 from ..maths.anomaly import check_manifest_entry as check_anomaly_entry
+from ..maths.pixels import MANIFEST_TYPES, PixelLikelihood
 from ..maths.priors import STANDARD_PRIOR
 
 BUNDLE_FORMAT = "vaesdk-bundle"
@@ -55,12 +56,16 @@ OPERATORS = frozenset(
 MAX_CONSTANT_ELEMENTS = 1 << 28
 
 
-LIKELIHOODS = ("discretized_gaussian", "dequantized_gaussian")
+LIKELIHOODS = MANIFEST_TYPES
 
 
-def io_contract(kind: str, channels: int, size: int, latent_dim: int, rank: int = 0) -> dict[str, dict[str, list[dict[str, Any]]]]:
+def io_contract(
+    kind: str, channels: int, size: int, latent_dim: int, rank: int = 0, decoder_logvar: bool = True
+) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """The inputs and outputs each graph must have, as written into the manifest.
-    rank > 0: the decoder also outputs the factor W of a low-rank-plus-diagonal covariance."""
+    rank > 0: the decoder also outputs the factor W of a low-rank-plus-diagonal covariance;
+    decoder_logvar=False: a vae decoder whose likelihood needs its mean only (Bernoulli,
+    continuous Bernoulli, a fixed sigma, none)."""
     image = ["N", channels, size, size]
     latent = ["N", latent_dim]
     outs = ("mean", "logvar") if kind == "vae" else ("mean",)
@@ -68,7 +73,7 @@ def io_contract(kind: str, channels: int, size: int, latent_dim: int, rank: int 
     def spec(name: str, shape: list) -> dict[str, Any]:
         return {"name": name, "dtype": "float32", "shape": shape}
 
-    decoder_outs = [spec(o, image) for o in outs]
+    decoder_outs = [spec(o, image) for o in (outs if decoder_logvar else ("mean",))]
     if rank:
         decoder_outs.append(spec("factor", ["N", rank, channels, size, size]))
     return {
@@ -165,6 +170,16 @@ class Manifest:
         return lik["type"] if lik else None
 
     @property
+    def pixel_likelihood(self) -> PixelLikelihood | None:
+        """p(x|z) (vaesdk.maths.pixels), or None for a plain autoencoder."""
+        return PixelLikelihood.from_manifest(self.data.get("likelihood"))
+
+    @property
+    def decoder_outputs(self) -> list[str]:
+        """The decoder's outputs, in the contract's order."""
+        return [o["name"] for o in self.data["decoder"]["outputs"]]
+
+    @property
     def covariance_rank(self) -> int:
         """Columns of the decoder's covariance factor; 0 for a diagonal covariance."""
         lik = self.data.get("likelihood") or {}
@@ -234,12 +249,21 @@ def validate_manifest(data: Any) -> Manifest:
                 raise _fail("likelihood.rank", f"must be in 1..256, got {rank}")
             if likelihood["type"] != "dequantized_gaussian":
                 raise _fail("likelihood.type", "must be 'dequantized_gaussian' with a low-rank covariance")
+        elif covariance == "fixed":
+            if likelihood["type"] != "discretized_gaussian":
+                raise _fail("likelihood.covariance", "'fixed' (a sigma in the manifest) goes with type 'discretized_gaussian'")
+            sigma = _get(likelihood, "sigma", (int, float), "likelihood")
+            if not 1e-4 <= sigma <= 10.0:
+                raise _fail("likelihood.sigma", f"must be in 1e-4..10 ([0, 1] pixel units), got {sigma}")
         elif covariance != "diagonal":
-            raise _fail("likelihood.covariance", f"must be 'diagonal' or 'lowrank', got {covariance!r}")
+            raise _fail("likelihood.covariance", f"must be 'diagonal', 'lowrank' or 'fixed', got {covariance!r}")
+        if likelihood["type"] in ("bernoulli", "continuous_bernoulli", "none") and covariance != "diagonal":
+            raise _fail("likelihood.covariance", f"must be absent for type {likelihood['type']!r}, got {covariance!r}")
     elif likelihood is not None:
         raise _fail("likelihood", "must be null for a plain autoencoder ('ae')")
 
-    contract = io_contract(kind, channels, h, dim, rank)
+    decoder_logvar = kind != "vae" or PixelLikelihood.from_manifest(likelihood).outputs[1:2] == ["logvar"]
+    contract = io_contract(kind, channels, h, dim, rank, decoder_logvar)
     for role in ROLES:
         entry = _get(data, role, dict, "")
         fname = _get(entry, "file", str, role)

@@ -24,7 +24,6 @@ from .format import (
     OPERATORS,
     ROLES,
     Manifest,
-    io_contract,
     validate_manifest,
 )
 from .onnx_proto import SIZED_OPS as SIZED_INPUTS
@@ -162,7 +161,8 @@ def read_bundle(bundle_dir: str | os.PathLike, verify: bool = True) -> Bundle:
     if not bundle_dir.is_dir():
         raise BundleError(f"{bundle_dir} is not a directory; a bundle is a folder with {MANIFEST}, encoder.onnx, decoder.onnx")
     manifest = read_manifest(bundle_dir)
-    contract = io_contract(manifest.kind, manifest.channels, manifest.image_size, manifest.latent_dim, manifest.covariance_rank)
+    # The manifest's own inputs and outputs: validate_manifest held them to io_contract.
+    contract = {role: {side: manifest.file(role)[side] for side in ("inputs", "outputs")} for role in ROLES}
     models, infos = {}, {}
     for role in ROLES:
         entry = manifest.file(role)

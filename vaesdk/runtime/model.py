@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,6 +141,25 @@ class Model:
         (directions resolved to vectors)."""
         return arguments.validate(self.spec, operation, options)
 
+    def prepare(self, operation: str, **options: Any) -> Callable[..., Any]:
+        """`operation` with its arguments checked now, once (as `validate` checks them), ready
+        to run: what front ends use to refuse a bad request before queueing its work, then run
+        it without checking again.
+
+        'sample' (the arguments of `sample`) gives a function of no arguments returning what
+        `sample` returns. 'edit' and 'reconstruct' (their arguments without the images) give a
+        function from images to outputs, uint8 [N, H, W, C]; its calls draw from one set of
+        random streams, seeded now, each continuing where the last stopped, so batches run one
+        after another give what one call over all of them would (`map_images` relies on it)."""
+        if operation == "sample":
+            args = arguments.validate(self.spec, "sample", options)
+            return lambda: self._sample_checked(args)
+        if operation in ("edit", "reconstruct"):
+            args = arguments.validate(self.spec, operation, options)
+            streams = L.RandomStreams.from_seed(args["seed"])  # a RandomStreams passes through with its own generators
+            return lambda images: self._encode_change_decode(images, args, streams, shift=operation == "edit")
+        raise InvalidArgumentError(f"prepare takes 'sample', 'edit' or 'reconstruct', got {operation!r:.80}")
+
     def __repr__(self) -> str:
         h, w, c = self.image_shape
         return f"<vaesdk.Model {self.name!r} {self.kind} {h}x{w}x{c} latent_dim={self.latent_dim} on {self.device}>"
@@ -186,31 +205,51 @@ class Model:
         if not arguments.check_bool("sample_latent", sample_latent):
             return self.encode(images).mean
         self.require_vae("sampling from q(z|x)")
+        return self._latents_of(images, True, seed)
+
+    def _latents_of(self, images: ImageInput | Sequence[ImageInput], sample_latent: bool, seed: Seed) -> np.ndarray:
+        """`embed` with checked arguments: a draw from q(z|x) (from `seed`, or from its latent
+        stream when it is a RandomStreams) or, without `sample_latent`, its mean."""
+        if not sample_latent:
+            return self.encode(images).mean
         rng = seed.latent if isinstance(seed, L.RandomStreams) else L.rng_from(seed)
         return self.encode(images).sample(rng)
 
     # ---- decoder --------------------------------------------------------------------------
 
     def decode_params(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """p(x|z) per pixel in [0, 1] units: (mean, logvar), float32 [N, H, W, C]; logvar is None for an ae."""
+        """p(x|z) per pixel in [0, 1] units: (mean, logvar), float32 [N, H, W, C]. logvar is
+        None for an ae and for decoders without a Gaussian (Bernoulli, continuous Bernoulli,
+        none), and 2 log sigma everywhere for a Gaussian with a fixed sigma; for a Bernoulli
+        the mean is the probability of each pixel."""
         z = L.check_latents(z, self.latent_dim)
-        outputs = ["mean", "logvar"] if self.kind == "vae" else ["mean"]
+        outputs = ["mean", "logvar"] if "logvar" in self.manifest.decoder_outputs else ["mean"]
         parts: list[list[np.ndarray]] = [[] for _ in outputs]
         for sl in self._chunks(len(z)):
             for acc, out in zip(parts, self._decoder.run(z[sl], outputs)):
                 acc.append(out.transpose(0, 2, 3, 1))
         joined = [np.concatenate(p) for p in parts]
+        pixels = self.spec.pixels
+        if pixels is not None and pixels.sigma is not None:
+            return joined[0], np.full_like(joined[0], 2.0 * np.log(pixels.sigma))
         return joined[0], joined[1] if len(joined) > 1 else None
 
     def decode(self, z: np.ndarray, *, sample_pixels: bool = False, seed: Seed = None) -> np.ndarray:
         """Latents -> uint8 images [N, H, W, C]: the mean of p(x|z), or a draw from it
         (from `seed`, or from its pixel stream when it is a RandomStreams)."""
         z = L.check_latents(z, self.latent_dim)
-        rng = None
-        if arguments.check_bool("sample_pixels", sample_pixels):
-            self.require_vae("sampling pixels from p(x|z)")
-            rng = seed.pixels if isinstance(seed, L.RandomStreams) else L.rng_from(seed)
-        return self._decode(z, rng)
+        sample_pixels = arguments.check_bool("sample_pixels", sample_pixels)
+        if sample_pixels:
+            self.spec.require_pixel_draws()
+        return self._decode(z, self._pixel_rng(sample_pixels, seed))
+
+    @staticmethod
+    def _pixel_rng(sample_pixels: bool, seed: Seed) -> np.random.Generator | None:
+        """The generator of pixel draws for a checked `sample_pixels` (None: means): `seed`'s,
+        or its pixel stream when it is a RandomStreams."""
+        if not sample_pixels:
+            return None
+        return seed.pixels if isinstance(seed, L.RandomStreams) else L.rng_from(seed)
 
     def _decode(self, z: np.ndarray, pixel_rng: np.random.Generator | None) -> np.ndarray:
         """`decode` of checked float32 latents: pixel draws from `pixel_rng`, or means when None."""
@@ -232,15 +271,9 @@ class Model:
         to the nearest bin (edge bins open-ended, hence the clip in _to_uint8) makes this a
         draw of the 8-bit image.
         """
-        rank = self.manifest.covariance_rank
-        res = self._decoder.run(z, ["mean", "logvar", "factor"] if rank else ["mean", "logvar"])
-        mean, logvar = res[0], res[1]
-        n, pixels = len(mean), mean[0].size
-        eps = rng.standard_normal((n, rank + pixels), dtype=np.float32)
-        mean += np.exp(0.5 * logvar) * eps[:, rank:].reshape(mean.shape)
-        if rank:
-            mean += np.einsum("nr,nrp->np", eps[:, :rank], res[2].reshape(n, rank, pixels)).reshape(mean.shape)
-        return mean
+        pixels = self.spec.pixels
+        assert pixels is not None  # checked: a vae
+        return pixels.draw(self._decoder.run(z, pixels.outputs), rng)
 
     # ---- generation and editing -----------------------------------------------------------
 
@@ -303,9 +336,8 @@ class Model:
         self, n: int, z_rng: np.random.Generator, px_rng: np.random.Generator | None, temperature: float,
         truncation: float | None, prior: str | None,
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
-        """Prior draws and their images; pixels drawn from `px_rng`, or means when it is None."""
-        if px_rng is not None:
-            self.require_vae("sampling pixels from p(x|z)")
+        """Prior draws and their images; pixels drawn from `px_rng`, or means when it is None
+        (callers have checked that the model can draw pixels)."""
         for block in self._prior_blocks(n, z_rng, temperature, truncation, prior):
             # Once per block, not per batch: a bundle's prior may be far from the range decode accepts.
             block = L.check_latents(block, self.latent_dim)
@@ -327,13 +359,14 @@ class Model:
         fitted mixture when it has one, else N(0, I); see `priors` for the others, e.g. one
         Gaussian per class), decoded. uint8 [n, H, W, C]; with `return_latents`, the pair
         (images, the float32 [n, D] latents they were decoded from)."""
-        n = arguments.positive_int("n", n, MAX_SAMPLES)
-        arguments.check_bool("return_latents", return_latents)
-        args = arguments.validate(self.spec, "sample", dict(n=n, seed=seed, temperature=temperature, truncation=truncation,
-                                                sample_pixels=sample_pixels, prior=prior))  # fmt: skip
-        parts = list(self._sample_batches(n, seed, args["temperature"], args["truncation"], sample_pixels, prior))
+        return self.prepare("sample", n=n, seed=seed, temperature=temperature, truncation=truncation,
+                            sample_pixels=sample_pixels, prior=prior, return_latents=return_latents)()  # fmt: skip
+
+    def _sample_checked(self, args: dict[str, Any]) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """`sample` with the arguments `validate` checked."""
+        parts = list(self._sample_batches(args["n"], args["seed"], args["temperature"], args["truncation"], args["sample_pixels"], args["prior"]))
         images = np.concatenate([im for _, im in parts])
-        return (images, np.concatenate([z for z, _ in parts])) if return_latents else images
+        return (images, np.concatenate([z for z, _ in parts])) if args["return_latents"] else images
 
     def reconstruct(
         self,
@@ -381,12 +414,18 @@ class Model:
         seed: Seed = None,
     ) -> np.ndarray:
         """Encode, shift (see `edit_latents`), decode: uint8 [N, H, W, C]."""
-        args = arguments.validate(self.spec, "edit", dict(dim=dim, direction=direction, delta=delta, sample_latent=sample_latent,
-                                              sample_pixels=sample_pixels, seed=seed))  # fmt: skip
-        streams = L.RandomStreams.from_seed(seed)  # a RandomStreams passes through with its own generators
-        z = self.embed(images, sample_latent=sample_latent, seed=streams)
-        z = self._shift(z, (args["dim"], args["direction"]), args["delta"])
-        return self.decode(z, sample_pixels=sample_pixels, seed=streams)
+        return self.prepare("edit", dim=dim, direction=direction, delta=delta, sample_latent=sample_latent,
+                            sample_pixels=sample_pixels, seed=seed)(images)  # fmt: skip
+
+    def _encode_change_decode(
+        self, images: ImageInput | Sequence[ImageInput], args: dict[str, Any], streams: L.RandomStreams, shift: bool
+    ) -> np.ndarray:
+        """`reconstruct`, or with `shift` `edit`, of arguments `validate` checked: latents drawn
+        from `streams.latent`, pixels from `streams.pixels`."""
+        z = self._latents_of(images, args["sample_latent"], streams)
+        if shift:
+            z = self._shift(z, (args["dim"], args["direction"]), args["delta"])
+        return self._decode(L.check_latents(z, self.latent_dim), self._pixel_rng(args["sample_pixels"], streams))
 
     def interpolate_latents(self, a: np.ndarray, b: np.ndarray, steps: int = 8, method: str = "slerp") -> np.ndarray:
         """`steps` latents from a to b inclusive: float32 [steps, D]."""
@@ -395,9 +434,13 @@ class Model:
         if len(a) != 1 or len(b) != 1:
             raise InvalidArgumentError("interpolate takes one start and one end latent")
         steps = arguments.positive_int("steps", steps, MAX_STEPS, minimum=2)
-        method = arguments.check_method(method)
+        return self._path(a[0], b[0], steps, arguments.check_method(method))
+
+    @staticmethod
+    def _path(a: np.ndarray, b: np.ndarray, steps: int, method: str) -> np.ndarray:
+        """`interpolate_latents` of checked latents a, b [D] and arguments."""
         t = np.linspace(0.0, 1.0, steps)
-        return (L.slerp if method == "slerp" else L.lerp)(a[0], b[0], t)
+        return (L.slerp if method == "slerp" else L.lerp)(a, b, t)
 
     def interpolate(
         self, a: ImageInput, b: ImageInput, *, steps: int = 8, method: str = "slerp", sample_pixels: bool = False,
@@ -405,10 +448,11 @@ class Model:
     ) -> np.ndarray:  # fmt: skip
         """Images along the path between the posterior means of images a and b: uint8 [steps, H, W, C].
         The first and last frames are the reconstructions of a and b."""
-        arguments.validate(self.spec, "interpolate", dict(steps=steps, method=method, sample_pixels=sample_pixels, seed=seed))
+        args = arguments.validate(self.spec, "interpolate", dict(steps=steps, method=method, sample_pixels=sample_pixels, seed=seed))
         za, zb = self.embed([a, b])
-        z = self.interpolate_latents(za, zb, steps, method)
-        return self.decode(z, sample_pixels=sample_pixels, seed=seed)
+        za, zb = L.check_latents(za, self.latent_dim, "a"), L.check_latents(zb, self.latent_dim, "b")
+        z = self._path(za[0], zb[0], args["steps"], args["method"])
+        return self._decode(L.check_latents(z, self.latent_dim), self._pixel_rng(args["sample_pixels"], seed))
 
     def traverse(
         self,
@@ -428,7 +472,7 @@ class Model:
         """
         args = arguments.validate(self.spec, "traverse", dict(dims=dims, values=values, max_dims=max_dims, seed=seed, prior=prior))
         if image is None:
-            base = self.sample_latents(1, seed=seed, prior=prior)
+            base = np.concatenate(list(self._prior_blocks(1, L.rng_from(seed), 1.0, None, args["prior"])))
         else:
             base = self.embed(image)
             if len(base) != 1:

@@ -33,6 +33,9 @@ class Scores:
     same seed and k give the same values for any batch size.
     p_value: the fraction of held-out in-distribution images scoring at least as high (small =
     unusual), from the bundle's calibration; None when the bundle has no calibration.
+    bounds: False for a model without a pixel likelihood (a deterministic decoder): elbo_bpd
+    and iw_bpd are NaN, and anomaly_pixel measures the reconstruction under a reference
+    Gaussian (sigma 0.1, vaesdk.maths.pixels.REFERENCE_SIGMA) instead of the model's likelihood.
     """
 
     elbo_bpd: np.ndarray
@@ -42,6 +45,7 @@ class Scores:
     p_value: np.ndarray | None = None
     anomaly_pixel: np.ndarray | None = None
     anomaly_latent: np.ndarray | None = None
+    bounds: bool = True
 
     def flagged(self, p_below: float) -> np.ndarray:
         """bool [N]: images whose p_value is below `p_below` (raises when uncalibrated)."""
@@ -94,21 +98,24 @@ class Scorer:
         latent = likelihood.nats_to_bpd(self.spec.prior_set.log_density(post.mean, prior), dims)
         unusual = combine(pixel, latent, calibration)
         p_value = calibration.p_values(unusual) if calibration is not None else None
-        return Scores(likelihood.nats_to_bpd(elbo, dims), likelihood.nats_to_bpd(iw, dims), k, unusual, p_value, pixel, latent)
+        pixels = self.spec.pixels
+        if pixels is not None and not pixels.kind.bounds:  # no likelihood: no bounds to report
+            elbo = iw = np.full(len(batch), np.nan)
+        return Scores(
+            likelihood.nats_to_bpd(elbo, dims), likelihood.nats_to_bpd(iw, dims), k, unusual, p_value, pixel, latent,
+            bounds=pixels is None or pixels.kind.bounds,
+        )
 
     def log_px(self, images: np.ndarray, z: np.ndarray, noise_rng: np.random.Generator | None = None) -> np.ndarray:
         """log p(x|z) summed over pixels, [N, K], for images [N, H, W, C] and z [N, K, D]:
         the exact discretized likelihood, or its dequantized lower bound (one uniform draw
         per image and sample from `noise_rng`)."""
         n, k, d = z.shape
-        rank = self.spec.manifest.covariance_rank
-        res = self.decoder.run(z.reshape(n * k, d), ["mean", "logvar", "factor"] if rank else ["mean", "logvar"])
+        pixels = self.spec.pixels
+        assert pixels is not None  # scoring needs a vae
+        res = self.decoder.run(z.reshape(n * k, d), pixels.outputs)
         target = images.transpose(0, 3, 1, 2)[:, None]  # [N, 1, C, H, W]
         shape = (n, k, *res[0].shape[1:])
-        mean, logvar = res[0].reshape(shape), res[1].reshape(shape)
-        if noise_rng is None:
-            lp = likelihood.discretized_gaussian_log_prob(target, mean, logvar)
-            return lp.reshape(n, k, -1).sum(-1)
-        noise = noise_rng.random(shape)
-        factor = res[2].reshape(n, k, *res[2].shape[1:]) if rank else None
-        return likelihood.dequantized_log_prob(target, noise, mean, logvar, factor)
+        res = [r.reshape(n, k, *r.shape[1:]) for r in res]
+        noise = noise_rng.random(shape) if noise_rng is not None else None
+        return pixels.log_prob(target, res, noise)

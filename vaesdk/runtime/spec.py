@@ -18,6 +18,7 @@ from ..bundle.reading import Bundle
 from ..base.errors import InvalidArgumentError, UnsupportedOperationError
 from ..imaging.images import ImageInput, as_batch
 from ..maths.latent import ACTIVE_KL_NATS, LatentGaussian, check_latents  # ACTIVE_KL_NATS: the one definition, shared with training and evaluation
+from ..maths.pixels import PixelLikelihood
 from ..maths.priors import GaussianMixture, PriorSet
 from ..version import __version__
 
@@ -79,6 +80,17 @@ class ModelSpec:
     def can_sample(self) -> bool:
         """Whether the model has a prior to sample from (a VAE, or an ae with a fitted prior)."""
         return self.prior_set.default is not None
+
+    @property
+    def pixels(self) -> PixelLikelihood | None:
+        """p(x|z): its kind, the decoder outputs it needs, log p(x|z) and draws (None: an ae)."""
+        return self.manifest.pixel_likelihood
+
+    def require_pixel_draws(self) -> None:
+        """Raise UnsupportedOperationError unless pixels can be drawn from p(x|z)."""
+        self.require_vae("sampling pixels from p(x|z)")
+        assert self.pixels is not None
+        self.pixels.require_draws()
 
     def require_vae(self, what: str) -> None:
         """Raise UnsupportedOperationError, naming `what`, unless this model is a VAE."""
