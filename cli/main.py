@@ -1,8 +1,7 @@
-"""The `vae` app: joins the command groups and turns vaesdk errors into one-line messages.
-
-Exit codes: 0 success, 1 other failure, 2 bad argument (or usage), 3 bad image, 4 bad or
-unknown model bundle, 5 device unavailable, 6 output not written, 7 missing optional
-dependency, 130 interrupted. `--debug` (or VAESDK_DEBUG=1) shows the traceback instead.
+"""The `vae` app: joins the command groups and turns vaesdk errors into one-line messages
+and exit codes. The exit codes are vaesdk.base.errors.EXIT_CODES (each error class's
+`exit_code` and the command line's own), which `vae --help` lists. `--debug` (or
+VAESDK_DEBUG=1) shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ click = getattr(typer.core, "_click", None) or __import__("click")
 # Ctrl-D at a prompt: click's Abort, which typer's own copy of click may not define.
 ABORT = getattr(click.exceptions, "Abort", None) or getattr(typer, "Abort", None) or type("NeverRaised", (Exception,), {})
 
-from vaesdk.base.errors import VaesdkError
+from vaesdk.base.errors import EXIT_BROKEN_PIPE, EXIT_CODES, EXIT_INTERRUPTED, EXIT_SUCCESS, EXIT_TERMINATED, VaesdkError
 
 from . import analyze, directions, edit, generate, manage, serve, train
 
@@ -42,7 +41,7 @@ class VaeGroup(TyperGroup):
             code = super().main(*args, standalone_mode=False, **kwargs)
         except click.exceptions.NoArgsIsHelpError as e:
             typer.echo(e.ctx.get_help() if e.ctx is not None else e.format_message())
-            code = 0
+            code = EXIT_SUCCESS
         except click.exceptions.ClickException as e:
             where = f"; see `{e.ctx.command_path} -h`" if getattr(e, "ctx", None) is not None else ""
             message = " ".join(e.format_message().split()).rstrip(".")
@@ -50,10 +49,10 @@ class VaeGroup(TyperGroup):
             code = e.exit_code
         except ABORT:
             typer.echo("vae: aborted", err=True)
-            code = 1
+            code = VaesdkError.exit_code
         if not standalone_mode:
             return code
-        sys.exit(code if isinstance(code, int) else 0)
+        sys.exit(code if isinstance(code, int) else EXIT_SUCCESS)
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -67,19 +66,19 @@ class VaeGroup(TyperGroup):
             if _state["debug"]:
                 raise
             typer.echo("vae: interrupted; files already written are complete, nothing partial was left", err=True)
-            raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
+            raise typer.Exit(EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED) from None
         except (typer.Exit, typer.Abort):
             raise
         except BrokenPipeError:
             # The reader went away (`vae ... | head`): not an error worth a message.
             _silence_stdout()
-            raise typer.Exit(141) from None
+            raise typer.Exit(EXIT_BROKEN_PIPE) from None
         except Exception as e:
             if _state["debug"] or type(e).__module__.startswith(("click", "typer")):
                 raise
             # A bug, not a bad input: still one line, with the way to the traceback.
             typer.echo(f"vae: internal error: {type(e).__name__}: {e} (rerun as `vae --debug ...` for the traceback)", err=True)
-            raise typer.Exit(1) from None
+            raise typer.Exit(VaesdkError.exit_code) from None
 
 
 def _silence_stdout() -> None:
@@ -92,10 +91,14 @@ def _silence_stdout() -> None:
         os.close(devnull)
 
 
+# The exit codes under the command list of `vae --help`, from their one home.
+EXIT_CODES_HELP = "Exit codes: " + "; ".join(f"{code} {meaning}" for code, meaning in EXIT_CODES.items()) + "."
+
 app = typer.Typer(
     cls=VaeGroup,
     name="vae",
     help="Variational autoencoders in production: sample, edit, encode and score images with an exported model bundle.",
+    epilog=EXIT_CODES_HELP,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -108,7 +111,7 @@ def _print_version(value: bool) -> None:
         from vaesdk import __version__
 
         typer.echo(f"vae (vaesdk) {__version__}")
-        raise typer.Exit(0)
+        raise typer.Exit(EXIT_SUCCESS)
 
 
 @app.callback()

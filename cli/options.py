@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from vaesdk import DEFAULT_MODEL
+from vaesdk.frontend import SEED_MIN
 
 ModelOpt = Annotated[
     Optional[str],
@@ -18,7 +19,7 @@ DeviceOpt = Annotated[
     str, typer.Option("--device", help="auto (CUDA when it really runs, else CPU), cpu, cuda or cuda:N.")
 ]
 SeedOpt = Annotated[
-    Optional[int], typer.Option("--seed", min=0, help="Random seed; omitted, a fresh one is drawn and printed.")
+    Optional[int], typer.Option("--seed", min=SEED_MIN, help="Random seed; omitted, a fresh one is drawn and printed.")
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing output files.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]

@@ -7,8 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-import vaesdk
-from vaesdk.base.errors import InvalidArgumentError, MissingDependencyError
+from vaesdk import frontend
+from vaesdk.base.errors import InvalidArgumentError, MissingDependencyError, install_hint
+from vaesdk.serve.settings import HOST, PORT, Deadlines, Limits, ServeConfig, bundled_names
 
 from .common import load_model, note
 
@@ -17,21 +18,9 @@ app = typer.Typer()
 TOKEN_ENV = "VAESDK_TOKEN"
 
 
-class _DeadlineDefaults:
-    # The defaults live in serve/deadlines.py (Deadlines); they are repeated here only for
-    # --help, because importing the serve extra at start-up would slow every `vae` command.
-    header_timeout_s = 10.0
-    body_timeout_s = 30.0
-    body_min_rate = 64 * 1024
-    max_connections = 1000
-
-
-DEADLINES = _DeadlineDefaults
-
-
-def bundled_names() -> list[str]:
-    """Every bundled model, the default one first (the page opens on the first)."""
-    return sorted(vaesdk.list_models(), key=lambda name: name != vaesdk.DEFAULT_MODEL)
+# The service's defaults, read from their home (vaesdk.serve.settings imports no server package).
+LIMITS, DEADLINES = Limits(), Deadlines()
+MIB = 1024 * 1024
 
 
 @app.command()
@@ -39,19 +28,19 @@ def serve(
     model: Annotated[
         Optional[list[str]], typer.Option("--model", "-m", help="Bundled model name or bundle folder; repeat to serve several.", show_default="every bundled model")
     ] = None,
-    host: Annotated[str, typer.Option(help="Address to bind; the default answers this machine only.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8000,
+    host: Annotated[str, typer.Option(help="Address to bind; the default answers this machine only.")] = HOST,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = PORT,
     token: Annotated[
         Optional[str], typer.Option(help=f"Require 'Authorization: Bearer TOKEN' on /v1/* (or set {TOKEN_ENV}).", show_default=False)
     ] = None,
-    workers: Annotated[int, typer.Option(min=1, max=256, help="Requests computed at once.")] = 2,
-    queue: Annotated[int, typer.Option(min=0, max=4096, help="Requests waiting for a worker; beyond that, 503 with Retry-After.")] = 32,
-    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds a request may take, waiting included; beyond that, 504.")] = 60.0,
-    max_upload_mb: Annotated[float, typer.Option(min=0.001, help="Largest request body, MiB.")] = 16.0,
-    max_pixels: Annotated[int, typer.Option(min=1, help="Largest uploaded image, pixels.")] = 4_000_000,
-    max_images: Annotated[int, typer.Option(min=1, help="Uploads per request.")] = 64,
-    max_n: Annotated[int, typer.Option(min=1, max=100_000, help="Samples (and latents to decode) per request.")] = 256,
-    max_k: Annotated[int, typer.Option(min=1, max=10_000, help="Importance samples per score request.")] = 1000,
+    workers: Annotated[int, typer.Option(min=1, max=256, help="Requests computed at once.")] = LIMITS.workers,
+    queue: Annotated[int, typer.Option(min=0, max=4096, help="Requests waiting for a worker; beyond that, 503 with Retry-After.")] = LIMITS.queue,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds a request may take, waiting included; beyond that, 504.")] = LIMITS.timeout_s,
+    max_upload_mb: Annotated[float, typer.Option(min=0.001, help="Largest request body, MiB.")] = LIMITS.max_body_bytes / MIB,
+    max_pixels: Annotated[int, typer.Option(min=1, help="Largest uploaded image, pixels.")] = LIMITS.max_image_pixels,
+    max_images: Annotated[int, typer.Option(min=1, help="Uploads per request.")] = LIMITS.max_images,
+    max_n: Annotated[int, typer.Option(min=1, max=frontend.MAX_SAMPLES, help="Samples (and latents to decode) per request.")] = LIMITS.max_n,
+    max_k: Annotated[int, typer.Option(min=1, max=frontend.MAX_IW_SAMPLES, help="Importance samples per score request.")] = LIMITS.max_k,
     cors_origin: Annotated[
         Optional[list[str]], typer.Option("--cors-origin", help="Allow browser pages from this origin (repeatable); CORS is off without it.")
     ] = None,
@@ -71,18 +60,17 @@ def serve(
 ) -> None:
     """Serve models over HTTP: JSON/PNG routes under /v1, API docs at /docs, the page at /."""
     try:
-        from vaesdk.serve import Deadlines, Limits, ServeConfig
         from vaesdk.serve import serve as run_server
     except ImportError as e:
         raise MissingDependencyError(
             f"{e.name or 'a server dependency'} is not installed; `vae serve` needs the serve extra: "
-            "pip install 'vaesdk[serve]' (from a source checkout: pip install '.[serve]')"
+            f"{install_hint('serve')}"
         ) from None
     token = token or os.environ.get(TOKEN_ENV) or None
     if token is not None and len(token) < 8:
         raise InvalidArgumentError("--token must be at least 8 characters")
     limits = Limits(
-        max_body_bytes=int(max_upload_mb * 1024 * 1024), max_image_pixels=max_pixels, max_images=max_images,
+        max_body_bytes=int(max_upload_mb * MIB), max_image_pixels=max_pixels, max_images=max_images,
         max_n=max_n, max_latents=max_n, max_k=max_k, workers=workers, queue=queue, timeout_s=timeout,
     )  # fmt: skip
     models = [load_model(name, device) for name in (model or bundled_names())]

@@ -15,7 +15,6 @@ import json
 import secrets
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -35,35 +34,11 @@ from vaesdk.base.errors import (
 from vaesdk.frontend import cancellable
 
 from . import contract
-from .deadlines import Deadlines
+from .settings import ServeConfig
 
 PNG = "image/png"
 DOCS_ASSETS = "/docs-assets"  # Swagger UI's files (web/docs-vendor/, pinned by web/copy-vendor.mjs)
 INTEGER_FIELDS = {"n", "seed", "ncols"}  # the JSON bodies' integer fields (serve/contract.py)
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one request may ask for. Every refusal names the limit it hit."""
-
-    max_body_bytes: int = 16 * 1024 * 1024  # a whole request, uploads included
-    max_image_pixels: int = 4_000_000  # per uploaded image, read from its header before decoding
-    max_images: int = 64  # uploads per request
-    max_n: int = 256  # sample: images per request
-    max_latents: int = 256  # decode: latents per request
-    max_k: int = 1000  # score: importance samples
-    workers: int = 2  # requests computed at once
-    queue: int = 32  # requests waiting for a worker; beyond that, 503 (32 polite clients: none, docs/service.md)
-    timeout_s: float = 60.0  # per request, waiting included; beyond that, 504
-
-
-@dataclass
-class ServeConfig:
-    limits: Limits = field(default_factory=Limits)
-    token: str | None = None  # bearer token required on /v1/*, when set
-    cors_origins: list[str] = field(default_factory=list)  # CORS stays off unless origins are given
-    web_dir: Path | None = None  # the browser page; default: the installed vaesdk.web
-    deadlines: Deadlines = field(default_factory=Deadlines)  # for the request to arrive (serve/deadlines.py)
 
 
 class ApiError(Exception):
@@ -386,11 +361,13 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
     def b64png(image: np.ndarray) -> str:
         return base64.b64encode(encode_png(image)).decode("ascii")
 
-    def per_image(files: list[tuple[str, bytes]], model: vaesdk.Model, operation: str, **options: Any) -> list[dict[str, Any]]:
-        """`operation` on every upload: its result, or the error that stopped it, in upload order."""
-        # Decoded in this worker: the server's pool already runs requests side by side.
+    def per_image(files: list[tuple[str, bytes]], model: vaesdk.Model, operation: str, **options: Any) -> Callable[[], list[dict[str, Any]]]:
+        """`operation` on every upload, its arguments checked now (a bad one answers 422
+        before the request takes a pool slot); the work, run in a worker, gives each upload's
+        result or the error that stopped it, in upload order."""
+        # Decoded in that worker (workers=1): the server's pool already runs requests side by side.
         results = vaesdk.map_images(model, operation, files, workers=1, max_pixels=limits.max_image_pixels, **options)
-        return [{"name": r.name, "result": r.output} if r.ok else {"name": r.name, "error": str(r.error).splitlines()[0]} for r in results]
+        return lambda: [{"name": r.name, "result": r.output} if r.ok else {"name": r.name, "error": str(r.error).splitlines()[0]} for r in results]
 
     def image_answer(request: Request, entries: list[dict[str, Any]], headers: dict[str, str] | None = None) -> Response:
         if len(entries) == 1 and not wants_json(request):
@@ -407,6 +384,7 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
 
     @app.get("/healthz", tags=["service"], operation_id="healthz", response_model=contract.Health)
     async def healthz() -> dict[str, str]:
+        """Whether the service is up: {status: "ok"}, with no token needed."""
         return {"status": "ok"}
 
     @app.get("/v1/models", tags=["models"], operation_id="list_models", dependencies=v1, response_model=contract.ModelList, responses=doc.errors(401))
@@ -447,9 +425,10 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
         n = body.get("n", doc.default_n)
         limit("n", n, limits.max_n, "images")
         seed = seed_of(body.get("seed"))
-        args = model.validate(
+        # Checked here, once: a bad value answers 422 before the request takes a pool slot.
+        draw = model.prepare(
             "sample", n=n, seed=seed, prior=body.get("prior"),
-            temperature=body.get("temperature", 1.0), truncation=body.get("truncation"),
+            temperature=body.get("temperature", 1.0), truncation=body.get("truncation"), return_latents=True,
         )  # fmt: skip
         ncols = body.get("ncols")
         if ncols is not None:
@@ -457,8 +436,7 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
         as_json = wants_json(request)
 
         def run() -> Any:
-            images, z = model.sample(args["n"], seed=seed, temperature=args["temperature"], truncation=args["truncation"],
-                                     prior=args["prior"], return_latents=True)  # fmt: skip
+            images, z = draw()
             return (images, z) if as_json else make_grid(images, ncols=ncols)
 
         result = await compute(request, run)
@@ -506,12 +484,11 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
         model = model_of(name)
         files, fields = await uploads(request, "reconstruct")
         seed = seed_of(form_value(fields, "seed", int, None))
-        args = model.validate(
-            "reconstruct", sample_latent=form_value(fields, "sample_latent", bool, False),
+        work = per_image(
+            files, model, "reconstruct", sample_latent=form_value(fields, "sample_latent", bool, False),
             sample_pixels=form_value(fields, "sample_pixels", bool, False), seed=seed,
         )  # fmt: skip
-        options = dict(sample_latent=args["sample_latent"], sample_pixels=args["sample_pixels"], seed=seed)
-        entries = await compute(request, lambda: per_image(files, model, "reconstruct", **options))
+        entries = await compute(request, work)
         return image_answer(request, entries, {"X-Vaesdk-Seed": str(seed)})
 
     @app.post(
@@ -528,12 +505,11 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
         delta = form_value(fields, "delta", float, 1.0)
         if isinstance(delta, float) and abs(delta) > contract.MAX_EDIT_DELTA:
             raise ApiError(422, "invalid_argument", f"delta={delta:g} is outside this server's range of +-{contract.MAX_EDIT_DELTA:g} prior standard deviations")
-        args = model.validate(
-            "edit", dim=dim, direction=direction, delta=delta, sample_latent=form_value(fields, "sample_latent", bool, False),
+        work = per_image(
+            files, model, "edit", dim=dim, direction=direction, delta=delta, sample_latent=form_value(fields, "sample_latent", bool, False),
             sample_pixels=form_value(fields, "sample_pixels", bool, False), seed=seed,
         )  # fmt: skip
-        options = dict(dim=dim, direction=direction, delta=delta, sample_latent=args["sample_latent"], sample_pixels=args["sample_pixels"], seed=seed)
-        entries = await compute(request, lambda: per_image(files, model, "edit", **options))
+        entries = await compute(request, work)
         return image_answer(request, entries, {"X-Vaesdk-Seed": str(seed)})
 
     def job_results(result: vaesdk.JobResult, record: Callable[[int], dict[str, Any]]) -> list[dict[str, Any]]:

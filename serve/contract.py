@@ -22,11 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 import vaesdk
 from vaesdk import DEFAULT_IW_SAMPLES
 from vaesdk.base.errors import InvalidArgumentError
-from vaesdk.frontend import MAX_ABS_LATENT, MAX_TEMPERATURE
+from vaesdk.frontend import JOB_SEED_MAX, MAX_ABS_LATENT, MAX_TEMPERATURE, SEED_MIN
 
 PNG = "image/png"
 JSON = "application/json"
-JOB_SEED_MAX = 2**63 - 1  # the batch jobs' seed bound (vaesdk/jobs.py): encode and score
 # edit's |delta|: the SDK refuses a delta that pushes a latent past +-MAX_ABS_LATENT, which
 # depends on the image; within 1000 prior standard deviations no encoded image gets there.
 MAX_EDIT_DELTA = 1000.0
@@ -171,7 +170,7 @@ class Contract:
             f"{self.title}SampleRequest",
             __config__=ConfigDict(extra="forbid"),
             n=(int, Field(self.default_n, ge=1, le=lim.max_n, description=f"Images to draw (this server's limit: {lim.max_n}).")),
-            seed=(Optional[int], Field(None, ge=0, description="Seed; omitted: one is drawn and returned in X-Vaesdk-Seed.")),
+            seed=(Optional[int], Field(None, ge=SEED_MIN, description="Seed; omitted: one is drawn and returned in X-Vaesdk-Seed.")),
             prior=(Optional[prior], Field(None, description="A prior of the model; omitted: the model's default prior.")),
             temperature=(float, Field(1.0, ge=0, le=MAX_TEMPERATURE, description="Scale of the prior's spread (1 = its own).")),
             truncation=(Optional[float], Field(None, gt=0, description="Redraw latents beyond this many prior standard deviations.")),
@@ -211,7 +210,7 @@ class Contract:
 
     def seed_field(self, default: int | None, maximum: int | None = None) -> dict[str, Any]:
         text = "Seed" + ("; omitted: one is drawn and returned in X-Vaesdk-Seed." if default is None else ".")
-        return {"type": "integer", "minimum": 0, **({"maximum": maximum} if maximum is not None else {}), **({"default": default} if default is not None else {}), "description": text}
+        return {"type": "integer", "minimum": SEED_MIN, **({"maximum": maximum} if maximum is not None else {}), **({"default": default} if default is not None else {}), "description": text}
 
     def random_fields(self) -> dict[str, dict[str, Any]]:
         out = {"sample_pixels": {"type": "boolean", "default": False, "description": "Draw pixels from p(x|z) instead of its mean."}}
@@ -251,6 +250,7 @@ class Contract:
     def score_body(self) -> dict[str, Any]:
         k = {"type": "integer", "minimum": 1, "maximum": self.limits.max_k, "default": DEFAULT_IW_SAMPLES,
              "description": f"Importance samples, as `vae score --k` and Model.score (default {DEFAULT_IW_SAMPLES}: the anomaly score needs no more)."}  # fmt: skip
+        # Scores run as a batch job (vaesdk.run_job), whose seeds are bounded.
         return self.multipart({"k": k, "seed": self.seed_field(0, JOB_SEED_MAX)})
 
     # ---- answers --------------------------------------------------------------------------

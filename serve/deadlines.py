@@ -30,22 +30,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from .settings import Deadlines
+
 logger = logging.getLogger("uvicorn.error")
-
-
-@dataclass(frozen=True)
-class Deadlines:
-    """How long a request may take to arrive, and how many connections may be open."""
-
-    header_timeout_s: float = 10.0  # headers complete within this, from the request's first byte
-    body_timeout_s: float = 30.0  # the whole body within this (+ 1 s per body_min_rate bytes)
-    body_min_rate: int = 64 * 1024  # bytes/s that extend the body deadline; 0: a fixed deadline
-    max_connections: int = 1000  # open connections; over it, the longest-arriving one is closed
 
 
 def _answer_408(detail: str) -> bytes:

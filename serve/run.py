@@ -11,14 +11,12 @@ import vaesdk
 
 from vaesdk.base.errors import InvalidArgumentError
 
-from .app import ServeConfig, create_app
+from .app import create_app
 from .deadlines import protocol_class
+from .settings import GRACEFUL_SHUTDOWN_S, HOST, PORT, ServeConfig
 
 # File descriptors the process needs besides its connections (models, logs, the page's files).
 SPARE_FDS = 64
-
-# In-flight requests get this long to finish after SIGTERM/Ctrl-C; new ones are refused.
-GRACEFUL_SHUTDOWN_S = 30
 
 
 def uvicorn_config(app: Any, host: str, port: int, config: ServeConfig) -> Any:
@@ -57,8 +55,8 @@ def ensure_fds(max_connections: int) -> None:
 
 def serve(
     models: list[vaesdk.Model],
-    host: str = "127.0.0.1",
-    port: int = 8000,
+    host: str = HOST,
+    port: int = PORT,
     config: ServeConfig | None = None,
     log: Callable[[str], Any] = print,
 ) -> None:

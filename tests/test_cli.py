@@ -101,7 +101,7 @@ def test_bad_arguments_give_one_line_errors(workdir, tiny_vae_bundle, args, code
 def test_debug_switch_lets_the_error_through_and_does_not_leak_into_the_next_run(workdir, tiny_vae_bundle):
     """With --debug the SDK's exception itself leaves the command (its traceback is shown);
     without it, the same error is a one-line message and exit code 2. The stderr of a real
-    process is tested in test_claims.py."""
+    process is tested in test_arguments.py."""
     r = vae("--debug", "sample", "--n", "0", "-m", tiny_vae_bundle)
     assert isinstance(r.exception, InvalidArgumentError) and "--n must be at least 1" in str(r.exception)
     r = vae("sample", "--n", "0", "-m", tiny_vae_bundle)

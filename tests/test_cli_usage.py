@@ -73,8 +73,26 @@ def test_messages_use_command_line_words(tmp_path, monkeypatch):
 
 
 def test_install_hints_work_from_a_source_checkout():
+    # vaesdk is not on PyPI: an extra is installed from the checkout or the wheel.
     message = str(require_train_extra(ImportError("no torch", name="torch")))
-    assert "pip install '.[train]'" in message and "vaesdk[train]" in message
+    assert "pip install '.[train]'" in message and f"vaesdk-{vaesdk.__version__}-py3-none-any.whl[train]" in message
+    assert "vaesdk[train]" not in message and "\n" not in message
+
+
+def test_every_command_summary_is_one_complete_line():
+    """The command lists of `vae --help` and `vae directions --help` show each command's
+    first paragraph: one line, a whole sentence."""
+    import typer.main
+
+    def commands(group, path):
+        for name, command in getattr(group, "commands", {}).items():
+            yield f"{path} {name}", command
+            yield from commands(command, f"{path} {name}")
+
+    for path, command in commands(typer.main.get_command(app), "vae"):
+        summary = (command.short_help or command.help or "").strip().split("\n\n")[0]
+        assert "\n" not in summary and summary.endswith("."), f"{path}: {summary!r}"
+        assert len(summary) <= 100, f"{path}: {len(summary)} characters"
 
 
 def test_traverse_range_reversed_gives_reversed_columns(tmp_path, monkeypatch):

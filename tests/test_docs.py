@@ -48,6 +48,7 @@ def test_every_page_is_in_the_nav_and_every_nav_entry_exists():
     assert set(pages) == on_disk, f"in the nav only: {set(pages) - on_disk}; on disk only: {on_disk - set(pages)}"
 
 
+@pytest.mark.docs
 def test_the_site_builds_strictly_with_the_api_reference_and_the_openapi_document(site):
     reference = (site / "reference" / "index.html").read_text()
     for name in ("vaesdk.load", "Model", "sample", "score", "InvalidArgumentError", "read_inputs"):
@@ -61,6 +62,24 @@ def test_the_site_builds_strictly_with_the_api_reference_and_the_openapi_documen
     # The schema the bundle format page links is published with the site.
     schema = site / "repository" / "vaesdk" / "manifest.schema.json"
     assert json.loads(schema.read_text()) == json.loads((ROOT / "vaesdk" / "manifest.schema.json").read_text())
+
+
+@pytest.mark.docs
+def test_the_http_api_page_shows_every_route_of_every_bundled_model_in_full():
+    import importlib.util
+
+    import vaesdk
+
+    spec = importlib.util.spec_from_file_location("site_hooks", DOCS / "hooks" / "site.py")
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    table = hooks.routes_table(hooks.openapi_document())
+    for name in vaesdk.list_models():
+        for route in ("", "/files/{file}", "/sample", "/decode", "/reconstruct", "/edit", "/encode", "/score"):
+            assert f"`/v1/models/{name}{route}`" in table
+    for row in table.splitlines()[2:]:
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", row)[1:-1]]
+        assert len(cells) == 5 and cells[2].endswith("."), f"a route's description is cut: {row}"
 
 
 def test_the_readme_is_the_short_front_page():

@@ -170,6 +170,7 @@ def client_generator() -> Path:
     return exe
 
 
+@pytest.mark.generator
 def test_a_client_generated_from_the_document_gets_the_sdks_bytes(tmp_path, bundled_model):
     emoji = vaesdk.load("emoji", device="cpu")
     with vae_serve_process("--device", "cpu") as (_, base):
@@ -210,6 +211,7 @@ def test_a_client_generated_from_the_document_gets_the_sdks_bytes(tmp_path, bund
                 del sys.modules[name]
 
 
+@pytest.mark.web
 def test_docs_renders_a_working_form_without_internet(tmp_path):
     """/docs in headless Chromium with every other origin refused: Swagger UI loads from the
     server itself, lists every operation, and the sample form's Execute gets a PNG."""

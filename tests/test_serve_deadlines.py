@@ -181,13 +181,21 @@ def test_over_the_cap_with_nothing_arriving_the_new_connection_is_refused():
             assert read_until_closed(busy).endswith(b"0\r\n\r\n")  # the busy one is answered in full
 
 
-def test_cli_deadline_defaults_are_the_sdk_side_defaults():
-    from cli.serve import DEADLINES
+def test_vae_serve_option_defaults_are_the_services_own():
+    """`vae serve --help` shows the defaults of vaesdk.serve.settings, read from there."""
+    import typer.main
 
-    from vaesdk.serve import Deadlines
+    from vaesdk.cli.main import app
+    from vaesdk.serve import Deadlines, Limits
+    from vaesdk.serve.settings import HOST, PORT
 
-    d = Deadlines()
-    assert (DEADLINES.header_timeout_s, DEADLINES.body_timeout_s, DEADLINES.body_min_rate, DEADLINES.max_connections) == (
+    shown = {p.name: p.default for p in typer.main.get_command(app).commands["serve"].params}
+    lim, d = Limits(), Deadlines()
+    assert (shown["host"], shown["port"]) == (HOST, PORT)
+    assert (shown["workers"], shown["queue"], shown["timeout"]) == (lim.workers, lim.queue, lim.timeout_s)
+    assert shown["max_upload_mb"] * 1024 * 1024 == lim.max_body_bytes
+    assert (shown["max_pixels"], shown["max_images"], shown["max_n"], shown["max_k"]) == (lim.max_image_pixels, lim.max_images, lim.max_n, lim.max_k)
+    assert (shown["header_timeout"], shown["body_timeout"], shown["body_min_rate"], shown["max_connections"]) == (
         d.header_timeout_s, d.body_timeout_s, d.body_min_rate, d.max_connections,
     )  # fmt: skip
 

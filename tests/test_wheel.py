@@ -1,5 +1,5 @@
 """A user's install of the released files: the sdist and wheel built from a clean clone of the
-repository at HEAD carry the page's onnxruntime-web runtime, and `pip install 'vaesdk[serve]'`
+repository at HEAD carry the page's onnxruntime-web runtime, and `pip install 'WHEEL[serve]'`
 into a fresh environment + `vae serve` gives a page that draws samples for every bundled model
 in headless Chromium, with no npm, no repository and no network behind the page.
 
@@ -78,6 +78,7 @@ def test_the_page_loads_only_vendored_runtime_files():
     assert {"ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm"} <= set(PINS["files"])
 
 
+@pytest.mark.web
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed (scripts/test installs npm)")
 def test_the_vendor_check_refuses_a_changed_file(tmp_path):
     site = tmp_path / "web"
@@ -179,6 +180,7 @@ def wait_for(url: str, server: subprocess.Popen, seconds: float = 120) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.web
 def test_the_installed_wheel_serves_a_working_page_for_every_bundled_model(built, tmp_path):
     if not (Path("/usr/bin/chromium").exists() or os.environ.get("CHROMIUM")):
         pytest.fail("the page test needs Chromium (/usr/bin/chromium; Debian package chromium); ./scripts/test installs it")

@@ -6,27 +6,37 @@ ends to `vaesdk.__all__`, `vaesdk.base.errors` and this module.
 
 from __future__ import annotations
 
+from .base.checks import JOB_SEED_MAX, SEED_MIN, fresh_seed
 from .maths.anomaly import check_flag
-from .runtime.arguments import MAX_TEMPERATURE
+from .runtime.arguments import MAX_IW_SAMPLES, MAX_SAMPLES, MAX_STEPS, MAX_TEMPERATURE
 from .evaluation.evaluate import DEFAULT_EVAL_K
 from .base.fileio import write_atomic
 from .imaging.inputs import expand_sources
 from .jobs.blocks import SEED_BLOCK, score_report
-from .maths.latent import ACTIVE_KL_NATS, MAX_ABS_LATENT, fresh_seed
+from .maths.latent import ACTIVE_KL_NATS, MAX_ABS_LATENT
 from .runtime.session import cancellable
+from .runtime.calibration import calibrate_bundle
+from .imaging.images import image_files
 from .jobs.shards import DEFAULT_SHARD_SIZE
 
 __all__ = [
     "ACTIVE_KL_NATS",
     "DEFAULT_EVAL_K",
     "DEFAULT_SHARD_SIZE",
+    "JOB_SEED_MAX",
     "MAX_ABS_LATENT",
+    "MAX_IW_SAMPLES",
+    "MAX_SAMPLES",
+    "MAX_STEPS",
     "MAX_TEMPERATURE",
     "SEED_BLOCK",
+    "SEED_MIN",
+    "calibrate_bundle",
     "cancellable",
     "check_flag",
     "expand_sources",
     "fresh_seed",
+    "image_files",
     "score_report",
     "write_atomic",
 ]

@@ -15,7 +15,7 @@ def require_runtime() -> None:
     if missing:
         raise ModuleNotFoundError(
             f"vaesdk needs {', '.join(missing)}, which this Python ({sys.executable or 'python'}) lacks; install vaesdk with its "
-            "dependencies: pip install vaesdk (in a checkout: pip install .)",
+            "dependencies: pip install . in a source checkout, or pip install the vaesdk wheel file",
             name=missing[0],
         )
 

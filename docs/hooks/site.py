@@ -1,8 +1,9 @@
 """MkDocs hooks for the documentation site (mkdocs.yml: `hooks:`).
 
 - openapi.json: the service's OpenAPI document, generated at build time from the app that
-  `vae serve` runs (serving the bundled model), as it serves it at /openapi.json, so the HTTP API page always shows the routes
-  as serve/app.py declares them; the page renders it with Swagger UI and a route table.
+  `vae serve` runs (serving every bundled model, as it does when given no --model), as it
+  serves it at /openapi.json, so the HTTP API page always shows the routes as serve/app.py
+  declares them, each model's own; the page renders it with Swagger UI and a route table.
 - Links from a page to a repository file outside docs/ ("../vaesdk/manifest.schema.json")
   publish that file under repository/ in the site and point the link there, so every link
   works on the site and `mkdocs build --strict` still refuses links to files that do not exist.
@@ -30,8 +31,9 @@ def openapi_document() -> dict:
     if _document is None:
         import vaesdk
         from vaesdk.serve import create_app
+        from vaesdk.serve.settings import bundled_names
 
-        app = create_app([vaesdk.load(device="cpu")])
+        app = create_app([vaesdk.load(name, device="cpu") for name in bundled_names()])
         # create_app may wrap the FastAPI app in ASGI middleware (each keeps the next as .app).
         while not hasattr(app, "openapi") and hasattr(app, "app"):
             app = app.app
@@ -83,6 +85,14 @@ def _media(content: dict | None) -> str:
     return ", ".join(f"`{t}`" for t in (content or {})) or "-"
 
 
+def route_summary(op: dict) -> str:
+    """What a route does, for a Markdown table cell: its docstring (FastAPI's description,
+    which says more than the summary made from its name), whose first paragraph may span
+    several source lines, joined into one line, its pipes escaped."""
+    what = (op.get("description") or op.get("summary") or "").strip()
+    return " ".join(what.split("\n\n")[0].split()).replace("|", "\\|")
+
+
 def routes_table(doc: dict) -> str:
     """One row per route: method, path, summary, the request body's media types and every
     status the document declares with its media types."""
@@ -91,10 +101,7 @@ def routes_table(doc: dict) -> str:
         for method, op in item.items():
             if method not in {"get", "post", "put", "patch", "delete"}:
                 continue
-            # The route's docstring (FastAPI's description) says more than its name (the summary).
-            what = (op.get("description") or op.get("summary") or "").strip()
-            summary = what.splitlines()[0] if what else ""
             body = _media(op.get("requestBody", {}).get("content")) if "requestBody" in op else "-"
             answers = "; ".join(f"{code} {_media(r.get('content'))}" for code, r in op.get("responses", {}).items())
-            rows.append(f"| `{method.upper()}` | `{path}` | {summary.replace('|', '/')} | {body} | {answers} |")
+            rows.append(f"| `{method.upper()}` | `{path}` | {route_summary(op)} | {body} | {answers} |")
     return "\n".join(rows)

@@ -69,3 +69,14 @@ def add_direction(
         }
         write_manifest(bundle_dir, data)
         return read_manifest(bundle_dir)
+
+
+def set_anomaly(bundle_dir: str | os.PathLike, entry: dict[str, Any]) -> Manifest:
+    """Store the manifest's `anomaly` entry (a calibration, vaesdk.maths.anomaly), replacing
+    any, and return the new manifest; rewritten atomically under the folder's lock."""
+    bundle_dir = Path(bundle_dir)
+    with _folder_lock(bundle_dir):
+        data = json.loads(json.dumps(read_manifest(bundle_dir).data))
+        data["anomaly"] = entry
+        write_manifest(bundle_dir, data)
+        return read_manifest(bundle_dir)

@@ -24,6 +24,7 @@ import numpy as np
 from ..maths.anomaly import SCORE as ANOMALY_SCORE
 from ..maths.anomaly import check_flag, read_calibration
 from ..runtime.arguments import DEFAULT_IW_SAMPLES, MAX_IW_SAMPLES, positive_int
+from ..base.checks import check_job_seed
 from ..base.errors import InvalidArgumentError, InvalidImageError, VaesdkError
 from ..imaging.inputs import InputItem, expand_sources, read_items
 
@@ -47,7 +48,7 @@ class JobOptions:
         if self.operation not in JOB_OPERATIONS:
             raise InvalidArgumentError(f"operation must be one of {', '.join(JOB_OPERATIONS)}, got {self.operation!r:.80}")
         positive_int("k", self.k, MAX_IW_SAMPLES)
-        positive_int("seed", self.seed, 2**63 - 1, minimum=0)
+        check_job_seed(self.seed)
         if not isinstance(self.logvar, bool):
             raise InvalidArgumentError(f"logvar must be True or False, got {self.logvar!r:.80}")
 

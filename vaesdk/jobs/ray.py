@@ -1,4 +1,4 @@
-"""Batch jobs on a Ray cluster (the `ray` extra: pip install 'vaesdk[ray]').
+"""Batch jobs on a Ray cluster (the `ray` extra: pip install '.[ray]' in a checkout).
 
     result = vaesdk.jobs.ray.run_job(model, "embed", ["/shared/images/"], address="auto")
 
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..runtime.arguments import DEFAULT_IW_SAMPLES
-from ..base.errors import InvalidArgumentError, MissingDependencyError, VaesdkError
+from ..base.errors import InvalidArgumentError, MissingDependencyError, VaesdkError, install_hint
 from ..imaging.inputs import expand_sources, read_items
 from .blocks import (
     SEED_BLOCK, BlockResult, JobOptions, JobResult, blocks_of, check_job, error_from_record, error_record, join_blocks, run_block,
@@ -39,8 +39,7 @@ def require_ray() -> Any:
         import ray.data  # noqa: F401  (the dataset API is what the jobs use)
     except ImportError:
         raise MissingDependencyError(
-            "ray is not installed; running jobs on Ray needs the ray extra: pip install 'vaesdk[ray]' "
-            "(from a source checkout: pip install '.[ray]')"
+            f"ray is not installed; running jobs on Ray needs the ray extra: {install_hint('ray')}"
         ) from None
     return ray
 

@@ -6,12 +6,12 @@ caller that seeds it gets the same numbers on any machine and any execution prov
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from typing import Union
 
 import numpy as np
 
+from ..base.checks import check_seed_value
 from ..base.errors import BundleError, InvalidArgumentError
 from .likelihood import kl_to_standard_normal
 
@@ -23,20 +23,6 @@ MAX_ABS_LATENT = 1e6
 # prior, averaged over a set of images, exceeds this many nats. Training, export, `vae info`
 # and `vae eval` all count active dimensions with this one threshold.
 ACTIVE_KL_NATS = 0.01
-
-
-def fresh_seed() -> int:
-    """A new seed for a run that was given none: small enough to type back (0..2**31-1), so
-    a front end can report it and the run can be repeated."""
-    return secrets.randbits(31)
-
-
-def check_seed_value(seed: object) -> int:
-    """An integer seed, checked: an int >= 0 (bools refused). The one seed check: `rng_from`
-    and `arguments.check_seed` both use it."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InvalidArgumentError(f"seed must be a non-negative integer or a numpy Generator, got {seed!r:.80}")
-    return int(seed)
 
 
 def rng_from(seed: int | np.random.Generator | None) -> np.random.Generator:

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from ..base.checks import number, positive_int
+from ..base.checks import check_seed_value, number, positive_int
 from ..base.errors import InvalidArgumentError
-from ..maths.latent import MAX_ABS_LATENT, RandomStreams, check_seed_value
+from ..maths.latent import MAX_ABS_LATENT, RandomStreams
 from .spec import ModelSpec
 
 MAX_SAMPLES = 100_000  # held in memory at once
@@ -27,7 +27,9 @@ MAX_IW_SAMPLES = 10_000
 # that report the importance-weighted bound itself choose more (`vae eval`: DEFAULT_EVAL_K).
 DEFAULT_IW_SAMPLES = 1
 # A prior's spread times this stays far inside MAX_ABS_LATENT (|eps| < 40 in float32 draws),
-# so a large temperature is refused by name instead of overflowing the latents later.
+# so a large temperature is refused by name instead of overflowing the latents later. The one
+# home of the bound: the service's contract reads it (vaesdk.frontend); the browser page
+# (web/vae.js) and the bundle format (docs/bundle-format.md) state it, held to it by tests.
 MAX_TEMPERATURE = 1000.0
 METHODS = ("slerp", "linear")
 
@@ -147,13 +149,25 @@ def _random_parts(spec: ModelSpec, sample_latent: Any = False, sample_pixels: An
     out["sample_pixels"] = check_bool("sample_pixels", sample_pixels)
     if out.get("sample_latent") or out["sample_pixels"]:
         spec.require_vae("sampling from q(z|x) or p(x|z)")
+    if out["sample_pixels"]:
+        spec.require_pixel_draws()
+    return out
+
+
+def _encoder_random_parts(spec: ModelSpec, sample_latent: Any, sample_pixels: Any) -> dict[str, bool]:
+    """`_random_parts` of an operation that takes `sample_latent` (edit, reconstruct), where
+    None is not "no such argument" but a bad value: refused after sample_pixels is checked."""
+    out = _random_parts(spec, sample_latent, sample_pixels)
+    if sample_latent is None:
+        check_bool("sample_latent", sample_latent)
     return out
 
 
 def _sample(spec: ModelSpec, n: Any = 16, seed: Any = None, temperature: Any = 1.0, truncation: Any = None,
-            sample_pixels: Any = False, prior: Any = None, stream: bool = False) -> dict[str, Any]:  # fmt: skip
+            sample_pixels: Any = False, prior: Any = None, return_latents: Any = False, stream: bool = False) -> dict[str, Any]:  # fmt: skip
     return {
         "n": positive_int("n", n, MAX_STREAM_SAMPLES if stream else MAX_SAMPLES),
+        "return_latents": check_bool("return_latents", return_latents),
         "seed": check_seed(seed),
         "temperature": check_temperature(temperature),
         "truncation": check_truncation(truncation),
@@ -166,11 +180,11 @@ def _edit(spec: ModelSpec, dim: Any = None, direction: Any = None, delta: Any = 
           sample_pixels: Any = False, seed: Any = None) -> dict[str, Any]:  # fmt: skip
     d, vector = edit_target(spec, dim, direction)
     return {"dim": d, "direction": vector, "delta": check_delta(delta), "seed": check_seed(seed),
-            **_random_parts(spec, sample_latent, sample_pixels)}  # fmt: skip
+            **_encoder_random_parts(spec, sample_latent, sample_pixels)}  # fmt: skip
 
 
 def _reconstruct(spec: ModelSpec, sample_latent: Any = False, sample_pixels: Any = False, seed: Any = None) -> dict[str, Any]:
-    return {"seed": check_seed(seed), **_random_parts(spec, sample_latent, sample_pixels)}
+    return {"seed": check_seed(seed), **_encoder_random_parts(spec, sample_latent, sample_pixels)}
 
 
 def _interpolate(spec: ModelSpec, steps: Any = 8, method: Any = "slerp", sample_pixels: Any = False, seed: Any = None) -> dict[str, Any]:

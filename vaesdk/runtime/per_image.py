@@ -20,7 +20,6 @@ import numpy as np
 
 from ..base.errors import InvalidArgumentError, VaesdkError
 from ..imaging.inputs import InputBatch, read_inputs
-from ..maths.latent import RandomStreams
 
 IMAGE_OPERATIONS = ("reconstruct", "edit")
 
@@ -57,12 +56,11 @@ def map_images(
     `batch_size` defaults to the model's. Bad arguments raise now, at the call."""
     if operation not in IMAGE_OPERATIONS:
         raise InvalidArgumentError(f"operation must be one of {', '.join(IMAGE_OPERATIONS)}, got {operation!r:.80}")
-    model.validate(operation, seed=seed, **options)
-    run = getattr(model, operation)
-    # One set of streams for every batch: the draws continue where the last batch stopped.
-    streams = RandomStreams.from_seed(seed)
+    # The arguments checked once, here; every batch then runs without checking them again,
+    # drawing from one set of streams, each batch where the last one stopped.
+    run = model.prepare(operation, seed=seed, **options)
     batches = read_inputs(sources, model, model.batch_size if batch_size is None else batch_size, workers=workers, max_pixels=max_pixels)
-    return _results(batches, lambda images: run(images, seed=streams, **options))
+    return _results(batches, run)
 
 
 def _results(batches: Iterator[InputBatch], run: Any) -> Iterator[ImageResult]:
