@@ -1,10 +1,15 @@
-"""`vae info` and `vae models`: what is installed and what runs it."""
+"""`vae info` and `vae models`: what is installed and what runs it; `vae calibrate`."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
 import vaesdk
+from vaesdk.base.errors import InvalidArgumentError
+from vaesdk.frontend import calibrate_bundle, image_files
 
 from .common import emit_json, load_model
 from .options import DeviceOpt, JsonOpt, ModelOpt
@@ -63,3 +68,17 @@ def info(model: ModelOpt = None, device: DeviceOpt = "auto", json_out: JsonOpt =
     if training.get("command"):
         lines.append(f"trained by  {training['command']} ({training['epochs']} epochs, best {training['best_epoch']})")
     typer.echo("\n".join(lines))
+
+
+@app.command()
+def calibrate(
+    bundle: Annotated[Path, typer.Argument(help="The VAE bundle folder to calibrate.", show_default=False)],
+    held_out: Annotated[Path, typer.Option(help="A folder of at least 100 images the model did not train on.", show_default=False)],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write a calibrated copy here instead of changing BUNDLE.", show_default=False)] = None,
+) -> None:
+    """Calibrate a bundle's anomaly score on held-out images, so score gives p-values."""
+    if not held_out.is_dir():
+        raise InvalidArgumentError(f"--held-out {held_out} is not a folder of images")
+    files = image_files(held_out)
+    path = calibrate_bundle(bundle, files, source=f"{len(files)} held-out images of {held_out.name}", out=out)
+    typer.echo(f"calibrated the anomaly score of {path} on {len(files)} held-out images")

@@ -139,10 +139,38 @@ def _given(options: dict) -> dict:
 
 @app.command("export")
 def export_cmd(
-    run_dir: Annotated[Path, typer.Argument(help="Training run folder (holds checkpoint.json).", show_default=False)],
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="A vae train run folder (holds checkpoint.json); with --from python, FILE.py:FUNCTION; with --from pythae "
+            "or diffusers, the model's folder.",
+            show_default=False,
+            metavar="RUN_DIR|FILE.py:FUNCTION|FOLDER",
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Bundle folder to write.", show_default=False)],
     name: Annotated[Optional[str], typer.Option(help="Model name in the manifest.", show_default="the --out folder's name")] = None,
     description: Annotated[str, typer.Option(help="One line about the model, stored in the manifest.")] = "",
+    from_: Annotated[
+        Optional[str],
+        typer.Option("--from", help="Export a VAE vaesdk did not train: python (FILE.py:FUNCTION returns encoder, decoder), pythae or diffusers.",
+                     metavar="python|pythae|diffusers", show_default="a vae train run"),
+    ] = None,  # fmt: skip
+    images: Annotated[Optional[Path], typer.Option(help="With --from: a folder of images to fit the priors on.", show_default=False)] = None,
+    held_out: Annotated[
+        Optional[Path],
+        typer.Option(help="With --from: a folder of images the model did not train on, to calibrate the anomaly score on.", show_default="none: uncalibrated"),
+    ] = None,
+    image_size: Annotated[Optional[int], typer.Option(min=1, max=4096, help="With --from: the model's image side, where the source does not record it.", show_default=False)] = None,
+    channels: Annotated[Optional[int], typer.Option(min=1, max=3, help="With --from: 1 (grey) or 3 (RGB), where the source does not record it.", show_default=False)] = None,
+    pixel_range: Annotated[Optional[str], typer.Option(help="With --from: the pixel range the model takes and gives.", metavar="0,1|-1,1", show_default="0,1")] = None,
+    likelihood: Annotated[
+        Optional[str],
+        typer.Option(help="With --from: the decoder's likelihood, where the source does not record it.",
+                     metavar="bernoulli|continuous-bernoulli|gaussian|gaussian:SIGMA|none", show_default=False),
+    ] = None,  # fmt: skip
+    atol: Annotated[float, typer.Option(min=0.0, help="With --from: the parity gate's absolute tolerance, times the output's magnitude.")] = 1e-4,
+    rtol: Annotated[float, typer.Option(min=0.0, help="With --from: the parity gate's relative tolerance.")] = 1e-4,
     data: Annotated[
         str,
         typer.Option(
@@ -162,16 +190,29 @@ def export_cmd(
     ] = False,
     force: Annotated[bool, typer.Option("--force", "-f", help="Replace an existing bundle folder.")] = False,
 ) -> None:
-    """Export a checkpoint to a verified bundle: encoder.onnx, decoder.onnx, manifest.json.
+    """Export a trained VAE to a verified bundle: encoder.onnx, decoder.onnx, manifest.json.
 
-    Writes nothing if onnxruntime does not reproduce PyTorch within the parity tolerance.
+    A vae train run by default; with --from, a VAE trained elsewhere (docs: Bring your own
+    model). Writes nothing if onnxruntime does not reproduce PyTorch within the parity tolerance.
     """
     _import_torch_side()
+    if from_ is not None:
+        from vaesdk.export.importer import export_from
+        from vaesdk.export.verify import Tolerance
+
+        if images is None:
+            raise InvalidArgumentError("--from needs --images DIR: the images to fit the priors on")
+        export_from(
+            from_, source, out, images=images, held_out=held_out, image_size=image_size, channels=channels,
+            pixel_range=pixel_range, likelihood=likelihood, tolerance=Tolerance(atol=atol, rtol=rtol), name=name,
+            description=description, force=force, log=typer.echo,
+        )  # fmt: skip
+        return
     from vaesdk.export.pipeline import export_bundle
 
     with progress(100, "evaluating") as update:
         export_bundle(
-            run_dir,
+            source,
             out,
             name=name,
             description=description,

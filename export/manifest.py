@@ -47,34 +47,37 @@ def _likelihood(config: ModelConfig) -> dict[str, Any]:
     }
 
 
-def build_manifest(
+def base_manifest(
     name: str,
-    config: ModelConfig,
+    description: str,
+    kind: str,
+    image_size: int,
+    channels: int,
+    latent_dim: int,
+    likelihood: dict[str, Any] | None,
     files: dict[str, Path],
-    checkpoint: dict[str, Any],
-    parity: dict[str, Any],
-    description: str = "",
+    contract: dict[str, Any],
+    preprocessing: str = "x = pixels / 255 as float32, layout NCHW",
 ) -> dict[str, Any]:
-    """A manifest for the graphs in `files`, without metrics or directions (added after evaluation)."""
-    contract = io_contract(config.kind, config.channels, config.image_size, config.latent_dim, config.factor_channels // config.channels)
+    """The manifest's format, image, latent, likelihood, graph and onnx entries."""
     data: dict[str, Any] = {
         "format": BUNDLE_FORMAT,
         "format_version": FORMAT_VERSION,
         "name": name,
         "description": description,
-        "kind": config.kind,
+        "kind": kind,
         "image": {
-            "height": config.image_size,
-            "width": config.image_size,
-            "channels": config.channels,
-            "color_mode": "L" if config.channels == 1 else "RGB",
+            "height": image_size,
+            "width": image_size,
+            "channels": channels,
+            "color_mode": "L" if channels == 1 else "RGB",
             "dtype": "uint8",
             "value_range": [0, 255],
-            "preprocessing": "x = pixels / 255 as float32, layout NCHW",
+            "preprocessing": preprocessing,
             "input_policy": IMAGE_POLICY,
         },
-        "latent": {"dim": config.latent_dim, "prior": "standard_normal" if config.kind == "vae" else None},
-        "likelihood": _likelihood(config) if config.kind == "vae" else None,
+        "latent": {"dim": latent_dim, "prior": "standard_normal" if kind == "vae" else None},
+        "likelihood": likelihood,
     }
     for role in ("encoder", "decoder"):
         blob = files[role].read_bytes()
@@ -91,6 +94,21 @@ def build_manifest(
         "verified_with": f"onnxruntime {onnxruntime.__version__}",
         "vaesdk": __version__,
     }
+    return data
+
+
+def build_manifest(
+    name: str,
+    config: ModelConfig,
+    files: dict[str, Path],
+    checkpoint: dict[str, Any],
+    parity: dict[str, Any],
+    description: str = "",
+) -> dict[str, Any]:
+    """A manifest for the graphs in `files`, without metrics or directions (added after evaluation)."""
+    contract = io_contract(config.kind, config.channels, config.image_size, config.latent_dim, config.factor_channels // config.channels)
+    data = base_manifest(name, description, config.kind, config.image_size, config.channels, config.latent_dim,
+                         _likelihood(config) if config.kind == "vae" else None, files, contract)  # fmt: skip
     data["parity"] = parity
     training = {
         "dataset": checkpoint["dataset"],

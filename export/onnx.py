@@ -17,7 +17,9 @@ from ..training.model import VAE
 OPSET = 18
 
 
-def _export(module: torch.nn.Module, example: torch.Tensor, input_name: str, output_names: list[str], path: Path) -> None:
+def export_module(module: torch.nn.Module, example: torch.Tensor, input_name: str, output_names: list[str], path: Path) -> None:
+    """Export `module` (one tensor in, a tensor or a tuple of tensors out) to `path` with a
+    dynamic batch axis N, weights inside the file; checked by onnx.checker."""
     batch = torch.export.Dim("N", min=1, max=1 << 20)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings():
@@ -53,14 +55,14 @@ def export_graphs(model: VAE, out_dir: Path) -> dict[str, Path]:
     contract = io_contract(c.kind, c.channels, c.image_size, c.latent_dim, c.factor_channels // c.channels)
     paths = {"encoder": out_dir / "encoder.onnx", "decoder": out_dir / "decoder.onnx"}
     with torch.no_grad():
-        _export(
+        export_module(
             model.encoder,
             torch.rand(2, c.channels, c.image_size, c.image_size),
             "x",
             [o["name"] for o in contract["encoder"]["outputs"]],
             paths["encoder"],
         )
-        _export(
+        export_module(
             model.decoder,
             torch.randn(2, c.latent_dim),
             "z",

@@ -109,7 +109,7 @@ def test_uncalibrated_bundles_report_scores_without_p_values(bundle_copy, fashio
     s = vaesdk.load(bundle_copy, device="cpu").score(fashion_test.images[:4])
     assert s.p_value is None and np.isfinite(s.anomaly).all()
     np.testing.assert_array_equal(s.anomaly, s.anomaly_pixel + s.anomaly_latent)  # no statistics to standardise by
-    with pytest.raises(UnsupportedOperationError, match="calibrate_bundle"):
+    with pytest.raises(UnsupportedOperationError, match="vae calibrate BUNDLE --held-out DIR"):
         s.flagged(0.01)
 
 

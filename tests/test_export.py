@@ -17,7 +17,9 @@ import torch
 import vaesdk
 from vaesdk.base.errors import BundleError, OutputError
 from vaesdk.export import pipeline
-from vaesdk.export.verify import ATOL, RTOL, check_parity
+from vaesdk.export.verify import DEFAULT_TOLERANCE, check_parity
+
+ATOL, RTOL = DEFAULT_TOLERANCE.atol, DEFAULT_TOLERANCE.rtol
 from vaesdk.training.evaluate import bounds_bpd
 from vaesdk.training.train import load_checkpoint
 

@@ -98,7 +98,7 @@ REFUSED = [
     ("latent.gaussians.aggregate", {"mean": [0.0] * 32}),
     ("latent.default_prior", 3),
     ("likelihood", None),
-    ("likelihood", {"type": "bernoulli"}),
+    ("likelihood", {"type": "poisson"}),
     ("encoder.file", "../encoder.onnx"),
     ("encoder.file", "encoder.bin"),
     ("encoder.sha256", "ABC"),

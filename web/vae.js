@@ -310,17 +310,31 @@ export function checkVersion(manifest) {
   if (!Number.isInteger(v) || v < 1) throw new BundleError("manifest", `invalid manifest: format_version must be an integer 1..${FORMAT_VERSION}, got ${JSON.stringify(v)}`);
 }
 
-/** The inputs and outputs each graph must have (docs/bundle-format.md, "The graphs"). */
-export function ioContract(kind, channels, size, dim, rank = 0) {
+/** The inputs and outputs each graph must have (docs/bundle-format.md, "The graphs").
+ * decoderLogvar false: a vae decoder whose likelihood needs its mean only. */
+export function ioContract(kind, channels, size, dim, rank = 0, decoderLogvar = true) {
   const image = ["N", channels, size, size];
   const spec = (name, shape) => ({ name, dtype: "float32", shape });
   const outs = kind === "vae" ? ["mean", "logvar"] : ["mean"];
-  const decoder = outs.map((o) => spec(o, image));
+  const decoder = (decoderLogvar ? outs : ["mean"]).map((o) => spec(o, image));
   if (rank) decoder.push(spec("factor", ["N", rank, channels, size, size]));
   return {
     encoder: { inputs: [spec("x", image)], outputs: outs.map((o) => spec(o, ["N", dim])) },
     decoder: { inputs: [spec("z", ["N", dim])], outputs: decoder },
   };
+}
+
+/** Whether a manifest's decoder outputs a logvar: a vae whose likelihood is a Gaussian with
+ * a learned variance (not a fixed sigma, a Bernoulli, a continuous Bernoulli or none). */
+export function decoderHasLogvar(manifest) {
+  const lik = manifest.likelihood || {};
+  return manifest.kind !== "vae" || (["discretized_gaussian", "dequantized_gaussian"].includes(lik.type) && lik.covariance !== "fixed");
+}
+
+function contractOf(manifest) {
+  const lik = manifest.likelihood || {};
+  const lowrank = manifest.kind === "vae" && (lik.covariance ?? "diagonal") === "lowrank";
+  return ioContract(manifest.kind, manifest.image.channels, manifest.image.height, manifest.latent.dim, lowrank ? lik.rank : 0, decoderHasLogvar(manifest));
 }
 
 /** The checks beyond the JSON Schema that every reader makes (docs/bundle-format.md, "What a
@@ -339,9 +353,11 @@ export function checkManifest(manifest) {
     };
     if (latent.kl_per_dim != null) vector(latent.kl_per_dim, dim, "latent.kl_per_dim");
     const lik = manifest.likelihood;
-    const lowrank = manifest.kind === "vae" && (lik.covariance ?? "diagonal") === "lowrank";
-    if (lowrank && lik.type !== "dequantized_gaussian") throw fail("likelihood.type", "must be 'dequantized_gaussian' with a low-rank covariance");
-    const contract = ioContract(manifest.kind, image.channels, image.height, dim, lowrank ? lik.rank : 0);
+    const covariance = manifest.kind === "vae" ? lik.covariance ?? "diagonal" : null;
+    if (covariance === "lowrank" && lik.type !== "dequantized_gaussian") throw fail("likelihood.type", "must be 'dequantized_gaussian' with a low-rank covariance");
+    if (covariance === "fixed" && lik.type !== "discretized_gaussian") throw fail("likelihood.covariance", "'fixed' (a sigma in the manifest) goes with type 'discretized_gaussian'");
+    if (["bernoulli", "continuous_bernoulli", "none"].includes(lik?.type) && covariance !== "diagonal") throw fail("likelihood.covariance", `must be absent for type '${lik.type}', got '${covariance}'`);
+    const contract = contractOf(manifest);
     for (const role of ["encoder", "decoder"])
       for (const side of ["inputs", "outputs"])
         if (JSON.stringify(manifest[role][side].map(({ name, dtype, shape }) => ({ name, dtype, shape }))) !== JSON.stringify(contract[role][side]) || manifest[role][side].some((t) => Object.keys(t).length !== 3))
@@ -487,6 +503,8 @@ export class BundleModel {
     this.channels = manifest.image.channels;
     const lik = manifest.likelihood || {};
     this.rank = lik.covariance === "lowrank" ? lik.rank : 0;
+    this.likelihood = manifest.kind === "vae" ? (lik.covariance === "fixed" ? "fixed_gaussian" : lik.type) : null;
+    this.sigma = lik.covariance === "fixed" ? lik.sigma : null;
     this.priors = priorsOf(manifest, mixtures);
     this._decoder = decoder;
     this._encoder = null;
@@ -546,19 +564,23 @@ export class BundleModel {
    * {x: Float32Array NCHW before rounding, pixels: Uint8Array NHWC, ...}. */
   async decodeSample(latents, eps) {
     if (this.kind !== "vae") throw new Error("sampling pixels needs a VAE; this bundle is a plain autoencoder");
+    if (!["discretized_gaussian", "dequantized_gaussian", "fixed_gaussian"].includes(this.likelihood))
+      throw new Error(`pixel draws of a '${this.likelihood}' decoder are not in vae.js; decode the means`);
     const { z, n } = this._latents(latents);
     const pixels = this.channels * this.height * this.width;
     const r = this.rank;
     if (eps.length !== n * (r + pixels)) throw new Error(`eps must hold ${n} x ${r + pixels} normals, got ${eps.length}`);
-    const names = r ? ["mean", "logvar", "factor"] : ["mean", "logvar"];
+    const fixed = this.sigma !== null;
+    const names = fixed ? ["mean"] : r ? ["mean", "logvar", "factor"] : ["mean", "logvar"];
     const out = await this._decoder.run({ z: new ort.Tensor("float32", z, [n, this.latentDim]) }, names);
     const x = Float32Array.from(out.mean.data);
-    const logvar = out.logvar.data;
+    const logvar = fixed ? null : out.logvar.data;
+    const fixedSd = fixed ? Math.fround(this.sigma) : 0;
     for (let k = 0; k < n; k++) {
       const row = k * (r + pixels);
       for (let p = 0; p < pixels; p++) {
         const i = k * pixels + p;
-        const sd = Math.fround(Math.exp(Math.fround(0.5 * logvar[i])));
+        const sd = fixed ? fixedSd : Math.fround(Math.exp(Math.fround(0.5 * logvar[i])));
         x[i] = x[i] + Math.fround(sd * Math.fround(eps[row + r + p]));
       }
       if (r) {
@@ -619,8 +641,7 @@ export async function openBundle(read, { validate = null } = {}) {
   checkVersion(manifest);
   if (validate) validate(manifest); // a JSON Schema validator of vaesdk/manifest.schema.json, where the reader has one
   checkManifest(manifest);
-  const lowrank = manifest.kind === "vae" && manifest.likelihood.covariance === "lowrank";
-  const contract = ioContract(manifest.kind, manifest.image.channels, manifest.image.height, manifest.latent.dim, lowrank ? manifest.likelihood.rank : 0);
+  const contract = contractOf(manifest);
   const graph = async (role) => {
     const entry = manifest[role];
     const bytes = await read(entry.file);

@@ -188,7 +188,7 @@ def fit_calibration(pixel: np.ndarray, latent: np.ndarray, prior: str, source: s
 def calibrate_anomaly(model: Scorable, images: Any, source: str = "held-out images") -> dict[str, Any]:
     """Score held-out in-distribution images (NOT used for training; anything `Model.score`
     takes) with a `Model` and return the manifest's `anomaly` entry (`fit_calibration`).
-    Export writes it; `add_calibration` adds it to a bundle."""
+    Export writes it; `vaesdk.runtime.calibration.calibrate_bundle` adds it to a bundle."""
     model.require_vae("calibrating anomaly scores")
     n = len(images) if isinstance(images, (list, tuple, np.ndarray)) else 0
     if n < MIN_CALIBRATION:
@@ -207,7 +207,7 @@ def flag_unusual(p_values: np.ndarray | None, p_below: float) -> np.ndarray:
     if p_values is None:
         raise UnsupportedOperationError(
             "this bundle has no anomaly calibration, so there are no p-values to flag by; add one with "
-            "`python scripts/calibrate_bundle.py BUNDLE` (held-out images), or threshold the anomaly score yourself"
+            "`vae calibrate BUNDLE --held-out DIR` (images the model did not train on), or threshold the anomaly score yourself"
         )
     return np.asarray(p_values) < p_below
 
