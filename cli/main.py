@@ -6,6 +6,7 @@ VAESDK_DEBUG=1) shows the traceback instead.
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import sys
@@ -20,7 +21,7 @@ click = getattr(typer.core, "_click", None) or __import__("click")
 # Ctrl-D at a prompt: click's Abort, which typer's own copy of click may not define.
 ABORT = getattr(click.exceptions, "Abort", None) or getattr(typer, "Abort", None) or type("NeverRaised", (Exception,), {})
 
-from vaesdk.base.errors import EXIT_BROKEN_PIPE, EXIT_CODES, EXIT_INTERRUPTED, EXIT_SUCCESS, EXIT_TERMINATED, VaesdkError
+from vaesdk.base.errors import EXIT_BROKEN_PIPE, EXIT_CODES, EXIT_INTERRUPTED, EXIT_SUCCESS, EXIT_TERMINATED, OutputError, VaesdkError
 
 from . import analyze, directions, edit, generate, manage, serve, train
 
@@ -52,7 +53,9 @@ class VaeGroup(TyperGroup):
             code = VaesdkError.exit_code
         if not standalone_mode:
             return code
-        sys.exit(code if isinstance(code, int) else EXIT_SUCCESS)
+        # What stdout still holds is part of the output: written, or the run failed.
+        failed = _flush_stdout(report=not code)
+        sys.exit(failed if failed is not None and not code else code if isinstance(code, int) else EXIT_SUCCESS)
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -139,9 +142,62 @@ def _raise_terminated(signum: int, frame: Any) -> None:
     raise Terminated()
 
 
+class _CheckedWriter(io.BufferedWriter):
+    """stdout's bytes, buffered whatever PYTHONUNBUFFERED says (a raw file loses the rest of a
+    partial write on a full disk without a word), with every failure to write one
+    OutputError naming stdout; a reader that went away stays a BrokenPipeError."""
+
+    def write(self, b: Any) -> int:
+        try:
+            return super().write(b)
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise OutputError(f"cannot write to stdout: {e.strerror or e}; the output is incomplete") from None
+
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise OutputError(f"cannot write to stdout: {e.strerror or e}; the output is incomplete") from None
+
+
+def _check_stdout() -> None:
+    """Put stdout behind _CheckedWriter when it is a real file, keeping its text settings;
+    unbuffered runs (PYTHONUNBUFFERED) flush at each line and each binary write."""
+    stream = sys.stdout
+    buffer = getattr(stream, "buffer", None)
+    raw = getattr(buffer, "raw", buffer)
+    if not isinstance(raw, io.FileIO):
+        return
+    unbuffered = not isinstance(buffer, io.BufferedWriter)
+    writer = _CheckedWriter(raw)
+    sys.stdout = io.TextIOWrapper(writer, encoding=stream.encoding, errors=stream.errors,
+                                  line_buffering=unbuffered or stream.line_buffering, write_through=True)  # fmt: skip
+
+
+def _flush_stdout(report: bool = True) -> int | None:
+    """Flush stdout before exiting: None when all was written, else the exit code of the
+    one-line error that was printed (when `report`: a run that failed already said why)."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except OSError as e:
+        if report:
+            typer.echo(f"vae: error: {e if isinstance(e, OutputError) else f'cannot write to stdout: {e.strerror or e}'}", err=True)
+        _silence_stdout()
+        return OutputError.exit_code
+    return None
+
+
 def main() -> None:
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _raise_terminated)
+    _check_stdout()
     app(prog_name="vae")
 
 
