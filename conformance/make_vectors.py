@@ -29,8 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from vectors import ROOT, VERSION, ReplayGenerator, materialize  # noqa: E402
 
 import vaesdk  # noqa: E402
-from vaesdk import bundle  # noqa: E402
-from vaesdk.maths import anomaly
+from vaesdk.bundle import format as bundle_format  # noqa: E402
+from vaesdk.bundle import reading as bundle_reading  # noqa: E402
+from vaesdk.maths import anomaly  # noqa: E402
 from vaesdk.base.errors import BundleError  # noqa: E402
 from vaesdk.maths.latent import Posterior  # noqa: E402
 from vaesdk.runtime.model import _to_uint8  # noqa: E402
@@ -41,6 +42,11 @@ BUNDLES = {
     "tiny-ae": REPO / "tests" / "data" / "tiny-ae",
     "tiny-lowrank": REPO / "tests" / "data" / "tiny-lowrank",
     "fashion-mnist": REPO / "models" / "fashion-mnist",
+    # Imported models, one per likelihood kind only `vae export --from` makes.
+    "tiny-bernoulli": REPO / "tests" / "data" / "tiny-bernoulli",
+    "tiny-cbernoulli": REPO / "tests" / "data" / "tiny-cbernoulli",
+    "tiny-fixed": REPO / "tests" / "data" / "tiny-fixed",
+    "tiny-none": REPO / "tests" / "data" / "tiny-none",
 }
 TOLERANCES = {
     "latent": {"rtol": 1e-5, "atol": 1e-6, "about": "prior and posterior draws: |got - want| <= atol + rtol * |want|"},
@@ -103,12 +109,12 @@ def slim(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def text(m: Any) -> bytes:
-    return bundle.manifest_json(m).encode("utf-8")
+    return bundle_format.manifest_json(m).encode("utf-8")
 
 
 def runtime_reads_text(raw: bytes) -> tuple[bool, str]:
     try:
-        bundle.validate_manifest(bundle.parse_manifest_text(raw))
+        bundle_format.validate_manifest(bundle_reading.parse_manifest_text(raw))
         return True, ""
     except BundleError as e:
         return False, str(e)
@@ -409,15 +415,25 @@ def prior_draw_cases(w: Writer, name: str, model: vaesdk.Model) -> None:
 
 
 def pixel_draw_cases(w: Writer, name: str, model: vaesdk.Model, z: np.ndarray) -> None:
+    """Pixel draws from given noise: Gaussians take R + C*H*W normals per image, Bernoulli
+    and continuous Bernoulli decoders C*H*W uniforms; a decoder without a likelihood has none."""
+    pixels_kind = model.spec.pixels
+    if not pixels_kind.kind.draws:
+        return
     seed = 5
     rank, pixels = model.manifest.covariance_rank, int(np.prod(model.image_shape))
-    eps = np.random.default_rng(seed).standard_normal((len(z), rank + pixels), dtype=np.float32)
-    x = model._draw_pixels(z, ReplayGenerator(normals=eps))
+    gaussian = pixels_kind.name in ("discretized_gaussian", "dequantized_gaussian", "fixed_gaussian")
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal((len(z), rank + pixels), dtype=np.float32) if gaussian else rng.random((len(z), pixels), dtype=np.float32)
+    replay = ReplayGenerator(normals=noise) if gaussian else ReplayGenerator(uniforms=noise)
+    x = pixels_kind.draw(model._decoder.run(z, pixels_kind.outputs), replay)
     images = model.decode(z, sample_pixels=True, seed=seed)
     assert np.array_equal(images, to_pixels(x))
-    w.index["pixel_draws"].append(dict(id=f"{name}-pixel-draw", bundle=name, rank=rank, numpy_seed=seed,
-                                       z=w.npy(f"pixel-draws/{name}-z.npy", z), eps=w.npy(f"pixel-draws/{name}-eps.npy", eps),
-                                       x=w.npy(f"pixel-draws/{name}-x.npy", x), expected=w.npy(f"pixel-draws/{name}-uint8.npy", images)))  # fmt: skip
+    case = dict(id=f"{name}-pixel-draw", bundle=name, rank=rank, likelihood=pixels_kind.name, numpy_seed=seed,
+                z=w.npy(f"pixel-draws/{name}-z.npy", z), x=w.npy(f"pixel-draws/{name}-x.npy", x),
+                expected=w.npy(f"pixel-draws/{name}-uint8.npy", images))  # fmt: skip
+    case["eps" if gaussian else "uniforms"] = w.npy(f"pixel-draws/{name}-{'eps' if gaussian else 'uniforms'}.npy", noise)
+    w.index["pixel_draws"].append(case)
 
 
 def score_cases(w: Writer, name: str, model: vaesdk.Model, images: np.ndarray) -> None:
@@ -458,7 +474,7 @@ def main() -> None:
         ok, message = runtime_reads_text(raw)
         assert ok == (case["verdict"] == "valid") and case.get("message", "") in message, (case["id"], message)
         try:
-            parsed, parses = bundle.parse_manifest_text(raw), True
+            parsed, parses = bundle_reading.parse_manifest_text(raw), True
         except BundleError:
             parsed, parses = None, False
         assert parses == (case.get("category") != "json"), case["id"]

@@ -86,7 +86,7 @@ class ReplayGenerator(np.random.Generator):
 
     def random(self, size=None, dtype=np.float64, out=None):
         shape = () if size is None else (size,) if np.isscalar(size) else tuple(size)
-        return self._take("uniforms", int(np.prod(shape))).reshape(shape)
+        return self._take("uniforms", int(np.prod(shape))).reshape(shape).astype(dtype)
 
     def choice(self, a, size=None, replace=True, p=None, shuffle=True):
         cdf = np.cumsum(np.asarray(p, np.float64))

@@ -1,14 +1,16 @@
 """Make the tiny bundles the runtime and CLI tests load: tests/data/tiny-vae, tiny-ae and
 tiny-lowrank (the default decoder: low-rank-plus-diagonal covariance, dequantized likelihood,
-with a fitted mixture prior).
+with a fitted mixture prior); and tiny-bernoulli, tiny-cbernoulli, tiny-fixed and tiny-none,
+small MLP VAEs exported by `vae export --from` with each likelihood kind that only such
+imported models have (vaesdk.export.importer), for the conformance vectors.
 
 They are trained for a few hundred steps on real Fashion-MNIST images and exported through
 the full pipeline (parity gate included), small enough to commit (tens of KB each), so the
 runtime and command-line tests need neither torch nor a training run. Run it again, and
 commit the result, when the bundle format or the export changes:
 
-    python tests/make_tiny_bundles.py [vae] [ae] [lowrank]   # all three by default; needs the
-                                                              # train extra and dataset-fashion-mnist
+    python tests/make_tiny_bundles.py [vae] [ae] [lowrank] [bernoulli] ...   # all by default; needs
+                                                              # the train extra and dataset-fashion-mnist
 
 `train_and_export` is also what the export tests call to make a fresh bundle of their own.
 """
@@ -56,13 +58,63 @@ def train_and_export(root: Path, kind: str, widths: tuple[int, ...] = (8, 16, 32
     return export_bundle(run, root / f"tiny-{name}", eval_data="fashion-mnist", eval_limit=300, iw_samples=8)
 
 
+# Imported models, one per likelihood kind that vae train does not make: name -> --likelihood.
+IMPORTED = {"bernoulli": "bernoulli", "cbernoulli": "continuous-bernoulli", "fixed": "gaussian:0.1", "none": "none"}
+
+
+def import_and_export(root: Path, name: str) -> Path:
+    """A small MLP VAE (784-16-8), trained for one pass over 2,000 Fashion-MNIST images with
+    its likelihood's own loss, exported with `export_vae` to root/tiny-NAME."""
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from vaesdk.evaluation.datasets import load_fashion_mnist
+    from vaesdk.export.importer import export_vae
+
+    likelihood = IMPORTED[name]
+    torch.manual_seed(0)
+    encoder = nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.ReLU(), nn.Linear(16, 2 * LATENT_DIM), nn.Unflatten(1, (2, LATENT_DIM)))
+    head = nn.Sequential(nn.Linear(LATENT_DIM, 16), nn.ReLU(), nn.Linear(16, 784), nn.Unflatten(1, (1, 28, 28)))
+    decoder = nn.Sequential(head, nn.Sigmoid()) if name in ("bernoulli", "cbernoulli") else head
+    images = load_fashion_mnist(split="test").images
+    x = torch.from_numpy(images[:2000].transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
+    opt = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], 3e-3)
+    for i in range(0, len(x), 64):
+        xb = x[i : i + 64]
+        out = encoder(xb)
+        mean, logvar = out[:, 0], out[:, 1]
+        recon = decoder(mean + torch.randn_like(mean) * torch.exp(0.5 * logvar))
+        if name in ("bernoulli", "cbernoulli"):
+            loss = nn.functional.binary_cross_entropy(recon, xb, reduction="sum")
+        else:
+            loss = ((recon - xb) ** 2).sum() / (2 * 0.1**2)
+        loss = loss - 0.5 * torch.sum(1 + logvar - mean**2 - logvar.exp())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    class Encoder(nn.Module):  # (mean, logvar) as a tuple
+        def __init__(self):
+            super().__init__()
+            self.net = encoder
+
+        def forward(self, x):
+            out = self.net(x)
+            return out[:, 0], out[:, 1]
+
+    return export_vae(Encoder(), decoder, root / f"tiny-{name}", images=images[:2000], held_out=images[5000:5200],
+                      image_size=28, channels=1, likelihood=likelihood, name=f"tiny-{name}",
+                      source={"from": "python", "function": f"tests/make_tiny_bundles.py ({name})"})  # fmt: skip
+
+
 def main(names: list[str]) -> None:
-    unknown = set(names) - set(BUNDLES)
+    unknown = set(names) - set(BUNDLES) - set(IMPORTED)
     if unknown:
-        raise SystemExit(f"unknown bundle {sorted(unknown)}; choose from {', '.join(BUNDLES)}")
+        raise SystemExit(f"unknown bundle {sorted(unknown)}; choose from {', '.join([*BUNDLES, *IMPORTED])}")
     with tempfile.TemporaryDirectory() as tmp:
-        for name in names or BUNDLES:
-            made = train_and_export(Path(tmp), **BUNDLES[name])
+        for name in names or [*BUNDLES, *IMPORTED]:
+            made = import_and_export(Path(tmp), name) if name in IMPORTED else train_and_export(Path(tmp), **BUNDLES[name])
             dest = DATA / f"tiny-{name}"
             shutil.rmtree(dest, ignore_errors=True)
             shutil.copytree(made, dest)
