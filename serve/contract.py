@@ -93,8 +93,8 @@ class EncodeResults(BaseModel):
 class ScoreItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
-    elbo_bpd: float = Field(description="-ELBO, bits/dim.")
-    iw_bpd: float = Field(description="-(importance-weighted bound with k samples), bits/dim; <= elbo_bpd.")
+    elbo_bpd: Optional[float] = Field(description="-ELBO, bits/dim; null for a model without a pixel likelihood.")
+    iw_bpd: Optional[float] = Field(description="-(importance-weighted bound with k samples), bits/dim; null for a model without a pixel likelihood.")
     anomaly: float = Field(description="Anomaly score; higher is more unusual.")
     p_value: Optional[float] = Field(description="From the bundle's calibration; null without one.")
 

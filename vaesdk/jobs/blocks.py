@@ -234,8 +234,8 @@ def _counted(blocks: Iterator[BlockResult], progress: Callable[[int], None] | No
 
 def score_report(model: Any, result: JobResult, *, k: int, seed: int, flag_p_below: float | None = None) -> dict[str, Any]:
     """A score job as plain data (what `vae score --json` prints): the model, k, seed, the
-    calibration, and one record per readable input with file, elbo_bpd, iw_bpd, anomaly,
-    p_value (None without a calibration) and, with `flag_p_below`, unusual (p_value below it)."""
+    calibration, and one record per readable input with file, elbo_bpd, iw_bpd (None for a
+    model without a pixel likelihood), anomaly, p_value (None without a calibration) and, with `flag_p_below`, unusual (p_value below it)."""
     calibration = read_calibration(model.manifest.data)
     if flag_p_below is not None:
         check_flag(model, flag_p_below)
@@ -243,8 +243,9 @@ def score_report(model: Any, result: JobResult, *, k: int, seed: int, flag_p_bel
     records = []
     for i, name in enumerate(result.names):
         p_value = None if calibration is None else float(c["p_value"][i])
-        record = {"file": name, "elbo_bpd": float(c["elbo_bpd"][i]), "iw_bpd": float(c["iw_bpd"][i]),
-                  "anomaly": float(c["anomaly"][i]), "p_value": p_value}  # fmt: skip
+        # NaN bounds: a model without a pixel likelihood has none (null, not a number).
+        elbo, iw = (float(c[f][i]) if np.isfinite(c[f][i]) else None for f in ("elbo_bpd", "iw_bpd"))
+        record = {"file": name, "elbo_bpd": elbo, "iw_bpd": iw, "anomaly": float(c["anomaly"][i]), "p_value": p_value}
         if flag_p_below is not None:
             record["unusual"] = bool(p_value < flag_p_below)
         records.append(record)
