@@ -258,4 +258,5 @@ def eval_command(
 
 
 def _fmt(x: float | None, digits: int = 4) -> str:
-    return "n/a" if x is None else f"{x:.{digits}f}"
+    # NaN: a figure the model cannot give (the bounds of a decoder without a likelihood).
+    return "n/a" if x is None or x != x else f"{x:.{digits}f}"

@@ -7,11 +7,14 @@ export code), so the runtime and command-line tests need neither torch nor a tra
 of training and export themselves. Tests that only need the runtime at full size use
 `bundled_model`, the committed default model.
 
-Tests that need torch or onnx (the `train` extra) carry the `train` marker, so that in an
-environment made by `pip install '.[dev]'` alone, `pytest -m "not train"` is the runtime's own
-suite. A test that uses a fixture of TRAIN_FIXTURES gets the marker here; a module that
-imports torch or onnx at its top marks itself (`pytestmark`) and imports them with
-`pytest.importorskip`, so that collecting it without them is no error.
+A test that needs more than `pip install -e '.[dev]'` carries the marker of what it needs
+(NEEDS; pyproject.toml describes each): `train` (torch or onnx), `ray`, `docs` (MkDocs), `web`
+(node, the npm packages, Chromium), `nginx`, `generator` (.venv-generator). Every other test
+gets the `runtime` marker here, so in an environment made by `pip install -e '.[dev]'` alone,
+`pytest -m runtime` is the runtime's own suite. A test that uses a fixture of TRAIN_FIXTURES
+gets the `train` marker here; a module that imports torch or onnx at its top marks itself
+(`pytestmark`) and imports them with `pytest.importorskip`, so that collecting it without them
+is no error.
 """
 
 from __future__ import annotations
@@ -30,10 +33,17 @@ DATA = Path(__file__).resolve().parent / "data"
 TRAIN_FIXTURES = frozenset({"trained_vae_bundle", "trained_lowrank_bundle"})
 
 
+# What a test can need beyond `pip install -e '.[dev]'`: one marker each (pyproject.toml).
+NEEDS = ("train", "ray", "docs", "web", "nginx", "generator")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects on the markers added here
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if TRAIN_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.train)
+        if not any(item.get_closest_marker(need) for need in NEEDS):
+            item.add_marker(pytest.mark.runtime)
 
 
 @pytest.fixture(scope="session")

@@ -29,6 +29,7 @@ def untrained_checkpoint(bundle: Path, run_dir: Path) -> Path:
     return run_dir
 
 
+@pytest.mark.train  # the torch runner, and onnx for the FLOP count
 @pytest.mark.parametrize("name", ["tiny-lowrank", "tiny-ae"])
 def test_the_benchmark_suite_runs_on_any_bundle(name, tmp_path):
     bundle = ROOT / "tests" / "data" / name
@@ -66,6 +67,7 @@ def test_the_benchmark_suite_runs_on_any_bundle(name, tmp_path):
     assert "% of peak" in r.stdout and "GFLOP/s" in r.stdout, r.stdout
 
 
+@pytest.mark.train  # onnx
 def test_the_decoder_flops_are_counted_from_the_graph():
     """tiny-ae's decoder (shapes from its graph): a Gemm from 8 latents to 8x7x7, transposed
     convolutions 8->8 and 8->4 (4x4 kernels, stride 2) to 14x14 and 28x28, and a Conv 4->1
@@ -91,6 +93,7 @@ def test_the_suite_refuses_a_bundle_without_a_checkpoint(tmp_path):
     assert r.returncode == 2 and "no training checkpoint at" in r.stderr and "--checkpoint RUN_DIR" in r.stderr
 
 
+@pytest.mark.train  # onnx, for onnxruntime's float16 conversion
 def test_the_gpu_benchmark_rehearses_on_the_cpu(tmp_path):
     """benchmarks/cuda.py runs once where a GPU is lent; --device cpu runs every step of it here
     (SDK calls, IO binding in float32 and float16, PyTorch eager, cold start)."""

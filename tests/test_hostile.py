@@ -65,6 +65,7 @@ def test_traverse_range_reversed_runs_high_to_low(bundled_model):
     assert np.array_equal(up.images[:, ::-1], down.images) and list(down.values) == [3, 0, -3]
 
 
+@pytest.mark.train  # builds the graph with onnx
 def test_decoder_whose_real_output_differs_from_its_declared_shape_is_refused_at_load(tiny_vae_bundle, tmp_path):
     onnx = pytest.importorskip("onnx")  # the train extra; the dev environment has it
     from onnx import TensorProto, helper, numpy_helper

@@ -562,12 +562,12 @@ def test_empty_pil_images_are_refused_as_empty(size):
 
 
 def test_conversion_failures_name_the_input_and_the_cause(monkeypatch):
-    def refuse(im, channels, label):
+    def refuse(im, mode=None, *args, **kwargs):
         raise ValueError("conversion not supported")
 
-    monkeypatch.setattr(images, "_to_mode", refuse)
+    monkeypatch.setattr(Image.Image, "convert", refuse)  # Pillow failing to convert grey to RGB
     with pytest.raises(InvalidImageError) as info:
-        load_image(Image.new("L", (3, 3)), SIZE, 1)
+        load_image(Image.new("L", (3, 3)), SIZE, 3)
     assert str(info.value) == "PIL image (L, 3x3) could not be converted (conversion not supported)"
 
 

@@ -12,6 +12,7 @@ import pytest
 
 import vaesdk
 from vaesdk.base.errors import BundleError
+from vaesdk.maths.latent import prior_sample
 from vaesdk.maths.priors import GaussianMixture
 
 D = 3
@@ -59,10 +60,16 @@ def test_draws_match_weights_means_and_covariances(temperature):
 def test_component_draws_are_generator_choice_draws(weights):
     """The mixture picks components as numpy's Generator.choice(p=weights) does, draw for draw
     and leaving the stream in the same place, so seeds keep their meaning across versions."""
-    mix = GaussianMixture(np.array(weights), np.zeros((len(weights), D)), np.tile(np.eye(D), (len(weights), 1, 1)))
+    # Components 1000 apart with unit covariances: a draw is its component's mean plus the prior
+    # noise that follows the choice in the stream, so another component changes the draw.
+    k = len(weights)
+    means = np.repeat(1000.0 * np.arange(k)[:, None], D, axis=1)
+    mix = GaussianMixture(np.array(weights), means, np.tile(np.eye(D), (k, 1, 1)))
     for seed, n in ((0, 1), (1, 7), (2, 1000)):
         ours, theirs = np.random.default_rng(seed), np.random.default_rng(seed)
-        np.testing.assert_array_equal(mix._choose(n, ours), theirs.choice(len(weights), size=n, p=mix.weights))
+        chosen = theirs.choice(k, size=n, p=mix.weights)
+        want = (means[chosen] + prior_sample(n, D, theirs).astype(np.float64)).astype(np.float32)
+        np.testing.assert_array_equal(mix.sample(n, ours), want)
         assert ours.random() == theirs.random()
 
 

@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 
 import vaesdk
@@ -56,14 +60,16 @@ def test_manifest_path_itself_resolves_to_its_bundle(tiny_vae_bundle):
     assert model.path == tiny_vae_bundle and model.latent_dim == TINY_LATENT
 
 
-def test_an_export_in_progress_is_not_a_bundled_model(tmp_path, monkeypatch):
+def test_an_export_in_progress_is_not_a_bundled_model(tmp_path):
     for name in ("emoji", ".emoji.abc123.partial"):
         (tmp_path / name).mkdir()
         (tmp_path / name / MANIFEST).write_text("{}")
-    monkeypatch.setattr(vaesdk.bundle.registry.resources, "files", lambda package: tmp_path)
-    vaesdk.bundle.registry._bundled.cache_clear()  # the listing is cached per process
-    try:
-        assert vaesdk.list_models() == ["emoji"]
-    finally:
-        monkeypatch.undo()
-        vaesdk.bundle.registry._bundled.cache_clear()
+    # In a fresh interpreter: the listing is cached per process. The models' folder is tmp_path.
+    code = (
+        "import importlib.resources, json, pathlib, sys, vaesdk\n"
+        "importlib.resources.files = lambda package: pathlib.Path(sys.argv[1])\n"
+        "print(json.dumps(vaesdk.list_models()))"
+    )
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == ["emoji"]

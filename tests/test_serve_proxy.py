@@ -64,6 +64,7 @@ def proxy(tmp_path):
             proc.wait(timeout=30)
 
 
+@pytest.mark.nginx
 def test_the_documented_nginx_config_in_front_of_vae_serve(proxy, bundled_model):
     base, cert, port = proxy
     with httpx.Client(base_url=base, verify=ssl.create_default_context(cafile=cert), timeout=60) as client:
@@ -85,6 +86,7 @@ def test_the_documented_nginx_config_in_front_of_vae_serve(proxy, bundled_model)
 
 
 @pytest.mark.slow
+@pytest.mark.nginx
 def test_nginx_closes_a_request_whose_headers_never_finish(proxy):
     base, cert, port = proxy
     context = ssl.create_default_context(cafile=cert)

@@ -1,12 +1,16 @@
-"""The `train` marker holds: a test module that imports torch or onnx at its top (directly,
-through tests/crafted.py, or through the training code) marks itself `train` and skips its
-collection where they are absent, so `pip install '.[dev]'` + `pytest -m "not train"`
-collects without error. Read with `ast`; nothing is imported."""
+"""The test suite's markers (tests/conftest.py, pyproject.toml): each marker of what a test
+needs beyond `pip install -e '.[dev]'` is registered, and every other test is `runtime`; a test
+module that imports torch or onnx at its top (directly, through tests/crafted.py, or through the
+training code) marks itself `train` and skips its collection where they are absent, so
+`pip install -e '.[dev]'` + `pytest -m runtime` collects without error. Test modules are read
+with `ast`; none is imported."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
+
+import pytest
 
 TESTS = Path(__file__).resolve().parent
 # Modules whose import needs the train extra.
@@ -64,3 +68,14 @@ def test_the_check_sees_an_unguarded_module():
     assert guards(late) == (True, False)  # the skip comes after the import that fails
     good = ast.parse("import pytest\npytestmark = pytest.mark.train\npytest.importorskip('onnx')\nimport onnx\n")
     assert guards(good) == (True, True)
+
+
+def test_the_markers_of_needs_are_registered_and_the_rest_is_runtime(request):
+    from conftest import NEEDS
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    config = tomllib.loads((TESTS.parent / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    registered = {line.split(":")[0] for line in config["markers"]}
+    assert registered == {"slow", "runtime", *NEEDS}
+    assert request.node.get_closest_marker("runtime") is not None  # this test needs nothing more

@@ -17,6 +17,8 @@ from PIL import Image
 
 from webserver import running_app, static_files
 
+pytestmark = pytest.mark.web
+
 ROOT = Path(__file__).resolve().parents[1]
 WEB = ROOT / "web"
 PAGE_FILES = ("index.html", "page.js", "page.css", "vae.js")
@@ -91,7 +93,7 @@ def test_page_draws_from_the_bundles_mixture_prior(browser_ready, bundled_model,
     assert result["errors"] == [] and result["status"].startswith("ready"), result["status"]
     assert result["priors"] == bundled_model.priors and result["defaultPrior"] == bundled_model.default_prior == "mixture"
     z = np.asarray(result["draws"], np.float64).reshape(n, bundled_model.latent_dim)
-    mix = bundled_model._mixtures["mixture"]
+    mix = bundled_model.spec.prior_set.mixtures["mixture"]
     mean = mix.weights @ mix.means
     second = np.einsum("k,kij,klj->il", mix.weights, mix.cholesky, mix.cholesky) + np.einsum("k,ki,kl->il", mix.weights, mix.means, mix.means)
     var = np.diag(second) - mean**2
