@@ -6,6 +6,7 @@ import csv
 import io
 import json
 from pathlib import Path
+from collections.abc import Callable
 from typing import Annotated, Optional
 
 import numpy as np
@@ -30,12 +31,26 @@ def _csv(header: list[str], rows: list[list]) -> str:
     return buf.getvalue()
 
 
-def _write_text(out: Path | None, text: str, force: bool) -> Optional[str]:
+def _write_text(out: Path | None, text: str, force: bool, resuming: bool = False) -> Optional[str]:
     if out is None:
         typer.echo(text, nl=False)
         return None
-    frontend.write_atomic(out, text.encode(), overwrite=force)
+    _write_file(out, text.encode(), force, resuming)
     return str(out)
+
+
+def _write_file(path: Path, data: bytes, force: bool, resuming: bool, same: Callable[[bytes, bytes], bool] = bytes.__eq__) -> None:
+    """Write an output atomically. A resumed job (--job-dir) whose output is already there
+    (`same` as what it would write: the bytes, or an .npz's arrays) leaves it as it is:
+    running a finished job again succeeds without --force."""
+    if resuming and not force and path.is_file() and not path.is_symlink() and same(path.read_bytes(), data):
+        return
+    try:
+        frontend.write_atomic(path, data, overwrite=force)
+    except OutputError:
+        if resuming and path.exists():
+            raise OutputError(f"{path} already exists with other contents than this job's; pass --force to replace it, or choose another --out") from None
+        raise
 
 
 JobDirOpt = Annotated[
@@ -95,7 +110,7 @@ def embed(
         raise InvalidArgumentError(f"--out {out} must end in .csv, .npy or .npz")
     targets = [] if out is None else [out] + ([out.with_name(out.stem + ".logvar.npy")] if suffix == ".npy" and logvar else [])
     for target in targets:  # checked up front, so a refused second file cannot leave the first one written
-        if (target.exists() or target.is_symlink()) and not force:
+        if (target.exists() or target.is_symlink()) and not force and job_dir is None:
             raise OutputError(f"{target} already exists; pass --force to replace it, or choose another --out")
     inputs = gather_inputs(images)
     m = load_model(model, device, batch_size)
@@ -103,33 +118,42 @@ def embed(
         raise InvalidArgumentError(f"--logvar needs a VAE; {m.name!r} is a plain autoencoder with no posterior variance")
     result = _run(m, "embed", inputs, job_dir=job_dir, shard_size=shard_size, ray=ray, workers=workers, logvar=logvar)
     if len(result):
-        written = _save_features(out, suffix, result.names, result.columns["mean"], result.columns.get("logvar"), force)
+        written = _save_features(out, suffix, result.names, result.columns["mean"], result.columns.get("logvar"), force, job_dir is not None)
         if written:
             note(f"wrote {len(result)} x {m.latent_dim} features to {', '.join(written)}")
     inputs.failed(result.errors)
     inputs.finish(len(result))
 
 
-def _save_features(out: Path | None, suffix: str, names: list[str], mean: np.ndarray, lv: np.ndarray | None, force: bool) -> list[str]:
+def _same_arrays(old: bytes, new: bytes) -> bool:
+    """Whether two .npz files hold the same arrays (their zip headers carry the time written)."""
+    try:
+        with np.load(io.BytesIO(old), allow_pickle=False) as a, np.load(io.BytesIO(new), allow_pickle=False) as b:
+            return sorted(a.files) == sorted(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files)
+    except (OSError, ValueError):
+        return False
+
+
+def _save_features(out: Path | None, suffix: str, names: list[str], mean: np.ndarray, lv: np.ndarray | None, force: bool, resuming: bool = False) -> list[str]:
     if suffix == ".csv":
         header = ["file"] + [f"mean_{i}" for i in range(mean.shape[1])]
         rows = [[n, *map(float, row)] for n, row in zip(names, mean)]
         if lv is not None:
             header += [f"logvar_{i}" for i in range(lv.shape[1])]
             rows = [r + list(map(float, v)) for r, v in zip(rows, lv)]
-        written = _write_text(out, _csv(header, rows), force)
+        written = _write_text(out, _csv(header, rows), force, resuming)
         return [written] if written else []
     if suffix == ".npz":
         buf = io.BytesIO()
         arrays = {"files": np.array(names), "mean": mean, **({"logvar": lv} if lv is not None else {})}
         np.savez(buf, **arrays)
-        frontend.write_atomic(out, buf.getvalue(), overwrite=force)
+        _write_file(out, buf.getvalue(), force, resuming, _same_arrays)
         return [str(out)]
     outputs = [(out, mean)] + ([(out.with_name(out.stem + ".logvar.npy"), lv)] if lv is not None else [])
     for path, array in outputs:
         buf = io.BytesIO()
         np.save(buf, array)
-        frontend.write_atomic(path, buf.getvalue(), overwrite=force)
+        _write_file(path, buf.getvalue(), force, resuming)
     return [str(p) for p, _ in outputs]
 
 
@@ -186,7 +210,7 @@ def score(
             header = list(records[0])
             rows = [["" if r[h] is None else r[h] for h in header] for r in records]
             text = json.dumps(payload, indent=2) + "\n" if as_json else _csv(header, rows)
-            written = _write_text(out, text, force)
+            written = _write_text(out, text, force, job_dir is not None)
             if written:
                 note(f"wrote scores of {len(records)} image(s) to {written}")
         if payload["calibration"] is None:

@@ -7,6 +7,7 @@ files at the end with a non-zero exit, so one broken image never costs the good 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -21,7 +22,7 @@ import typer
 
 import vaesdk
 from vaesdk import InvalidArgumentError, InvalidImageError, OutputError, encode_png
-from vaesdk.frontend import expand_sources, fresh_seed, write_atomic
+from vaesdk.frontend import expand_sources, fresh_seed, read_stream, write_atomic
 
 STDIO = "-"
 
@@ -148,6 +149,45 @@ def _write_png(target: Path, image: np.ndarray, force: bool) -> None:
     write_atomic(target, encode_png(image), overwrite=force)
 
 
+def output_names(names: list[str], folder: Path, suffix: str) -> list[Path]:
+    """Each input's output file in `folder`, fixed by the input list alone: STEM.SUFFIX.png,
+    and STEM.SUFFIX-1.png, -2, ... for later inputs with the same stem; stdin is 'stdin'."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        stem = "stdin" if name == STDIO else Path(name).stem
+        count = seen.get(stem, 0)
+        seen[stem] = count + 1
+        out.append(folder / (f"{stem}.{suffix}.png" if count == 0 else f"{stem}.{suffix}-{count}.png"))
+    return out
+
+
+@contextmanager
+def folder_writer(folder: Path | None) -> Iterator[None]:
+    """Hold `folder` (created if needed) for this run: a second run writing into it is refused
+    with one line, so two runs never race for the same names. None: nothing to hold."""
+    if folder is None:
+        yield
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError as e:
+        raise OutputError(f"cannot use the output folder {folder}: {e.strerror or e}") from None
+    try:
+        try:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # not POSIX: no lock between processes
+            pass
+        except OSError:
+            raise OutputError(f"another vae run is writing into {folder}; wait for it to end or give another --out-dir") from None
+        yield
+    finally:
+        os.close(fd)
+
+
 def _taken(path: Path, written: set[Path]) -> bool:
     return path in written or path.exists() or path.is_symlink()
 
@@ -160,8 +200,9 @@ def enlarge(image: np.ndarray, scale: int) -> np.ndarray:
 
 
 def read_source(name: str) -> str | bytes:
-    """A path as given, or the bytes of stdin for '-'."""
-    return sys.stdin.buffer.read() if name == STDIO else name
+    """A path as given, or the bytes of stdin for '-' (counted as they are read: one read
+    past the image file limit stops it)."""
+    return read_stream(sys.stdin.buffer, "stdin") if name == STDIO else name
 
 
 @dataclass

@@ -10,9 +10,9 @@ import numpy as np
 import typer
 
 import vaesdk
-from vaesdk import DEFAULT_BATCH, InvalidArgumentError, frontend, make_grid
+from vaesdk import DEFAULT_BATCH, InvalidArgumentError, OutputError, frontend, make_grid
 
-from .common import STDIO, Outputs, choose_seed, emit_json, enlarge, gather_inputs, load_model, note, progress, read_source
+from .common import STDIO, Outputs, choose_seed, emit_json, enlarge, folder_writer, gather_inputs, load_model, note, output_names, progress, read_source
 from .options import (
     BatchOpt, DeviceOpt, ForceOpt, JsonOpt, Method, ModelOpt, OutDirOpt, OutFileOpt, SampleLatentOpt, SamplePixelsOpt,
     PriorOpt, ScaleOpt, SeedOpt, WorkersOpt,
@@ -45,28 +45,62 @@ class PerImage:
 def run_per_image(opts: PerImage, operation: str, suffix: str, options: dict[str, Any], extra: dict, side_by_side: bool = False) -> None:
     """Write one PNG per input as NAME.<suffix>.png (in --out-dir, or the current folder;
     --out for a single input): `vaesdk.map_images(model, operation, ...)` over the inputs,
-    which checks `options` against the model before any image is read."""
+    which checks `options` against the model before any image is read.
+
+    Into a folder, a run is resumable: each input's file name is fixed by the input list
+    (NAME.<suffix>.png, then NAME.<suffix>-1.png for a later input of the same name), an
+    output that exists is kept and its input skipped (--force replaces it), one run at a
+    time writes into a folder, and a run that cannot write (a full disk) stops and names
+    the inputs left without output."""
     if opts.out is not None and opts.out_dir is not None:
         raise InvalidArgumentError("give --out (one input) or --out-dir (any number of inputs), not both")
     inputs = gather_inputs(opts.images)
     if opts.out is not None and len(inputs.paths) != 1:
         raise InvalidArgumentError("--out takes one input image; with several, use --out-dir")
     m = load_model(opts.model, opts.device, opts.batch_size)
-    results = vaesdk.map_images(m, operation, inputs.named, batch_size=opts.batch_size, workers=opts.workers, **options)
-    folder = opts.out_dir if opts.out_dir is not None else Path(".")
-    records = []
-    with progress(len(inputs.paths), suffix) as advance, Outputs(opts.force, background=WRITERS) as outputs:
-        for r in results:
-            advance(1)
-            if not r.ok:
-                inputs.failed([(r.name, r.error)])
-                continue
-            result = make_grid(np.stack([r.image, r.output]), ncols=2, padding=1) if side_by_side else r.output
-            stem = "stdin" if r.name == STDIO else Path(r.name).stem
-            target = outputs.explicit(opts.out) if opts.out is not None else outputs.default(folder / f"{stem}.{suffix}.png")
-            records.append({"input": r.name, "output": outputs.write_png(target, enlarge(result, opts.scale))})
+    if opts.out is not None:
+        targets: list[Any] = [None]
+    else:
+        folder = opts.out_dir if opts.out_dir is not None else Path(".")
+        targets = output_names([name for name, _ in inputs.named], folder, suffix)
+    with folder_writer(None if opts.out is not None else folder):
+        kept = set() if opts.force or opts.out is not None else {i for i, t in enumerate(targets) if t.exists() or t.is_symlink()}
+        # Seeded draws run through the inputs in order: skipping one would change the rest, so
+        # those runs compute every input and write only the missing outputs.
+        draws = bool(options.get("sample_latent") or options.get("sample_pixels"))
+        todo = [i for i in range(len(targets)) if draws or i not in kept]
+        named = [inputs.named[i] for i in todo]
+        if named:
+            results = vaesdk.map_images(m, operation, named, batch_size=opts.batch_size, workers=opts.workers, **options)
+        else:  # every output is kept: the options are still checked, as a run with work checks them
+            m.validate(operation, **options)
+            results = []
+        records, written = [], []
+        try:
+            with progress(len(named), suffix) as advance, Outputs(opts.force, background=WRITERS) as outputs:
+                for i, r in zip(todo, results):
+                    advance(1)
+                    if not r.ok:
+                        inputs.failed([(r.name, r.error)])
+                        continue
+                    if i in kept:
+                        continue
+                    result = make_grid(np.stack([r.image, r.output]), ncols=2, padding=1) if side_by_side else r.output
+                    target = outputs.explicit(opts.out) if opts.out is not None else targets[i]
+                    records.append({"input": r.name, "output": outputs.write_png(target, enlarge(result, opts.scale))})
+                    written.append(i)
+        except OutputError as e:
+            if opts.out is not None:
+                raise
+            missing = [inputs.named[i][0] for i in range(len(targets)) if not (targets[i].exists() or targets[i].is_symlink())]
+            raise OutputError(
+                f"{e}; {len(missing)} of {len(targets)} input(s) have no output (first: {missing[0] if missing else 'none'}): "
+                "run the command again to write them; the outputs written are kept and skipped"
+            ) from None
+    if kept:
+        note(f"kept {len(kept)} output(s) that already exist in {folder} and skipped their inputs; --force replaces them")
     if opts.json_out:
-        emit_json({"model": m.name, **extra, "results": records, "failed": inputs.failures})
+        emit_json({"model": m.name, **extra, "results": records, "kept": [str(targets[i]) for i in sorted(kept)], "failed": inputs.failures})
     else:
         for rec in records:
             if rec["output"] != STDIO:

@@ -102,3 +102,21 @@ def test_leftover_temporary_files_are_removed_by_the_next_run(model, folder, tmp
         (job / name).write_bytes(b"partial")
     assert_same(run(model, folder, job), reference)
     assert not list(job.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("out", ["z.csv", "z.npz", "z.npy"])
+def test_running_a_finished_job_again_succeeds_and_keeps_its_output(folder, tmp_path, tiny_vae_bundle, out):
+    from typer.testing import CliRunner
+
+    from vaesdk.cli.main import app
+
+    args = ["embed", str(folder), "-o", str(tmp_path / out), "--job-dir", str(tmp_path / "job"), "-m", str(tiny_vae_bundle)]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    written = (tmp_path / out).read_bytes()
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / out).read_bytes() == written  # left as it is
+    (tmp_path / out).write_bytes(b"something else")  # another file in the way is still refused
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 6 and "already exists with other contents" in refused.output

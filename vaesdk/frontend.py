@@ -16,7 +16,7 @@ from .jobs.blocks import SEED_BLOCK, score_report
 from .maths.latent import ACTIVE_KL_NATS, MAX_ABS_LATENT
 from .runtime.session import cancellable
 from .runtime.calibration import calibrate_bundle
-from .imaging.images import image_files
+from .imaging.images import image_files, read_stream
 from .jobs.shards import DEFAULT_SHARD_SIZE
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "expand_sources",
     "fresh_seed",
     "image_files",
+    "read_stream",
     "score_report",
     "write_atomic",
 ]
