@@ -118,3 +118,16 @@ def test_three_workers_decoding_16_bit_6000_squared_pngs_stay_within_the_budget(
     bounded, unbounded = grown_mb(1 << 30), grown_mb(1 << 40)
     # Three at once grew the process by 1,656 MB here, one at a time (the 1 GiB budget) by 414 MB.
     assert bounded < 1024 and unbounded > 1.5 * bounded, (bounded, unbounded)
+
+
+def test_vae_embed_of_an_endless_stdin_stops_at_the_limit():
+    import resource
+    import subprocess
+    import sys
+
+    with open("/dev/zero", "rb") as zero:
+        done = subprocess.run([sys.executable, "-m", "vaesdk", "embed", "-"], stdin=zero, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3, done.stderr
+    assert f"stdin holds more than {MAX_FILE_BYTES} bytes" in done.stderr
+    # The child's peak memory: about one limit's worth, not all of what /dev/zero offers.
+    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < 3 * MAX_FILE_BYTES // 1024
