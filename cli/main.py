@@ -10,6 +10,7 @@ import io
 import os
 import signal
 import sys
+import warnings
 from typing import Annotated, Any
 
 import typer
@@ -194,7 +195,17 @@ def _flush_stdout(report: bool = True) -> int | None:
     return None
 
 
+def _one_line_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    """A library's warning as one line on stderr, without its source path and line."""
+    text = " ".join(str(message).split())
+    try:
+        sys.stderr.write(f"vae: warning: {text}\n")
+    except (OSError, ValueError):
+        pass
+
+
 def main() -> None:
+    warnings.showwarning = _one_line_warning
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _raise_terminated)
     _check_stdout()

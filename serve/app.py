@@ -311,7 +311,11 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
         except BodyTooLarge:
             raise
         except StarletteHTTPException as e:
-            raise ApiError(413 if "many" in str(e.detail).lower() else 422, "invalid_upload", f"{e.detail} (at most {limits.max_images} images)") from None
+            # Each parse error says what it is; only too many parts is about the limits.
+            detail = " ".join(str(e.detail).split())[:200]
+            if "many" in detail.lower():
+                raise ApiError(413, "too_large", f"the multipart body is refused: {detail} (at most {limits.max_images} images and 64 fields)") from None
+            raise ApiError(422, "invalid_upload", f"the multipart body cannot be read: {detail}; send multipart/form-data with image file fields") from None
         files, fields, unknown = [], {}, []
         try:
             for key, value in form.multi_items():

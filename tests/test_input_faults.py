@@ -131,3 +131,39 @@ def test_vae_embed_of_an_endless_stdin_stops_at_the_limit():
     assert f"stdin holds more than {MAX_FILE_BYTES} bytes" in done.stderr
     # The child's peak memory: about one limit's worth, not all of what /dev/zero offers.
     assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < 3 * MAX_FILE_BYTES // 1024
+
+
+# ---- one line per message ------------------------------------------------------------------
+
+
+def test_a_corrupt_exif_block_reads_without_a_warning(tmp_path):
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    path = tmp_path / "bad-exif.jpg"
+    # An EXIF block that says it holds more than it does: Pillow warns "Corrupt EXIF data".
+    Image.new("L", (28, 28), 128).save(path, "JPEG", exif=b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x05\x01\x12\x00\x03\x00\x00\x00\x01\x00\x06")
+    done = subprocess.run([sys.executable, "-W", "always", "-m", "vaesdk", "embed", str(path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.stdout.count("\n") == 2
+
+
+def test_library_warnings_reach_the_command_line_as_one_line():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, warnings; from vaesdk.cli import main as m; warnings.showwarning = m._one_line_warning; "
+        "warnings.warn('first line\\nsecond line', RuntimeWarning)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stderr == "vae: warning: first line second line\n"
+
+
+def test_onnxruntime_logs_errors_only(tiny_vae_bundle):
+    from vaesdk.runtime.session import create_graph
+
+    graph = create_graph((tiny_vae_bundle / "decoder.onnx").read_bytes(), "cpu")
+    assert graph.session.get_session_options().log_severity_level == 3

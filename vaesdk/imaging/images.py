@@ -147,6 +147,11 @@ def _available_memory() -> int:
 DECODE_BUDGET = DecodeBudget(min(4 << 30, max(1 << 30, _available_memory() // 4)))
 
 
+# Pillow warns "Corrupt EXIF data" (with its own file path) when an image's EXIF block is
+# damaged; the image still decodes and only its orientation tag is lost, which the image policy
+# tolerates, so the warning is silenced rather than shown to users.
+warnings.filterwarnings("ignore", message="Corrupt EXIF data", category=UserWarning, module=r"PIL\.")
+
 # warnings.catch_warnings swaps process-wide state; the lock keeps our own threads from
 # restoring each other's filters mid-open.
 _open_lock = threading.Lock()

@@ -45,9 +45,11 @@ def _options(threads: int | None, quiet: bool) -> ort.SessionOptions:
     # waiting for; with spinning off the emoji decoders ran 1.4x to 1.6x faster at batch 1, 16
     # and 256 on a busy 2-core machine, and Fashion-MNIST's no slower (docs/performance.md).
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if quiet:
-        # A failed CUDA attempt under device='auto' is expected on CPU-only machines.
-        opts.log_severity_level = 3
+    # Errors only: onnxruntime's failures reach the caller as one-line errors (BundleError,
+    # InferenceError, DeviceUnavailableError), and its warnings (a failed CUDA attempt under
+    # device='auto', arena and provider notes) are colour-coded log lines for its developers,
+    # not for users of a bundle; the device that really runs is checked after creation.
+    opts.log_severity_level = 3
     return opts
 
 
