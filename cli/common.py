@@ -22,7 +22,7 @@ import typer
 
 import vaesdk
 from vaesdk import InvalidArgumentError, InvalidImageError, OutputError, encode_png
-from vaesdk.frontend import expand_sources, fresh_seed, read_stream, write_atomic
+from vaesdk.frontend import IMAGE_SUFFIXES, expand_sources, fresh_seed, read_stream, write_atomic
 
 STDIO = "-"
 
@@ -244,7 +244,12 @@ def gather_inputs(items: Sequence[str]) -> Inputs:
         raise InvalidArgumentError("no input images given; pass image files, folders, or '-' for stdin")
     if list(items).count(STDIO) > 1:
         raise InvalidArgumentError("'-' (stdin) can be given only once")
-    return Inputs(expand_sources([(STDIO, read_source(STDIO)) if s == STDIO else s for s in items]))
+    skipped: list[str] = []
+    inputs = Inputs(expand_sources([(STDIO, read_source(STDIO)) if s == STDIO else s for s in items], skipped))
+    if skipped:
+        shown = ", ".join(skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+        note(f"skipped {len(skipped)} file(s) in the folders that are not images ({shown}); images end in {', '.join(sorted(IMAGE_SUFFIXES))}")
+    return inputs
 
 
 @contextmanager

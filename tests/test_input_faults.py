@@ -167,3 +167,18 @@ def test_onnxruntime_logs_errors_only(tiny_vae_bundle):
 
     graph = create_graph((tiny_vae_bundle / "decoder.onnx").read_bytes(), "cpu")
     assert graph.session.get_session_options().log_severity_level == 3
+
+
+def test_folder_expansion_counts_and_names_what_it_skips(tmp_path):
+    from typer.testing import CliRunner
+
+    from vaesdk.cli.main import app
+
+    for name in ("a.png", "..png", ".png"):
+        shutil.copy(SHIRT, tmp_path / name)
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "raw.bin").write_bytes(b"\0")
+    result = CliRunner().invoke(app, ["embed", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("\n") >= 4  # the header and three images (..png and .png included)
+    assert "skipped 2 file(s) in the folders that are not images" in result.output and "notes.txt" in result.output

@@ -16,10 +16,11 @@ from .jobs.blocks import SEED_BLOCK, score_report
 from .maths.latent import ACTIVE_KL_NATS, MAX_ABS_LATENT
 from .runtime.session import cancellable
 from .runtime.calibration import calibrate_bundle
-from .imaging.images import image_files, read_stream
+from .imaging.images import IMAGE_SUFFIXES, image_files, read_stream
 from .jobs.shards import DEFAULT_SHARD_SIZE
 
 __all__ = [
+    "IMAGE_SUFFIXES",
     "ACTIVE_KL_NATS",
     "DEFAULT_EVAL_K",
     "DEFAULT_SHARD_SIZE",

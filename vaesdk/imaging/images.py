@@ -461,12 +461,13 @@ def save_png(path: str | os.PathLike, image: np.ndarray, overwrite: bool = False
     return write_atomic(path, encode_png(image), overwrite=overwrite)
 
 
-def image_files(folder: str | os.PathLike) -> list[str]:
+def image_files(folder: str | os.PathLike, skipped: list[str] | None = None) -> list[str]:
     """The image files under `folder`, recursively, in the order of `sorted(folder.rglob("*"))`
     and with its rules (symlinked folders are not entered, unreadable ones skipped).
     os.scandir's entries know their type without a stat per file, and sorting tuples of
     names is much cheaper than sorting Path objects: a folder of a million images is listed
-    in seconds. The one folder listing: inputs and the data sets use it."""
+    in seconds. The one folder listing: inputs and the data sets use it. `skipped`, when
+    given, receives the paths of the other entries that are not folders (not images)."""
     found: list[tuple[tuple[str, ...], str]] = []
     stack: list[tuple[tuple[str, ...], str]] = [((), os.fspath(folder))]
     while stack:
@@ -482,6 +483,8 @@ def image_files(folder: str | os.PathLike) -> list[str]:
                     stack.append(((*parts, entry.name), entry.path))
                 elif image_suffix(entry.name) in IMAGE_SUFFIXES and entry.is_file():
                     found.append(((*parts, entry.name), entry.path))
+                elif skipped is not None:  # a file (or link) that is not an image: counted, not read
+                    skipped.append(entry.path)
             except OSError:
                 continue
     found.sort()

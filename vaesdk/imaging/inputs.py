@@ -86,10 +86,11 @@ class InputBatch:
         return sum(1 for i in self.items if i.ok)
 
 
-def expand_sources(sources: Iterable[Any]) -> list[tuple[str, Any]]:
+def expand_sources(sources: Iterable[Any], skipped: list[str] | None = None) -> list[tuple[str, Any]]:
     """(name, source) pairs: folders become the image files they hold (sorted, recursive);
     bytes and other in-memory inputs are named 'input N'. A folder without images, or a path
-    no filesystem could hold, becomes an error entry rather than stopping the rest."""
+    no filesystem could hold, becomes an error entry rather than stopping the rest.
+    `skipped`, when given, receives the files in the folders that are not images."""
     if isinstance(sources, (str, os.PathLike, bytes, bytearray, memoryview, np.ndarray)):
         sources = [sources]
     if isinstance(sources, dict) or not hasattr(sources, "__iter__"):
@@ -114,7 +115,7 @@ def expand_sources(sources: Iterable[Any]) -> list[tuple[str, Any]]:
         if not is_dir:
             out.append((str(path), path))
             continue
-        found = image_files(path)
+        found = image_files(path, skipped)
         if not found:
             out.append((str(path), InvalidImageError(f"folder {path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")))
         out.extend((q, q) for q in found)
