@@ -43,6 +43,11 @@ def _write_file(path: Path, data: bytes, force: bool, resuming: bool, same: Call
     """Write an output atomically. A resumed job (--job-dir) whose output is already there
     (`same` as what it would write: the bytes, or an .npz's arrays) leaves it as it is:
     running a finished job again succeeds without --force."""
+    if resuming:
+        # A run of this job killed while writing its output left write_atomic's temporary
+        # file beside it; the job folder's lock means no other run of the job writes it now.
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
     if resuming and not force and path.is_file() and not path.is_symlink() and same(path.read_bytes(), data):
         return
     try:

@@ -120,3 +120,32 @@ def test_running_a_finished_job_again_succeeds_and_keeps_its_output(folder, tmp_
     (tmp_path / out).write_bytes(b"something else")  # another file in the way is still refused
     refused = CliRunner().invoke(app, args)
     assert refused.exit_code == 6 and "already exists with other contents" in refused.output
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_then_resume_ends_byte_identical(fashion_test, tmp_path, tiny_vae_bundle):
+    import random
+    import time
+
+    images = png_folder(tmp_path / "in", fashion_test.images[:3000], {})
+    args = [sys.executable, "-m", "vaesdk", "embed", str(images), "-m", str(tiny_vae_bundle), "--shard-size", "256", "--workers", "1"]
+    reference = tmp_path / "whole.csv"
+    start = time.monotonic()
+    assert subprocess.run([*args, "-o", str(reference)], capture_output=True, timeout=300).returncode == 0
+    whole = time.monotonic() - start  # kills fall within an uninterrupted run's time
+    out, job = tmp_path / "out.csv", tmp_path / "job"
+    rng = random.Random(0)
+    kills = 0
+    for _ in range(6):  # at most six kills, each at a random moment of a run
+        run = subprocess.Popen([*args, "-o", str(out), "--job-dir", str(job)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.2, 0.8) * whole)
+        if run.poll() is not None:
+            break
+        run.kill()
+        run.wait()
+        kills += 1
+    final = subprocess.run([*args, "-o", str(out), "--job-dir", str(job)], capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stderr
+    assert kills >= 1
+    assert out.read_bytes() == reference.read_bytes()
+    assert not list(job.glob(".*.tmp")) and not list(tmp_path.glob(".out.csv.*.tmp"))
