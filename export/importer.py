@@ -38,7 +38,7 @@ from vaesdk.maths.pixels import KINDS
 
 from .manifest import base_manifest
 from .onnx import export_module
-from .pipeline import _add_mixture, _fit_gaussians, _move_into_place
+from .pipeline import add_mixture, fit_gaussians, move_into_place
 from .verify import DEFAULT_TOLERANCE, Tolerance, check_graphs
 
 PIXEL_RANGES = {"0,1": (0.0, 1.0), "-1,1": (-1.0, 1.0)}
@@ -175,6 +175,7 @@ def export_vae(
     source: dict[str, Any] | None = None,
     class_names: Sequence[str] | None = None,
     labels: np.ndarray | None = None,
+    mixture_covariance: str | None = None,
     force: bool = False,
     log: Callable[[str], None] = lambda s: None,
 ) -> Path:
@@ -190,7 +191,9 @@ def export_vae(
     or 'none' (a deterministic decoder). `images` (uint8 [N, H, W, C]) fit the priors;
     `held_out` (images the model never trained on) calibrate the anomaly score. `source`
     goes into the manifest's `training` section as the record of where the model came from.
-    Returns `out_dir`; nothing is left behind on failure.
+    `mixture_covariance` ('full' or 'diagonal') overrides the mixture prior's covariance, which
+    is full up to 256 latent dimensions and diagonal beyond. Returns `out_dir`; nothing is
+    left behind on failure.
     """
     out_dir = Path(out_dir)
     name = name or out_dir.name
@@ -249,9 +252,9 @@ def export_vae(
 
         model = vaesdk.load(tmp, device="cpu")
         post = model.encode(images)
-        data["latent"]["gaussians"] = _fit_gaussians(post, ImageSet(images, labels, tuple(class_names or ())))
+        data["latent"]["gaussians"] = fit_gaussians(post, ImageSet(images, labels, tuple(class_names or ())))
         held_latents = model.embed(held_out) if held_out is not None else None
-        _add_mixture(tmp, data, post.mean, held_latents, log)
+        add_mixture(tmp, data, post.mean, held_latents, log, mixture_covariance)
         write_manifest(tmp, data)
         if held_out is not None and len(held_out) >= MIN_CALIBRATION:
             log(f"calibrating the anomaly score on {len(held_out)} held-out images")
@@ -262,7 +265,7 @@ def export_vae(
             log(f"anomaly score not calibrated: {have} held-out images, {MIN_CALIBRATION} needed (--held-out); scores carry no p-values")
         vaesdk.load(tmp, device="cpu")  # the finished bundle must load through the runtime's checks
         os.chmod(tmp, 0o777 & ~UMASK)
-        _move_into_place(tmp, out_dir)
+        move_into_place(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -32,7 +32,7 @@ from vaesdk.maths.latent import ACTIVE_KL_NATS, Posterior, class_mean_directions
 from ..training.data import split_train_val
 from ..training.train import load_checkpoint
 from .calibration import run_split, validation_images
-from .fit_prior import fit_mixture
+from .fit_prior import FULL_COVARIANCE_MAX_DIM, fit_mixture
 from .manifest import build_manifest
 from .onnx import export_graphs
 from .verify import check_parity
@@ -114,7 +114,7 @@ def export_bundle(
                 _refuse_collapse(active, config.latent_dim, checkpoint, allow_collapsed, f"the {len(sets.test)} evaluation images")
         vaesdk.load(tmp, device="cpu")  # the finished bundle must load through the runtime's checks
         os.chmod(tmp, 0o777 & ~UMASK)  # mkdtemp makes it private; a bundle is for others to read
-        _move_into_place(tmp, out_dir)
+        move_into_place(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -192,10 +192,10 @@ def _add_priors_and_directions(bundle_dir: Path, data: dict[str, Any], sets: Eva
         return None
     model = vaesdk.load(bundle_dir, device="cpu")
     train_post = model.encode(train.images)
-    data["latent"]["gaussians"] = _fit_gaussians(train_post, train)
+    data["latent"]["gaussians"] = fit_gaussians(train_post, train)
     if model.kind == "vae":
         held_out = model.embed(sets.held_out.images) if sets.held_out is not None else None
-        _add_mixture(bundle_dir, data, train_post.mean, held_out, log)
+        add_mixture(bundle_dir, data, train_post.mean, held_out, log)
     if train.labels is not None and train.class_names:
         vectors = class_mean_directions(train_post.mean, train.labels, train.class_names)
         data["directions"] = {
@@ -235,9 +235,12 @@ def _add_evaluation(
     write_manifest(bundle_dir, data)
 
 
-def _add_mixture(bundle_dir: Path, data: dict[str, Any], train: np.ndarray, held_out: np.ndarray | None, log: Callable[[str], None]) -> None:
+def add_mixture(
+    bundle_dir: Path, data: dict[str, Any], train: np.ndarray, held_out: np.ndarray | None, log: Callable[[str], None], covariance: str | None = None
+) -> None:
     """Fit the mixture prior on the training latents (posterior means), write it as
-    prior-mixture.npz and make it the bundle's default prior."""
+    prior-mixture.npz and make it the bundle's default prior. `covariance`: 'full' or
+    'diagonal' (default: by the latent dimension, fit_prior.covariance_for)."""
     if held_out is None:  # no images held out of training: hold out a tenth of the latents
         order = np.random.default_rng(0).permutation(len(train))
         cut = max(1, len(train) // 10)
@@ -245,7 +248,7 @@ def _add_mixture(bundle_dir: Path, data: dict[str, Any], train: np.ndarray, held
     if len(train) < 4:
         log("prior: too few training images to fit a mixture; the default prior stays N(0, I)")
         return
-    mixture, record = fit_mixture(train, held_out, log=log)
+    mixture, record = fit_mixture(train, held_out, log=log, covariance=covariance)
     blob = mixture.to_npz()
     path = bundle_dir / MIXTURE_FILE
     write_atomic(path, blob)
@@ -277,13 +280,17 @@ def _add_anomaly_calibration(
     write_manifest(bundle_dir, data)
 
 
-def _fit_gaussians(post: Posterior, data: ImageSet) -> dict[str, dict[str, Any]]:
+def fit_gaussians(post: Posterior, data: ImageSet) -> dict[str, dict[str, Any]]:
     """Gaussians moment-matched to the encoded training images: all of them ('aggregate'),
-    and each class. Sampling from them avoids the regions of N(0, I) no image encodes to."""
+    and each class. Sampling from them avoids the regions of N(0, I) no image encodes to.
+    None beyond FULL_COVARIANCE_MAX_DIM latents: the mixture (diagonal there) is the prior."""
     groups = {"aggregate": np.ones(len(data), bool)}
     if data.labels is not None:
         groups.update({name: data.labels == k for k, name in enumerate(data.class_names)})
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
+    if post.mean.shape[1] > FULL_COVARIANCE_MAX_DIM:
+        # A full covariance in the manifest is D(D+1)/2 numbers: 8.4 million at 4,096 latents.
+        return out
     for name, sel in groups.items():
         if sel.sum() < 2 or name in (MIXTURE_PRIOR, STANDARD_PRIOR):
             continue
@@ -292,7 +299,7 @@ def _fit_gaussians(post: Posterior, data: ImageSet) -> dict[str, dict[str, Any]]
     return out
 
 
-def _move_into_place(tmp: Path, out_dir: Path) -> None:
+def move_into_place(tmp: Path, out_dir: Path) -> None:
     """Swap the finished bundle in; an old one is removed only after the new one is in place."""
     old = None
     if out_dir.exists() or out_dir.is_symlink():

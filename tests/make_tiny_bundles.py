@@ -105,6 +105,7 @@ def import_and_export(root: Path, name: str) -> Path:
 
     return export_vae(Encoder(), decoder, root / f"tiny-{name}", images=images[:2000], held_out=images[5000:5200],
                       image_size=28, channels=1, likelihood=likelihood, name=f"tiny-{name}",
+                      mixture_covariance="diagonal" if name == "none" else None,  # the vectors' diagonal mixture
                       source={"from": "python", "function": f"tests/make_tiny_bundles.py ({name})"})  # fmt: skip
 
 

@@ -312,3 +312,29 @@ def test_a_pythae_vae_is_rebuilt_with_pythae_and_exported(data, tmp_path):
     (tmp_path / "pickled" / "encoder.pkl").write_bytes(b"\x80\x04not a real pickle")
     result = CliRunner().invoke(app, ["export", "--from", "pythae", str(tmp_path / "pickled"), "--images", str(images), "--out", str(tmp_path / "c")])
     assert result.exit_code != 0 and "never unpickles" in result.output
+
+
+def test_a_4096_latent_model_gets_a_diagonal_mixture_that_fits_the_format(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (400, 8, 8, 1), dtype=np.uint8)
+
+    class Enc(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.net = nn.Linear(64, 2 * 4096)
+
+        def forward(self, x):
+            h = self.net(x.flatten(1))
+            return h[:, :4096], h[:, 4096:] - 4.0
+
+    decoder = nn.Sequential(nn.Linear(4096, 64), nn.Sigmoid(), nn.Unflatten(1, (1, 8, 8)))
+    export_vae(Enc(), decoder, tmp_path / "b", images=images[:300], held_out=images[300:], image_size=8, channels=1, likelihood="bernoulli")
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert (tmp_path / "b" / "manifest.json").stat().st_size < 1 << 20
+    mixture = manifest["latent"]["mixtures"]["mixture"]
+    assert mixture["covariance"] == "diagonal" and mixture["bytes"] < 8 << 20
+    assert "gaussians" not in manifest["latent"] or not manifest["latent"]["gaussians"]
+    model = vaesdk.load(tmp_path / "b")
+    assert model.default_prior == "mixture" and model.sample_latents(3, seed=0).shape == (3, 4096)
+    assert np.all(np.isfinite(model.score(images[:3], seed=0).anomaly))

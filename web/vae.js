@@ -137,9 +137,10 @@ function gaussianDraw(dim, entry) {
   };
 }
 
-/** A Gaussian mixture from its stored arrays: weights [K], means [K, D], cholesky [K, D, D].
- * All n components first (one uniform each), then the normals: mean_c + L_c (temperature eps). */
-function mixtureDraw(dim, { weights, means, cholesky }) {
+/** A Gaussian mixture from its stored arrays: weights [K], means [K, D], and cholesky [K, D, D]
+ * (or scales [K, D], the standard deviations of a diagonal mixture). All n components first
+ * (one uniform each), then the normals: mean_c + L_c (temperature eps). */
+function mixtureDraw(dim, { weights, means, cholesky, scales }) {
   const k = weights.data.length;
   const cdf = new Float64Array(k);
   weights.data.reduce((sum, w, i) => (cdf[i] = sum + w), 0);
@@ -156,6 +157,10 @@ function mixtureDraw(dim, { weights, means, cholesky }) {
     const eps = scaledNormals(n, dim, noise, temperature, truncation);
     const z = new Float32Array(n * dim);
     for (let s = 0; s < n; s++) {
+      if (scales) {
+        for (let i = 0; i < dim; i++) z[s * dim + i] = means.data[comps[s] * dim + i] + scales.data[comps[s] * dim + i] * eps[s * dim + i];
+        continue;
+      }
       const base = comps[s] * dim * dim;
       for (let i = 0; i < dim; i++) {
         let v = 0;
@@ -392,6 +397,7 @@ const ZIP_END = 0x06054b50;
 const ZIP_CENTRAL = 0x02014b50;
 const ZIP_LOCAL = 0x04034b50;
 const NPY_ENTRIES = ["cholesky.npy", "means.npy", "weights.npy"];
+const DIAGONAL_ENTRIES = ["means.npy", "scales.npy", "weights.npy"];
 const MAX_COMPONENTS = 4096;
 
 function readNpy(bytes, label) {
@@ -433,7 +439,8 @@ function zip64(view, at, length, fields) {
   return fields;
 }
 
-/** The arrays of a prior file: exactly weights.npy, means.npy and cholesky.npy, stored. */
+/** The arrays of a prior file: exactly weights.npy, means.npy and cholesky.npy (or
+ * scales.npy for a diagonal mixture), stored. */
 export function readNpz(buffer, label = "npz") {
   const fail = (problem) => new BundleError("prior-file", `${label} ${problem}; re-export the bundle (numpy.savez writes this layout)`);
   const view = new DataView(buffer);
@@ -457,7 +464,9 @@ export function readNpz(buffer, label = "npz") {
     if (name.endsWith(".npy")) arrays[name.slice(0, -4)] = new Uint8Array(buffer, data, compressed);
     at += 46 + nameLength + extraLength + commentLength;
   }
-  if (JSON.stringify([...names].sort()) !== JSON.stringify(NPY_ENTRIES)) throw fail(`holds the entries ${JSON.stringify(names)}; a prior file holds exactly ${JSON.stringify(NPY_ENTRIES)}`);
+  const sorted = JSON.stringify([...names].sort());
+  if (sorted !== JSON.stringify(NPY_ENTRIES) && sorted !== JSON.stringify(DIAGONAL_ENTRIES))
+    throw fail(`holds the entries ${JSON.stringify(names)}; a prior file holds exactly ${JSON.stringify(NPY_ENTRIES)} (scales.npy in place of cholesky.npy for a diagonal mixture)`);
   for (const k of Object.keys(arrays)) arrays[k] = readNpy(arrays[k], `${label}: ${k}.npy`);
   return arrays;
 }
@@ -465,20 +474,28 @@ export function readNpz(buffer, label = "npz") {
 /** A prior file's arrays checked as a mixture of dimension `dim`, weights normalised. */
 export function checkMixture(arrays, dim, label) {
   const fail = (problem) => new BundleError("prior-file", `${label} ${problem}; re-export the bundle`);
-  const { weights, means, cholesky } = arrays;
+  const { weights, means, cholesky, scales } = arrays;
   const k = weights.shape.length === 1 ? weights.shape[0] : -1;
-  if (!(k >= 1 && k <= MAX_COMPONENTS) || means.shape.join() !== `${k},${dim}` || cholesky.shape.join() !== `${k},${dim},${dim}`)
+  if (scales) {
+    if (!(k >= 1 && k <= MAX_COMPONENTS) || means.shape.join() !== `${k},${dim}` || scales.shape.join() !== `${k},${dim}`)
+      throw fail(`has shapes weights [${weights.shape}], means [${means.shape}], scales [${scales.shape}]; expected [K], [K, ${dim}], [K, ${dim}] with 1 <= K <= ${MAX_COMPONENTS}`);
+  } else if (!(k >= 1 && k <= MAX_COMPONENTS) || means.shape.join() !== `${k},${dim}` || cholesky.shape.join() !== `${k},${dim},${dim}`)
     throw fail(`has shapes weights [${weights.shape}], means [${means.shape}], cholesky [${cholesky.shape}]; expected [K], [K, ${dim}], [K, ${dim}, ${dim}] with 1 <= K <= ${MAX_COMPONENTS}`);
   for (const [name, a] of Object.entries(arrays)) if (!a.data.every(Number.isFinite)) throw fail(`: ${name} must hold finite floating-point numbers`);
   const sum = weights.data.reduce((a, b) => a + b, 0);
   if (weights.data.some((w) => w < 0) || Math.abs(sum - 1) > 1e-6) throw fail(`: weights must be non-negative and sum to 1 (sum ${sum})`);
+  const normalised = { shape: weights.shape, data: weights.data.map((w) => w / sum) };
+  if (scales) {
+    if (scales.data.some((v) => !(v > 0))) throw fail(": scales must be positive standard deviations");
+    return { weights: normalised, means, scales };
+  }
   for (let c = 0; c < k; c++)
     for (let i = 0; i < dim; i++)
       for (let j = i; j < dim; j++) {
         const v = cholesky.data[(c * dim + i) * dim + j];
         if (i === j ? !(v > 0) : v !== 0) throw fail(": cholesky must be lower-triangular with a positive diagonal");
       }
-  return { weights: { shape: weights.shape, data: weights.data.map((w) => w / sum) }, means, cholesky };
+  return { weights: normalised, means, cholesky };
 }
 
 async function checkDigest(buffer, entry, label) {

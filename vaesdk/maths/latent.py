@@ -171,18 +171,23 @@ MAX_PRIOR_CONDITION = 1e8
 
 def check_prior_factors(means: np.ndarray, cholesky: np.ndarray, label: str) -> np.ndarray:
     """Check stored Gaussian factors, means [..., D] and lower-triangular Cholesky factors
-    [..., D, D] with a positive diagonal: finite, means within the latent bound, and
-    well-conditioned. Returns the factors' inverses. Raises BundleError naming `label`."""
+    [..., D, D] with a positive diagonal (or positive standard deviations [..., D] of diagonal
+    Gaussians): finite, means within the latent bound, and well-conditioned. Returns the
+    factors' inverses. Raises BundleError naming `label`."""
     if not (np.isfinite(means).all() and np.isfinite(cholesky).all()):
         raise BundleError(f"{label}: means and cholesky must hold finite numbers; refit the prior")
     if means.size and np.abs(means).max() > MAX_ABS_LATENT:
         raise BundleError(f"{label}: a mean reaches {np.abs(means).max():.3g}, beyond the latent bound {MAX_ABS_LATENT:g}; refit the prior")
     with np.errstate(all="ignore"):
-        try:
-            inverse = np.linalg.inv(cholesky)
-        except np.linalg.LinAlgError:
-            inverse = np.full_like(cholesky, np.inf)
-        norm = np.abs(cholesky).sum(-1).max(-1) * np.abs(inverse).sum(-1).max(-1)
+        if cholesky.ndim == means.ndim:  # diagonal: standard deviations [..., D]
+            inverse = 1.0 / cholesky
+            norm = cholesky.max(-1) * inverse.max(-1)
+        else:
+            try:
+                inverse = np.linalg.inv(cholesky)
+            except np.linalg.LinAlgError:
+                inverse = np.full_like(cholesky, np.inf)
+            norm = np.abs(cholesky).sum(-1).max(-1) * np.abs(inverse).sum(-1).max(-1)
     worst = float(np.max(np.where(np.isfinite(norm), norm, np.inf), initial=0.0))
     if not worst <= MAX_PRIOR_CONDITION:
         raise BundleError(

@@ -41,11 +41,15 @@ STANDARD_PRIOR = "standard"  # the model's own prior N(0, I); fitted Gaussians a
 MAX_COMPONENTS = 4096
 ARRAYS = ("weights", "means", "cholesky")
 NPY_ENTRIES = tuple(f"{k}.npy" for k in ARRAYS)
+# A diagonal mixture stores each component's standard deviations, [K, D], in place of a
+# Cholesky factor [K, D, D]: what holds a mixture of thousands of latent dimensions.
+DIAGONAL_ENTRIES = ("weights.npy", "means.npy", "scales.npy")
 
 
 def read_prior_arrays(data: bytes, label: str) -> dict[str, np.ndarray]:
     """The three arrays of a prior file, read by the container rules of docs/bundle-format.md
-    ("The prior file"): a zip holding exactly weights.npy, means.npy and cholesky.npy, stored
+    ("The prior file"): a zip holding exactly weights.npy, means.npy and cholesky.npy (or
+    scales.npy, for a diagonal mixture), stored
     uncompressed, each a .npy of format 1.0 or 2.0 holding little-endian float64 in C order
     and nothing after its data. Anything else raises BundleError naming `label`."""
     fix = "re-export the bundle (numpy.savez writes this layout)"
@@ -53,8 +57,11 @@ def read_prior_arrays(data: bytes, label: str) -> dict[str, np.ndarray]:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             infos = zf.infolist()
             names = sorted(i.filename for i in infos)
-            if names != sorted(NPY_ENTRIES):
-                raise BundleError(f"{label} holds the entries {names}; a prior file holds exactly {list(NPY_ENTRIES)}: {fix}")
+            if names != sorted(NPY_ENTRIES) and names != sorted(DIAGONAL_ENTRIES):
+                raise BundleError(
+                    f"{label} holds the entries {names}; a prior file holds exactly {list(NPY_ENTRIES)} "
+                    f"(scales.npy in place of cholesky.npy for a diagonal mixture): {fix}"
+                )
             arrays = {}
             for info in infos:
                 if info.compress_type != zipfile.ZIP_STORED:
@@ -87,9 +94,16 @@ def _read_npy(blob: bytes, label: str, fix: str) -> np.ndarray:
 
 @dataclass(frozen=True)
 class GaussianMixture:
+    """A mixture of Gaussians over the latents: full covariances by their Cholesky factors
+    [K, D, D], or diagonal ones by their standard deviations [K, D] (`diagonal`)."""
+
     weights: np.ndarray  # [K]
     means: np.ndarray  # [K, D]
-    cholesky: np.ndarray  # [K, D, D]
+    cholesky: np.ndarray  # [K, D, D], or the standard deviations [K, D] of a diagonal mixture
+
+    @property
+    def diagonal(self) -> bool:
+        return self.cholesky.ndim == 2
 
     @property
     def components(self) -> int:
@@ -105,17 +119,24 @@ class GaussianMixture:
         """n latents, float32 [n, D]: components first, then the noise, from the same stream."""
         comp = self._choose(n, rng)
         eps = prior_sample(n, self.dim, rng, temperature, truncation).astype(np.float64)
-        z = self.means[comp] + np.einsum("nij,nj->ni", self.cholesky[comp], eps)
+        if self.diagonal:
+            z = self.means[comp] + self.cholesky[comp] * eps
+        else:
+            z = self.means[comp] + np.einsum("nij,nj->ni", self.cholesky[comp], eps)
         return z.astype(np.float32)
 
     def log_prob(self, z: np.ndarray) -> np.ndarray:
         """log density of each latent under the mixture, float64 [N] for z [N, D]."""
         z = np.asarray(z, np.float64)
         diff = z[None, :, :] - self.means[:, None, :]  # [K, N, D]
-        # y = L_k^-1 (z - mean_k): the Mahalanobis distance is |y|^2. One [N, D] x [D, D]
-        # product per component (a batched solve per point and component is 50x slower).
-        y = diff @ np.swapaxes(self._inverse_cholesky(), 1, 2)
-        log_det = np.log(np.diagonal(self.cholesky, axis1=1, axis2=2)).sum(1)  # half of log|Sigma_k|
+        if self.diagonal:
+            y = diff * self._inverse_cholesky()[:, None, :]
+            log_det = np.log(self.cholesky).sum(1)
+        else:
+            # y = L_k^-1 (z - mean_k): the Mahalanobis distance is |y|^2. One [N, D] x [D, D]
+            # product per component (a batched solve per point and component is 50x slower).
+            y = diff @ np.swapaxes(self._inverse_cholesky(), 1, 2)
+            log_det = np.log(np.diagonal(self.cholesky, axis1=1, axis2=2)).sum(1)  # half of log|Sigma_k|
         comp = (-0.5 * np.sum(y * y, -1)).T - log_det - 0.5 * self.dim * math.log(2 * math.pi)  # [N, K]
         with np.errstate(divide="ignore"):
             comp = comp + np.log(self.weights)
@@ -137,25 +158,29 @@ class GaussianMixture:
     def _inverse_cholesky(self) -> np.ndarray:
         inverse = self.__dict__.get("_inverse")
         if inverse is None:
-            inverse = np.linalg.inv(self.cholesky)
+            inverse = 1.0 / self.cholesky if self.diagonal else np.linalg.inv(self.cholesky)
             object.__setattr__(self, "_inverse", inverse)  # a cache on a frozen instance
         return inverse
 
     def to_npz(self) -> bytes:
         buf = io.BytesIO()
-        np.savez(buf, weights=self.weights, means=self.means, cholesky=self.cholesky)
+        factors = {"scales": self.cholesky} if self.diagonal else {"cholesky": self.cholesky}
+        np.savez(buf, weights=self.weights, means=self.means, **factors)
         return buf.getvalue()
 
     @classmethod
     def from_npz(cls, data: bytes, dim: int, label: str) -> GaussianMixture:
         """Read and validate a stored mixture; raise BundleError naming `label` on any fault."""
         arrays = read_prior_arrays(data, label)
-        w, mu, chol = arrays["weights"], arrays["means"], arrays["cholesky"]
+        diagonal = "scales" in arrays
+        w, mu, chol = arrays["weights"], arrays["means"], arrays["scales" if diagonal else "cholesky"]
         k = len(w) if w.ndim == 1 else -1
-        if not 1 <= k <= MAX_COMPONENTS or mu.shape != (k, dim) or chol.shape != (k, dim, dim):
+        if not 1 <= k <= MAX_COMPONENTS or mu.shape != (k, dim) or chol.shape != ((k, dim) if diagonal else (k, dim, dim)):
+            factor = f"scales {chol.shape}" if diagonal else f"cholesky {chol.shape}"
+            want = f"[K, {dim}]" if diagonal else f"[K, {dim}, {dim}]"
             raise BundleError(
-                f"{label} has shapes weights {w.shape}, means {mu.shape}, cholesky {chol.shape}; "
-                f"expected [K], [K, {dim}], [K, {dim}, {dim}] with 1 <= K <= {MAX_COMPONENTS}"
+                f"{label} has shapes weights {w.shape}, means {mu.shape}, {factor}; "
+                f"expected [K], [K, {dim}], {want} with 1 <= K <= {MAX_COMPONENTS}"
             )
         for name, a in arrays.items():
             if not np.isfinite(a).all():
@@ -163,11 +188,19 @@ class GaussianMixture:
         if (w < 0).any() or abs(w.sum() - 1.0) > 1e-6:
             negative = f"; got weights[{int(np.argmin(w))}] = {w.min():g}" if (w < 0).any() else ""
             raise BundleError(f"{label}: weights must be non-negative and sum to 1 (sum {w.sum():.6g}){negative}")
-        diagonal = np.diagonal(chol, axis1=1, axis2=2)
+        if diagonal:
+            if (chol <= 0).any():
+                k, i = (int(j) for j in np.argwhere(chol <= 0)[0])
+                raise BundleError(f"{label}: scales must be positive standard deviations, got scales[{k}, {i}] = {chol[k, i]:g}")
+            inverse = check_prior_factors(mu, chol, label)
+            mixture = cls(w / w.sum(), mu, chol)
+            object.__setattr__(mixture, "_inverse", inverse)
+            return mixture
+        diag = np.diagonal(chol, axis1=1, axis2=2)
         upper = np.triu(chol, 1)
-        if (diagonal <= 0).any() or np.abs(upper).max(initial=0.0) > 0:
-            if (diagonal <= 0).any():
-                k, i = (int(j) for j in np.argwhere(diagonal <= 0)[0])
+        if (diag <= 0).any() or np.abs(upper).max(initial=0.0) > 0:
+            if (diag <= 0).any():
+                k, i = (int(j) for j in np.argwhere(diag <= 0)[0])
                 where = f"cholesky[{k}, {i}, {i}] = {chol[k, i, i]:g}"
             else:
                 k, i, j = (int(j) for j in np.argwhere(upper != 0)[0])
