@@ -28,17 +28,17 @@ import torch
 from torch import nn
 
 import vaesdk
-from vaesdk.base.errors import InvalidArgumentError, OutputError
+from vaesdk.base.errors import InvalidArgumentError
 from vaesdk.base.fileio import UMASK
 from vaesdk.bundle.editing import write_manifest
 from vaesdk.evaluation.datasets import ImageSet, load_image_folder
-from vaesdk.bundle.format import MAX_IMAGE_SIDE, MAX_LATENT_DIM, NAME_RE, io_contract, validate_manifest
+from vaesdk.bundle.format import MAX_IMAGE_SIDE, MAX_LATENT_DIM, io_contract, validate_manifest
 from vaesdk.maths.anomaly import MIN_CALIBRATION, calibrate_anomaly
 from vaesdk.maths.pixels import KINDS
 
 from .manifest import base_manifest
 from .onnx import export_module
-from .pipeline import add_mixture, fit_gaussians, move_into_place
+from .pipeline import add_mixture, checked_destination, fit_gaussians, move_into_place
 from .verify import DEFAULT_TOLERANCE, Tolerance, check_graphs
 
 PIXEL_RANGES = {"0,1": (0.0, 1.0), "-1,1": (-1.0, 1.0)}
@@ -195,12 +195,7 @@ def export_vae(
     is full up to 256 latent dimensions and diagonal beyond. Returns `out_dir`; nothing is
     left behind on failure.
     """
-    out_dir = Path(out_dir)
-    name = name or out_dir.name
-    if not NAME_RE.match(name):
-        raise InvalidArgumentError(f"bundle name {name!r:.80} must be 1-64 letters, digits, '_', '.' or '-'; pass --name")
-    if (out_dir.exists() or out_dir.is_symlink()) and not force:
-        raise OutputError(f"{out_dir} already exists; pass --force to replace it")
+    out_dir, name = checked_destination(out_dir, name, force)
     lik = likelihood if isinstance(likelihood, Likelihood) else Likelihood.parse(likelihood)
     low, high = PIXEL_RANGES[pixel_range] if isinstance(pixel_range, str) and pixel_range in PIXEL_RANGES else tuple(pixel_range)
     if (low, high) not in PIXEL_RANGES.values():

@@ -29,7 +29,6 @@ from vaesdk.evaluation.evaluate import Progress, evaluate
 from vaesdk.base.fileio import UMASK, write_atomic
 from vaesdk.maths.latent import ACTIVE_KL_NATS, Posterior, class_mean_directions, fit_gaussian
 
-from ..training.data import split_train_val
 from ..training.train import load_checkpoint
 from .calibration import run_split, validation_images
 from .fit_prior import FULL_COVARIANCE_MAX_DIM, fit_mixture
@@ -78,12 +77,7 @@ def export_bundle(
     only that many images of each set (quick runs and tests). A VAE with too few active
     latent dimensions (posterior collapse) is refused unless allow_collapsed.
     """
-    out_dir = Path(out_dir)
-    name = name or out_dir.name
-    if not NAME_RE.match(name):
-        raise InvalidArgumentError(f"bundle name {name!r} must be 1-64 letters, digits, '_', '.' or '-'; pass --name")
-    if (out_dir.exists() or out_dir.is_symlink()) and not force:
-        raise OutputError(f"{out_dir} already exists; pass --force to replace it")
+    out_dir, name = checked_destination(out_dir, name, force)
     model, checkpoint = load_checkpoint(run_dir)
     config = model.config
     sets = _eval_sets(eval_data, probe_data, data_dir, checkpoint, config.image_size, config.channels)
@@ -120,6 +114,18 @@ def export_bundle(
         raise
     log(f"bundle written to {out_dir}")
     return out_dir
+
+
+def checked_destination(out_dir: str | os.PathLike, name: str | None, force: bool) -> tuple[Path, str]:
+    """The bundle folder to write and the model's name (the folder's, unless given), checked
+    before any work: a valid name, and no folder in the way without `force`."""
+    out_dir = Path(out_dir)
+    name = name or out_dir.name
+    if not NAME_RE.match(name):
+        raise InvalidArgumentError(f"bundle name {name!r:.80} must be 1-64 letters, digits, '_', '.' or '-'; pass --name")
+    if (out_dir.exists() or out_dir.is_symlink()) and not force:
+        raise OutputError(f"{out_dir} already exists; pass --force to replace it")
+    return out_dir, name
 
 
 def _best_active_dims(checkpoint: dict[str, Any]) -> int | None:
