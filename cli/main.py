@@ -195,7 +195,7 @@ def _flush_stdout(report: bool = True) -> int | None:
     return None
 
 
-def _one_line_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+def one_line_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
     """A library's warning as one line on stderr, without its source path and line."""
     text = " ".join(str(message).split())
     try:
@@ -205,7 +205,7 @@ def _one_line_warning(message: Any, category: Any, filename: str, lineno: int, f
 
 
 def main() -> None:
-    warnings.showwarning = _one_line_warning
+    warnings.showwarning = one_line_warning
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _raise_terminated)
     _check_stdout()

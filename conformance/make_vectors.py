@@ -34,7 +34,7 @@ from vaesdk.bundle import reading as bundle_reading  # noqa: E402
 from vaesdk.maths import anomaly  # noqa: E402
 from vaesdk.base.errors import BundleError  # noqa: E402
 from vaesdk.maths.latent import Posterior  # noqa: E402
-from vaesdk.runtime.model import _to_uint8  # noqa: E402
+from vaesdk.runtime.model import means_to_uint8  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = {
@@ -335,7 +335,7 @@ def tie_values() -> np.ndarray:
 
 def to_pixels(mean_nchw: np.ndarray) -> np.ndarray:
     out = np.empty((mean_nchw.shape[0], *mean_nchw.shape[2:], mean_nchw.shape[1]), np.uint8)
-    _to_uint8(mean_nchw.copy(), out, "vectors")
+    means_to_uint8(mean_nchw.copy(), out, "vectors")
     return out
 
 

@@ -20,7 +20,7 @@ from vaesdk.bundle import format, reading
 from vaesdk.bundle.format import FORMAT_VERSION
 from vaesdk.base.errors import BundleError
 from vaesdk.maths.latent import Posterior
-from vaesdk.runtime.model import _to_uint8
+from vaesdk.runtime.model import means_to_uint8
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "conformance"))
@@ -119,9 +119,9 @@ def test_pixel_conversion(case):
     out = np.empty((mean.shape[0], *mean.shape[2:], mean.shape[1]), np.uint8)
     if "error" in case:
         with pytest.raises(BundleError, match="NaN or infinite"):
-            _to_uint8(mean.copy(), out, "vectors")
+            means_to_uint8(mean.copy(), out, "vectors")
         return
-    _to_uint8(mean.copy(), out, "vectors")
+    means_to_uint8(mean.copy(), out, "vectors")
     np.testing.assert_array_equal(out, a(case["expected"]))  # exact: no onnxruntime involved
 
 

@@ -82,6 +82,6 @@ def test_a_missing_runtime_dependency_is_named_with_the_fix(monkeypatch):
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("PIL", "onnxruntime") else real(name, *a))
-    with pytest.raises(ModuleNotFoundError, match=r"^vaesdk needs onnxruntime, pillow, which this Python \(.+\) lacks; install vaesdk with its dependencies: pip install vaesdk") as info:
+    with pytest.raises(ModuleNotFoundError, match=r"^vaesdk needs onnxruntime, pillow, which this Python \(.+\) lacks; install vaesdk with its dependencies: pip install \. in a source checkout, or pip install the vaesdk wheel file") as info:
         requirements.require_runtime()
     assert info.value.name == "onnxruntime" and "\n" not in str(info.value)

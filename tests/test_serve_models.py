@@ -116,8 +116,8 @@ def test_vae_serve_serves_every_bundled_model_by_default(monkeypatch, tiny_vae_b
     from vaesdk.cli.main import app
 
     others = [m for m in vaesdk.list_models() if m != vaesdk.DEFAULT_MODEL]
-    bundled = {**vaesdk.bundle.registry._bundled(), "tiny-vae": tiny_vae_bundle}
-    monkeypatch.setattr(vaesdk.bundle.registry, "_bundled", lambda: bundled)
+    bundled = {**vaesdk.bundle.registry.bundled_models(), "tiny-vae": tiny_vae_bundle}
+    monkeypatch.setattr(vaesdk.bundle.registry, "bundled_models", lambda: bundled)
     served: list[list[str]] = []
     monkeypatch.setattr(vaesdk.serve, "serve", lambda models, **kw: served.append([m.name for m in models]))
     r = CliRunner().invoke(app, ["serve", "--device", "cpu"])

@@ -19,7 +19,7 @@ DEFAULT_MODEL = "fashion-mnist"
 
 
 @functools.lru_cache(maxsize=1)
-def _bundled() -> dict[str, Path]:
+def bundled_models() -> dict[str, Path]:
     root = Path(str(resources.files("vaesdk.models")))
     # A hidden folder is no model: `vae export` writes its bundle as .NAME.XXXX.partial and
     # renames it into place only when it is complete.
@@ -28,7 +28,7 @@ def _bundled() -> dict[str, Path]:
 
 def list_models() -> list[str]:
     """Names of the bundled models."""
-    return list(_bundled())
+    return list(bundled_models())
 
 
 def resolve(name_or_path: str | os.PathLike | None = None) -> Path:
@@ -44,7 +44,7 @@ def resolve(name_or_path: str | os.PathLike | None = None) -> Path:
     text = os.fspath(name_or_path)
     if isinstance(text, bytes):
         raise InvalidArgumentError(f"model must be a name or a path given as str, got bytes {text!r:.80}")
-    bundled = _bundled()
+    bundled = bundled_models()
     if text not in bundled:
         # A path no filesystem could hold would raise OSError or ValueError below.
         checked_path(text, ModelNotFoundError, "bundle path")

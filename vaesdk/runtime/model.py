@@ -259,7 +259,7 @@ class Model:
                 mean = self._draw_pixels(z[sl], pixel_rng)
             else:
                 (mean,) = self._mean_decoder.run(z[sl], ["mean"])
-            _to_uint8(mean, out[sl], self.name)
+            means_to_uint8(mean, out[sl], self.name)
         return out
 
     def _draw_pixels(self, z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -268,7 +268,7 @@ class Model:
         Diagonal: x = mean + sigma * eps. Low rank: x = mean + W eps1 + sigma * eps2, which has
         covariance diag(sigma^2) + W W^T. Each image takes its R + C*H*W normals from `rng` in
         one row, so the draws do not depend on how images are split into batches. Rounding
-        to the nearest bin (edge bins open-ended, hence the clip in _to_uint8) makes this a
+        to the nearest bin (edge bins open-ended, hence the clip in means_to_uint8) makes this a
         draw of the 8-bit image.
         """
         pixels = self.spec.pixels
@@ -523,7 +523,7 @@ class Model:
         return vector
 
 
-def _to_uint8(x: np.ndarray, out: np.ndarray, name: str) -> None:
+def means_to_uint8(x: np.ndarray, out: np.ndarray, name: str) -> None:
     """Decoder means [N, C, H, W] in [0, 1] units -> uint8 `out` [N, H, W, C]. Works in place
     on `x` (a fresh output of onnxruntime): no temporary arrays."""
     # One reduction catches NaN and inf: both make the sum non-finite.
