@@ -32,11 +32,13 @@ def write_atomic(path: str | os.PathLike, data: bytes, overwrite: bool = False) 
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OutputError(f"cannot create directory {parent}: {e.strerror or e}") from None
+    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-    except OSError as e:
-        raise OutputError(f"cannot write in {parent}: {e.strerror or e}") from None
-    try:
+        # Made inside the try: an interruption just after it still removes the file.
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+        except OSError as e:
+            raise OutputError(f"cannot write in {parent}: {e.strerror or e}") from None
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -48,6 +50,8 @@ def write_atomic(path: str | os.PathLike, data: bytes, overwrite: bool = False) 
             _link_new(tmp, path)
         _fsync_dir(parent)
     except BaseException as e:
+        if tmp is None:
+            raise
         try:
             os.unlink(tmp)
         except FileNotFoundError:
