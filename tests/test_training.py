@@ -116,7 +116,8 @@ def test_early_stopping_and_lr_halving_follow_the_validation_objective(tmp_path)
 
 
 def test_nothing_in_the_project_unpickles():
-    pattern = re.compile(r"torch\.load\(|import (c?pickle|dill|joblib)|pickle\.loads?\(|weights_only\s*=\s*False|allow_pickle\s*=\s*True")
+    # torch.load only with weights_only=True (tensors, no code): the pythae importer's weights.
+    pattern = re.compile(r"torch\.load\((?![^)]*weights_only=True)|import (c?pickle|dill|joblib)|pickle\.loads?\(|weights_only\s*=\s*False|allow_pickle\s*=\s*True")
     offenders = [
         str(p.relative_to(ROOT))
         for folder in ("vaesdk", "training", "export", "cli")
