@@ -77,3 +77,15 @@ def test_importing_vaesdk_does_not_import_ray():
 
     code = "import sys, vaesdk, vaesdk.cli.main; assert 'ray' not in sys.modules, 'ray imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("name", ["tiny-bernoulli", "tiny-none"])
+def test_imported_bundles_score_on_ray_as_in_process(cluster, folder, tmp_path, monkeypatch, name):
+    from pathlib import Path
+
+    bundle = Path(__file__).resolve().parent / "data" / name
+    monkeypatch.chdir(tmp_path)
+    args = ("score", folder, "-m", bundle, "--seed", "5", "--device", "cpu")
+    plain, on_ray = vae(*args, "-o", "plain.csv"), vae(*args, "-o", "ray.csv", "--ray", "auto")
+    assert plain.exit_code == on_ray.exit_code == 3, on_ray.output
+    assert (tmp_path / "ray.csv").read_text() == (tmp_path / "plain.csv").read_text()
