@@ -24,6 +24,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match, Mount
 
 import vaesdk
@@ -162,6 +163,31 @@ class _LimitBody:
         await self.app(scope, limited, send)
 
 
+class _SameOrigin:
+    """Refuse requests that change or compute something (POST and the like) sent by a web page
+    of another origin, unless --cors-origin allows that origin: browsers send them without
+    asking first (text/plain and multipart are "simple" requests), so any page the user opens
+    could otherwise make a local service compute. Requests without an Origin header (curl,
+    scripts, clients) and the server's own page pass."""
+
+    SAFE = {"GET", "HEAD", "OPTIONS"}
+
+    def __init__(self, app: Any, allowed: list[str]):
+        self.app, self.allowed = app, {o.rstrip("/") for o in allowed}
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http" and scope.get("method", "GET") not in self.SAFE:
+            headers = dict(scope.get("headers", []))
+            origin = headers.get(b"origin", b"").decode("latin-1").rstrip("/")
+            host = headers.get(b"host", b"").decode("latin-1")
+            if origin and origin not in self.allowed and origin.split("://", 1)[-1] != host:
+                response = _error_response(
+                    403, "cross_origin", f"a request from the web page origin {origin[:100]} is refused; allow it with --cors-origin {origin[:100]}"
+                )
+                return await response(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
 class _Page(Mount):
     """The browser page at /, for every path that is not the API's: a path of the API with
     another method still answers 405 with Allow (a mount at / would take it first)."""
@@ -279,8 +305,14 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
         raw = await request.body()
         if not raw:
             return {}
+        media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media != "application/json" and not media.endswith("+json"):
+            # Browsers send text/plain (and forms) across sites without asking first: a JSON
+            # route takes JSON only.
+            raise ApiError(415, "unsupported_media_type", f"the body is {media or 'of no media type'}; send it as Content-Type: application/json")
         try:
-            body = json.loads(raw)
+            # Off the event loop: a large body must not hold up the server's other requests.
+            body = await run_in_threadpool(json.loads, raw)
         except (ValueError, RecursionError):
             raise ApiError(422, "invalid_argument", "the request body is not valid JSON") from None
         if not isinstance(body, dict):
@@ -292,8 +324,11 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
     sample_fields, decode_fields = set(sample_body.model_fields), set(decode_body.model_fields)
 
     def known_fields(body: dict[str, Any], known: set[str]) -> None:
-        if set(body) - known:
-            raise ApiError(422, "invalid_argument", f"unknown field(s) {', '.join(sorted(set(body) - known))}; fields: {', '.join(sorted(known))}")
+        unknown = set(body) - known
+        if unknown:
+            # A bounded answer: a few names, not every key of a hostile body.
+            shown = ", ".join(k[:40] for k in sorted(unknown)[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+            raise ApiError(422, "invalid_argument", f"unknown field(s) {shown}; fields: {', '.join(sorted(known))}")
 
     def limit(name: str, value: Any, maximum: int, what: str) -> None:
         if isinstance(value, int) and not isinstance(value, bool) and value > maximum:
@@ -418,7 +453,7 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
     @app.post(
         "/v1/models/{name}/sample", operation_id="sample", tags=["generate"], dependencies=v1, response_class=JSONResponse,
         openapi_extra=doc.json_body(sample_body),
-        responses={**doc.image_answer(contract.SampleJson, "A PNG grid of the samples.", "each image and its latent.", seeded=True), **doc.errors(401, 404, 408, 413, 422, 500, 503, 504)},
+        responses={**doc.image_answer(contract.SampleJson, "A PNG grid of the samples.", "each image and its latent.", seeded=True), **doc.errors(401, 403, 404, 408, 413, 415, 422, 500, 503, 504)},
     )  # fmt: skip
     async def sample(request: Request, name: str = doc.name_param()) -> Response:
         """JSON {n, seed, prior, temperature, truncation, ncols} -> a PNG grid (or JSON with
@@ -453,7 +488,7 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
     @app.post(
         "/v1/models/{name}/decode", operation_id="decode", tags=["generate"], dependencies=v1, response_class=JSONResponse,
         openapi_extra=doc.json_body(decode_body),
-        responses={**doc.image_answer(contract.DecodeJson, "A PNG grid of the decoded images.", "one PNG per latent.", seeded=False), **doc.errors(401, 404, 408, 413, 422, 500, 503, 504)},
+        responses={**doc.image_answer(contract.DecodeJson, "A PNG grid of the decoded images.", "one PNG per latent.", seeded=False), **doc.errors(401, 403, 404, 408, 413, 415, 422, 500, 503, 504)},
     )  # fmt: skip
     async def decode(request: Request, name: str = doc.name_param()) -> Response:
         """JSON {latents: [[...], ...], ncols} -> a PNG grid (or JSON images)."""
@@ -480,7 +515,7 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
 
     @app.post(
         "/v1/models/{name}/reconstruct", operation_id="reconstruct", tags=["images"], dependencies=v1, response_class=JSONResponse, openapi_extra=forms["reconstruct"],
-        responses={**doc.image_answer(contract.ImageResults, "One upload: its reconstruction, PNG.", "several uploads: one entry each.", seeded=True), **doc.errors(401, 404, 408, 413, 422, 500, 503, 504)},
+        responses={**doc.image_answer(contract.ImageResults, "One upload: its reconstruction, PNG.", "several uploads: one entry each.", seeded=True), **doc.errors(401, 403, 404, 408, 413, 422, 500, 503, 504)},
     )  # fmt: skip
     async def reconstruct(request: Request, name: str = doc.name_param()) -> Response:
         """Multipart images (+ optional sample_latent, sample_pixels, seed) -> PNG for one
@@ -497,7 +532,7 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
 
     @app.post(
         "/v1/models/{name}/edit", operation_id="edit", tags=["images"], dependencies=v1, response_class=JSONResponse, openapi_extra=forms["edit"],
-        responses={**doc.image_answer(contract.ImageResults, "One upload: the edited image, PNG.", "several uploads: one entry each.", seeded=True), **doc.errors(401, 404, 408, 413, 422, 500, 503, 504)},
+        responses={**doc.image_answer(contract.ImageResults, "One upload: the edited image, PNG.", "several uploads: one entry each.", seeded=True), **doc.errors(401, 403, 404, 408, 413, 422, 500, 503, 504)},
     )  # fmt: skip
     async def edit(request: Request, name: str = doc.name_param()) -> Response:
         """Multipart images + dim or direction, delta (+ sample_latent, sample_pixels, seed)
@@ -525,7 +560,7 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
 
     @app.post(
         "/v1/models/{name}/encode", operation_id="encode", tags=["images"], dependencies=v1, response_model=contract.EncodeResults, openapi_extra=forms["encode"],
-        responses=doc.errors(401, 404, 408, 413, 422, 500, 503, 504),
+        responses=doc.errors(401, 403, 404, 408, 413, 422, 500, 503, 504),
     )  # fmt: skip
     async def encode(request: Request, name: str = doc.name_param()) -> JSONResponse:
         """Multipart images -> JSON {results: [{name, mean, logvar} | {name, error}]} (logvar null for an autoencoder)."""
@@ -542,7 +577,7 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
 
     @app.post(
         "/v1/models/{name}/score", operation_id="score", tags=["images"], dependencies=v1, response_model=contract.ScoreResults, openapi_extra=forms["score"],
-        responses=doc.errors(401, 404, 408, 413, 422, 500, 503, 504),
+        responses=doc.errors(401, 403, 404, 408, 413, 422, 500, 503, 504),
     )  # fmt: skip
     async def score(request: Request, name: str = doc.name_param()) -> JSONResponse:
         """Multipart images (+ k, seed) -> JSON per-image -ELBO and -IW bound in bits/dim, anomaly
@@ -608,4 +643,5 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
+    app.add_middleware(_SameOrigin, allowed=config.cors_origins)
     return _LimitBody(app, limits.max_body_bytes)

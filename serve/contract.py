@@ -257,6 +257,8 @@ class Contract:
     def errors(self, *statuses: int) -> dict[int | str, dict[str, Any]]:
         text = {
             401: "No valid token: send 'Authorization: Bearer TOKEN'.",
+            403: "A request from another origin (a web page the user opened), which this server does not allow (--cors-origin).",
+            415: "A JSON route given a body of another media type: send Content-Type: application/json.",
             404: "Unknown model (the detail lists the served ones) or file.",
             408: "The request did not arrive within the header or body deadline; the connection is closed.",
             413: "Over a limit of this server (body size, images, n, latents, k); the detail names it.",
