@@ -15,8 +15,6 @@ from __future__ import annotations
 import math
 import os
 import platform
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -29,7 +27,6 @@ from torch import nn
 
 import vaesdk
 from vaesdk.base.errors import InvalidArgumentError
-from vaesdk.base.fileio import UMASK
 from vaesdk.bundle.editing import write_manifest
 from vaesdk.evaluation.datasets import ImageSet, load_image_folder
 from vaesdk.bundle.format import MAX_IMAGE_SIDE, MAX_LATENT_DIM, io_contract, validate_manifest
@@ -38,7 +35,7 @@ from vaesdk.maths.pixels import KINDS
 
 from .manifest import base_manifest
 from .onnx import export_module
-from .pipeline import add_mixture, checked_destination, fit_gaussians, move_into_place
+from .pipeline import add_mixture, bundle_under_construction, checked_destination, fit_gaussians
 from .verify import DEFAULT_TOLERANCE, Tolerance, check_graphs
 
 PIXEL_RANGES = {"0,1": (0.0, 1.0), "-1,1": (-1.0, 1.0)}
@@ -217,9 +214,7 @@ def export_vae(
         raise InvalidArgumentError(f"the encoder gives {latent_dim} latent dimensions; the format holds 1..{MAX_LATENT_DIM}")
     contract = io_contract("vae", channels, image_size, latent_dim, 0, lik.decoder_logvar)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
-    try:
+    with bundle_under_construction(out_dir) as tmp:
         files = {"encoder": tmp / "encoder.onnx", "decoder": tmp / "decoder.onnx"}
         log("exporting encoder.onnx and decoder.onnx")
         with torch.no_grad():
@@ -258,12 +253,6 @@ def export_vae(
         else:
             have = 0 if held_out is None else len(held_out)
             log(f"anomaly score not calibrated: {have} held-out images, {MIN_CALIBRATION} needed (--held-out); scores carry no p-values")
-        vaesdk.load(tmp, device="cpu")  # the finished bundle must load through the runtime's checks
-        os.chmod(tmp, 0o777 & ~UMASK)
-        move_into_place(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log(f"bundle written to {out_dir}")
     return out_dir
 

@@ -12,7 +12,8 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,9 +87,7 @@ def export_bundle(
     if sets.test is None and config.kind == "vae":
         _refuse_collapse(_best_active_dims(checkpoint), config.latent_dim, checkpoint, allow_collapsed, "the best epoch's validation")
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
-    try:
+    with bundle_under_construction(out_dir) as tmp:
         log("exporting encoder.onnx and decoder.onnx")
         files = export_graphs(model, tmp)
         real = sets.test.images[:256] if sets.test is not None else _random_images(config.image_size, config.channels)
@@ -106,14 +105,25 @@ def export_bundle(
             if config.kind == "vae":
                 active = data["latent"]["active_dims"]
                 _refuse_collapse(active, config.latent_dim, checkpoint, allow_collapsed, f"the {len(sets.test)} evaluation images")
+    log(f"bundle written to {out_dir}")
+    return out_dir
+
+
+@contextmanager
+def bundle_under_construction(out_dir: Path) -> Iterator[Path]:
+    """A temporary folder beside `out_dir` to build a bundle in. When the block ends without
+    error, the bundle must load through the runtime's checks; then it is made readable and
+    moved into place. On any failure the folder is removed: no partial bundle is left."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    try:
+        yield tmp
         vaesdk.load(tmp, device="cpu")  # the finished bundle must load through the runtime's checks
         os.chmod(tmp, 0o777 & ~UMASK)  # mkdtemp makes it private; a bundle is for others to read
         move_into_place(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log(f"bundle written to {out_dir}")
-    return out_dir
 
 
 def checked_destination(out_dir: str | os.PathLike, name: str | None, force: bool) -> tuple[Path, str]:

@@ -39,11 +39,9 @@ def test_json_routes_take_json_only(base):
 
 
 def test_the_own_page_and_allowed_origins_pass(base):
-    host = base.split("://", 1)[1]
     for origin in (base, "https://app.example"):
         r = httpx.post(f"{base}/v1/models/tiny-vae/sample", json={"n": 1}, headers={"Origin": origin})
         assert r.status_code == 200, (origin, r.text)
-    assert host
 
 
 def test_an_error_about_unknown_keys_is_bounded(base):
