@@ -67,7 +67,7 @@ JobDirOpt = Annotated[
     ),
 ]
 ShardSizeOpt = Annotated[
-    int, typer.Option("--shard-size", min=frontend.SEED_BLOCK, help=f"Images per shard with --job-dir (a multiple of {frontend.SEED_BLOCK}).")
+    int, typer.Option("--shard-size", min=frontend.BLOCK_SIZE, help=f"Images per shard with --job-dir (a multiple of {frontend.BLOCK_SIZE}).")
 ]
 RayOpt = Annotated[
     Optional[str],

@@ -33,7 +33,7 @@ from vaesdk.bundle import format as bundle_format  # noqa: E402
 from vaesdk.bundle import reading as bundle_reading  # noqa: E402
 from vaesdk.maths import anomaly  # noqa: E402
 from vaesdk.base.errors import BundleError  # noqa: E402
-from vaesdk.maths.latent import Posterior  # noqa: E402
+from vaesdk.maths.latent import GivenNoise, ImageNoise, Posterior  # noqa: E402
 from vaesdk.runtime.model import means_to_uint8  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -438,13 +438,12 @@ def pixel_draw_cases(w: Writer, name: str, model: vaesdk.Model, z: np.ndarray) -
 
 def score_cases(w: Writer, name: str, model: vaesdk.Model, images: np.ndarray) -> None:
     seed, k = 3, 2
-    rng = np.random.default_rng(seed)
-    child = rng.spawn(1)[0]  # the dequantization stream, spawned before any draw as in Model.score
-    eps = rng.standard_normal((len(images), k, model.latent_dim), dtype=np.float32)
+    # Each image's own streams (latent.ImageNoise, the format's rule), written out.
+    streams = ImageNoise(seed, images)
+    eps = streams.normals(slice(None), k, model.latent_dim)
     dequantized = model.manifest.likelihood_type == "dequantized_gaussian"
-    noise = child.random((len(images), k, model.image_shape[2], *model.image_shape[:2])) if dequantized else None
-    replay = ReplayGenerator(normals=eps, children=[ReplayGenerator(uniforms=noise)] if dequantized else [])
-    scores = model.score(images, k=k, seed=replay)
+    noise = streams.uniforms(slice(None), (k, model.image_shape[2], *model.image_shape[:2])) if dequantized else None
+    scores = model._scorer.score(images, model.encode, k, GivenNoise(eps, noise), model.spec.calibration)
     again = model.score(images, k=k, seed=seed)
     fields = ("elbo_bpd", "iw_bpd", "anomaly_pixel", "anomaly_latent", "anomaly", "p_value")
     expected = {f: getattr(scores, f) for f in fields if getattr(scores, f) is not None}

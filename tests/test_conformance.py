@@ -19,7 +19,7 @@ from vaesdk.maths import anomaly
 from vaesdk.bundle import format, reading
 from vaesdk.bundle.format import FORMAT_VERSION
 from vaesdk.base.errors import BundleError
-from vaesdk.maths.latent import Posterior
+from vaesdk.maths.latent import GivenNoise, ImageNoise, Posterior
 from vaesdk.runtime.model import means_to_uint8
 
 REPO = Path(__file__).resolve().parents[1]
@@ -187,9 +187,14 @@ def test_scores_from_given_noise(case):
     m = model(case["bundle"])
     images = a(case["images"])
     np.testing.assert_array_equal(anomaly.complexity_bpd(images), a(case["complexity_bpd"]))
-    children = [ReplayGenerator(uniforms=a(case["dequantization_noise"]))] if "dequantization_noise" in case else []
-    replay = ReplayGenerator(normals=a(case["eps"]), children=children)
-    for seed in (replay, case["numpy_seed"]):
-        scores = m.score(images, k=case["k"], seed=seed)
+    uniforms = a(case["dequantization_noise"]) if "dequantization_noise" in case else None
+    # The seed's per-image streams give the vectors' numbers (the format's rule) ...
+    noise = ImageNoise(case["numpy_seed"], images)
+    np.testing.assert_array_equal(noise.normals(slice(None), case["k"], m.latent_dim), a(case["eps"]))
+    if uniforms is not None:
+        np.testing.assert_array_equal(noise.uniforms(slice(None), uniforms.shape[1:]), uniforms)
+    # ... and scores from the given numbers, and from the seed, are the expected figures.
+    given = m._scorer.score(images, m.encode, case["k"], GivenNoise(a(case["eps"]), uniforms), m.spec.calibration)
+    for scores in (given, m.score(images, k=case["k"], seed=case["numpy_seed"])):
         for field, name in case["expected"].items():
             np.testing.assert_allclose(getattr(scores, field), a(name), rtol=TOL["score"]["rtol"], atol=TOL["score"]["atol"], err_msg=field)

@@ -16,6 +16,7 @@ import torch
 
 import vaesdk
 from vaesdk.base.errors import BundleError, OutputError
+from vaesdk.maths.latent import ImageNoise
 from vaesdk.export import pipeline
 from vaesdk.export.verify import DEFAULT_TOLERANCE, check_parity
 
@@ -71,8 +72,8 @@ def test_runtime_scores_agree_with_the_training_code(trained_vae_bundle, run_dir
     m = vaesdk.load(trained_vae_bundle, device="cpu", batch_size=4096)
     x, k = fashion_test.images[:20], 50
     scores = m.score(x, k=k, seed=7)
-    # One chunk, so the runtime drew exactly these posterior noises.
-    eps = np.random.default_rng(7).standard_normal((20, k, 8), dtype=np.float32)
+    # Each image's own streams (ImageNoise): the runtime drew exactly these posterior noises.
+    eps = ImageNoise(7, x).normals(slice(None), k, 8)
     elbo, iw = bounds_bpd(torch_model, x, eps)
     np.testing.assert_allclose(scores.elbo_bpd, elbo, atol=1e-3)
     np.testing.assert_allclose(scores.iw_bpd, iw, atol=1e-3)
@@ -85,11 +86,9 @@ def test_lowrank_scores_agree_with_the_training_code(trained_lowrank_bundle, fas
     assert m.manifest.covariance_rank == 4 and m.manifest.likelihood_type == "dequantized_gaussian"
     x, k = fashion_test.images[:20], 30
     scores = m.score(x, k=k, seed=7)
-    # One chunk: the runtime drew these posterior and dequantization noises.
-    rng = np.random.default_rng(7)
-    noise_rng = rng.spawn(1)[0]
-    eps = rng.standard_normal((20, k, 8), dtype=np.float32)
-    noise = noise_rng.random((20, k, 1, 28, 28))
+    # Each image's own streams: the runtime drew these posterior and dequantization noises.
+    streams = ImageNoise(7, x)
+    eps, noise = streams.normals(slice(None), k, 8), streams.uniforms(slice(None), (k, 1, 28, 28))
     elbo, iw = bounds_bpd(torch_model, x, eps, noise)
     np.testing.assert_allclose(scores.elbo_bpd, elbo, atol=1e-3)
     np.testing.assert_allclose(scores.iw_bpd, iw, atol=1e-3)

@@ -30,7 +30,7 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def folder(fashion_test, tmp_path_factory):
-    """600 real test images (three seed blocks, so both workers get some) and a broken file."""
+    """600 real test images (three blocks, so both workers get some) and a broken file."""
     return png_folder(tmp_path_factory.mktemp("ray-inputs"), fashion_test.images[:600], {"img0042x.png": b"not an image"})
 
 

@@ -1,2 +1,2 @@
-"""Layer 6, batch jobs: embed and score jobs in seed blocks (`blocks`), resumable in shards
+"""Layer 6, batch jobs: embed and score jobs in blocks (`blocks`), resumable in shards
 (`shards`), on Ray (`ray`), and `vaesdk.run_job`, which picks one (`runner`)."""

@@ -1,10 +1,10 @@
 """Batch jobs over many inputs: embed or score a folder, block by block.
 
 A job cuts its inputs (after `expand_sources`, unreadable ones included) into blocks of
-SEED_BLOCK positions. Each block is one model call with a random stream of its own, so
-a block's results depend only on the seed and the block's inputs: not on the batch size,
-the number of decoding threads, how blocks are grouped into shards, whether a run was
-resumed, or which Ray worker ran it. Every way of running a job (`run_in_process`,
+BLOCK_SIZE positions, each one model call. A score draws from streams of each image's own
+(`vaesdk.maths.latent.ImageNoise`), so an image's results depend only on the seed and the image:
+not on its block, the batch size, the number of decoding threads, how blocks are grouped into
+shards, whether a run was resumed, or which Ray worker ran it. Every way of running a job (`run_in_process`,
 `vaesdk.jobs.shards.run_sharded`, `vaesdk.jobs.ray.run_job`, all reached through `vaesdk.run_job`)
 joins the same blocks into the same `JobResult`, byte for byte.
 
@@ -30,7 +30,7 @@ from ..imaging.inputs import InputItem, expand_sources, read_items
 
 # Inputs per block: small enough that a Ray task or a shard holds a few of them, large
 # enough that one model call per block runs at full batch speed.
-SEED_BLOCK = 256
+BLOCK_SIZE = 256
 JOB_OPERATIONS = ("embed", "score")
 
 
@@ -106,15 +106,6 @@ class JobResult:
         return out
 
 
-def block_rng(seed: int, block: int) -> np.random.Generator:
-    """The random stream of block `block`: block 0 draws from default_rng(seed), so a job
-    of one block equals `model.score(images, seed=seed)`; block b > 0 from child b of the
-    seed's SeedSequence (independent of every other block's stream)."""
-    if block == 0:
-        return np.random.default_rng(seed)
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(block,)))
-
-
 def columns_of(model: Any, options: JobOptions) -> list[str]:
     """The result columns of `options.operation` on `model`, in output order."""
     if options.operation == "embed":
@@ -145,7 +136,8 @@ def run_block(model: Any, options: JobOptions, block: int, items: list[InputItem
         if options.logvar:
             columns["logvar"] = post.logvar
     else:
-        s = model.score(np.stack([i.image for i in good]), k=options.k, seed=block_rng(options.seed, block))
+        # Each image draws from streams of its own: a job's scores are Model.score's, whatever the blocks.
+        s = model.score(np.stack([i.image for i in good]), k=options.k, seed=options.seed)
         p = s.p_value if s.p_value is not None else np.full(len(good), np.nan)
         columns = {"elbo_bpd": s.elbo_bpd, "iw_bpd": s.iw_bpd, "anomaly": s.anomaly, "p_value": np.asarray(p, np.float64)}
     return BlockResult(block, names, columns, errors, error_positions)
@@ -159,7 +151,7 @@ def _empty_columns(model: Any, options: JobOptions) -> dict[str, np.ndarray]:
 
 def blocks_of(named: list[tuple[str, Any]]) -> int:
     """How many blocks a job over `named` inputs has."""
-    return math.ceil(len(named) / SEED_BLOCK)
+    return math.ceil(len(named) / BLOCK_SIZE)
 
 
 def iter_blocks(
@@ -175,12 +167,12 @@ def iter_blocks(
     """BlockResults of blocks first..stop-1 of `named`, in order; images are decoded by
     `workers` threads while the model runs on the previous block."""
     stop = blocks_of(named) if stop is None else stop
-    part = named[first * SEED_BLOCK : stop * SEED_BLOCK]
+    part = named[first * BLOCK_SIZE : stop * BLOCK_SIZE]
     items = read_items(part, model, workers=workers, max_pixels=max_pixels)
     block, current = first, []
     for item in items:
         current.append(item)
-        if len(current) == SEED_BLOCK:
+        if len(current) == BLOCK_SIZE:
             yield run_block(model, options, block, current)
             block, current = block + 1, []
     if current:
@@ -196,7 +188,7 @@ def join_blocks(model: Any, options: JobOptions, blocks: Iterable[BlockResult]) 
     for b in blocks:
         names += b.names
         errors += b.errors
-        error_positions += [b.block * SEED_BLOCK + p for p in b.error_positions]
+        error_positions += [b.block * BLOCK_SIZE + p for p in b.error_positions]
         for c, acc in parts.items():
             acc.append(b.columns[c])
     columns = {c: np.concatenate(acc) if acc else _empty_columns(model, options)[c] for c, acc in parts.items()}

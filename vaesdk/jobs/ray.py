@@ -2,7 +2,7 @@
 
     result = vaesdk.jobs.ray.run_job(model, "embed", ["/shared/images/"], address="auto")
 
-The job's inputs are cut into the seed blocks of `vaesdk.jobs.blocks`; each block becomes one row
+The job's inputs are cut into the blocks of `vaesdk.jobs.blocks`; each block becomes one row
 of a `ray.data` dataset, and `BlockWorker`, a callable class for
 `ray.data.Dataset.map_batches`, loads the bundle once per worker (actor) and computes the
 blocks it is given. The driver puts the blocks back in order, so the result is the one
@@ -28,7 +28,7 @@ from ..runtime.arguments import DEFAULT_IW_SAMPLES
 from ..base.errors import InvalidArgumentError, MissingDependencyError, VaesdkError, install_hint
 from ..imaging.inputs import expand_sources, read_items
 from .blocks import (
-    SEED_BLOCK, BlockResult, JobOptions, JobResult, blocks_of, check_job, error_from_record, error_record, join_blocks, run_block,
+    BLOCK_SIZE, BlockResult, JobOptions, JobResult, blocks_of, check_job, error_from_record, error_record, join_blocks, run_block,
 )  # fmt: skip
 from .shards import DEFAULT_SHARD_SIZE, blocks_from_bytes, blocks_to_bytes, run_sharded
 
@@ -65,7 +65,7 @@ def connect(address: str = "auto", **init_kwargs: Any) -> None:
 
 class BlockWorker:
     """For `ray.data.Dataset.map_batches` (with `fn_constructor_kwargs`): the bundle is
-    loaded once per worker. Each input row is one seed block, {"block": b, "inputs": JSON
+    loaded once per worker. Each input row is one block, {"block": b, "inputs": JSON
     of [name, path or null, error or null] per input}; each output row is {"block": b,
     "result": the block's results as .npz bytes (`vaesdk.jobs.shards.blocks_from_bytes`)}."""
 
@@ -94,7 +94,7 @@ def block_rows(named: list[tuple[str, Any]], first: int, stop: int) -> list[dict
     rows = []
     for b in range(first, stop):
         inputs = []
-        for name, source in named[b * SEED_BLOCK : (b + 1) * SEED_BLOCK]:
+        for name, source in named[b * BLOCK_SIZE : (b + 1) * BLOCK_SIZE]:
             if isinstance(source, VaesdkError):
                 inputs.append([name, None, error_record(name, source)])
             else:

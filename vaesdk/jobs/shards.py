@@ -4,7 +4,7 @@
 
 A job folder holds `job.json` (the model, the options and a digest of the input list) and
 `shard-00000.npz`, `shard-00001.npz`, ...: each shard the results of `shard_size`
-consecutive inputs (whole seed blocks, `vaesdk.jobs.blocks`), written with
+consecutive inputs (whole blocks, `vaesdk.jobs.blocks`), written with
 `vaesdk.base.fileio.write_atomic`, so a shard file is complete or absent. Running the same job
 again skips the shards already written and computes only the others; the joined result
 is the same, byte for byte, as an uninterrupted run or `vaesdk.run_job`. A run with other
@@ -12,7 +12,7 @@ inputs, options, model or shard size in the same folder is refused rather than m
 
 One run at a time holds a folder: `.lock` is locked (flock) for the whole run and names its
 holder, so a second run is refused with one line, and the lock of a killed run is released
-with its process. Each shard records its position (shard, first and last seed block) and
+with its process. Each shard records its position (shard, first and last block) and
 the sha256 of its inputs' names and bytes; a resume reads each shard and checks both, and a
 shard that is damaged, moved or whose inputs changed is computed again. Temporary files
 left by a killed run (`.*.tmp`) are removed by the next run.
@@ -40,16 +40,16 @@ from ..base.errors import InvalidArgumentError, OutputError, VaesdkError
 from ..base.fileio import checked_path, write_atomic
 from ..imaging.inputs import expand_sources
 from .blocks import (
-    SEED_BLOCK, BlockResult, JobOptions, JobResult, blocks_of, check_job, error_from_record, error_record,
+    BLOCK_SIZE, BlockResult, JobOptions, JobResult, blocks_of, check_job, error_from_record, error_record,
     iter_blocks, join_blocks,
 )  # fmt: skip
 
 JOB_FORMAT = "vaesdk-job"
-JOB_FORMAT_VERSION = 3  # 3: shards record their position and their inputs' digest
+JOB_FORMAT_VERSION = 4  # 3: shards record their position and their inputs' digest; 4: per-image score streams
 INDEX = "job.json"
 LOCK = ".lock"
-DEFAULT_SHARD_SIZE = 16 * SEED_BLOCK
-MAX_SHARD_SIZE = 4096 * SEED_BLOCK
+DEFAULT_SHARD_SIZE = 16 * BLOCK_SIZE
+MAX_SHARD_SIZE = 4096 * BLOCK_SIZE
 
 # Computes blocks first..stop-1 of the job's inputs, yielding them in order (this process,
 # or a Ray cluster: vaesdk.jobs.ray).
@@ -102,12 +102,12 @@ def run_sharded(
             path = folder / shard_name(shard)
             first, stop = shard * shard_blocks, min((shard + 1) * shard_blocks, blocks_of(named))
             header = {"shard": shard, "first_block": first, "stop_block": stop,
-                      "inputs_sha256": _inputs_digest(named[first * SEED_BLOCK : stop * SEED_BLOCK])}  # fmt: skip
+                      "inputs_sha256": _inputs_digest(named[first * BLOCK_SIZE : stop * BLOCK_SIZE])}  # fmt: skip
             kept = _kept_shard(path, header)
             if kept is not None:
                 shards.append(kept)
                 if progress is not None:
-                    progress(min(stop * SEED_BLOCK, len(named)) - first * SEED_BLOCK)
+                    progress(min(stop * BLOCK_SIZE, len(named)) - first * BLOCK_SIZE)
                 continue
             blocks = []
             for b in compute(first, stop):
@@ -195,12 +195,12 @@ def _local(model: Any, options: JobOptions, named: list[tuple[str, Any]], worker
 def _shard_blocks(shard_size: int) -> int:
     if (
         isinstance(shard_size, bool) or not isinstance(shard_size, (int, np.integer))
-        or not SEED_BLOCK <= shard_size <= MAX_SHARD_SIZE or shard_size % SEED_BLOCK
+        or not BLOCK_SIZE <= shard_size <= MAX_SHARD_SIZE or shard_size % BLOCK_SIZE
     ):  # fmt: skip
         raise InvalidArgumentError(
-            f"shard_size must be a multiple of {SEED_BLOCK} (the seed block) in {SEED_BLOCK}..{MAX_SHARD_SIZE}, got {shard_size!r:.80}"
+            f"shard_size must be a multiple of {BLOCK_SIZE} (the block size) in {BLOCK_SIZE}..{MAX_SHARD_SIZE}, got {shard_size!r:.80}"
         )
-    return int(shard_size) // SEED_BLOCK
+    return int(shard_size) // BLOCK_SIZE
 
 
 # ---- the index ------------------------------------------------------------------------------
@@ -216,8 +216,8 @@ def _index(model: Any, options: JobOptions, named: list[tuple[str, Any]], shard_
         "model": {"name": model.name, "sha256": model_digest(model)},
         "options": options.as_dict(),
         "inputs": {"count": len(named), "names_sha256": names.hexdigest()},
-        "seed_block": SEED_BLOCK,
-        "shard_size": shard_blocks * SEED_BLOCK,
+        "block_size": BLOCK_SIZE,
+        "shard_size": shard_blocks * BLOCK_SIZE,
         "shards": n_shards,
     }
 
@@ -246,7 +246,7 @@ def _open_index(folder: Path, index: dict[str, Any]) -> None:
         raise OutputError(f"{path} is not a vaesdk job index; give a new job folder")
     for key, what in (
         ("format_version", "job format"), ("model", "model"), ("options", "options"), ("inputs", "inputs"),
-        ("seed_block", "seed block"), ("shard_size", "shard size"),
+        ("block_size", "block size"), ("shard_size", "shard size"),
     ):  # fmt: skip
         if old.get(key) != index[key]:
             raise InvalidArgumentError(

@@ -6,6 +6,7 @@ caller that seeds it gets the same numbers on any machine and any execution prov
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Union
 
@@ -87,6 +88,63 @@ def _child(entropy: int, i: int) -> np.random.Generator:
     """The generator of `SeedSequence(entropy).spawn(n)[i]` for any n > i, built directly: a
     spawned child is its parent's entropy with the spawn key (i,)."""
     return np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=(i,)))
+
+
+class ImageNoise:
+    """The random numbers a score draws for each image, from streams of that image's own: the
+    seed and the image's pixels choose them, so an image scores the same alone, in any batch
+    and at any position (and two equal images score alike).
+
+    The rule (docs/bundle-format.md, Scores): the image's key is the first 16 bytes of
+    sha256(shape as 3 little-endian uint32, then the uint8 pixels [H, W, C] in C order), read as 4
+    little-endian uint32 words w0..w3. Its posterior normals come from
+    `default_rng(SeedSequence(seed, spawn_key=(w0, w1, w2, w3, 0)))`, [k, D] float32, and its
+    dequantization uniforms (dequantized likelihoods only) from spawn key (w0, w1, w2, w3, 1),
+    [k, C, H, W] float64. A Generator as the seed gives the call one seed drawn from it
+    (`integers(2**63)`); None, fresh entropy."""
+
+    def __init__(self, seed: int | np.random.Generator | None, images: np.ndarray):
+        if isinstance(seed, np.random.Generator):
+            entropy = int(seed.integers(2**63))
+        elif isinstance(seed, RandomStreams):
+            raise InvalidArgumentError("scores draw from streams of each image's own; pass an int seed or a numpy Generator")
+        else:
+            entropy = _root_entropy(seed)
+        self._keys = [image_key(image) for image in images]
+        self._entropy = entropy
+
+    def _stream(self, i: int, which: int) -> np.random.Generator:
+        return np.random.default_rng(np.random.SeedSequence(self._entropy, spawn_key=(*self._keys[i], which)))
+
+    def normals(self, rows: slice, k: int, d: int) -> np.ndarray:
+        """float32 [n, k, d]: the posterior normals of images `rows`."""
+        return np.stack([self._stream(i, 0).standard_normal((k, d), dtype=np.float32) for i in range(*rows.indices(len(self._keys)))])
+
+    def uniforms(self, rows: slice, shape: tuple[int, ...]) -> np.ndarray:
+        """float64 [n, *shape]: the dequantization uniforms of images `rows`."""
+        return np.stack([self._stream(i, 1).random(shape) for i in range(*rows.indices(len(self._keys)))])
+
+
+class GivenNoise:
+    """Scores from given numbers (the conformance vectors' check): normals [N, k, D] and
+    uniforms [N, k, C, H, W] (or None)."""
+
+    def __init__(self, normals: np.ndarray, uniforms: np.ndarray | None = None):
+        self._normals, self._uniforms = normals, uniforms
+
+    def normals(self, rows: slice, k: int, d: int) -> np.ndarray:
+        return np.asarray(self._normals[rows], np.float32)
+
+    def uniforms(self, rows: slice, shape: tuple[int, ...]) -> np.ndarray:
+        if self._uniforms is None:
+            raise InvalidArgumentError("this likelihood needs dequantization uniforms; give them")
+        return np.asarray(self._uniforms[rows], np.float64)
+
+
+def image_key(image: np.ndarray) -> tuple[int, int, int, int]:
+    """The 4 words that pick an image's own random streams (ImageNoise)."""
+    digest = hashlib.sha256(np.asarray(image.shape, "<u4").tobytes() + np.ascontiguousarray(image, np.uint8).tobytes()).digest()
+    return tuple(int(w) for w in np.frombuffer(digest[:16], "<u4"))  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)

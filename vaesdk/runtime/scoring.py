@@ -23,14 +23,15 @@ class Scores:
 
     elbo_bpd: -ELBO; iw_bpd: -(importance-weighted bound with `k` samples), always <= elbo_bpd
     up to Monte-Carlo noise, and closer to the true negative log-likelihood. Both are in
-    bits/dim (positive, lower is better) and depend on `seed` (the same seed gives the same
-    values for any batch size).
+    bits/dim (positive, lower is better) and depend on `seed` and the image only: each image draws
+    from streams of its own (`vaesdk.maths.latent.ImageNoise`), so it scores the same alone, in
+    any batch and at any place in it.
     anomaly: how unusual each image is for the model (higher = more unusual; see
     `vaesdk.maths.anomaly`): its two parts, standardised on held-out images and added.
     anomaly_pixel: -log p(x|z) for the first of the k posterior draws minus a lossless
     compressor's bits/dim; anomaly_latent: -log density of the posterior mean under the fitted
-    prior, bits/dim. The anomaly's distribution is the same for every k; like the bounds, the
-    same seed and k give the same values for any batch size.
+    prior, bits/dim. The anomaly's distribution is the same for every k; like the bounds, it
+    depends on the seed and the image only.
     p_value: the fraction of held-out in-distribution images scoring at least as high (small =
     unusual), from the bundle's calibration; None when the bundle has no calibration.
     bounds: False for a model without a pixel likelihood (a deterministic decoder): elbo_bpd
@@ -68,27 +69,28 @@ class Scorer:
         batch: np.ndarray,
         encode: Callable[[np.ndarray], L.Posterior],
         k: int,
-        seed: int | np.random.Generator | None,
+        seed: int | np.random.Generator | L.GivenNoise | None,
         calibration: Calibration | None,
     ) -> Scores:
-        """Scores of checked uint8 images [N, H, W, C]; `encode` gives their posteriors."""
+        """Scores of checked uint8 images [N, H, W, C]; `encode` gives their posteriors. Each
+        image draws from streams of its own (`latent.ImageNoise`): its scores do not depend on
+        the other images of the call."""
         # The compressors release the GIL: they run beside the networks, not after them.
         pool = ThreadPoolExecutor(max_workers=1)
         complexity = pool.submit(complexity_bpd, batch)
         pool.shutdown(wait=False)  # the task still runs; its thread ends with it
+        noise = seed if isinstance(seed, L.GivenNoise) else L.ImageNoise(seed, batch)
         post = encode(batch)
-        rng = L.rng_from(seed)
-        # The dequantization noise has a stream of its own, so the posterior draws are the
-        # same as a discretized model's for the same seed.
-        noise_rng = L.split_rng(rng, 1)[0] if self.spec.manifest.likelihood_type == "dequantized_gaussian" else None
+        dequantized = self.spec.manifest.likelihood_type == "dequantized_gaussian"
         dims = int(np.prod(self.spec.image_shape))
         elbo, iw, log_px1 = np.empty(len(batch)), np.empty(len(batch)), np.empty(len(batch))
         per_call = max(1, self.batch_size // k)
         for sl in _chunks(len(batch), per_call):
             m, lv = post.mean[sl], post.logvar[sl]
-            eps = rng.standard_normal((len(m), k, self.spec.latent_dim), dtype=np.float32)
+            eps = noise.normals(sl, k, self.spec.latent_dim)
             z = (m[:, None, :] + np.exp(0.5 * lv)[:, None, :] * eps).astype(np.float32)
-            log_px = self.log_px(batch[sl], z, noise_rng)
+            uniforms = (lambda shape, sl=sl: noise.uniforms(sl, shape)) if dequantized else None
+            log_px = self.log_px(batch[sl], z, uniforms)
             elbo[sl], iw[sl] = likelihood.bounds_from_samples(log_px, z, m, lv)
             # The anomaly score uses the first draw only, so its distribution (and so the
             # calibration) is the same for every k.
@@ -106,16 +108,16 @@ class Scorer:
             bounds=pixels is None or pixels.kind.bounds,
         )
 
-    def log_px(self, images: np.ndarray, z: np.ndarray, noise_rng: np.random.Generator | None = None) -> np.ndarray:
+    def log_px(self, images: np.ndarray, z: np.ndarray, uniforms: Callable[[tuple[int, ...]], np.ndarray] | None = None) -> np.ndarray:
         """log p(x|z) summed over pixels, [N, K], for images [N, H, W, C] and z [N, K, D]:
-        the exact discretized likelihood, or its dequantized lower bound (one uniform draw
-        per image and sample from `noise_rng`)."""
+        the exact discretized likelihood, or its dequantized lower bound (`uniforms(shape)`
+        gives, for per-image `shape` [K, C, H, W], one uniform per image, sample and value:
+        [N, K, C, H, W])."""
         n, k, d = z.shape
         pixels = self.spec.pixels
         assert pixels is not None  # scoring needs a vae
         res = self.decoder.run(z.reshape(n * k, d), pixels.outputs)
         target = images.transpose(0, 3, 1, 2)[:, None]  # [N, 1, C, H, W]
-        shape = (n, k, *res[0].shape[1:])
         res = [r.reshape(n, k, *r.shape[1:]) for r in res]
-        noise = noise_rng.random(shape) if noise_rng is not None else None
+        noise = uniforms((k, *res[0].shape[2:])) if uniforms is not None else None
         return pixels.log_prob(target, res, noise)
