@@ -24,7 +24,7 @@ ABORT = getattr(click.exceptions, "Abort", None) or getattr(typer, "Abort", None
 
 from vaesdk.base.errors import EXIT_BROKEN_PIPE, EXIT_CODES, EXIT_INTERRUPTED, EXIT_SUCCESS, EXIT_TERMINATED, OutputError, VaesdkError
 
-from . import analyze, directions, edit, generate, manage, serve, train
+from . import analyze, directions, edit, generate, manage, serve, train, triton
 
 _state = {"debug": False}
 
@@ -129,7 +129,7 @@ def _root(
     _state["debug"] = debug or _debug_from_env()
 
 
-for module in (generate, edit, analyze, manage, serve, train):
+for module in (generate, edit, analyze, manage, serve, train, triton):
     app.add_typer(module.app)
 app.add_typer(directions.app, name="directions")
 

@@ -9,7 +9,8 @@ of training and export themselves. Tests that only need the runtime at full size
 
 A test that needs more than `pip install -e '.[dev]'` carries the marker of what it needs
 (NEEDS; pyproject.toml describes each): `train` (torch or onnx), `ray`, `docs` (MkDocs), `web`
-(node, the npm packages, Chromium), `nginx`, `generator` (.venv-generator). Every other test
+(node, the npm packages, Chromium), `nginx`, `generator` (.venv-generator), `clients`
+(.venv-clients). Every other test
 gets the `runtime` marker here, so in an environment made by `pip install -e '.[dev]'` alone,
 `pytest -m runtime` is the runtime's own suite. A test that uses a fixture of TRAIN_FIXTURES
 gets the `train` marker here; a module that imports torch or onnx at its top marks itself
@@ -34,7 +35,7 @@ TRAIN_FIXTURES = frozenset({"trained_vae_bundle", "trained_lowrank_bundle"})
 
 
 # What a test can need beyond `pip install -e '.[dev]'`: one marker each (pyproject.toml).
-NEEDS = ("train", "ray", "docs", "web", "nginx", "generator")
+NEEDS = ("train", "ray", "docs", "web", "nginx", "generator", "clients")
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m selects on the markers added here

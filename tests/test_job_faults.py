@@ -18,7 +18,7 @@ import vaesdk.jobs.blocks
 from folders import png_folder
 from test_shards import assert_same, count_blocks
 
-SHARD = vaesdk.jobs.blocks.SEED_BLOCK
+SHARD = vaesdk.jobs.blocks.BLOCK_SIZE
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 
 import vaesdk
 from vaesdk.imaging.inputs import expand_sources, read_items
-from vaesdk.jobs.blocks import SEED_BLOCK
+from vaesdk.jobs.blocks import BLOCK_SIZE
 from folders import png_folder
 
 
@@ -89,7 +89,7 @@ def test_one_block_equals_the_model_call(folder, tiny_vae_bundle, fashion_test):
 def test_blocks_draw_different_numbers(folder, tiny_vae_bundle, fashion_test):
     # Two blocks holding the same images must not repeat each other's posterior draws.
     m = vaesdk.load(tiny_vae_bundle, device="cpu")
-    first = sorted(folder.glob("img0*.png"))[:SEED_BLOCK]
+    first = sorted(folder.glob("img0*.png"))[:BLOCK_SIZE]
     got = vaesdk.run_job(m, "score", first + first, k=1, seed=0).columns["elbo_bpd"]
     assert not np.array_equal(got[: len(first)], got[len(first) :])
 

@@ -10,11 +10,11 @@ from typer.testing import CliRunner
 
 import vaesdk
 import vaesdk.jobs.blocks
-from vaesdk.jobs.blocks import SEED_BLOCK
+from vaesdk.jobs.blocks import BLOCK_SIZE
 from vaesdk.cli.main import app
 from folders import png_folder
 
-BLOCK = SEED_BLOCK
+BLOCK = BLOCK_SIZE
 
 
 @pytest.fixture(scope="module")

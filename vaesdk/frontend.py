@@ -12,12 +12,13 @@ from .runtime.arguments import MAX_IW_SAMPLES, MAX_SAMPLES, MAX_STEPS, MAX_TEMPE
 from .evaluation.evaluate import DEFAULT_EVAL_K
 from .base.fileio import write_atomic
 from .imaging.inputs import expand_sources
-from .jobs.blocks import SEED_BLOCK, score_report
+from .jobs.blocks import BLOCK_SIZE, score_report
 from .maths.latent import ACTIVE_KL_NATS, MAX_ABS_LATENT
 from .runtime.session import cancellable
 from .runtime.calibration import calibrate_bundle
 from .imaging.images import IMAGE_SUFFIXES, image_files, read_stream
 from .jobs.shards import DEFAULT_SHARD_SIZE
+from .bundle.triton import TritonSettings, write_triton_repository
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -30,14 +31,16 @@ __all__ = [
     "MAX_SAMPLES",
     "MAX_STEPS",
     "MAX_TEMPERATURE",
-    "SEED_BLOCK",
+    "BLOCK_SIZE",
     "SEED_MIN",
+    "TritonSettings",
     "calibrate_bundle",
     "cancellable",
     "check_flag",
     "expand_sources",
     "fresh_seed",
     "image_files",
+    "write_triton_repository",
     "read_stream",
     "score_report",
     "write_atomic",
