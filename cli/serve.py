@@ -9,7 +9,7 @@ import typer
 
 from vaesdk import frontend
 from vaesdk.base.errors import InvalidArgumentError, MissingDependencyError, install_hint
-from vaesdk.serve.settings import HOST, PORT, Deadlines, Limits, ServeConfig, bundled_names
+from vaesdk.serve.settings import GRACEFUL_SHUTDOWN_S, HOST, PORT, Deadlines, Limits, ServeConfig, bundled_names
 
 from .common import load_model, note
 
@@ -31,7 +31,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to bind; the default answers this machine only.")] = HOST,
     port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = PORT,
     token: Annotated[
-        Optional[str], typer.Option(help=f"Require 'Authorization: Bearer TOKEN' on /v1/* (or set {TOKEN_ENV}).", show_default=False)
+        Optional[str], typer.Option(help=f"Require 'Authorization: Bearer TOKEN' on /v1/* and /v2/* but its health checks (or set {TOKEN_ENV}).", show_default=False)
     ] = None,
     workers: Annotated[int, typer.Option(min=1, max=256, help="Requests computed at once.")] = LIMITS.workers,
     queue: Annotated[int, typer.Option(min=0, max=4096, help="Requests waiting for a worker; beyond that, 503 with Retry-After.")] = LIMITS.queue,
@@ -56,9 +56,16 @@ def serve(
     max_connections: Annotated[
         int, typer.Option(min=1, max=1_000_000, help="Open connections; over it, the request that has been arriving longest is closed.")
     ] = DEADLINES.max_connections,
+    allowed_host: Annotated[
+        Optional[list[str]],
+        typer.Option("--allowed-host", help="A name the Host header may carry (repeatable; * for any).", show_default="the loopback names when --host is loopback, else any"),
+    ] = None,
+    grace_period: Annotated[
+        float, typer.Option(min=1.0, help="Seconds requests in flight get to finish on SIGTERM or Ctrl-C; then each unfinished one answers 503.")
+    ] = GRACEFUL_SHUTDOWN_S,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
 ) -> None:
-    """Serve models over HTTP: JSON/PNG routes under /v1, API docs at /docs, the page at /."""
+    """Serve models over HTTP: routes under /v1, the Open Inference Protocol under /v2, the page at /."""
     try:
         from vaesdk.serve import serve as run_server
     except ImportError as e:
@@ -75,5 +82,8 @@ def serve(
     )  # fmt: skip
     models = [load_model(name, device) for name in (model or bundled_names())]
     deadlines = Deadlines(header_timeout_s=header_timeout, body_timeout_s=body_timeout, body_min_rate=body_min_rate, max_connections=max_connections)
-    config = ServeConfig(limits=limits, token=token, cors_origins=list(cors_origin or []), deadlines=deadlines)
+    config = ServeConfig(
+        limits=limits, token=token, cors_origins=list(cors_origin or []), deadlines=deadlines,
+        allowed_hosts=list(allowed_host) if allowed_host else None, grace_s=grace_period,
+    )  # fmt: skip
     run_server(models, host=host, port=port, config=config, log=note)

@@ -163,9 +163,11 @@ class Contract:
         return Path(description="A file of the bundle, as listed in its description's `files`.", json_schema_extra={"enum": self.files})
 
     # ---- request bodies -----------------------------------------------------------------
-    def sample_model(self) -> type[BaseModel]:
+    def sample_model(self, choices: bool = True) -> type[BaseModel]:
+        """The sample request; with choices=False, `prior` is any string (the server parses with
+        that model and lets the SDK refuse a prior in its own words)."""
         lim = self.limits
-        prior: Any = Literal[tuple(self.priors)] if self.priors else str  # type: ignore[valid-type]
+        prior: Any = Literal[tuple(self.priors)] if self.priors and choices else str  # type: ignore[valid-type]
         return create_model(
             f"{self.title}SampleRequest",
             __config__=ConfigDict(extra="forbid"),

@@ -15,6 +15,7 @@ HOST = "127.0.0.1"  # loopback: the default answers this machine only
 PORT = 8000
 # In-flight requests get this long to finish after SIGTERM/Ctrl-C; new ones are refused.
 GRACEFUL_SHUTDOWN_S = 30
+LOOPBACK_NAMES = ["localhost", "127.0.0.1", "::1"]
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,10 @@ class Limits:
     """What one request may ask for. Every refusal names the limit it hit."""
 
     max_body_bytes: int = 16 * 1024 * 1024  # a whole request, uploads included
+    # A JSON body: its parse holds the interpreter (threads included) for as long as it takes,
+    # so it is bounded well below max_body_bytes; the largest request the limits allow (256
+    # latents of 512 numbers) takes under 3 MiB.
+    max_json_bytes: int = 4 * 1024 * 1024
     max_image_pixels: int = 4_000_000  # per uploaded image, read from its header before decoding
     max_images: int = 64  # uploads per request
     max_n: int = 256  # sample: images per request
@@ -50,6 +55,10 @@ class ServeConfig:
     cors_origins: list[str] = field(default_factory=list)  # CORS stays off unless origins are given
     web_dir: Path | None = None  # the browser page; default: the installed vaesdk.web
     deadlines: Deadlines = field(default_factory=Deadlines)  # for the request to arrive (serve/deadlines.py)
+    # Names the Host header may carry (against DNS rebinding); None: no check. `vae serve`
+    # sets the loopback names when it listens on loopback (serve/run.py), "*" allows any.
+    allowed_hosts: list[str] | None = None
+    grace_s: float = GRACEFUL_SHUTDOWN_S  # in-flight requests' time to finish after SIGTERM
 
 
 def bundled_names() -> list[str]:

@@ -115,7 +115,7 @@ def test_encode_and_score_match_the_sdk_in_upload_order(server, bundled_model):
     for entry, row in ((body[0], 0), (body[2], 1)):
         assert entry["mean"] == post.mean[row].tolist() and entry["logvar"] == post.logvar[row].tolist()
     body = server.post(api("score"), files=files, data={"k": "20", "seed": "3"}).json()
-    s = bundled_model.score([shirt, bag], k=20, seed=np.random.default_rng(3))
+    s = bundled_model.score([shirt, bag], k=20, seed=3)
     assert (body["k"], body["seed"], body["calibration"]["n"]) == (20, 3, bundled_model.manifest.data["anomaly"]["calibration"]["n"])
     assert set(body["results"][1]) == {"name", "error"} and "a.png" in body["results"][1]["error"]
     for entry, row in ((body["results"][0], 0), (body["results"][2], 1)):
@@ -150,7 +150,7 @@ def test_bundle_files_are_served_as_they_are_on_disk_and_nothing_else(server, bu
 def test_client_faults_are_4xx_json_naming_the_problem(server):
     shirt = png_bytes("shirt")
     assert_error(server.post("/v1/models/nope/sample", json={}), 404, "nope", NAME)
-    assert_error(server.post(api("sample"), json={"n": "x"}), 422, "n must be")
+    assert_error(server.post(api("sample"), json={"n": "x"}), 422, "n='x' must be an integer")
     assert_error(server.post(api("sample"), json={"temperature": 1e38}), 422, "temperature")
     assert_error(server.post(api("sample"), json={"prior": "nope"}), 422, "unknown prior")
     assert_error(server.post(api("sample"), json={"n": 1, "file": "/etc/passwd"}), 422, "unknown field")
@@ -206,7 +206,8 @@ def test_token_and_cors(bundled_model):
 
 
 def test_pool_refuses_overload_and_times_out():
-    from vaesdk.serve.app import ApiError, Pool
+    from vaesdk.serve.errors import ApiError
+    from vaesdk.serve.pool import Pool
 
     async def scenario() -> None:
         pool = Pool(workers=1, queue=0)
@@ -247,4 +248,5 @@ def test_vae_serve_finishes_in_flight_requests_on_sigterm(tmp_path):
     text = log.read_text()
     served = ", ".join([vaesdk.DEFAULT_MODEL] + [m for m in vaesdk.list_models() if m != vaesdk.DEFAULT_MODEL])
     assert f"serving {served} on http://127.0.0.1" in text and "Traceback" not in text
-    assert "stopped on SIGTERM" in text
+    assert "stopping on SIGTERM: 1 request(s) in flight" in text
+    assert "1 request(s) answered while stopping, 0 answered 503" in text

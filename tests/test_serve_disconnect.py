@@ -44,7 +44,7 @@ def app_with(model, workers: int, queue: int):
 
 def test_disconnect_mid_upload_leaves_no_task_and_no_slot(bundled_model):
     app = app_with(bundled_model, 1, 0)
-    pool = app.app.state.pool
+    pool = app.state.pool
     with serving(app) as (server, port):
         body, ctype = multipart({}, 1)
         s = socket.create_connection(("127.0.0.1", port))
@@ -59,7 +59,7 @@ def test_disconnect_mid_upload_leaves_no_task_and_no_slot(bundled_model):
 
 def test_disconnect_while_queued_frees_the_queue_place_and_the_job_never_runs(bundled_model):
     app = app_with(bundled_model, 1, 1)
-    pool = app.app.state.pool
+    pool = app.state.pool
     with serving(app) as (server, port):
         computing = slow_score(port)
         wait_for(lambda: pool.busy == 1)
@@ -78,7 +78,7 @@ def test_disconnect_while_queued_frees_the_queue_place_and_the_job_never_runs(bu
 
 def test_disconnect_while_computing_stops_the_job_and_frees_the_worker(bundled_model):
     app = app_with(bundled_model, 1, 0)
-    pool = app.app.state.pool
+    pool = app.state.pool
     with serving(app) as (server, port):
         s = slow_score(port)
         wait_for(lambda: pool.busy == 1)

@@ -33,7 +33,7 @@ def served(models):
 
     app = create_app(models)
     with running_app(app) as base, httpx.Client(base_url=base, timeout=60) as client:
-        yield client, app.app.openapi()
+        yield client, app.openapi()
 
 
 def test_every_model_is_listed_and_answers_with_its_own_results(served, models):

@@ -6,7 +6,8 @@ ends to `vaesdk.__all__`, `vaesdk.base.errors` and this module.
 
 from __future__ import annotations
 
-from .base.checks import JOB_SEED_MAX, SEED_MIN, fresh_seed
+from .base.checks import JOB_SEED_MAX, SEED_MIN, fresh_seed, number, positive_int
+from .bundle.registry import resolve as resolve_bundle
 from .maths.anomaly import check_flag
 from .runtime.arguments import MAX_IW_SAMPLES, MAX_SAMPLES, MAX_STEPS, MAX_TEMPERATURE
 from .evaluation.evaluate import DEFAULT_EVAL_K
@@ -40,6 +41,9 @@ __all__ = [
     "expand_sources",
     "fresh_seed",
     "image_files",
+    "number",
+    "positive_int",
+    "resolve_bundle",
     "write_triton_repository",
     "read_stream",
     "score_report",

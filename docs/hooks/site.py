@@ -33,13 +33,7 @@ def openapi_document() -> dict:
         from vaesdk.serve import create_app
         from vaesdk.serve.settings import bundled_names
 
-        app = create_app([vaesdk.load(name, device="cpu") for name in bundled_names()])
-        # create_app may wrap the FastAPI app in ASGI middleware (each keeps the next as .app).
-        while not hasattr(app, "openapi") and hasattr(app, "app"):
-            app = app.app
-        if not hasattr(app, "openapi"):
-            raise RuntimeError(f"vaesdk.serve.create_app returned {type(app).__name__}, which holds no FastAPI app")
-        _document = app.openapi()
+        _document = create_app([vaesdk.load(name, device="cpu") for name in bundled_names()]).openapi()
     return _document
 
 

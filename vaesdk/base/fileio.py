@@ -48,7 +48,7 @@ def write_atomic(path: str | os.PathLike, data: bytes, overwrite: bool = False) 
             os.replace(tmp, path)
         else:
             _link_new(tmp, path)
-        _fsync_dir(parent)
+        fsync_dir(parent)
     except BaseException as e:
         if tmp is None:
             raise
@@ -74,7 +74,7 @@ def _exists(path: Path) -> OutputError:
 _NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.EXDEV}
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     """Make the rename itself durable; not every platform or filesystem allows it."""
     try:
         fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))

@@ -28,7 +28,7 @@ from typing import ClassVar
 
 from ..base.checks import positive_int
 from ..base.errors import BundleError, InvalidArgumentError, OutputError
-from ..base.fileio import UMASK, checked_path, write_atomic
+from ..base.fileio import UMASK, checked_path, fsync_dir, write_atomic
 from .format import NAME_RE, ROLES, Manifest
 from .onnx_proto import ModelInfo, TensorSpec
 from .reading import read_bundle
@@ -309,19 +309,7 @@ def _move_into_place(tmp: Path, out: Path, force: bool) -> None:
         if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
             raise _exists(out) from None
         raise OutputError(f"cannot write {out}: {e.strerror or e}") from None
-    _fsync_folder(out.parent)
+    fsync_dir(out.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
-
-def _fsync_folder(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
