@@ -1,9 +1,11 @@
 """How much a process grew while it did something: the peak of its resident set, three ways.
 
-`getrusage`'s ru_maxrss is exact where the kernel keeps it, but reads 0 on some machines and
-hides a new peak below an earlier one; /proc's VmHWM has the second flaw; a thread sampling
-/proc/self/statm every millisecond sees the current resident set from the start of the
-measurement. Each is a lower bound of the true growth, so the largest of them is reported.
+`getrusage`'s ru_maxrss is the high-water mark since the process began, and Linux carries it
+across exec: a process forked from a large one (a test process that has run many tests)
+starts with its parent's size as its mark, so a smaller new peak reads as no growth at all.
+/proc's VmHWM has the same flaw. A thread sampling /proc/self/statm every millisecond sees the
+current resident set from the start of the measurement. Each is a lower bound of the true
+growth, so the largest of them is reported.
 
 `Growth.measurable()` allocates and touches 64 MiB and says whether any of the three saw it:
 a test that bounds memory from above skips, saying so, on a machine where none can (rather
@@ -89,19 +91,19 @@ class Growth:
 
 
 def run_child(args: list[str], interval: float = 0.001, timeout: float = 120, **popen) -> tuple[int, float]:
-    """Runs a child to its end; its exit code and its peak resident set (MiB): the larger of
-    wait4's ru_maxrss and /proc/PID/statm sampled while it runs (0 where neither says)."""
+    """Runs a child to its end; its exit code and its peak resident set (MiB), sampled from
+    /proc/PID/statm while it runs (0 where /proc does not say). Not wait4's ru_maxrss: that
+    starts at this process's own size (see above)."""
     import subprocess
 
+    # Popen returns once the child has exec'd: every sample is the command's own memory.
     process = subprocess.Popen(args, **popen)
     peak, deadline = 0, time.monotonic() + timeout
     statm = f"/proc/{process.pid}/statm"
-    while True:
-        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-        if pid:
-            break
+    while process.poll() is None:
         if time.monotonic() > deadline:
             process.kill()
+            process.wait()
             raise TimeoutError(f"{args} ran past {timeout} s")
         try:
             with open(statm) as f:
@@ -109,5 +111,4 @@ def run_child(args: list[str], interval: float = 0.001, timeout: float = 120, **
         except (OSError, ValueError, IndexError):
             pass
         time.sleep(interval)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    return process.returncode, max(peak, usage.ru_maxrss * 1024) / 2**20
+    return process.returncode, peak / 2**20
