@@ -27,7 +27,7 @@ from vaesdk.bundle.editing import write_manifest
 from vaesdk.evaluation.datasets import DEFAULT_FASHION_MNIST_DIR, ImageSet, load_dataset
 from vaesdk.base.errors import BundleError, InvalidArgumentError, OutputError
 from vaesdk.evaluation.evaluate import Progress, evaluate
-from vaesdk.base.fileio import UMASK, write_atomic
+from vaesdk.base.fileio import UMASK, swap_folder, write_atomic
 from vaesdk.maths.latent import ACTIVE_KL_NATS, Posterior, class_mean_directions, fit_gaussian
 
 from ..training.train import load_checkpoint
@@ -120,7 +120,7 @@ def bundle_under_construction(out_dir: Path) -> Iterator[Path]:
         yield tmp
         vaesdk.load(tmp, device="cpu")  # the finished bundle must load through the runtime's checks
         os.chmod(tmp, 0o777 & ~UMASK)  # mkdtemp makes it private; a bundle is for others to read
-        move_into_place(tmp, out_dir)
+        swap_folder(tmp, out_dir, replace=True)  # an old bundle is removed only once the new one is in place
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -313,17 +313,3 @@ def fit_gaussians(post: Posterior, data: ImageSet) -> dict[str, dict[str, Any]]:
         g = fit_gaussian(post.mean[sel], None if post.logvar is None else post.logvar[sel])
         out[name] = {**g.to_manifest(), "images": int(sel.sum()), "fitted_to": "encoded training images" + ("" if name == "aggregate" else f" of class '{name}'")}
     return out
-
-
-def move_into_place(tmp: Path, out_dir: Path) -> None:
-    """Swap the finished bundle in; an old one is removed only after the new one is in place."""
-    old = None
-    if out_dir.exists() or out_dir.is_symlink():
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    if old is not None:
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old)
-        else:
-            old.unlink()

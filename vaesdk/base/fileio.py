@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -72,6 +73,27 @@ def _exists(path: Path) -> OutputError:
 
 
 _NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.EXDEV}
+
+
+def swap_folder(tmp: Path, out: Path, replace: bool) -> None:
+    """Rename the finished folder `tmp` to `out`, durably. With `replace`, what is at `out` is
+    moved aside first and removed only once the new folder is in place (and put back if the
+    rename fails); without it, the rename succeeds over nothing or an empty folder only
+    (OSError otherwise, with errno ENOTEMPTY or EEXIST)."""
+    aside = None
+    if replace and (out.exists() or out.is_symlink()):
+        aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+        os.replace(out, aside / out.name)
+    try:
+        os.rename(tmp, out)
+    except OSError:
+        if aside is not None:
+            os.replace(aside / out.name, out)
+            shutil.rmtree(aside, ignore_errors=True)
+        raise
+    fsync_dir(out.parent)
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def fsync_dir(folder: Path) -> None:

@@ -28,7 +28,7 @@ from typing import ClassVar
 
 from ..base.checks import positive_int
 from ..base.errors import BundleError, InvalidArgumentError, OutputError
-from ..base.fileio import UMASK, checked_path, fsync_dir, write_atomic
+from ..base.fileio import UMASK, checked_path, swap_folder, write_atomic
 from .format import NAME_RE, ROLES, Manifest
 from .onnx_proto import ModelInfo, TensorSpec
 from .reading import read_bundle
@@ -296,20 +296,9 @@ def _move_into_place(tmp: Path, out: Path, force: bool) -> None:
     """Rename the finished repository to `out`: over nothing or an empty folder, or, with
     `force`, over a repository that is removed only once the new one is in place."""
     _check_destination(out, force)  # again: the folder may have changed while the files were written
-    old = None
-    if force and out.is_dir() and any(out.iterdir()):
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-        os.replace(out, old / out.name)
     try:
-        os.rename(tmp, out)  # replaces an empty folder; refuses a full one
+        swap_folder(tmp, out, replace=force)
     except OSError as e:
-        if old is not None:
-            os.replace(old / out.name, out)
-            shutil.rmtree(old, ignore_errors=True)
         if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
             raise _exists(out) from None
         raise OutputError(f"cannot write {out}: {e.strerror or e}") from None
-    fsync_dir(out.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
