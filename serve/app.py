@@ -29,7 +29,7 @@ from fastapi.staticfiles import StaticFiles
 import vaesdk
 
 from . import errors, oip, routes
-from .middleware import AllowedHosts, LimitBody, Page, SameOrigin
+from .middleware import Page, add_guards
 from .served import Served
 from .settings import ServeConfig
 
@@ -113,8 +113,5 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
-    app.add_middleware(SameOrigin, allowed=config.cors_origins)
-    app.add_middleware(LimitBody, limit=config.limits.max_body_bytes)
-    if config.allowed_hosts is not None:
-        app.add_middleware(AllowedHosts, hosts=config.allowed_hosts)
+    add_guards(app, config.limits.max_body_bytes, config.cors_origins, config.allowed_hosts)
     return app

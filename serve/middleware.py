@@ -96,3 +96,12 @@ class AllowedHosts:
                 detail = f"the Host header {host[:100]!r} is not a name of this server ({', '.join(sorted(self.hosts))}); add it with --allowed-host"
                 return await error_response(400, "bad_host", detail)(scope, receive, send)
         await self.app(scope, receive, send)
+
+
+def add_guards(app: Any, max_body_bytes: int, allowed_origins: list[str], allowed_hosts: list[str] | None) -> None:
+    """The checks every app of the service sits behind, outermost first: the Host check (when
+    `allowed_hosts` is given), the body limit, the same-origin rule."""
+    app.add_middleware(SameOrigin, allowed=allowed_origins)
+    app.add_middleware(LimitBody, limit=max_body_bytes)
+    if allowed_hosts is not None:
+        app.add_middleware(AllowedHosts, hosts=allowed_hosts)

@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import os
-import secrets
 import signal
 import sys
 import threading
@@ -38,7 +37,8 @@ from vaesdk.frontend import number, positive_int, resolve_bundle
 from vaesdk.base.errors import InvalidArgumentError, MissingDependencyError, VaesdkError, install_hint
 
 from . import oip
-from .middleware import AllowedHosts, LimitBody, SameOrigin
+from .middleware import add_guards
+from .served import require_token
 from .settings import HOST, LOOPBACK_NAMES, PORT, Limits, bundled_names
 
 try:
@@ -282,12 +282,11 @@ class _Headers:
 
 
 def _authorize(token: str) -> Callable[[Request], None]:
-    """The router's guard: the bearer token, compared in constant time."""
+    """The router's guard (a FastAPI dependency of the request alone, so nothing else of it
+    can be read from the query): the service's bearer-token check."""
 
     def authorize(request: Request) -> None:
-        scheme, _, value = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(value.encode(), token.encode()):
-            raise oip.ProtocolError(401, "a valid token is required: send 'Authorization: Bearer TOKEN'", {"WWW-Authenticate": "Bearer"})
+        require_token(request, token)
 
     return authorize
 
@@ -303,10 +302,7 @@ def _asgi_app() -> Any:
     options = replica.options
     app = FastAPI(title="vaesdk on Ray Serve", version=vaesdk.__version__, docs_url=None, redoc_url=None)
     app.include_router(oip.router(replica.ops, replica.run, _authorize(options.token) if options.token else None))
-    app.add_middleware(SameOrigin, allowed=[])
-    app.add_middleware(LimitBody, limit=options.limits.max_body_bytes)
-    if options.allowed_hosts is not None:
-        app.add_middleware(AllowedHosts, hosts=list(options.allowed_hosts))
+    add_guards(app, options.limits.max_body_bytes, [], list(options.allowed_hosts) if options.allowed_hosts is not None else None)
     return _Headers(app, replica.replica_id)
 
 

@@ -17,6 +17,13 @@ from .pool import Pool
 from .settings import ServeConfig
 
 
+def require_token(request: Request, token: str) -> None:
+    """Refuse (401) a request without 'Authorization: Bearer TOKEN', compared in constant time."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not secrets.compare_digest(value.encode(), token.encode()):
+        raise ApiError(401, "unauthorized", "a valid token is required: send 'Authorization: Bearer TOKEN'", {"WWW-Authenticate": "Bearer"})
+
+
 class Served:
     def __init__(self, models: list[vaesdk.Model], config: ServeConfig):
         self.config, self.limits = config, config.limits
@@ -32,13 +39,9 @@ class Served:
         self.descriptions = {name: {k: v for k, v in m.describe().items() if k != "path"} for name, m in self.models.items()}
 
     def authorize(self, request: Request) -> None:
-        """A dependency of the /v1 routes: the bearer token, when the server has one."""
-        token = self.config.token
-        if token is None:
-            return
-        scheme, _, value = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(value.encode(), token.encode()):
-            raise ApiError(401, "unauthorized", "a valid token is required: send 'Authorization: Bearer TOKEN'", {"WWW-Authenticate": "Bearer"})
+        """A dependency of the /v1 and /v2 routes: the bearer token, when the server has one."""
+        if self.config.token is not None:
+            require_token(request, self.config.token)
 
     def model_of(self, name: str) -> vaesdk.Model:
         if name not in self.models:
