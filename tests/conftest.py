@@ -20,6 +20,7 @@ is no error.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -30,6 +31,11 @@ import vaesdk
 from vaesdk.evaluation.datasets import DEFAULT_FASHION_MNIST_DIR, ImageSet, load_fashion_mnist
 
 DATA = Path(__file__).resolve().parent / "data"
+# The tests' child processes (`python -m vaesdk ...`, run from the checkout) must import the
+# installed vaesdk, as a user's would: `python -m` puts the working directory first on the
+# path, and there the source tree's vaesdk/ lacks what the install maps in (vaesdk.cli from
+# cli/, ...). With an editable install both are the same; with `pip install '.[dev]'` they are not.
+os.environ["PYTHONSAFEPATH"] = "1"
 # Fixtures that train and export with torch: every test using one is a `train` test.
 TRAIN_FIXTURES = frozenset({"trained_vae_bundle", "trained_lowrank_bundle"})
 
