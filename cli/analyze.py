@@ -125,7 +125,7 @@ def embed(
     if len(result):
         written = _save_features(out, suffix, result.names, result.columns["mean"], result.columns.get("logvar"), force, job_dir is not None)
         if written:
-            note(f"wrote {len(result)} x {m.latent_dim} features to {', '.join(written)}")
+            note(f"wrote {len(result)} x {m.feature_dim} features to {', '.join(written)}")
     inputs.failed(result.errors)
     inputs.finish(len(result))
 

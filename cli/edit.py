@@ -109,6 +109,17 @@ def run_per_image(opts: PerImage, operation: str, suffix: str, options: dict[str
 
 
 SideBySideOpt = Annotated[bool, typer.Option("--side-by-side", help="Put each input left of its result.")]
+TileOpt = Annotated[
+    Optional[bool],
+    typer.Option("--tile/--no-tile", help="Models with spatial latents: run in overlapping, blended tiles (bounded memory).",
+                 show_default="tiles above 1024x1024 pixels"),
+]  # fmt: skip
+TileSizeOpt = Annotated[Optional[int], typer.Option(min=1, help="Models with spatial latents: a tile's side in image pixels.", show_default="512")]
+
+
+def tiling(tile: Optional[bool], tile_size: Optional[int]) -> dict[str, Any]:
+    """The tiling options given (a model with flat latents refuses them by name)."""
+    return {k: v for k, v in (("tile", tile), ("tile_size", tile_size)) if v is not None}
 
 
 def random_seed(seed: Optional[int], random: bool, quiet: bool) -> Optional[int]:
@@ -128,6 +139,8 @@ def edit(
     sample_latent: SampleLatentOpt = False,
     sample_pixels: SamplePixelsOpt = False,
     seed: SeedOpt = None,
+    tile: TileOpt = None,
+    tile_size: TileSizeOpt = None,
     out: OutFileOpt = None,
     out_dir: OutDirOpt = None,
     scale: ScaleOpt = 1,
@@ -143,7 +156,8 @@ def edit(
     """
     opts = PerImage(images, out, out_dir, scale, force, json_out, batch_size, model, device)
     seed = random_seed(seed, sample_latent or sample_pixels, json_out)
-    options = dict(dim=dim, direction=direction, delta=delta, sample_latent=sample_latent, sample_pixels=sample_pixels, seed=seed)
+    options = dict(dim=dim, direction=direction, delta=delta, sample_latent=sample_latent, sample_pixels=sample_pixels, seed=seed,
+                   **tiling(tile, tile_size))  # fmt: skip
     run_per_image(opts, "edit", "edit", options, {"dim": dim, "direction": direction, "delta": delta}, side_by_side)
 
 
@@ -154,6 +168,8 @@ def reconstruct(
     sample_latent: SampleLatentOpt = False,
     sample_pixels: SamplePixelsOpt = False,
     seed: SeedOpt = None,
+    tile: TileOpt = None,
+    tile_size: TileSizeOpt = None,
     out: OutFileOpt = None,
     out_dir: OutDirOpt = None,
     scale: ScaleOpt = 1,
@@ -169,7 +185,7 @@ def reconstruct(
     Images are decoded by --workers threads while the model runs; outputs keep the input order."""
     opts = PerImage(images, out, out_dir, scale, force, json_out, batch_size, model, device, workers)
     seed = random_seed(seed, sample_latent or sample_pixels, json_out)
-    options = dict(sample_latent=sample_latent, sample_pixels=sample_pixels, seed=seed)
+    options = dict(sample_latent=sample_latent, sample_pixels=sample_pixels, seed=seed, **tiling(tile, tile_size))
     run_per_image(opts, "reconstruct", "recon", options, {}, side_by_side)
 
 

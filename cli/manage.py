@@ -35,7 +35,7 @@ def info(model: ModelOpt = None, device: DeviceOpt = "auto", json_out: JsonOpt =
     """Describe a bundle and say which execution provider runs it."""
     m = load_model(model, device)
     summary = {**m.describe(), "available_providers": vaesdk.available_providers()}
-    h, w, c = summary["image"]["height"], summary["image"]["width"], summary["image"]["channels"]
+    g = m.geometry
     usage, kl, metrics = summary["dims_by_usage"], summary["kl_per_dim"], summary["metrics"]
     if json_out:
         emit_json(summary)
@@ -43,8 +43,10 @@ def info(model: ModelOpt = None, device: DeviceOpt = "auto", json_out: JsonOpt =
     lines = [
         f"model       {m.name} ({'variational autoencoder' if m.kind == 'vae' else 'plain autoencoder'})",
         f"bundle      {m.path}",
-        f"images      {h}x{w}, {c} channel{'s' if c > 1 else ''}, uint8",
-        f"latent      {m.latent_dim} dimensions" + (f"; most used: {', '.join(map(str, usage[:8]))}" if kl else ""),
+        f"images      {f'{g.height}x{g.width}' if g.fixed_size else f'any size, sides multiples of {g.multiple}'}, "
+        f"{g.channels} channel{'s' if g.channels > 1 else ''}, uint8",
+        f"latent      [{g.latent_channels}, H/{g.factor}, W/{g.factor}] (spatial; scaling factor {g.scaling_factor:g}, shift {g.shift_factor:g})"
+        if g.spatial else f"latent      {m.latent_dim} dimensions" + (f"; most used: {', '.join(map(str, usage[:8]))}" if kl else ""),
         f"runs on     {m.device} ({', '.join(m.providers)}); available: {', '.join(vaesdk.available_providers())}",
     ]
     if kl:

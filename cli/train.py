@@ -156,10 +156,10 @@ def export_cmd(
         typer.Option("--from", help="Export a VAE vaesdk did not train: python (FILE.py:FUNCTION returns encoder, decoder), pythae or diffusers.",
                      metavar="python|pythae|diffusers", show_default="a vae train run"),
     ] = None,  # fmt: skip
-    images: Annotated[Optional[Path], typer.Option(help="With --from: a folder of images to fit the priors on.", show_default=False)] = None,
+    images: Annotated[Optional[Path], typer.Option(help="With --from: a folder of images to fit the priors on (diffusers: to take the latents' statistics on).", show_default=False)] = None,
     held_out: Annotated[
         Optional[Path],
-        typer.Option(help="With --from: a folder of images the model did not train on, to calibrate the anomaly score on.", show_default="none: uncalibrated"),
+        typer.Option(help="With --from: a folder of images the model did not train on, to calibrate the anomaly score on (diffusers: for the parity gate only).", show_default="none: uncalibrated"),
     ] = None,
     image_size: Annotated[Optional[int], typer.Option(min=1, max=4096, help="With --from: the model's image side, where the source does not record it.", show_default=False)] = None,
     channels: Annotated[Optional[int], typer.Option(min=1, max=3, help="With --from: 1 (grey) or 3 (RGB), where the source does not record it.", show_default=False)] = None,
@@ -171,6 +171,7 @@ def export_cmd(
     ] = None,  # fmt: skip
     atol: Annotated[float, typer.Option(min=0.0, help="With --from: the parity gate's absolute tolerance, times the output's magnitude.")] = 1e-4,
     rtol: Annotated[float, typer.Option(min=0.0, help="With --from: the parity gate's relative tolerance.")] = 1e-4,
+    fp16: Annotated[bool, typer.Option("--fp16", help="With --from diffusers: add a decoder computing in float16 (used on CUDA; a non-finite output re-runs in float32).")] = False,
     data: Annotated[
         str,
         typer.Option(
@@ -201,11 +202,11 @@ def export_cmd(
         from vaesdk.export.verify import Tolerance
 
         if images is None:
-            raise InvalidArgumentError("--from needs --images DIR: the images to fit the priors on")
+            raise InvalidArgumentError("--from needs --images DIR: the images to fit the priors on (diffusers: to take the latents' statistics on)")
         export_from(
             from_, source, out, images=images, held_out=held_out, image_size=image_size, channels=channels,
             pixel_range=pixel_range, likelihood=likelihood, tolerance=Tolerance(atol=atol, rtol=rtol), name=name,
-            description=description, force=force, log=typer.echo,
+            description=description, fp16=fp16, force=force, log=typer.echo,
         )  # fmt: skip
         return
     from vaesdk.export.pipeline import export_bundle

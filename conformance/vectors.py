@@ -1,6 +1,9 @@
 """Reading the conformance vectors of conformance/vN/ from Python: the index, its arrays, the
 bundle cases laid out as folders, and a numpy Generator that replays a vector's noise.
 
+Each format version that added rules has its own folder: v2/ (versions 1 and 2) and v3/ (what
+version 3 added). A reader of version 3 passes both.
+
 Used by conformance/make_vectors.py (which writes the vectors) and tests/test_conformance.py
 (which holds the runtime to them). Another language needs none of this: index.json says
 where everything is, and docs/bundle-format.md ("Conformance vectors") says what each field means.
@@ -16,12 +19,12 @@ from typing import Any
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-VERSION = 2
-ROOT = HERE / f"v{VERSION}"
+VERSIONS = (2, 3)
+ROOTS = {v: HERE / f"v{v}" for v in VERSIONS}
 INDEX = "index.json"
 
 
-def load_index(root: Path = ROOT) -> dict[str, Any]:
+def load_index(root: Path) -> dict[str, Any]:
     return json.loads((root / INDEX).read_text())
 
 

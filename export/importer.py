@@ -29,7 +29,8 @@ import vaesdk
 from vaesdk.base.errors import InvalidArgumentError
 from vaesdk.bundle.editing import write_manifest
 from vaesdk.evaluation.datasets import ImageSet, load_image_folder
-from vaesdk.bundle.format import MAX_IMAGE_SIDE, MAX_LATENT_DIM, io_contract, validate_manifest
+from vaesdk.bundle.format import io_contract, validate_manifest
+from vaesdk.bundle.geometry import MAX_IMAGE_SIDE, MAX_LATENT_DIM, Geometry
 from vaesdk.maths.anomaly import MIN_CALIBRATION, calibrate_anomaly
 from vaesdk.maths.pixels import KINDS
 
@@ -162,7 +163,7 @@ def export_vae(
     *,
     images: np.ndarray,
     held_out: np.ndarray | None = None,
-    image_size: int,
+    image_size: int | tuple[int, int],
     channels: int,
     pixel_range: tuple[float, float] | str = (0.0, 1.0),
     likelihood: str | Likelihood = "gaussian",
@@ -199,12 +200,13 @@ def export_vae(
         raise InvalidArgumentError(f"pixel range {pixel_range!r:.40} must be 0,1 or -1,1")
     if lik.kind in ("bernoulli", "continuous_bernoulli") and (low, high) != (0.0, 1.0):
         raise InvalidArgumentError(f"a {lik.kind.replace('_', ' ')} decoder models pixels in [0, 1]; this model's pixel range is [{low:g}, {high:g}]")
-    if not 1 <= image_size <= MAX_IMAGE_SIDE or channels not in (1, 3):
-        raise InvalidArgumentError(f"image size {image_size} and channels {channels}: the size must be in 1..{MAX_IMAGE_SIDE}, channels 1 or 3")
-    images = _check_images(images, image_size, channels, "images")
-    held_out = None if held_out is None else _check_images(held_out, image_size, channels, "held-out images")
+    height, width = (image_size, image_size) if isinstance(image_size, int) else (int(image_size[0]), int(image_size[1]))
+    if not (1 <= height <= MAX_IMAGE_SIDE and 1 <= width <= MAX_IMAGE_SIDE) or channels not in (1, 3):
+        raise InvalidArgumentError(f"image size {height}x{width} and channels {channels}: sides must be in 1..{MAX_IMAGE_SIDE}, channels 1 or 3")
+    images = _check_images(images, (height, width), channels, "images")
+    held_out = None if held_out is None else _check_images(held_out, (height, width), channels, "held-out images")
 
-    shape = (channels, image_size, image_size)
+    shape = (channels, height, width)
     enc = EncoderGraph(encoder.eval(), low, high).eval()
     dec = DecoderGraph(decoder.eval(), low, high, shape, lik.decoder_logvar).eval()
     with torch.no_grad():
@@ -212,7 +214,8 @@ def export_vae(
     latent_dim = int(probe[0].shape[1])
     if not 1 <= latent_dim <= MAX_LATENT_DIM:
         raise InvalidArgumentError(f"the encoder gives {latent_dim} latent dimensions; the format holds 1..{MAX_LATENT_DIM}")
-    contract = io_contract("vae", channels, image_size, latent_dim, 0, lik.decoder_logvar)
+    geometry = Geometry(channels, height, width, latent_dim)
+    contract = io_contract("vae", geometry, 0, lik.decoder_logvar)
 
     with bundle_under_construction(out_dir) as tmp:
         files = {"encoder": tmp / "encoder.onnx", "decoder": tmp / "decoder.onnx"}
@@ -226,7 +229,7 @@ def export_vae(
             encoder_outputs=["mean", "logvar"], decoder_outputs=[o["name"] for o in contract["decoder"]["outputs"]], tolerance=tolerance,
         )  # fmt: skip
         log(f"parity gate passed: worst error {report.worst_ratio:.3f} of the tolerance ({report.worst})")
-        data = base_manifest(name, description, "vae", image_size, channels, latent_dim, _likelihood_entry(lik, low, high), files, contract)
+        data = base_manifest(name, description, "vae", geometry, _likelihood_entry(lik, low, high), files, contract)
         data["parity"] = report.as_manifest()
         data["training"] = {
             "imported": True,
@@ -257,10 +260,10 @@ def export_vae(
     return out_dir
 
 
-def _check_images(images: Any, size: int, channels: int, what: str) -> np.ndarray:
+def _check_images(images: Any, size: tuple[int, int], channels: int, what: str) -> np.ndarray:
     a = np.asarray(images)
-    if a.dtype != np.uint8 or a.shape[1:] != (size, size, channels) or len(a) < 2:
-        raise InvalidArgumentError(f"{what} must be uint8 [N >= 2, {size}, {size}, {channels}], got {a.dtype} {list(a.shape)}")
+    if a.dtype != np.uint8 or a.shape[1:] != (*size, channels) or len(a) < 2:
+        raise InvalidArgumentError(f"{what} must be uint8 [N >= 2, {size[0]}, {size[1]}, {channels}], got {a.dtype} {list(a.shape)}")
     return a
 
 
@@ -289,6 +292,7 @@ def export_from(
     tolerance: Tolerance = DEFAULT_TOLERANCE,
     name: str | None = None,
     description: str = "",
+    fp16: bool = False,
     force: bool = False,
     log: Callable[[str], None] = lambda s: None,
 ) -> Path:
@@ -296,6 +300,16 @@ def export_from(
     FILE.py:FUNCTION, 'pythae' or 'diffusers' with a folder), take the geometry, pixel range
     and likelihood the source records unless given (a given value that contradicts the
     source's is refused), read the image folders at the model's size, and `export_vae`."""
+    if source == "diffusers":
+        from .diffusers import export_diffusers
+
+        given = [flag for flag, v in (("--image-size", image_size), ("--channels", channels), ("--pixel-range", pixel_range), ("--likelihood", likelihood)) if v is not None]
+        if given:
+            raise InvalidArgumentError(f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to --from diffusers: the model's config says it all; leave it out")
+        return export_diffusers(where, out_dir, images=images, held_out=held_out, name=name, description=description, tolerance=tolerance,
+                                fp16=fp16, force=force, log=log)  # fmt: skip
+    if fp16:
+        raise InvalidArgumentError(f"--fp16 applies to --from diffusers (a decoder with spatial latents); --from {source} exports flat latents")
     from .sources import load_source
 
     imported = load_source(source, where)
@@ -306,12 +320,13 @@ def export_from(
     missing = [flag for flag, v in (("--image-size", size), ("--channels", chans), ("--likelihood", lik)) if v is None]
     if missing:
         raise InvalidArgumentError(f"--from {source} cannot tell the model's {', '.join(missing)}; pass {' and '.join(missing)}")
-    train = _folder(images, int(size), int(chans), "--images")
-    held = _folder(held_out, int(size), int(chans), "--held-out") if held_out is not None else None
+    size = size if isinstance(size, tuple) else int(size)
+    train = _folder(images, size, int(chans), "--images")
+    held = _folder(held_out, size, int(chans), "--held-out") if held_out is not None else None
     log(f"{len(train.images)} images for the priors" + (f", {len(held.images)} held out for calibration" if held is not None else ""))
     return export_vae(
         imported.encoder, imported.decoder, out_dir, images=train.images, held_out=None if held is None else held.images,
-        image_size=int(size), channels=int(chans), pixel_range=rng, likelihood=str(lik), name=name, description=description,
+        image_size=size, channels=int(chans), pixel_range=rng, likelihood=str(lik), name=name, description=description,
         tolerance=tolerance, source=imported.record, class_names=train.class_names, labels=train.labels, force=force, log=log,
     )  # fmt: skip
 
@@ -322,7 +337,7 @@ def _agree(flag: str, given: Any, recorded: Any) -> Any:
     return given if given is not None else recorded
 
 
-def _folder(folder: str | os.PathLike, size: int, channels: int, flag: str) -> ImageSet:
+def _folder(folder: str | os.PathLike, size: int | tuple[int, int], channels: int, flag: str) -> ImageSet:
     if not Path(folder).is_dir():
         raise InvalidArgumentError(f"{flag} {folder} is not a folder of images")
     return load_image_folder(folder, size, channels)

@@ -13,16 +13,22 @@ import onnxruntime
 import torch
 
 from vaesdk import __version__
-from vaesdk.bundle.format import BUNDLE_FORMAT, FORMAT_VERSION, io_contract, validate_manifest
+from vaesdk.bundle.format import BUNDLE_FORMAT, io_contract, validate_manifest, version_for
+from vaesdk.bundle.geometry import Geometry
 
 from ..training.config import ModelConfig
-from .onnx import OPSET
+from .onnx import OPSET, config_geometry
 
 CREDITS_FILE = "CREDITS.txt"
 
 IMAGE_POLICY = (
     "any supported image is converted to the model's mode (alpha composited onto black), scaled with Lanczos so "
     "its longer side equals the model size (aspect kept) and centred on a black square; see vaesdk.imaging.images"
+)
+
+FREE_SIZE_POLICY = (
+    "any supported image is converted to the model's mode (alpha composited onto black) and taken at its own size, "
+    "never resized; its height and width must be multiples of {m}; see vaesdk.imaging.images"
 )
 
 
@@ -51,9 +57,7 @@ def base_manifest(
     name: str,
     description: str,
     kind: str,
-    image_size: int,
-    channels: int,
-    latent_dim: int,
+    geometry: Geometry,
     likelihood: dict[str, Any] | None,
     files: dict[str, Path],
     contract: dict[str, Any],
@@ -62,21 +66,19 @@ def base_manifest(
     """The manifest's format, image, latent, likelihood, graph and onnx entries."""
     data: dict[str, Any] = {
         "format": BUNDLE_FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": version_for(geometry),
         "name": name,
         "description": description,
         "kind": kind,
         "image": {
-            "height": image_size,
-            "width": image_size,
-            "channels": channels,
-            "color_mode": "L" if channels == 1 else "RGB",
+            **geometry.image_entry(),
+            "color_mode": "L" if geometry.channels == 1 else "RGB",
             "dtype": "uint8",
             "value_range": [0, 255],
             "preprocessing": preprocessing,
-            "input_policy": IMAGE_POLICY,
+            "input_policy": IMAGE_POLICY if geometry.fixed_size else FREE_SIZE_POLICY.format(m=geometry.multiple),
         },
-        "latent": {"dim": latent_dim, "prior": "standard_normal" if kind == "vae" else None},
+        "latent": {**geometry.latent_entry(), "prior": "standard_normal" if kind == "vae" and not geometry.spatial else None},
         "likelihood": likelihood,
     }
     for role in ("encoder", "decoder"):
@@ -106,9 +108,9 @@ def build_manifest(
     description: str = "",
 ) -> dict[str, Any]:
     """A manifest for the graphs in `files`, without metrics or directions (added after evaluation)."""
-    contract = io_contract(config.kind, config.channels, config.image_size, config.latent_dim, config.factor_channels // config.channels)
-    data = base_manifest(name, description, config.kind, config.image_size, config.channels, config.latent_dim,
-                         _likelihood(config) if config.kind == "vae" else None, files, contract)  # fmt: skip
+    geometry = config_geometry(config)
+    contract = io_contract(config.kind, geometry, config.factor_channels // config.channels)
+    data = base_manifest(name, description, config.kind, geometry, _likelihood(config) if config.kind == "vae" else None, files, contract)
     data["parity"] = parity
     training = {
         "dataset": checkpoint["dataset"],
@@ -132,3 +134,4 @@ def build_manifest(
     data["created"] = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
     validate_manifest(data)
     return data
+

@@ -4,7 +4,9 @@ what it knows of them (`Imported`), for `export_vae`.
 - `from_python("FILE.py:FUNCTION")`: FUNCTION() returns (encoder, decoder);
 - `from_pythae(FOLDER)`: a folder written by pythae's `save()`, rebuilt with pythae's own
   classes; a folder holding pickled architectures is refused, never unpickled;
-- `from_diffusers(FOLDER)`: a `save_pretrained` folder of AutoencoderKL or AutoencoderTiny.
+- `from_diffusers(FOLDER)`: refused with a pointer: a diffusers autoencoder's spatial latents
+  make a bundle that `export_vae` does not write; `vaesdk.export.diffusers.export_diffusers`
+  (`vae export --from diffusers`) exports it.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ class Imported:
     encoder: nn.Module
     decoder: nn.Module
     record: dict[str, Any]
-    image_size: int | None = None
+    image_size: int | tuple[int, int] | None = None
     channels: int | None = None
     likelihood: str | None = None
     pixel_range: str | None = None
@@ -114,23 +116,17 @@ def from_pythae(folder: str) -> Imported:
     if not hasattr(model, "encoder") or not hasattr(model, "decoder"):
         raise InvalidArgumentError(f"{config_name} has no encoder and decoder modules")
     channels, height, width = (list(config.get("input_dim") or []) + [None, None, None])[:3]
-    if height != width:
-        raise InvalidArgumentError(f"{config_path}: input_dim {config.get('input_dim')} is not a square image; bundles hold square images")
     loss = config.get("reconstruction_loss")
     record = {"from": "pythae", "folder": root.name, "model": model_name, "pythae": getattr(pythae, "__version__", "unknown"), "config": config}
-    return Imported(model.encoder, model.decoder, record, height, channels, _PYTHAE_LOSSES.get(loss), "0,1")
+    size = height if height == width else (height, width)  # a non-square size makes a format-version-3 bundle
+    return Imported(model.encoder, model.decoder, record, size, channels, _PYTHAE_LOSSES.get(loss), "0,1")
 
 
 def from_diffusers(folder: str) -> Imported:
-    root = Path(folder)
-    config_path = root / "config.json"
-    if not config_path.is_file():
-        raise InvalidArgumentError(f"{root} is not a diffusers model folder (config.json, as save_pretrained writes)")
-    config = json.loads(config_path.read_text())
-    cls = config.get("_class_name", "")
-    if cls not in ("AutoencoderKL", "AutoencoderTiny"):
-        raise InvalidArgumentError(f"{config_path} describes {cls or 'an unnamed class'}; --from diffusers takes AutoencoderKL or AutoencoderTiny")
-    raise BundleError(
-        f"{cls} has spatial latents ([C, H/f, W/f], latent_channels {config.get('latent_channels')}) and takes any image size; "
-        "vaesdk bundles hold flat latents of one image size until spatial latents are supported, so it is not exported"
+    """diffusers autoencoders have spatial latents and a free image size, which `export_vae`
+    (flat latents of one size) does not write: `vaesdk.export.diffusers.export_diffusers`
+    reads and exports them, and `vae export --from diffusers` runs it."""
+    raise InvalidArgumentError(
+        f"{folder}: a diffusers autoencoder has spatial latents [C, H/f, W/f], which export_vae does not write; export it with "
+        "vaesdk.export.diffusers.export_diffusers (what `vae export --from diffusers` runs)"
     )

@@ -66,7 +66,11 @@ class ParityReport:
 
 
 @dataclass
-class _Gate:
+class Gate:
+    """The parity rule: onnxruntime's outputs against torch's, each element within atol times
+    the output's magnitude (at least 1) plus rtol times its own size; `worst` is the largest
+    ratio of a difference to what is allowed, `where` names it."""
+
     tolerance: Tolerance
     errors: dict[str, float] = field(default_factory=dict)
     worst: float = 0.0
@@ -120,7 +124,7 @@ def check_graphs(
         "single_image": real[:1],
         f"batch_{DEFAULT_BATCH}": real[rng.integers(0, len(real), DEFAULT_BATCH)],
     }
-    gate = _Gate(tolerance)
+    gate = Gate(tolerance)
     encoded = None
     with torch.no_grad():
         for case, x in image_cases.items():

@@ -85,6 +85,8 @@ def create_app(models: list[vaesdk.Model], config: ServeConfig | None = None) ->
             for unused in ("HTTPValidationError", "ValidationError"):
                 schema.get("components", {}).get("schemas", {}).pop(unused, None)
             schema["paths"] = served.doc.per_model_paths(schema["paths"])
+            for key, value in served.doc.components().items():
+                schema.setdefault("components", {}).setdefault("schemas", {}).setdefault(key, value)
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -5,9 +5,14 @@ The routes parse requests themselves and let the SDK's `validate` judge the valu
 messages are the SDK's); these declarations describe exactly what that accepts. The server
 routes `/v1/models/{name}/...` for every served model, but one request schema cannot say what
 each of several models accepts (latent size, priors, directions, a plain autoencoder among
-VAEs): the document writes each of those paths out once per served model
-(`/v1/models/fashion-mnist/decode`), each with that model's own exact schemas
-(`Contract.per_model_paths`).
+VAEs, spatial latents beside flat ones): the document writes each of those paths out once per
+served model (`/v1/models/fashion-mnist/decode`), each with that model's own exact schemas and
+only the operations that model has (`operations_of`, `Contract.per_model_paths`).
+
+A model with spatial latents [C, h, w] (the autoencoders of latent diffusion) takes images at
+their own size: its decode takes latents with their shape, its encode answers them with their
+shape, and it has `embed` (per-channel means, [C] per image) instead of `sample` and `score`,
+which the SDK refuses for it.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 import vaesdk
 from vaesdk import DEFAULT_IW_SAMPLES
 from vaesdk.base.errors import InvalidArgumentError
+from vaesdk.bundle.geometry import MAX_IMAGE_SIDE
 from vaesdk.frontend import JOB_SEED_MAX, MAX_ABS_LATENT, MAX_TEMPERATURE, SEED_MIN
 
 PNG = "image/png"
@@ -30,6 +36,40 @@ JSON = "application/json"
 # depends on the image; within 1000 prior standard deviations no encoded image gets there.
 MAX_EDIT_DELTA = 1000.0
 DEFAULT_N = 16  # sample's n when the request gives none (at most the server's max_n)
+PRECISION_HEADER = "X-Vaesdk-Precision"  # a spatial decode's precision per image, in order
+
+# The computing routes of /v1 each kind of model has. A model with spatial latents has no
+# sample (no prior of latents of one size) and no score (a deterministic decoder: no
+# likelihood): the SDK refuses both, and the route answers that refusal (422). It has embed:
+# pooled features [C], where a flat model's features are its encode means.
+FLAT_OPERATIONS = ("sample", "decode", "reconstruct", "edit", "encode", "score")
+SPATIAL_OPERATIONS = ("decode", "reconstruct", "edit", "encode", "embed")
+# A direction given as numbers: one per latent channel, each below 100 in size, so that any
+# edit within +-MAX_EDIT_DELTA stays within the SDK's latent bound.
+CHANNEL_NUMBER = r"-?[0-9]{1,2}(\.[0-9]{1,6})?"
+
+
+def _regex_literal(text: str) -> str:
+    """`text` as a regular expression that matches it alone, in the syntax JSON Schema, Python
+    and pydantic share (re.escape also escapes '-', which ECMA-262's unicode mode refuses)."""
+    return re.sub(r"([.^$*+?()\[\]{}|\\/])", r"\\\1", text)
+
+
+def operations_of(model: vaesdk.Model) -> tuple[str, ...]:
+    """The computing routes of /v1 (`/v1/models/NAME/<operation>`) that `model` has."""
+    return SPATIAL_OPERATIONS if model.geometry.spatial else FLAT_OPERATIONS
+
+
+def summary(model: vaesdk.Model) -> str:
+    """One served model in a few words, for the document's descriptions."""
+    g = model.geometry
+    if not g.spatial:
+        return (
+            f"{model.name}: {model.kind}, {g.height}x{g.width}x{g.channels} images, latent_dim {model.latent_dim}, "
+            f"default prior {model.default_prior}, priors {', '.join(model.priors) or 'none'}"
+        )
+    size = f"{g.height}x{g.width}x{g.channels}" if g.fixed_size else f"any size (sides multiples of {g.multiple}) x{g.channels}"
+    return f"{model.name}: {model.kind}, {size} images, spatial latents [{g.latent_channels}, H/{g.factor}, W/{g.factor}]"
 
 
 class ErrorBody(BaseModel):
@@ -90,6 +130,39 @@ class EncodeResults(BaseModel):
     results: list[Union[EncodeItem, ItemError]]
 
 
+class SpatialEncodeItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    shape: list[int] = Field(description="[C, h, w]: this image's latent (h = H/f, w = W/f).")
+    mean: list[float] = Field(description="The posterior mean, C*h*w numbers, row-major (channel, then row, then column).")
+    logvar: Optional[list[float]] = Field(description="The posterior log-variance, as mean; null for a plain autoencoder.")
+
+
+class SpatialEncodeResults(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    results: list[Union[SpatialEncodeItem, ItemError]] = Field(description="One entry per upload, in upload order.")
+
+
+class SpatialDecodeJson(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    images: list[str] = Field(description="One base64 PNG per latent, h*f x w*f.")
+    precision: list[str] = Field(description="The precision each image was decoded in: fp32, fp16, or 'fp32 (fp16 was not finite)'.")
+
+
+class EmbedItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    features: list[float] = Field(description="The latent's per-channel means over its pixels, [C]: comparable across image sizes.")
+
+
+class EmbedResults(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    results: list[Union[EmbedItem, ItemError]] = Field(description="One entry per upload, in upload order.")
+
+
+SPATIAL_ANSWERS = (SpatialEncodeResults, SpatialDecodeJson, EmbedResults)  # in the document when a spatial model is served
+
+
 class ScoreItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
@@ -137,19 +210,17 @@ class Contract:
                 )
             prefixes[prefix] = name
         self.default_n = min(DEFAULT_N, limits.max_n)
+        # The declarations of one model with spatial latents (for_model) take its own shapes.
+        self.spatial = served is not None and models[0].geometry.spatial
+        flat = [m for m in models if not m.geometry.spatial]
         # What any served model accepts; the SDK refuses, per model, what that model lacks.
-        self.latent_dim = max(m.latent_dim for m in models)
-        self.same_dim = len({m.latent_dim for m in models}) == 1
+        self.latent_dim = max((m.latent_dim for m in flat), default=1)
+        self.same_dim = len({m.latent_dim for m in flat}) <= 1
         self.priors = list(dict.fromkeys(p for m in models for p in m.priors))
         self.directions = list(dict.fromkeys(d for m in models for d in m.describe()["directions"]))
         self.any_vae = any(m.kind == "vae" for m in models)
         self.files = sorted({f for m in models for f in m.describe()["files"].values()})
-        self.per_model = "; ".join(
-            f"{m.name}: {m.kind}, {m.describe()['image']['height']}x{m.describe()['image']['width']}x"
-            f"{m.describe()['image']['channels']} images, latent_dim {m.latent_dim}, default prior {m.default_prior}, "
-            f"priors {', '.join(m.priors) or 'none'}"
-            for m in models
-        )
+        self.per_model = "; ".join(summary(m) for m in models)
 
     # ---- parameters ---------------------------------------------------------------------
     def name_param(self) -> Any:
@@ -180,6 +251,8 @@ class Contract:
         )
 
     def decode_model(self) -> type[BaseModel]:
+        if self.spatial:
+            return self.spatial_decode_model()
         lim = self.limits
         row_len = {"min_length": self.latent_dim, "max_length": self.latent_dim} if self.same_dim else {"min_length": 1}
         number = Field(ge=-MAX_ABS_LATENT, le=MAX_ABS_LATENT)
@@ -193,6 +266,33 @@ class Contract:
             ncols=(Optional[int], Field(None, ge=1, le=lim.max_latents, description="Grid columns for the PNG answer.")),
         )
 
+    def spatial_decode_model(self) -> type[BaseModel]:
+        """The decode request of a model with spatial latents: latents [N, C, h, w] as their
+        shape and N*C*h*w numbers, row-major; the images are h*f x w*f."""
+        m = self.models[0]
+        g, lim = m.geometry, self.limits
+        f, c = g.factor or 1, g.latent_channels
+        if g.fixed_size:
+            h, w = g.latent_size(*g.image_shape[:2])
+            sides: tuple[Any, Any] = (Literal[h], Literal[w])  # type: ignore[valid-type]
+        else:
+            side = Annotated[int, Field(ge=1, le=MAX_IMAGE_SIDE // f)]
+            sides = (side, side)
+        shape = tuple[Annotated[int, Field(ge=1, le=lim.max_latents)], Literal[c], sides[0], sides[1]]  # type: ignore[valid-type]
+        precisions = ("fp32", "fp16") if m.manifest.fp16_decoder is not None else ("fp32",)
+        number = Field(ge=-MAX_ABS_LATENT, le=MAX_ABS_LATENT)
+        size = f"{g.height}x{g.width}" if g.fixed_size else f"h*{f} x w*{f}, sides multiples of {g.multiple}, at most {lim.max_image_pixels} pixels"
+        return create_model(
+            f"{self.title}DecodeRequest",
+            __config__=ConfigDict(extra="forbid"),
+            shape=(shape, Field(..., description=f"[N, C, h, w] of the latents: N up to {lim.max_latents}, C = {c}; the images are {size}.")),
+            latents=(list[Annotated[float, number]], Field(..., min_length=1, description="N*C*h*w numbers, row-major (latent, channel, row, column), as encode answers them.")),
+            precision=(
+                Optional[Literal[precisions]],  # type: ignore[valid-type]
+                Field(None, description="The decoder's precision: " + " or ".join(precisions) + "; omitted: fp16 on CUDA with a float16 decoder, else fp32."),
+            ),
+        )
+
     def json_body(self, model: type[BaseModel]) -> dict[str, Any]:
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         required = bool(schema.get("required"))
@@ -201,11 +301,15 @@ class Contract:
 
     def multipart(self, fields: dict[str, dict[str, Any]], extra: dict[str, Any] | None = None) -> dict[str, Any]:
         lim = self.limits
+        g = self.models[0].geometry
+        taken = "Converted to each model's size and mode."
+        if self.spatial and not g.fixed_size:
+            taken = f"Taken at their own size, whose sides must be multiples of {g.multiple} (up to {MAX_IMAGE_SIDE}), and converted to the model's mode."
         image = {
             "type": "array", "minItems": 1, "maxItems": lim.max_images,
             "items": {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream"},
             "description": f"Image files (PNG, JPEG, ...; at most {lim.max_images}, each at most {lim.max_image_pixels} pixels, "
-                           f"the whole request at most {lim.max_body_bytes} bytes). Converted to each model's size and mode.",
+                           f"the whole request at most {lim.max_body_bytes} bytes). {taken}",
         }  # fmt: skip
         schema = {"type": "object", "properties": {"image": image, **fields}, "required": ["image"], "additionalProperties": False, **(extra or {})}
         return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
@@ -226,9 +330,34 @@ class Contract:
         return out
 
     def reconstruct_body(self) -> dict[str, Any]:
+        if self.spatial:
+            return self.multipart(self.spatial_fields())
         return self.multipart({**self.random_fields(), "seed": self.seed_field(None)})
 
+    def spatial_fields(self) -> dict[str, dict[str, Any]]:
+        """reconstruct's fields for spatial latents: a deterministic decoder has no pixels to draw."""
+        return {**{k: v for k, v in self.random_fields().items() if k != "sample_pixels"}, "seed": self.seed_field(None)}
+
+    def spatial_edit_body(self) -> dict[str, Any]:
+        """edit of spatial latents: a direction (a name, or one number per latent channel added
+        to every latent pixel) and delta; no dim (a latent number is no factor of variation)."""
+        m = self.models[0]
+        c, names = m.geometry.latent_channels, m.describe()["directions"]
+        vector = f"{CHANNEL_NUMBER}(,{CHANNEL_NUMBER}){{{c - 1}}}" if c > 1 else CHANNEL_NUMBER
+        pattern = "^(" + "|".join([*map(_regex_literal, names), vector]) + ")$"
+        example = ",".join(["0.5", *["0"] * (c - 2), "-0.5"][:c])
+        known = f"a direction of the bundle ({', '.join(names)}), or " if names else ""
+        fields: dict[str, Any] = {
+            "direction": {"type": "string", "pattern": pattern,
+                          "description": f"{known}{c} comma-separated numbers, each within +-100: an offset per latent channel, added to every latent pixel (e.g. {example})."},
+            "delta": {"type": "number", "minimum": -MAX_EDIT_DELTA, "maximum": MAX_EDIT_DELTA, "default": 1.0, "description": "How far to move along the direction."},
+            **self.spatial_fields(),
+        }  # fmt: skip
+        return self.multipart(fields, {"required": ["image", "direction"]})
+
     def edit_body(self) -> dict[str, Any]:
+        if self.spatial:
+            return self.spatial_edit_body()
         fields: dict[str, Any] = {
             "dim": {"type": "integer", "minimum": 0, "maximum": self.latent_dim - 1, "description": "The latent dimension to move (or give direction)."},
             "delta": {"type": "number", "minimum": -MAX_EDIT_DELTA, "maximum": MAX_EDIT_DELTA, "default": 1.0, "description": "How far to move, in prior standard deviations."},
@@ -248,6 +377,18 @@ class Contract:
 
     def encode_body(self) -> dict[str, Any]:
         return self.multipart({})
+
+    def embed_body(self) -> dict[str, Any]:
+        return self.multipart({})
+
+    def bodies(self) -> dict[str, dict[str, Any]]:
+        """The request body of each computing route this contract's model has."""
+        made = {
+            "sample": lambda: self.json_body(self.sample_model()), "decode": lambda: self.json_body(self.decode_model()),
+            "reconstruct": self.reconstruct_body, "edit": self.edit_body, "encode": self.encode_body, "score": self.score_body,
+            "embed": self.embed_body,
+        }  # fmt: skip
+        return {op: made[op]() for op in operations_of(self.models[0])}
 
     def score_body(self) -> dict[str, Any]:
         k = {"type": "integer", "minimum": 1, "maximum": self.limits.max_k, "default": DEFAULT_IW_SAMPLES,
@@ -291,6 +432,47 @@ class Contract:
             }
         }
 
+    # What a spatial model's routes do, where it differs from the routes' own (flat) descriptions.
+    SPATIAL_DESCRIPTIONS = {
+        "decode": "JSON {shape: [N, C, h, w], latents: [N*C*h*w numbers], precision} -> the PNG of one latent at h*f x w*f "
+                  "(or JSON images), with the precision that ran in X-Vaesdk-Precision.",
+        "reconstruct": "Multipart images of any size the model takes (+ optional sample_latent, seed) -> PNG at the image's size "
+                       "for one image, JSON {results: [{name, png | error}]} for several.",
+        "edit": "Multipart images + direction (a name, or one number per latent channel), delta (+ sample_latent, seed) -> PNG "
+                "at the image's size for one image, JSON for several.",
+        "encode": "Multipart images -> JSON {results: [{name, shape: [C, h, w], mean, logvar} | {name, error}]}, mean and logvar "
+                  "C*h*w numbers each, row-major (logvar null for an autoencoder).",
+    }  # fmt: skip
+
+    def spatial_answers(self) -> dict[str, dict[str, Any]]:
+        """The 200 answers of a spatial model's routes whose answers differ from a flat model's."""
+        f = self.models[0].geometry.factor
+
+        def ref(model: type[BaseModel]) -> dict[str, Any]:
+            return {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+
+        precision = {PRECISION_HEADER: {"schema": {"type": "string"}, "description": "The precision each image was decoded in, comma-separated, in order."}}
+        return {
+            "decode": {
+                "description": f"One latent: its image, PNG, h*{f} x w*{f}. Send 'Accept: application/json', or several latents, for one PNG each.",
+                "content": {PNG: {"schema": {"type": "string", "format": "binary"}}, JSON: ref(SpatialDecodeJson)}, "headers": precision,
+            },
+            "encode": {"description": "Each upload's latent with its shape, or the error that stopped it.", "content": {JSON: ref(SpatialEncodeResults)}},
+            "embed": {"description": "Each upload's features [C], or the error that stopped it.", "content": {JSON: ref(EmbedResults)}},
+        }  # fmt: skip
+
+    def components(self) -> dict[str, Any]:
+        """Schemas the per-model paths refer to that no route declares: the answers of models
+        with spatial latents, when one is served."""
+        if not any(m.geometry.spatial for m in self.models):
+            return {}
+        out: dict[str, Any] = {}
+        for model in SPATIAL_ANSWERS:
+            schema = model.model_json_schema(ref_template="#/components/schemas/{model}", mode="serialization")
+            out.update(schema.pop("$defs", {}))
+            out[model.__name__] = schema
+        return out
+
     # ---- the document, one path per served model ----------------------------------------
     def for_model(self, model: vaesdk.Model) -> "Contract":
         """The declarations of one served model: its own latent size, priors, directions, kind."""
@@ -301,22 +483,24 @@ class Contract:
         written out once per served model, with that model's request schemas and files.
 
         Operation ids become `<model>_<operation>` (fashion_mnist_sample) and each model's
-        operations share its tag, so a generated client groups them by model."""
+        operations share its tag, so a generated client groups them by model. A computing route
+        a model does not have (`operations_of`) is left out of its paths."""
         out: dict[str, Any] = {}
+        every = set(FLAT_OPERATIONS) | set(SPATIAL_OPERATIONS)
         for path, ops in paths.items():
             if "{name}" not in path:
                 out[path] = ops
                 continue
             for m in self.models:
                 one = self.for_model(m)
-                bodies = {
-                    "sample": one.json_body(one.sample_model()), "decode": one.json_body(one.decode_model()),
-                    "reconstruct": one.reconstruct_body(), "edit": one.edit_body(), "encode": one.encode_body(), "score": one.score_body(),
-                }  # fmt: skip
+                bodies = one.bodies()
+                answers = one.spatial_answers() if one.spatial else {}
                 written: dict[str, Any] = {}
                 for method, op in ops.items():
-                    op = copy.deepcopy(op)
                     kind = op["operationId"]
+                    if kind in every and kind not in bodies:
+                        continue
+                    op = copy.deepcopy(op)
                     op["operationId"] = f"{operation_prefix(m.name)}_{kind}"
                     op["tags"] = [m.name]
                     params = [p for p in op.get("parameters", []) if p["name"] != "name"]
@@ -329,11 +513,16 @@ class Contract:
                         op.pop("parameters", None)
                     if kind in bodies:
                         op["requestBody"] = bodies[kind]["requestBody"]
+                    if kind in answers:
+                        op["responses"]["200"] = answers[kind]
+                    if one.spatial and kind in self.SPATIAL_DESCRIPTIONS:
+                        op["description"] = self.SPATIAL_DESCRIPTIONS[kind]
                     answer = op["responses"].get("200", {}).get("content", {})
                     if PNG in answer:  # the answer without an Accept header first: generated clients expect it
                         op["responses"]["200"]["content"] = {PNG: answer[PNG], **answer}
                     if "file" not in path:  # the model is in the path: only a missing file is 404
                         op["responses"].pop("404", None)
                     written[method] = op
-                out[path.replace("{name}", quote(m.name, safe=""))] = written
+                if written:
+                    out[path.replace("{name}", quote(m.name, safe=""))] = written
         return out

@@ -7,6 +7,13 @@ Each served bundle NAME is up to four protocol models, one per SDK operation (`K
     NAME.sample  n INT64 [1], seed INT64 [1] optional -> images, latents FP32 [-1, D], seed INT64 [1]
     NAME.score   images UINT8 [-1, H, W, C]           -> elbo_bpd, iw_bpd, anomaly, p_value FP64 [-1]
 
+A bundle with spatial latents (the autoencoders of latent diffusion) takes images at their own
+size: its shapes come from its geometry, with -1 for the sides that vary per request, and it has
+decode and encode only (the SDK refuses sampling and scores for it):
+
+    NAME.decode  latents FP32 [-1, C, -1, -1]         -> images UINT8 [-1, -1, -1, C] (h*f x w*f)
+    NAME.encode  images UINT8 [-1, -1, -1, C]         -> mean FP32 [-1, C, -1, -1] (and logvar, a VAE)
+
 An answer holds the SDK's own bytes for the same inputs and seed. The codec (`parse_infer`,
 `Operation.validate`, `infer_response`) reads and writes JSON tensors and the binary tensor data
 extension; `router` serves the protocol with the caller's `run`, so each front end (`vae
@@ -35,6 +42,7 @@ from starlette.concurrency import run_in_threadpool
 import vaesdk
 from vaesdk import DEFAULT_IW_SAMPLES, frontend
 from vaesdk.base.errors import CancelledError, InvalidArgumentError, InvalidImageError, ModelNotFoundError, VaesdkError
+from vaesdk.bundle.geometry import MAX_IMAGE_SIDE, Geometry
 
 from .contract import operation_prefix
 from .errors import ApiError, BodyTooLarge
@@ -196,8 +204,9 @@ def parse_infer(body: bytes, headers: Mapping[str, str], max_json_bytes: int | N
 @dataclass(frozen=True)
 class Tensor:
     """An input or output: `shape` with -1 for the batch dimension (1 to `rows` rows of `unit`),
-    values within minimum..maximum (default: the datatype's range). The first datatype is the
-    one the metadata states; an input takes the others too."""
+    values within minimum..maximum (default: the datatype's range). A further -1 is a side that
+    varies per request, 1 to `side` (a spatial model's image and latent sides). The first
+    datatype is the one the metadata states; an input takes the others too."""
 
     name: str
     datatypes: tuple[str, ...]
@@ -207,6 +216,12 @@ class Tensor:
     minimum: float | None = None
     maximum: float | None = None
     optional: bool = False
+    side: int = 0
+
+    @property
+    def sides(self) -> list[int]:
+        """The axes, after the batch axis, whose size varies per request."""
+        return [i for i, d in enumerate(self.shape) if d == -1][1:]
 
     def bounds(self, datatype: str) -> tuple[float, float]:
         dt = DATATYPES[datatype]
@@ -225,6 +240,8 @@ class Tensor:
         rows = shape[self.shape.index(-1)] if -1 in self.shape else 1
         if not 1 <= rows <= self.rows:
             raise bad(f"input {name!r} has {rows} rows; this server takes 1 to {self.rows} {self.unit} per request")
+        if not all(1 <= shape[i] <= self.side for i in self.sides):
+            raise bad(f"input {name!r} has shape {list(shape)}; its sides (each -1 of {list(self.shape)} but the first) must be 1 to {self.side}")
         count, lo, hi = math.prod(shape), *self.bounds(given.datatype)
         if given.binary is not None:
             if len(given.binary) != count * dt.itemsize:
@@ -342,8 +359,23 @@ def _parameter(name: str, value: Any, schema: dict[str, Any]) -> Any:
     return value
 
 
+def _shapes(g: Geometry) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(image [H, W, C], latent [D] or [C, h, w]) of a model, without the batch axis; -1 for a
+    side that varies (a model that takes images at their own size)."""
+    image, latent = ([-1 if isinstance(d, str) else d for d in shape[1:]] for shape in g.graph_shapes())
+    return (image[1], image[2], image[0]), tuple(latent)
+
+
 def _images(model: vaesdk.Model, limits: Limits) -> Tensor:
-    return Tensor("images", ("UINT8",), (-1, *model.image_shape), limits.max_images, "images")
+    return Tensor("images", ("UINT8",), (-1, *_shapes(model.geometry)[0]), limits.max_images, "images", side=MAX_IMAGE_SIDE)
+
+
+def _check_size(model: vaesdk.Model, limits: Limits, height: int, width: int) -> None:
+    """Refuse images of height x width that the model does not take (the SDK's words) or that
+    are over this server's pixel limit."""
+    model.geometry.check_size(height, width)
+    if height * width > limits.max_image_pixels:
+        raise bad(f"images of {height}x{width} ({height * width} pixels) are over this server's limit of {limits.max_image_pixels} pixels per image")
 
 
 class Decode(Operation):
@@ -351,23 +383,40 @@ class Decode(Operation):
 
     def tensors(self) -> Any:
         m, bound = self.model, frontend.MAX_ABS_LATENT
-        latents = Tensor("latents", ("FP32",), (-1, m.latent_dim), self.limits.max_latents, "latents", -bound, bound)
-        return [latents], [Tensor("images", ("UINT8",), (-1, *m.image_shape))], {}
+        g = m.geometry
+        image, latent = _shapes(g)
+        latents = Tensor("latents", ("FP32",), (-1, *latent), self.limits.max_latents, "latents", -bound, bound, side=MAX_IMAGE_SIDE // (g.factor or 1))
+        parameters = {}
+        if g.spatial:
+            precisions = ["fp32", "fp16"] if m.manifest.fp16_decoder is not None else ["fp32"]
+            parameters["precision"] = {"type": "string", "enum": precisions,
+                                       "description": "The decoder's precision; omitted: fp16 on CUDA with a float16 decoder, else fp32."}  # fmt: skip
+        return [latents], [Tensor("images", ("UINT8",), (-1, *image))], parameters
+
+    def check(self, inputs: dict[str, np.ndarray], parameters: dict[str, Any]) -> None:
+        g = self.model.geometry
+        if g.spatial:
+            _check_size(self.model, self.limits, *g.image_size_of_latent(inputs["latents"].shape[1:]))
 
     def row_wise(self, parameters: dict[str, Any]) -> bool:
         return True
 
     def run(self, inputs: dict[str, np.ndarray], parameters: dict[str, Any]) -> dict[str, np.ndarray]:
-        return {"images": self.model.decode(inputs["latents"])}
+        return {"images": self.model.decode(inputs["latents"], **parameters)}
 
 
 class Encode(Operation):
     kind = "encode"
 
     def tensors(self) -> Any:
-        mean = Tensor("mean", ("FP32",), (-1, self.model.latent_dim))
-        logvar = [Tensor("logvar", ("FP32",), (-1, self.model.latent_dim))] if self.model.kind == "vae" else []
+        latent = _shapes(self.model.geometry)[1]
+        mean = Tensor("mean", ("FP32",), (-1, *latent))
+        logvar = [Tensor("logvar", ("FP32",), (-1, *latent))] if self.model.kind == "vae" else []
         return [_images(self.model, self.limits)], [mean, *logvar], {}
+
+    def check(self, inputs: dict[str, np.ndarray], parameters: dict[str, Any]) -> None:
+        if self.model.geometry.spatial:
+            _check_size(self.model, self.limits, *inputs["images"].shape[1:3])
 
     def row_wise(self, parameters: dict[str, Any]) -> bool:
         return True
@@ -388,7 +437,8 @@ class Sample(Operation):
         m, ints = self.model, ("INT64", "INT32")
         n = Tensor("n", ints, (1,), minimum=1, maximum=self.limits.max_n)
         seed = Tensor("seed", ints, (1,), minimum=frontend.SEED_MIN, maximum=MAX_SEED, optional=True)
-        outputs = [Tensor("images", ("UINT8",), (-1, *m.image_shape)), Tensor("latents", ("FP32",), (-1, m.latent_dim)), Tensor("seed", ("INT64",), (1,))]
+        image, latent = _shapes(m.geometry)
+        outputs = [Tensor("images", ("UINT8",), (-1, *image)), Tensor("latents", ("FP32",), (-1, *latent)), Tensor("seed", ("INT64",), (1,))]
         parameters = {
             "prior": {"type": "string", "enum": m.priors, "description": f"A prior of the model; default {m.default_prior}."},
             "temperature": {"type": "number", "minimum": 0, "maximum": frontend.MAX_TEMPERATURE, "default": 1.0, "description": "Scale of the prior's spread."},
@@ -554,10 +604,16 @@ def _tensor_schema(t: Tensor) -> dict[str, Any]:
     for datatype in t.datatypes:
         lo, hi = t.bounds(datatype)
         item = {"type": "integer" if DATATYPES[datatype].kind in "iu" else "number", "minimum": lo, "maximum": hi}
-        shapes = [[rows if d == -1 else d for d in t.shape] for rows in (range(1, t.rows + 1) if -1 in t.shape else [1])]
-        # The shape's dimensions as consts one by one: client generators take scalar consts only.
-        sizes = [{"properties": {"shape": {"prefixItems": [{"const": d} for d in s], "minItems": len(s), "maxItems": len(s)},
-                                 "data": {"minItems": math.prod(s), "maxItems": math.prod(s)}}} for s in shapes]  # fmt: skip
+        if t.sides:
+            # Sides that vary: each dimension within its range; the data's length follows the shape.
+            batch = t.shape.index(-1)
+            dims = [{"minimum": 1, "maximum": t.rows} if i == batch else {"minimum": 1, "maximum": t.side} if d == -1 else {"const": d} for i, d in enumerate(t.shape)]
+            sizes = [{"properties": {"shape": {"prefixItems": dims, "minItems": len(dims), "maxItems": len(dims)}, "data": {"minItems": 1}}}]
+        else:
+            shapes = [[rows if d == -1 else d for d in t.shape] for rows in (range(1, t.rows + 1) if -1 in t.shape else [1])]
+            # The shape's dimensions as consts one by one: client generators take scalar consts only.
+            sizes = [{"properties": {"shape": {"prefixItems": [{"const": d} for d in s], "minItems": len(s), "maxItems": len(s)},
+                                     "data": {"minItems": math.prod(s), "maxItems": math.prod(s)}}} for s in shapes]  # fmt: skip
         pick = {"datatype": {"const": datatype}} if len(t.datatypes) > 1 else {}
         branches.append({"properties": {**pick, "data": {"items": item}}, "anyOf": sizes})
     return {

@@ -7,8 +7,10 @@ own checks judge, in the SDK's words."""
 from __future__ import annotations
 
 import json
-from typing import Any, Literal, Optional
+import math
+from typing import Any, Literal, Optional, get_origin
 
+import numpy as np
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from starlette.concurrency import run_in_threadpool
@@ -20,7 +22,7 @@ from . import contract
 from .errors import ApiError, BodyTooLarge
 
 # The fields bounded by this server's limits (Limits), and what they count: over the limit is 413.
-LIMITED = {"n": "images", "ncols": "columns", "latents": "latents", "k": "importance samples"}
+LIMITED = {"n": "images", "ncols": "columns", "latents": "latents", "k": "importance samples", "shape[0]": "latents"}
 MAX_FIELDS = 64  # multipart fields per request, files included
 SHOWN = 5  # unknown names an error lists: a bounded answer to a hostile body
 
@@ -86,10 +88,10 @@ def refusal(e: ValidationError, fields: list[str], latent_dim: int, model: type[
     x = errors[0]
     loc = tuple(p for p in x["loc"] if p != "body")
     where, kind, value, ctx = _place(loc), x["type"], x.get("input"), x.get("ctx", {})
-    if len(loc) == 1 and loc[0] in LIMITED and kind in ("less_than_equal", "too_long"):
+    if where in LIMITED and kind in ("less_than_equal", "too_long"):
         limit = ctx.get("le", ctx.get("max_length"))
         given = len(value) if kind == "too_long" else value
-        return ApiError(413, "too_large", f"{loc[0]}={given} is over this server's limit of {limit} {LIMITED[str(loc[0])]}")
+        return ApiError(413, "too_large", f"{where}={given} is over this server's limit of {limit} {LIMITED[where]}")
     if loc[:1] == ("latents",) and len(loc) == 2 and kind in ("too_short", "too_long"):
         return ApiError(422, "invalid_argument", f"latents must have shape [n, {latent_dim}] (the model's latent_dim); row {loc[1]} has {len(value)} numbers")
     if loc[:1] == ("latents",) and kind in ("float_type", "float_parsing", "list_type"):
@@ -100,18 +102,37 @@ def refusal(e: ValidationError, fields: list[str], latent_dim: int, model: type[
         return ApiError(422, "invalid_argument", f"{where}={_shown(value)} must be a finite number")
     if kind in ("bool_type", "bool_parsing"):
         return ApiError(422, "invalid_argument", f"{where}={_shown(value)} must be true or false")
+    if kind == "literal_error" and len(loc) > 1:  # an entry of a list (a spatial latent's shape)
+        return ApiError(422, "invalid_argument", f"{where}={_shown(value)} is refused; valid: {ctx.get('expected', '')}")
     if kind == "literal_error":
         return ApiError(422, "invalid_argument", f"unknown {where} {_shown(value)}; valid: {ctx.get('expected', '')}")
+    if kind == "string_pattern_mismatch":
+        info = model.model_fields.get(str(loc[0])) if model is not None and loc else None
+        takes = info.description if info is not None and info.description else f"a string matching {ctx.get('pattern', '')}"
+        return ApiError(422, "invalid_argument", f"{where}={_shown(value)} is refused; it takes {takes}")
     if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
         bounds = _range(model, loc[0]) if len(loc) == 1 else ""
         return ApiError(422, "invalid_argument", f"{where}={_shown(value)} is out of range: " + (f"it must be in {bounds}" if bounds else x["msg"].lower()))
     return ApiError(422, "invalid_argument", f"{where}: {x['msg']} (got {_shown(value)})")
 
 
+def _whole(v: Any) -> Any:
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
 def _integers(body: dict[str, Any], model: type[BaseModel]) -> dict[str, Any]:
-    """JSON has one number type: 6.0 is the integer 6 (JSON Schema agrees), for the SDK too."""
+    """JSON has one number type: 6.0 is the integer 6 (JSON Schema agrees), for the SDK too;
+    and one array type: a list is the value of a tuple field (a spatial latent's shape)."""
     ints = {name for name, f in model.model_fields.items() if f.annotation in (int, Optional[int])}
-    return {k: int(v) if k in ints and isinstance(v, float) and v.is_integer() else v for k, v in body.items()}
+    tuples = {name for name, f in model.model_fields.items() if get_origin(f.annotation) is tuple}
+    out = {}
+    for k, v in body.items():
+        if k in ints:
+            v = _whole(v)
+        elif k in tuples and isinstance(v, list):
+            v = tuple(_whole(x) for x in v)
+        out[k] = v
+    return out
 
 
 def parse(model: type[BaseModel], body: dict[str, Any], latent_dim: int) -> Any:
@@ -124,6 +145,28 @@ def parse(model: type[BaseModel], body: dict[str, Any], latent_dim: int) -> Any:
         return model.model_validate(_integers(body, model), strict=True)
     except ValidationError as e:
         raise refusal(e, sorted(model.model_fields), latent_dim, model) from None
+
+
+def spatial_latents(body: Any, model: vaesdk.Model, max_pixels: int) -> np.ndarray:
+    """A spatial decode request's latents as float32 [N, C, h, w]: their count checked against
+    their shape, and the images they decode to against this server's pixel limit (413)."""
+    shape = list(body.shape)
+    count = math.prod(shape)
+    if len(body.latents) != count:
+        raise ApiError(422, "invalid_argument", f"latents holds {len(body.latents)} numbers but shape {shape} takes {count}; send N*C*h*w numbers, row-major")
+    height, width = model.geometry.image_size_of_latent(tuple(shape[1:]))
+    if height * width > max_pixels:
+        raise ApiError(413, "too_large", f"latents of shape {shape} decode to {height}x{width} images ({height * width} pixels); this server's limit is {max_pixels} pixels per image")
+    return np.asarray(body.latents, np.float32).reshape(shape)
+
+
+def direction_of(text: str | None, model: vaesdk.Model) -> str | np.ndarray | None:
+    """A spatial edit's direction field (held to its pattern by the form): a name of the
+    model's directions, or comma-separated numbers as a per-channel vector; None when it is
+    not given (the SDK refuses an edit without a direction in its own words)."""
+    if text is None or text in model.directions:
+        return text
+    return np.array([float(v) for v in text.split(",")], np.float32)
 
 
 # ---- multipart forms -------------------------------------------------------------------------
@@ -139,8 +182,8 @@ def form_model(name: str, extra: dict[str, Any]) -> type[BaseModel]:
         kind: Any = {"integer": int, "number": float, "boolean": bool, "string": str}[schema["type"]]
         if "enum" in schema and kind is not bool:  # a flag's meaning for a model is the SDK's to judge
             kind = Literal[tuple(schema["enum"])]  # type: ignore[valid-type]
-        bounds = {b: schema[s] for s, b in (("minimum", "ge"), ("maximum", "le")) if s in schema}
-        fields[key] = (Optional[kind], Field(schema.get("default"), **bounds))
+        bounds = {b: schema[s] for s, b in (("minimum", "ge"), ("maximum", "le"), ("pattern", "pattern")) if s in schema}
+        fields[key] = (Optional[kind], Field(schema.get("default"), description=schema.get("description"), **bounds))
     return create_model(name, __config__=ConfigDict(extra="forbid"), **fields)
 
 
@@ -210,7 +253,10 @@ class RequestModels:
         self.forms: dict[tuple[str, str], type[BaseModel]] = {}
         for name, m in models.items():
             one = doc.for_model(m)
-            self.json[name, "sample"], self.json[name, "decode"] = one.sample_model(choices=False), one.decode_model()
-            bodies = {"reconstruct": one.reconstruct_body(), "edit": one.edit_body(), "encode": one.encode_body(), "score": one.score_body()}
-            for route, extra in bodies.items():
-                self.forms[name, route] = form_model(f"{one.title}{route.capitalize()}Form", extra)
+            for route, extra in one.bodies().items():
+                if route == "sample":
+                    self.json[name, route] = one.sample_model(choices=False)
+                elif route == "decode":
+                    self.json[name, route] = one.decode_model()
+                else:
+                    self.forms[name, route] = form_model(f"{one.title}{route.capitalize()}Form", extra)

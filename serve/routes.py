@@ -1,5 +1,9 @@
 """The service's own routes (/healthz, /v1/...): each parses its request (serve/requests.py),
-makes one SDK call in the worker pool, and writes the answer: PNG, or JSON when asked."""
+makes one SDK call in the worker pool, and writes the answer: PNG, or JSON when asked.
+
+A model with spatial latents (contract.operations_of) has decode, reconstruct, edit, encode and
+embed: images at their own size, latents with their shape. Its sample and score answer the
+SDK's refusal (422)."""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from vaesdk.base.errors import VaesdkError
 
 from . import contract
 from .errors import ApiError
-from .requests import RequestModels, json_object, parse, uploads, wants_json
+from .requests import RequestModels, direction_of, json_object, parse, spatial_latents, uploads, wants_json
 from .served import Served
 
 PNG = "image/png"
@@ -58,7 +62,7 @@ def router(served: Served) -> APIRouter:
     v1 = [Depends(served.authorize)]
     # The document's request bodies for the routes' one `{name}` path (Contract.per_model_paths
     # writes each model's own).
-    forms = {"reconstruct": doc.reconstruct_body(), "edit": doc.edit_body(), "encode": doc.encode_body(), "score": doc.score_body()}
+    forms = {"reconstruct": doc.reconstruct_body(), "edit": doc.edit_body(), "encode": doc.encode_body(), "score": doc.score_body(), "embed": doc.embed_body()}
 
     async def form(request: Request, name: str, route: str) -> tuple[list[tuple[str, bytes]], Any]:
         return await uploads(request, requests.forms[name, route], limits.max_images, limits.max_body_bytes)
@@ -70,6 +74,26 @@ def router(served: Served) -> APIRouter:
         # Decoded in that worker (workers=1): the server's pool already runs requests side by side.
         results = vaesdk.map_images(model, operation, files, workers=1, max_pixels=limits.max_image_pixels, **options)
         return lambda: [{"name": r.name, "result": r.output} if r.ok else {"name": r.name, "error": str(r.error).splitlines()[0]} for r in results]
+
+    def latents_of(files: list[tuple[str, bytes]], model: vaesdk.Model) -> Callable[[], list[dict[str, Any]]]:
+        """Each upload's latent with its shape (spatial latents: each image at its own size), or
+        the error that stopped it, in upload order."""
+
+        def run() -> list[dict[str, Any]]:
+            entries: list[dict[str, Any]] = []
+            for batch in vaesdk.read_inputs(files, model, model.batch_size, workers=1, max_pixels=limits.max_image_pixels):
+                for item in batch.items:
+                    if not item.ok:
+                        entries.append({"name": item.name, "error": str(item.error).splitlines()[0]})
+                        continue
+                    posterior = model.encode(item.image)
+                    entries.append({
+                        "name": item.name, "shape": list(posterior.mean.shape[1:]), "mean": posterior.mean[0].ravel().tolist(),
+                        "logvar": posterior.logvar[0].ravel().tolist() if posterior.logvar is not None else None,
+                    })  # fmt: skip
+            return entries
+
+        return run
 
     @api.get("/healthz", tags=["service"], operation_id="healthz", response_model=contract.Health)
     async def healthz() -> dict[str, str]:
@@ -108,7 +132,7 @@ def router(served: Served) -> APIRouter:
     async def sample(request: Request, name: str = doc.name_param()) -> Response:
         """JSON {n, seed, prior, temperature, truncation, ncols} -> a PNG grid (or JSON with
         the images and their latents when the request accepts application/json)."""
-        model = served.model_of(name)
+        model = served.model_for(name, "sample")
         body = parse(requests.json[name, "sample"], await json_object(request, limits.max_json_bytes), model.latent_dim)
         seed = seed_of(body.seed)
         # The SDK checks the values once, here: a bad one answers 422 before the request takes a pool slot.
@@ -135,7 +159,15 @@ def router(served: Served) -> APIRouter:
     )  # fmt: skip
     async def decode(request: Request, name: str = doc.name_param()) -> Response:
         """JSON {latents: [[...], ...], ncols} -> a PNG grid (or JSON images)."""
-        model = served.model_of(name)
+        model = served.model_for(name, "decode")
+        if model.geometry.spatial:
+            body = parse(requests.json[name, "decode"], await json_object(request, limits.max_json_bytes), 0)
+            z = spatial_latents(body, model, limits.max_image_pixels)
+            decoded = await served.compute(request, lambda: model.decode_with_info(z, precision=body.precision))
+            headers = {contract.PRECISION_HEADER: ", ".join(decoded.precision)}
+            if len(z) == 1 and not wants_json(request):
+                return png_response(decoded.images[0], headers)
+            return JSONResponse({"images": [b64png(im) for im in decoded.images], "precision": decoded.precision}, headers=headers)
         body = parse(requests.json[name, "decode"], await json_object(request, limits.max_json_bytes), model.latent_dim)
         z = np.asarray(body.latents, dtype=np.float64)
         if wants_json(request):
@@ -151,10 +183,13 @@ def router(served: Served) -> APIRouter:
     async def reconstruct(request: Request, name: str = doc.name_param()) -> Response:
         """Multipart images (+ optional sample_latent, sample_pixels, seed) -> PNG for one
         image, JSON {results: [{name, png | error}]} for several."""
-        model = served.model_of(name)
+        model = served.model_for(name, "reconstruct")
         files, f = await form(request, name, "reconstruct")
         seed = seed_of(f.seed)
-        work = per_image(files, model, "reconstruct", sample_latent=bool(f.sample_latent), sample_pixels=bool(f.sample_pixels), seed=seed)
+        if model.geometry.spatial:
+            work = per_image(files, model, "reconstruct", sample_latent=bool(getattr(f, "sample_latent", False)), seed=seed)
+        else:
+            work = per_image(files, model, "reconstruct", sample_latent=bool(f.sample_latent), sample_pixels=bool(f.sample_pixels), seed=seed)
         return image_answer(request, await served.compute(request, work), {"X-Vaesdk-Seed": str(seed)})
 
     @api.post(
@@ -164,9 +199,15 @@ def router(served: Served) -> APIRouter:
     async def edit(request: Request, name: str = doc.name_param()) -> Response:
         """Multipart images + dim or direction, delta (+ sample_latent, sample_pixels, seed)
         -> PNG for one image, JSON for several."""
-        model = served.model_of(name)
+        model = served.model_for(name, "edit")
         files, f = await form(request, name, "edit")
         seed = seed_of(f.seed)
+        if model.geometry.spatial:
+            work = per_image(
+                files, model, "edit", direction=direction_of(f.direction, model), delta=f.delta,
+                sample_latent=bool(getattr(f, "sample_latent", False)), seed=seed,
+            )  # fmt: skip
+            return image_answer(request, await served.compute(request, work), {"X-Vaesdk-Seed": str(seed)})
         work = per_image(
             files, model, "edit", dim=f.dim, direction=getattr(f, "direction", None), delta=f.delta,
             sample_latent=bool(f.sample_latent), sample_pixels=bool(f.sample_pixels), seed=seed,
@@ -179,8 +220,10 @@ def router(served: Served) -> APIRouter:
     )  # fmt: skip
     async def encode(request: Request, name: str = doc.name_param()) -> JSONResponse:
         """Multipart images -> JSON {results: [{name, mean, logvar} | {name, error}]} (logvar null for an autoencoder)."""
-        model = served.model_of(name)
+        model = served.model_for(name, "encode")
         files, _ = await form(request, name, "encode")
+        if model.geometry.spatial:
+            return JSONResponse({"results": await served.compute(request, latents_of(files, model))})
         logvar = model.kind == "vae"
         result = await served.compute(request, lambda: vaesdk.run_job(model, "embed", files, logvar=logvar, workers=1, max_pixels=limits.max_image_pixels))
         c = result.columns
@@ -198,7 +241,7 @@ def router(served: Served) -> APIRouter:
         """Multipart images (+ k, seed) -> JSON per-image -ELBO and -IW bound in bits/dim, anomaly
         score and p-value: the same figures as `vae score` on the same files, with the same
         default k (vaesdk.DEFAULT_IW_SAMPLES)."""
-        model = served.model_of(name)
+        model = served.model_for(name, "score")
         files, f = await form(request, name, "score")
         model.validate("score", k=f.k, seed=f.seed)
         result = await served.compute(request, lambda: vaesdk.run_job(model, "score", files, k=f.k, seed=f.seed, workers=1, max_pixels=limits.max_image_pixels))
@@ -209,5 +252,19 @@ def router(served: Served) -> APIRouter:
             return {key: value for key, value in scores[row].items() if key != "file"}
 
         return JSONResponse({**report, "results": job_results(result, record)})
+
+    @api.post(
+        "/v1/models/{name}/embed", operation_id="embed", tags=["images"], dependencies=v1, response_class=JSONResponse, openapi_extra=forms["embed"],
+        responses=doc.errors(*ERRORS),
+    )  # fmt: skip
+    async def embed(request: Request, name: str = doc.name_param()) -> JSONResponse:
+        """Multipart images -> JSON {results: [{name, features} | {name, error}]}: the features
+        of `vae embed`, per-channel means of each image's spatial latent, [C] (models with
+        spatial latents; a flat model's features are its encode means)."""
+        model = served.model_for(name, "embed")
+        files, _ = await form(request, name, "embed")
+        result = await served.compute(request, lambda: vaesdk.run_job(model, "embed", files, workers=1, max_pixels=limits.max_image_pixels))
+        features = result.columns["mean"]
+        return JSONResponse({"results": job_results(result, lambda row: {"features": features[row].tolist()})})
 
     return api

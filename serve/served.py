@@ -48,6 +48,17 @@ class Served:
             raise ApiError(404, "not_found", f"unknown model {name[:80]!r}; served models: {', '.join(self.models)}")
         return self.models[name]
 
+    def model_for(self, name: str, operation: str) -> vaesdk.Model:
+        """The served model `name`, for a route of `operation`: a route the model does not have
+        (contract.operations_of) answers the SDK's refusal of that operation (422), or 404 where
+        the SDK refuses nothing (embed of a flat model, whose features are its encode means)."""
+        model = self.model_of(name)
+        have = contract.operations_of(model)
+        if operation not in have:
+            model.validate(operation)
+            raise ApiError(404, "not_found", f"model {name!r} has no {operation} route; its routes: {', '.join(have)}")
+        return model
+
     async def compute(self, request: Request, fn: Callable[[], Any]) -> Any:
         """fn() in the pool, within the request timeout; cancelled if the client goes."""
 

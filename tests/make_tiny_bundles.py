@@ -2,15 +2,16 @@
 tiny-lowrank (the default decoder: low-rank-plus-diagonal covariance, dequantized likelihood,
 with a fitted mixture prior); and tiny-bernoulli, tiny-cbernoulli, tiny-fixed and tiny-none,
 small MLP VAEs exported by `vae export --from` with each likelihood kind that only such
-imported models have (vaesdk.export.importer), for the conformance vectors.
+imported models have (vaesdk.export.importer), for the conformance vectors; and tiny-kl and
+tiny-taesd, latent-diffusion autoencoders with spatial latents (`SPATIAL`).
 
 They are trained for a few hundred steps on real Fashion-MNIST images and exported through
 the full pipeline (parity gate included), small enough to commit (tens of KB each), so the
 runtime and command-line tests need neither torch nor a training run. Run it again, and
 commit the result, when the bundle format or the export changes:
 
-    python tests/make_tiny_bundles.py [vae] [ae] [lowrank] [bernoulli] ...   # all by default; needs
-                                                              # the train extra and dataset-fashion-mnist
+    python tests/make_tiny_bundles.py [vae] [ae] [lowrank] [bernoulli] ... [kl] [taesd]   # all by default;
+                                                 # needs the train and import extras and dataset-fashion-mnist
 
 `train_and_export` is also what the export tests call to make a fresh bundle of their own.
 """
@@ -109,13 +110,75 @@ def import_and_export(root: Path, name: str) -> Path:
                       source={"from": "python", "function": f"tests/make_tiny_bundles.py ({name})"})  # fmt: skip
 
 
+# Latent-diffusion autoencoders with random weights (diffusers' classes, built from code):
+# tiny-kl, an AutoencoderKL with f = 8 and the middle block's attention, exported with its
+# float16 decoder; tiny-taesd, an AutoencoderTiny with f = 4. Both take any image size.
+SPATIAL = ("kl", "taesd")
+
+
+def diffusers_export(root: Path, name: str) -> Path:
+    """Build tiny-NAME's diffusers model from code and export it with `vae export --from diffusers`."""
+    import diffusers
+    import torch
+    from vaesdk.export.importer import export_from
+
+    torch.manual_seed(0)
+    if name == "kl":
+        model = diffusers.AutoencoderKL(
+            block_out_channels=(8, 8, 16, 16), layers_per_block=1, norm_num_groups=4, latent_channels=4,
+            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, scaling_factor=0.18215,
+        )  # fmt: skip
+    else:
+        model = diffusers.AutoencoderTiny(
+            encoder_block_out_channels=(8, 8, 8), decoder_block_out_channels=(8, 8, 8), num_encoder_blocks=(1, 1, 1),
+            num_decoder_blocks=(1, 1, 1), latent_channels=4,
+        )  # fmt: skip
+    model.save_pretrained(root / f"diffusers-{name}")
+    return export_from("diffusers", str(root / f"diffusers-{name}"), root / f"tiny-{name}", images=DATA / "emoji-inputs",
+                       name=f"tiny-{name}", fp16=name == "kl", log=lambda s: print(s, file=sys.stderr))  # fmt: skip
+
+
+OVERFLOW_FP16 = DATA / "fp16-overflow-decoder.onnx"
+
+
+def overflow_fp16_decoder() -> None:
+    """tests/data/fp16-overflow-decoder.onnx: a decoder of tiny-kl's contract (z [N, 4, h, w] ->
+    mean [N, 3, 8h, 8w]) whose output overflows to infinity on every input, as an SDXL decoder's
+    does in float16 on some: put in place of tiny-kl's float16 decoder, it tests the runtime's
+    guard. (Its products overflow float32 too, so no graph optimizer can take the overflow away.)"""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((192, 4, 1, 1)).astype(np.float32), "w")
+    big = numpy_helper.from_array(np.array(1e30, np.float32), "big")
+    nodes = [
+        helper.make_node("Conv", ["z", "w"], ["c"]),
+        helper.make_node("DepthToSpace", ["c"], ["d"], blocksize=8),
+        helper.make_node("Mul", ["d", "big"], ["m1"]),
+        helper.make_node("Mul", ["m1", "big"], ["mean"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "overflow", [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 4, "h", "w"])],
+        [helper.make_tensor_value_info("mean", TensorProto.FLOAT, ["N", 3, "H", "W"])], [weight, big],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save_model(model, OVERFLOW_FP16)
+
+
 def main(names: list[str]) -> None:
-    unknown = set(names) - set(BUNDLES) - set(IMPORTED)
+    unknown = set(names) - set(BUNDLES) - set(IMPORTED) - set(SPATIAL)
     if unknown:
-        raise SystemExit(f"unknown bundle {sorted(unknown)}; choose from {', '.join([*BUNDLES, *IMPORTED])}")
+        raise SystemExit(f"unknown bundle {sorted(unknown)}; choose from {', '.join([*BUNDLES, *IMPORTED, *SPATIAL])}")
     with tempfile.TemporaryDirectory() as tmp:
-        for name in names or [*BUNDLES, *IMPORTED]:
-            made = import_and_export(Path(tmp), name) if name in IMPORTED else train_and_export(Path(tmp), **BUNDLES[name])
+        for name in names or [*BUNDLES, *IMPORTED, *SPATIAL]:
+            if name == "kl":
+                overflow_fp16_decoder()
+            if name in SPATIAL:
+                made = diffusers_export(Path(tmp), name)
+            else:
+                made = import_and_export(Path(tmp), name) if name in IMPORTED else train_and_export(Path(tmp), **BUNDLES[name])
             dest = DATA / f"tiny-{name}"
             shutil.rmtree(dest, ignore_errors=True)
             shutil.copytree(made, dest)

@@ -45,6 +45,7 @@ import vaesdk.bundle.reading
 import vaesdk.bundle.registry
 import vaesdk.runtime.session
 from vaesdk.bundle.format import MANIFEST, io_contract, validate_manifest
+from vaesdk.bundle.geometry import Geometry
 from vaesdk.bundle.reading import read_bundle
 from vaesdk.base.errors import BundleError
 from vaesdk.bundle.onnx_proto import inspect_model
@@ -402,7 +403,7 @@ def test_manifest_saying_latent_dim_9_over_the_tiny_ae_models_is_refused(tiny_ae
         m["latent"].pop("kl_per_dim", None)
         m["latent"].pop("gaussians", None)
         m.pop("directions", None)
-        for role, sides in io_contract("ae", 1, 28, 9).items():
+        for role, sides in io_contract("ae", Geometry(1, 28, 28, 9)).items():
             m[role].update(sides)
 
     rewrite_manifest(bundle, to_dim_9)

@@ -70,6 +70,15 @@ def test_the_layout_holds_the_bundles_graphs_byte_for_byte(model, tmp_path):
     assert (out / f"{model}-encoder" / "1" / "model.onnx").stat().st_mode & 0o777 == 0o666 & ~mask
 
 
+def test_a_bundle_of_spatial_latents_declares_open_sides(tmp_path):
+    bundle = Path(__file__).resolve().parent / "data" / "tiny-kl"
+    write_triton_repository(str(bundle), tmp_path / "repo")
+    decoder = (tmp_path / "repo" / "tiny-kl-decoder" / "config.pbtxt").read_text()
+    encoder = (tmp_path / "repo" / "tiny-kl-encoder" / "config.pbtxt").read_text()
+    assert "dims: [ 4, -1, -1 ]" in decoder and "dims: [ 3, -1, -1 ]" in decoder and "dims: [ 3, -1, -1 ]" in encoder
+    assert "(H and W multiples of 8) as float32 p * float32(1/255) * 2 - 1" in encoder and "pixel means in [-1, 1]" in decoder
+
+
 def test_the_configuration_text_follows_the_settings(tmp_path):
     settings = TritonSettings(max_batch_size=8, instances=3, kind="gpu", queue_delay_us=0)
     repo = write_triton_repository("fashion-mnist", tmp_path / "repo", settings, name="fm.v2")

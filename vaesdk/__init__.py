@@ -33,6 +33,7 @@ from .jobs.blocks import JobResult
 from .maths.latent import Posterior, RandomStreams
 from .runtime.loader import load
 from .runtime.model import DEFAULT_BATCH, DEFAULT_IW_SAMPLES, Model, Traversal
+from .runtime.spatial import Decoded, SpatialModel
 from .runtime.scoring import Scores
 from .runtime.per_image import ImageResult, map_images
 from .bundle.registry import DEFAULT_MODEL, list_models
@@ -48,7 +49,9 @@ __all__ = [
     "list_models",
     "available_providers",
     "Model",
+    "SpatialModel",
     "Posterior",
+    "Decoded",
     "Scores",
     "Traversal",
     "RandomStreams",

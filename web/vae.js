@@ -7,8 +7,16 @@
 //   const z = model.sample(4, { seed: 0 });           // Float32Array [4 * D]
 //   const { pixels } = await model.decode(z);         // Uint8Array [4 * H * W * C], NHWC
 //
+// A bundle with spatial latents [C, H/f, W/f] (format version 3: the autoencoders of latent
+// diffusion) gives a `SpatialBundleModel`, which decodes and encodes at a size it is given and
+// has no prior to sample:
+//
+//   const model = await loadBundle("tiny-kl/");
+//   const { mean } = await model.encodePosterior(pixels, { height: 64, width: 96 });  // [N * C * 16 * 24]
+//   const image = await model.decode(mean, { height: 64, width: 96, tileSize: 32 }); // tiled and blended
+//
 // Every rule here is the format's (docs/bundle-format.md), held to the conformance vectors of
-// conformance/v2/ under Node (conformance/run-vae-js.mjs): the draws take their noise as input
+// conformance/v2/ and conformance/v3/ under Node (conformance/run-vae-js.mjs): the draws take their noise as input
 // (`noiseFrom`), so given the same standard normals and uniforms the page's latents and pixels
 // are the Python SDK's; pixels are the SDK's conversion of the decoder's mean, bit for bit.
 
@@ -24,6 +32,17 @@ export class BundleError extends Error {
   constructor(category, message) {
     super(message);
     this.name = "BundleError";
+    this.category = category;
+  }
+}
+
+/** An operation a model refuses: `category` "unsupported" (the model has no such operation:
+ * sampling spatial latents, drawing pixels from a deterministic decoder) or "argument" (an
+ * input of the wrong size or shape). */
+export class OperationError extends Error {
+  constructor(category, message) {
+    super(message);
+    this.name = "OperationError";
     this.category = category;
   }
 }
@@ -185,15 +204,17 @@ function priorsOf(manifest, mixtures = {}) {
   return priors;
 }
 
-/** The prior names of a manifest and its default, by the format's rule. */
+/** The prior names of a manifest and its default, by the format's rule: N(0, I) is the prior
+ * of a vae with flat latents only; spatial latents name their priors as an ae does. */
 export function priorNames(manifest) {
+  const own = manifest.kind === "vae" && !("factor" in manifest.latent);
   const names = [
-    ...(manifest.kind === "vae" ? [STANDARD] : []),
+    ...(own ? [STANDARD] : []),
     ...Object.keys(manifest.latent.mixtures || {}).sort(),
     ...Object.keys(manifest.latent.gaussians || {}).sort(),
   ];
   const named = manifest.latent.default_prior;
-  return { names, defaultPrior: named ?? (manifest.kind === "vae" ? STANDARD : names[0] ?? null) };
+  return { names, defaultPrior: named ?? (own ? STANDARD : names[0] ?? null) };
 }
 
 /** A posterior draw: mean + exp(logvar / 2) * eps, in float32 as the SDK computes it. */
@@ -219,36 +240,129 @@ function roundHalfEven(v) {
   return f % 2 === 0 ? f : f + 1;
 }
 
-/** Decoder means [n, c, h, w] in [0, 1] units -> uint8 [n, h, w, c]: clip to [0, 1], multiply
- * by 255 in float32, round half to even. Any NaN or infinity refuses the whole batch. */
-export function toPixels(mean, n, c, h, w) {
+const UNIT_RANGE = [0, 1];
+const isUnit = ([lo, hi]) => lo === 0 && hi === 1;
+
+/** Decoder means [n, c, h, w] in the pixel range [lo, hi] (image.range; [0, 1] unless given)
+ * -> uint8 [n, h, w, c]: to [0, 1] units as float32((m - lo) / (hi - lo)), clip to [0, 1],
+ * multiply by 255 in float32, round half to even. Any NaN or infinity refuses the whole batch. */
+export function toPixels(mean, n, c, h, w, range = UNIT_RANGE) {
   const pixels = new Uint8Array(n * h * w * c);
   for (let i = 0; i < mean.length; i++) {
     if (!Number.isFinite(mean[i])) throw new BundleError("non-finite", "the decoder produced NaN or infinite pixels; the model file is broken");
   }
+  const [lo, hi] = range;
+  const unit = isUnit(range) ? (m) => m : (m) => Math.fround(Math.fround(m - lo) / (hi - lo));
   for (let k = 0; k < n; k++)
     for (let ch = 0; ch < c; ch++)
       for (let p = 0; p < h * w; p++) {
-        const v = Math.fround(Math.min(1, Math.max(0, mean[(k * c + ch) * h * w + p])));
+        const v = Math.fround(Math.min(1, Math.max(0, unit(mean[(k * c + ch) * h * w + p]))));
         pixels[(k * h * w + p) * c + ch] = roundHalfEven(Math.fround(v * F255));
       }
   return pixels;
 }
 
-/** uint8 [n, h, w, c] -> the encoder's input [n, c, h, w]: pixel times float32(1/255), in float32. */
-export function fromPixels(pixels, n, c, h, w) {
+/** uint8 [n, h, w, c] -> the encoder's input [n, c, h, w] in the pixel range [lo, hi]: pixel
+ * times float32(1/255), in float32, then for [-1, 1] float32(u * 2 - 1) (the doubling is exact). */
+export function fromPixels(pixels, n, c, h, w, range = UNIT_RANGE) {
   const x = new Float32Array(pixels.length);
+  const [lo, hi] = range;
+  const units = isUnit(range) ? (u) => u : (u) => Math.fround(Math.fround(u * (hi - lo)) + lo);
   for (let k = 0; k < n; k++)
     for (let ch = 0; ch < c; ch++)
-      for (let p = 0; p < h * w; p++) x[(k * c + ch) * h * w + p] = Math.fround(pixels[(k * h * w + p) * c + ch] * INV_255);
+      for (let p = 0; p < h * w; p++) x[(k * c + ch) * h * w + p] = units(Math.fround(pixels[(k * h * w + p) * c + ch] * INV_255));
   return x;
+}
+
+// ---- latent-diffusion units (docs/bundle-format.md, "Latent-diffusion units and channel statistics")
+
+/** The autoencoder's latents -> a latent-diffusion model's: float32((z - shift) * scale). */
+export function toDiffusion(z, scalingFactor = 1, shiftFactor = 0) {
+  const [s, t] = [Math.fround(scalingFactor), Math.fround(shiftFactor)];
+  return Float32Array.from(z, (v) => Math.fround(Math.fround(v - t) * s));
+}
+
+/** A latent-diffusion model's latents -> the autoencoder's: float32(z / scale + shift). */
+export function fromDiffusion(z, scalingFactor = 1, shiftFactor = 0) {
+  const [s, t] = [Math.fround(scalingFactor), Math.fround(shiftFactor)];
+  return Float32Array.from(z, (v) => Math.fround(Math.fround(v / s) + t));
+}
+
+// ---- tiles: a large latent (or image) in overlapping tiles, blended (vaesdk/maths/tiles.py) ------
+//
+// An axis of length n is cut into tiles of length t overlapping by at least o: starts 0, t - o,
+// 2(t - o), ... and a last tile flush with the end. Each tile's output is weighted by a ramp
+// rising linearly across the part it shares with a neighbour (flat at the input's own edges);
+// the outputs are summed, in the plan's order, and divided by the summed weights, all in float32.
+
+/** Tile starts along an axis of length n: tiles of `tile` overlapping by at least `overlap`. */
+export function tileStarts(n, tile, overlap) {
+  if (n <= tile) return [0];
+  const step = tile - overlap;
+  if (step < 1) throw new OperationError("argument", `a tile of ${tile} with an overlap of ${overlap} never advances; use an overlap below the tile`);
+  const out = [];
+  for (let s = 0; s < n - tile; s += step) out.push(s);
+  out.push(n - tile);
+  return out;
+}
+
+/** A tile's weights along one axis: rising over `fade` cells on a side with a neighbour. */
+export function tileRamp(length, fade, left, right) {
+  const w = new Float32Array(length).fill(1);
+  for (let i = 0; i < fade; i++) {
+    const edge = Math.fround(Math.fround(i + 0.5) / fade);
+    if (left) w[i] = Math.min(w[i], edge);
+    if (right) w[length - 1 - i] = Math.min(w[length - 1 - i], edge);
+  }
+  return w;
+}
+
+/** The tiles covering an input of height x width, row by row: {y, x, h, w} and which sides
+ * (top, bottom, left, right) it shares with a neighbour. */
+export function tilePlan(height, width, tile, overlap) {
+  const ys = tileStarts(height, tile, overlap);
+  const xs = tileStarts(width, tile, overlap);
+  const [th, tw] = [Math.min(tile, height), Math.min(tile, width)];
+  return ys.flatMap((y, i) => xs.map((x, j) => ({ y, x, h: th, w: tw, top: i > 0, bottom: i < ys.length - 1, left: j > 0, right: j < xs.length - 1 })));
+}
+
+/** Run `run` (a tile [1, c, h, w] as a Float32Array -> a Promise of outputs, Float32Arrays
+ * [1, c', h*num/den, w*num/den]) over the tiles of one input x [1, c, height, width] and blend
+ * its outputs: Float32Arrays [1, c', height*num/den, width*num/den]. A decoder has num = f,
+ * den = 1; an encoder num = 1, den = f (its tile and overlap multiples of f). */
+export async function runTiled(x, [c, height, width], run, tile, overlap, num = 1, den = 1) {
+  const [outH, outW] = [Math.floor((height * num) / den), Math.floor((width * num) / den)];
+  const fade = Math.floor((overlap * num) / den);
+  const total = new Float32Array(outH * outW);
+  let acc = null;
+  for (const t of tilePlan(height, width, tile, overlap)) {
+    const part = new Float32Array(c * t.h * t.w);
+    for (let ch = 0; ch < c; ch++)
+      for (let i = 0; i < t.h; i++) part.set(x.subarray((ch * height + t.y + i) * width + t.x, (ch * height + t.y + i) * width + t.x + t.w), (ch * t.h + i) * t.w);
+    const outs = await run(part, t);
+    const [oy, ox, oh, ow] = [Math.floor((t.y * num) / den), Math.floor((t.x * num) / den), Math.floor((t.h * num) / den), Math.floor((t.w * num) / den)];
+    const wy = tileRamp(oh, fade, t.top, t.bottom);
+    const wx = tileRamp(ow, fade, t.left, t.right);
+    acc ??= outs.map((o) => new Float32Array((o.length / (oh * ow)) * outH * outW));
+    outs.forEach((o, k) => {
+      for (let ch = 0; ch < o.length / (oh * ow); ch++)
+        for (let i = 0; i < oh; i++)
+          for (let j = 0; j < ow; j++) {
+            const at = (ch * outH + oy + i) * outW + ox + j;
+            acc[k][at] = Math.fround(acc[k][at] + Math.fround(o[(ch * oh + i) * ow + j] * Math.fround(wy[i] * wx[j])));
+          }
+    });
+    for (let i = 0; i < oh; i++) for (let j = 0; j < ow; j++) total[(oy + i) * outW + ox + j] = Math.fround(total[(oy + i) * outW + ox + j] + Math.fround(wy[i] * wx[j]));
+  }
+  for (const a of acc) for (let i = 0; i < a.length; i++) a[i] = Math.fround(a[i] / total[i % (outH * outW)]);
+  return acc;
 }
 
 // ---- manifest.json (docs/bundle-format.md, "Reading manifest.json") -----------------------------
 
 const TOKEN = /\s*(?:("(?:[^"\\]|\\.)*")|(-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?)|([{}[\]:,])|(true|false|null))/y;
 const INTEGER_FIELDS =
-  /^(?:format_version|image\.(?:height|width|channels)|latent\.dim|likelihood\.rank|(?:encoder|decoder)\.bytes|latent\.mixtures\..+\.bytes|(?:encoder|decoder)\.(?:inputs|outputs)\.\d+\.shape\.\d+|anomaly\.calibration\.n)$/;
+  /^(?:format_version|image\.(?:height|width|channels|multiple)|latent\.(?:dim|channels|factor)|likelihood\.rank|(?:encoder|decoder|variants\.fp16\.decoder)\.bytes|latent\.mixtures\..+\.bytes|(?:encoder|decoder)\.(?:inputs|outputs)\.\d+\.shape\.\d+|anomaly\.calibration\.n)$/;
 
 /** Walk valid JSON text: refuse a key repeated in one object, and return the paths of the
  * numbers written with a fraction or an exponent (JSON.parse makes 28.0 and 28 the same). */
@@ -304,7 +418,7 @@ export function parseManifest(buffer) {
   return manifest;
 }
 
-export const FORMAT_VERSION = 2;
+export const FORMAT_VERSION = 3;
 
 /** The format and version checks, made before anything else is read. */
 export function checkVersion(manifest) {
@@ -315,17 +429,124 @@ export function checkVersion(manifest) {
   if (!Number.isInteger(v) || v < 1) throw new BundleError("manifest", `invalid manifest: format_version must be an integer 1..${FORMAT_VERSION}, got ${JSON.stringify(v)}`);
 }
 
-/** The inputs and outputs each graph must have (docs/bundle-format.md, "The graphs").
- * decoderLogvar false: a vae decoder whose likelihood needs its mean only. */
-export function ioContract(kind, channels, size, dim, rank = 0, decoderLogvar = true) {
-  const image = ["N", channels, size, size];
+// ---- geometry: the image and latent shapes (docs/bundle-format.md, "Shapes") ---------------------
+
+export const MAX_IMAGE_SIDE = 4096;
+const MAX_LATENT_DIM = 65536;
+const MAX_LATENT_CHANNELS = 1024;
+const MAX_FACTOR = 64;
+const PIXEL_RANGES = [[0, 1], [-1, 1]];
+
+/** The image and latent shapes of one model, from its manifest (vaesdk/bundle/geometry.py):
+ * channels; a fixed size (height, width) or a free one (height and width null, sides multiples
+ * of `multiple`); the pixel range; flat latents [D] (latentChannels = D, factor null) or
+ * spatial ones [C, H/f, W/f]; the latent-diffusion units. */
+export class Geometry {
+  constructor({ channels, height = null, width = null, multiple = 1, range = UNIT_RANGE, latentChannels, factor = null, scalingFactor = 1, shiftFactor = 0 }) {
+    Object.assign(this, { channels, height, width, multiple, range, latentChannels, factor, scalingFactor, shiftFactor });
+  }
+
+  /** The geometry of a manifest already checked (checkManifest). */
+  static fromManifest(manifest) {
+    const { image, latent } = manifest;
+    const spatial = "factor" in latent;
+    return new Geometry({
+      channels: image.channels,
+      height: image.height ?? null,
+      width: image.width ?? null,
+      multiple: image.multiple ?? 1,
+      range: image.range ?? UNIT_RANGE,
+      latentChannels: spatial ? latent.channels : latent.dim,
+      factor: spatial ? latent.factor : null,
+      scalingFactor: latent.scaling_factor ?? 1,
+      shiftFactor: latent.shift_factor ?? 0,
+    });
+  }
+
+  get spatial() {
+    return this.factor !== null;
+  }
+
+  get fixedSize() {
+    return this.height !== null;
+  }
+
+  /** D of flat latents; C*h*w of spatial latents of a fixed size; null at a free size (no prior). */
+  get latentDim() {
+    if (!this.spatial) return this.latentChannels;
+    return this.fixedSize ? this.latentChannels * (this.height / this.factor) * (this.width / this.factor) : null;
+  }
+
+  /** Refuse (OperationError "argument") an image size this model does not take. */
+  checkSize(height, width) {
+    if (this.fixedSize) {
+      if (height !== this.height || width !== this.width) throw new OperationError("argument", `image size ${height}x${width} (HxW) is not this model's ${this.height}x${this.width}`);
+      return;
+    }
+    const m = this.multiple;
+    const ok = (side) => Number.isInteger(side) && side >= m && side <= MAX_IMAGE_SIDE && side % m === 0;
+    if (!ok(height) || !ok(width)) {
+      const near = (side) => Math.max(m, Math.floor(side / m + 0.5) * m);
+      throw new OperationError("argument", `image size ${height}x${width} (HxW): this model takes sides that are multiples of ${m} in ${m}..${MAX_IMAGE_SIDE}; crop or pad to ${near(height)}x${near(width)}`);
+    }
+  }
+
+  /** [height, width] of an operation's options: the given size, checked, or a fixed size's own. */
+  sizeOf({ height = this.height, width = this.width } = {}) {
+    if (height === null || width === null) throw new OperationError("argument", `this model takes images of any size (sides multiples of ${this.multiple}); give a height and width`);
+    this.checkSize(height, width);
+    return [height, width];
+  }
+
+  /** A latent's shape without the batch axis for an image of height x width: [D] or [C, h, w]. */
+  latentShape(height, width) {
+    if (!this.spatial) return [this.latentChannels];
+    return [this.latentChannels, height / this.factor, width / this.factor];
+  }
+
+  /** The graphs' image and latent shapes, batch axis "N" first; a free size's sides are "H", "W", "h", "w". */
+  graphShapes() {
+    if (!this.fixedSize) return [["N", this.channels, "H", "W"], ["N", this.latentChannels, "h", "w"]];
+    return [["N", this.channels, this.height, this.width], ["N", ...this.latentShape(this.height, this.width)]];
+  }
+
+  /** The size a reader runs each graph on once to see its real shapes: the model's own, or
+   * for a free size about 4 latent pixels a side, a multiple of `multiple`. */
+  probeSize() {
+    if (this.fixedSize) return [this.height, this.width];
+    const m = this.multiple;
+    const side = Math.max(m, Math.floor(Math.max(4 * (this.factor || 1), m) / m + 0.5) * m);
+    return [side, side];
+  }
+
+  toModelUnits(pixels, n, height, width) {
+    return fromPixels(pixels, n, this.channels, height, width, this.range);
+  }
+
+  toPixels(mean, n, height, width) {
+    return toPixels(mean, n, this.channels, height, width, this.range);
+  }
+
+  toDiffusion(z) {
+    return toDiffusion(z, this.scalingFactor, this.shiftFactor);
+  }
+
+  fromDiffusion(z) {
+    return fromDiffusion(z, this.scalingFactor, this.shiftFactor);
+  }
+}
+
+/** The inputs and outputs each graph must have (docs/bundle-format.md, "The graphs"), for a
+ * Geometry. decoderLogvar false: a vae decoder whose likelihood needs its mean only. */
+export function ioContract(kind, geometry, rank = 0, decoderLogvar = true) {
+  const [image, latent] = geometry.graphShapes();
   const spec = (name, shape) => ({ name, dtype: "float32", shape });
   const outs = kind === "vae" ? ["mean", "logvar"] : ["mean"];
   const decoder = (decoderLogvar ? outs : ["mean"]).map((o) => spec(o, image));
-  if (rank) decoder.push(spec("factor", ["N", rank, channels, size, size]));
+  if (rank) decoder.push(spec("factor", ["N", rank, ...image.slice(1)]));
   return {
-    encoder: { inputs: [spec("x", image)], outputs: outs.map((o) => spec(o, ["N", dim])) },
-    decoder: { inputs: [spec("z", ["N", dim])], outputs: decoder },
+    encoder: { inputs: [spec("x", image)], outputs: outs.map((o) => spec(o, latent)) },
+    decoder: { inputs: [spec("z", latent)], outputs: decoder },
   };
 }
 
@@ -339,43 +560,153 @@ export function decoderHasLogvar(manifest) {
 function contractOf(manifest) {
   const lik = manifest.likelihood || {};
   const lowrank = manifest.kind === "vae" && (lik.covariance ?? "diagonal") === "lowrank";
-  return ioContract(manifest.kind, manifest.image.channels, manifest.image.height, manifest.latent.dim, lowrank ? lik.rank : 0, decoderHasLogvar(manifest));
+  return ioContract(manifest.kind, Geometry.fromManifest(manifest), lowrank ? lik.rank : 0, decoderHasLogvar(manifest));
+}
+
+const FILE_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\.onnx$/;
+const MAX_MODEL_BYTES = 512 * 1024 * 1024;
+const FP16 = "fp16";
+const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+const show = (v) => JSON.stringify(v) ?? String(v);
+
+function manifestError(where, problem) {
+  return new BundleError("manifest", `invalid manifest: ${where} ${problem}`);
+}
+
+/** An integer field of `object` (required unless `optional`). */
+function integerField(object, key, where, optional = false) {
+  if (!(key in object)) {
+    if (optional) return undefined;
+    throw manifestError(`${where}.${key}`, "is missing");
+  }
+  if (!Number.isInteger(object[key])) throw manifestError(`${where}.${key}`, `must be an integer, got ${show(object[key])}`);
+  return object[key];
+}
+
+/** A graph file's entry: a plain .onnx name, its sha256 and its size. */
+function checkFileEntry(entry, where) {
+  if (!isObject(entry)) throw manifestError(where, "must be an object {file, sha256, bytes}");
+  if (typeof entry.file !== "string" || !FILE_RE.test(entry.file)) throw manifestError(`${where}.file`, `must be a plain file name ending in .onnx, got ${show(entry.file)}`);
+  if (typeof entry.sha256 !== "string" || !/^[0-9a-f]{64}$/.test(entry.sha256)) throw manifestError(`${where}.sha256`, "must be 64 lowercase hex digits");
+  const size = integerField(entry, "bytes", where);
+  if (!(size > 0 && size <= MAX_MODEL_BYTES)) throw manifestError(`${where}.bytes`, `must be in 1..${MAX_MODEL_BYTES}, got ${size}`);
+}
+
+/** The `image` and `latent` objects held to the format of `version`: the geometry. */
+function checkGeometry(manifest, version) {
+  const { image, latent } = manifest;
+  if (!isObject(image)) throw manifestError("image", "must be an object");
+  if (!isObject(latent)) throw manifestError("latent", "must be an object");
+  if (image.channels !== 1 && image.channels !== 3) throw manifestError("image.channels", `must be 1 or 3, got ${show(image.channels)}`);
+  const fixed = "height" in image || "width" in image || version < 3;
+  if (fixed) {
+    const [h, w] = [integerField(image, "height", "image"), integerField(image, "width", "image")];
+    if (!(h >= 1 && h <= MAX_IMAGE_SIDE && w >= 1 && w <= MAX_IMAGE_SIDE) || (version < 3 && h !== w))
+      throw manifestError("image", `must be ${version < 3 ? "square with a side" : "of height and width"} in 1..${MAX_IMAGE_SIDE}, got ${h}x${w}`);
+    if ("multiple" in image) throw manifestError("image.multiple", "is for a free size; a fixed size (height, width) has none");
+  } else {
+    const m = integerField(image, "multiple", "image");
+    if (!(m >= 1 && m <= MAX_FACTOR)) throw manifestError("image.multiple", `must be in 1..${MAX_FACTOR}, got ${m}`);
+  }
+  if (version < 3 && "range" in image) throw manifestError("image.range", `is a format version 3 key; this manifest says version ${version}`);
+  const range = image.range ?? UNIT_RANGE;
+  if (!Array.isArray(range) || range.length !== 2 || !PIXEL_RANGES.some(([lo, hi]) => range[0] === lo && range[1] === hi))
+    throw manifestError("image.range", `must be [0, 1] or [-1, 1], got ${show(range)}`);
+  const spatial = "factor" in latent || "channels" in latent;
+  if (spatial && version < 3) throw manifestError("latent", `has spatial keys (channels, factor), which need format version 3; this manifest says ${version}`);
+  if (spatial) {
+    if ("dim" in latent) throw manifestError("latent.dim", "is for flat latents; spatial latents have channels and factor");
+    const c = integerField(latent, "channels", "latent");
+    if (!(c >= 1 && c <= MAX_LATENT_CHANNELS)) throw manifestError("latent.channels", `must be in 1..${MAX_LATENT_CHANNELS}, got ${c}`);
+    const f = integerField(latent, "factor", "latent");
+    if (!(f >= 1 && f <= MAX_FACTOR)) throw manifestError("latent.factor", `must be in 1..${MAX_FACTOR}, got ${f}`);
+    if (fixed && (image.height % f || image.width % f)) throw manifestError("latent.factor", `must divide the image's height and width (${image.height}x${image.width}), got ${f}`);
+    if (!fixed && image.multiple % f) throw manifestError("image.multiple", `must be a multiple of latent.factor ${f}, got ${image.multiple}`);
+    for (const key of ["scaling_factor", "shift_factor"]) {
+      const v = latent[key];
+      if (key in latent && !(typeof v === "number" && Number.isFinite(v) && (key === "shift_factor" || v > 0)))
+        throw manifestError(`latent.${key}`, `must be a finite number${key === "scaling_factor" ? " above 0" : ""}, got ${show(v)}`);
+    }
+    for (const key of ["channel_mean", "channel_std"]) {
+      const v = latent[key];
+      if (v == null) continue;
+      if (!Array.isArray(v) || v.length !== c || !v.every((x) => typeof x === "number" && Number.isFinite(x))) throw manifestError(`latent.${key}`, `must be a list of ${c} numbers`);
+      if (key === "channel_std" && !v.every((x) => x > 0)) throw manifestError("latent.channel_std", "must hold numbers above 0");
+    }
+  } else {
+    if (!fixed) throw manifestError("image", "has a free size (multiple), which needs spatial latents (latent.channels, latent.factor)");
+    if (!isUnit(range)) throw manifestError("image.range", `must be [0, 1] with flat latents (their likelihoods are stated in [0, 1] pixel units), got ${show(range)}`);
+    const dim = integerField(latent, "dim", "latent");
+    if (!(dim >= 1 && dim <= MAX_LATENT_DIM)) throw manifestError("latent.dim", `must be in 1..${MAX_LATENT_DIM}, got ${dim}`);
+    for (const key of ["scaling_factor", "shift_factor", "channel_mean", "channel_std"])
+      if (key in latent) throw manifestError(`latent.${key}`, "is for spatial latents (latent.channels, latent.factor)");
+  }
+  return Geometry.fromManifest(manifest);
 }
 
 /** The checks beyond the JSON Schema that every reader makes (docs/bundle-format.md, "What a
- * reader checks beyond the schema"). The page does not bundle a schema validator: a reader
- * that wants the whole verdict runs vaesdk/manifest.schema.json too, as the conformance
- * harness does with ajv. */
+ * reader checks beyond the schema"), and the schema's own rules of the image, the latent and the
+ * float16 decoder's entry. The page does not bundle a schema validator: a reader that wants the
+ * whole verdict runs vaesdk/manifest.schema.json too, as the conformance harness does with ajv. */
 export function checkManifest(manifest) {
   checkVersion(manifest);
-  const fail = (where, problem) => new BundleError("manifest", `invalid manifest: ${where} ${problem}`);
+  const fail = manifestError;
   try {
-    const { image, latent } = manifest;
-    const dim = latent.dim;
-    if (image.width !== image.height) throw fail("image", `must be square, got ${image.height}x${image.width}`);
+    const version = manifest.format_version;
+    const geometry = checkGeometry(manifest, version);
+    const { latent } = manifest;
+    // The prior dimension: D, or C*h*w of spatial latents of a fixed size; none at a free size.
+    const dim = geometry.latentDim;
     const vector = (v, n, where) => {
       if (!Array.isArray(v) || v.length !== n) throw fail(where, `must be a list of ${n} numbers`);
+      const bad = v.find((x) => !(typeof x === "number" && Number.isFinite(x)));
+      if (bad !== undefined) throw fail(where, `must hold finite numbers, found ${show(bad)}`);
     };
-    if (latent.kl_per_dim != null) vector(latent.kl_per_dim, dim, "latent.kl_per_dim");
+    if (latent.kl_per_dim != null) {
+      if (geometry.spatial) throw fail("latent.kl_per_dim", "is for flat latents; a bundle with spatial latents has none");
+      vector(latent.kl_per_dim, dim, "latent.kl_per_dim");
+    }
+    if (manifest.kind !== "vae" && manifest.kind !== "ae") throw fail("kind", `must be 'vae' or 'ae', got ${show(manifest.kind)}`);
     const lik = manifest.likelihood;
+    if (manifest.kind === "vae" && !isObject(lik)) throw fail("likelihood", "must be an object {type, ...} for a vae");
+    if (manifest.kind === "ae" && lik != null) throw fail("likelihood", "must be null for a plain autoencoder ('ae')");
     const covariance = manifest.kind === "vae" ? lik.covariance ?? "diagonal" : null;
+    if (covariance === "lowrank" && !(Number.isInteger(lik.rank) && lik.rank >= 1 && lik.rank <= 256)) throw fail("likelihood.rank", `must be an integer in 1..256, got ${show(lik.rank)}`);
+    if (covariance === "fixed" && !(typeof lik.sigma === "number" && lik.sigma >= 1e-4 && lik.sigma <= 10)) throw fail("likelihood.sigma", `must be in 1e-4..10 ([0, 1] pixel units), got ${show(lik.sigma)}`);
     if (covariance === "lowrank" && lik.type !== "dequantized_gaussian") throw fail("likelihood.type", "must be 'dequantized_gaussian' with a low-rank covariance");
     if (covariance === "fixed" && lik.type !== "discretized_gaussian") throw fail("likelihood.covariance", "'fixed' (a sigma in the manifest) goes with type 'discretized_gaussian'");
     if (["bernoulli", "continuous_bernoulli", "none"].includes(lik?.type) && covariance !== "diagonal") throw fail("likelihood.covariance", `must be absent for type '${lik.type}', got '${covariance}'`);
+    if (geometry.spatial && manifest.kind === "vae" && lik.type !== "none") throw fail("likelihood.type", `must be 'none' with spatial latents (a deterministic decoder), got ${show(lik.type)}`);
+    if (geometry.spatial && manifest.anomaly != null) throw fail("anomaly", "is not defined for spatial latents; a bundle with spatial latents has none");
     const contract = contractOf(manifest);
-    for (const role of ["encoder", "decoder"])
+    for (const role of ["encoder", "decoder"]) {
+      checkFileEntry(manifest[role], role);
       for (const side of ["inputs", "outputs"])
         if (JSON.stringify(manifest[role][side].map(({ name, dtype, shape }) => ({ name, dtype, shape }))) !== JSON.stringify(contract[role][side]) || manifest[role][side].some((t) => Object.keys(t).length !== 3))
           throw fail(`${role}.${side}`, `must be ${JSON.stringify(contract[role][side])} for this kind, image and latent size`);
+    }
     if (manifest.decoder.file === manifest.encoder.file) throw fail("decoder.file", "must differ from encoder.file");
-    for (const [name, entry] of Object.entries(manifest.directions || {})) vector(entry.vector, dim, `directions.${name}.vector`);
+    const variants = manifest.variants;
+    if (variants != null && !isObject(variants)) throw fail("variants", "must be an object");
+    const fp16 = variants?.[FP16];
+    if (fp16 != null) {
+      if (version < 3) throw fail(`variants.${FP16}`, `is a format version 3 key; this manifest says version ${version}`);
+      if (!isObject(fp16)) throw fail(`variants.${FP16}`, "must be an object {decoder: {file, sha256, bytes}}");
+      if (!("decoder" in fp16)) throw fail(`variants.${FP16}.decoder`, "is missing");
+      checkFileEntry(fp16.decoder, `variants.${FP16}.decoder`);
+      if (fp16.decoder.file === manifest.encoder.file || fp16.decoder.file === manifest.decoder.file)
+        throw fail(`variants.${FP16}.decoder.file`, "must differ from encoder.file and decoder.file");
+    }
+    for (const [name, entry] of Object.entries(manifest.directions || {})) vector(entry.vector, geometry.spatial ? geometry.latentChannels : dim, `directions.${name}.vector`);
     const gaussians = latent.gaussians || {};
+    if ((Object.keys(gaussians).length || Object.keys(latent.mixtures || {}).length) && !dim)
+      throw fail("latent", "holds priors, which need latents of one shape: a bundle of a free image size has none");
     for (const [name, entry] of Object.entries(gaussians)) {
       vector(entry.mean, dim, `latent.gaussians.${name}.mean`);
       vector(entry.cholesky, (dim * (dim + 1)) / 2, `latent.gaussians.${name}.cholesky (lower triangle, row by row)`);
       for (let i = 0; i < dim; i++) if (!(entry.cholesky[(i * (i + 1)) / 2 + i] > 0)) throw fail(`latent.gaussians.${name}.cholesky`, "must have a positive diagonal");
     }
-    const names = new Set([...(manifest.kind === "vae" ? [STANDARD] : []), ...Object.keys(gaussians)]);
+    const names = new Set([...(manifest.kind === "vae" && !geometry.spatial ? [STANDARD] : []), ...Object.keys(gaussians)]);
     for (const [name, entry] of Object.entries(latent.mixtures || {})) {
       if (name === STANDARD || names.has(name)) throw fail("latent.mixtures", `has a bad or repeated prior name '${name}'`);
       if (entry.file === manifest.encoder.file || entry.file === manifest.decoder.file) throw fail(`latent.mixtures.${name}.file`, "must differ from the graphs' files");
@@ -509,11 +840,13 @@ async function checkDigest(buffer, entry, label) {
 
 const CHECK_PROBLEM = "(is the encoder in the decoder's place, or the model from another bundle?)";
 
+/** A bundle with flat latents [D]: priors to sample, a decoder with a likelihood (or none). */
 export class BundleModel {
   constructor(manifest, decoder, loadEncoder, mixtures = {}) {
     this.manifest = manifest;
     this.name = manifest.name;
     this.kind = manifest.kind;
+    this.geometry = Geometry.fromManifest(manifest);
     this.latentDim = manifest.latent.dim;
     this.height = manifest.image.height;
     this.width = manifest.image.width;
@@ -629,8 +962,156 @@ export class BundleModel {
   }
 }
 
+/** A bundle with spatial latents [C, H/f, W/f] (format version 3): the autoencoders of latent
+ * diffusion. The same interface as BundleModel, with the image size given to each operation
+ * (`{height, width}`, sides multiples of `multiple`; a fixed-size model's own by default) and
+ * latents Float32Array [N * C * h * w] in C, h, w order. Its decoder is deterministic and it has
+ * no prior: `sample` and `decodeSample` refuse (OperationError "unsupported"). A float16
+ * decoder (`variants.fp16`) is not read: the wasm backend computes in float32. */
+export class SpatialBundleModel {
+  constructor(manifest, decoder, loadEncoder) {
+    this.manifest = manifest;
+    this.name = manifest.name;
+    this.kind = manifest.kind;
+    this.geometry = Geometry.fromManifest(manifest);
+    const g = this.geometry;
+    this.height = g.height; // null at a free size
+    this.width = g.width;
+    this.channels = g.channels;
+    this.multiple = g.multiple;
+    this.factor = g.factor;
+    this.latentChannels = g.latentChannels;
+    this.latentDim = g.latentDim; // null at a free size
+    this.rank = 0;
+    this.likelihood = manifest.kind === "vae" ? "none" : null;
+    this.priors = new Map(); // N(0, I) is not the prior of spatial latents: its draws decode to noise
+    this._decoder = decoder;
+    this._encoder = null;
+    this._loadEncoder = loadEncoder;
+  }
+
+  get defaultPrior() {
+    return null;
+  }
+
+  dimsByUsage() {
+    return [];
+  }
+
+  sample() {
+    throw new OperationError("unsupported", `'${this.name}' has spatial latents and no prior: N(0, I) is not its prior (its draws decode to noise); encode an image and decode its latent, or decode latents from a latent-diffusion model`);
+  }
+
+  async decodeSample() {
+    throw new OperationError("unsupported", `'${this.name}' has a deterministic decoder: there are no pixels to draw; decode the latents instead`);
+  }
+
+  /** The tile side (image pixels) an operation runs in, or null: untiled. `tileSize` is a
+   * multiple of max(multiple, factor), at least 4 of them; an image no larger than it runs whole. */
+  _tiling(height, width, tileSize) {
+    if (tileSize == null) return null;
+    const step = Math.max(this.multiple, this.factor);
+    if (!Number.isInteger(tileSize) || tileSize % step || tileSize < 4 * step) throw new OperationError("argument", `tile_size ${tileSize} must be a multiple of ${step} and at least ${4 * step}`);
+    return height > tileSize || width > tileSize ? tileSize : null;
+  }
+
+  _latents(latents, options) {
+    const [height, width] = this.geometry.sizeOf(options);
+    const z = latents instanceof Float32Array ? latents : Float32Array.from(latents.flat(3));
+    const [c, h, w] = this.geometry.latentShape(height, width);
+    const per = c * h * w;
+    if (z.length === 0 || z.length % per !== 0) throw new OperationError("argument", `latents must hold N x ${c} x ${h} x ${w} numbers for images of ${height}x${width}, got ${z.length}`);
+    if (!z.every(Number.isFinite)) throw new OperationError("argument", "latents hold NaN or infinite values");
+    return { z, n: z.length / per, height, width, c, h, w };
+  }
+
+  /** One graph run, its outputs' sizes checked against the manifest's promise. */
+  async _run(session, role, input, dims, names, want) {
+    const out = await session.run({ [role === "decoder" ? "z" : "x"]: new ort.Tensor("float32", input, dims) }, names);
+    for (const name of names) {
+      if (JSON.stringify(out[name].dims) !== JSON.stringify(want))
+        throw new BundleError("graph", `the ${role} of '${this.name}' returns '${name}' as [${out[name].dims}] for an input [${dims}]; its manifest promises [${want}]: the model file does not match its manifest`);
+    }
+    return names.map((name) => out[name].data);
+  }
+
+  /** The decoder's mean for latents at an image size ({height, width}; `tileSize`: run in
+   * tiles of that many image pixels a side, overlapping by a quarter, blended): Float32Array
+   * NCHW in the model's pixel range. */
+  async decodeMean(latents, options = {}) {
+    const { z, n, height, width, c, h, w } = this._latents(latents, options);
+    const side = this._tiling(height, width, options.tileSize);
+    const image = [1, this.channels, height, width];
+    if (side === null) return (await this._run(this._decoder, "decoder", z, [n, c, h, w], ["mean"], [n, ...image.slice(1)]))[0];
+    const f = this.factor;
+    const tile = side / f;
+    const mean = new Float32Array(n * this.channels * height * width);
+    for (let k = 0; k < n; k++) {
+      const run = (part, t) => this._run(this._decoder, "decoder", part, [1, c, t.h, t.w], ["mean"], [1, this.channels, t.h * f, t.w * f]);
+      const [blended] = await runTiled(z.subarray(k * c * h * w, (k + 1) * c * h * w), [c, h, w], run, tile, Math.floor(tile / 4), f, 1);
+      mean.set(blended, k * blended.length);
+    }
+    return mean;
+  }
+
+  /** Latents -> {pixels: Uint8Array NHWC, n, height, width, channels}: the decoder's mean as pixels. */
+  async decode(latents, options = {}) {
+    const { n, height, width } = this._latents(latents, options);
+    const pixels = this.geometry.toPixels(await this.decodeMean(latents, options), n, height, width);
+    return { pixels, n, height, width, channels: this.channels };
+  }
+
+  /** Pixels (Uint8Array NHWC, N images of {height, width}; `tileSize` as for decodeMean, the
+   * overlap a quarter of it rounded down to a multiple of the factor) -> the posterior: {mean,
+   * logvar} as Float32Array [N * C * h * w] (logvar null for a plain autoencoder), and n, h, w. */
+  async encodePosterior(pixels, options = {}) {
+    const [height, width] = this.geometry.sizeOf(options);
+    const per = height * width * this.channels;
+    if (pixels.length === 0 || pixels.length % per !== 0) throw new OperationError("argument", `pixels must hold N x ${height} x ${width} x ${this.channels} values (NHWC), got ${pixels.length}`);
+    if (!this._encoder) this._encoder = await this._loadEncoder();
+    const n = pixels.length / per;
+    const [c, h, w] = this.geometry.latentShape(height, width);
+    const names = this.kind === "vae" ? ["mean", "logvar"] : ["mean"];
+    const x = this.geometry.toModelUnits(pixels, n, height, width);
+    const side = this._tiling(height, width, options.tileSize);
+    let outs;
+    if (side === null) outs = await this._run(this._encoder, "encoder", x, [n, this.channels, height, width], names, [n, c, h, w]);
+    else {
+      const f = this.factor;
+      outs = names.map(() => new Float32Array(n * c * h * w));
+      for (let k = 0; k < n; k++) {
+        const run = (part, t) => this._run(this._encoder, "encoder", part, [1, this.channels, t.h, t.w], names, [1, c, t.h / f, t.w / f]);
+        const image = x.subarray(k * this.channels * height * width, (k + 1) * this.channels * height * width);
+        const blended = await runTiled(image, [this.channels, height, width], run, side, Math.floor(side / 4 / f) * f, 1, f);
+        blended.forEach((b, i) => outs[i].set(b, k * c * h * w));
+      }
+    }
+    return { mean: Float32Array.from(outs[0]), logvar: outs[1] ? Float32Array.from(outs[1]) : null, n, h, w };
+  }
+
+  /** Pixels -> posterior means, Float32Array [N * C * h * w]. */
+  async encode(pixels, options = {}) {
+    return (await this.encodePosterior(pixels, options)).mean;
+  }
+
+  /** Encode, then decode the posterior means at the same size: {pixels, n, height, width, channels}. */
+  async reconstruct(pixels, options = {}) {
+    return this.decode(await this.encode(pixels, options), options);
+  }
+
+  /** This model's latents -> a latent-diffusion model's: (z - shift_factor) * scaling_factor. */
+  toDiffusion(z) {
+    return this.geometry.toDiffusion(z);
+  }
+
+  /** A latent-diffusion model's latents -> this model's: z / scaling_factor + shift_factor. */
+  fromDiffusion(z) {
+    return this.geometry.fromDiffusion(z);
+  }
+}
+
 /** The graph's inputs and outputs: the contract's names in order, float32, its ranks and
- * sizes, and a symbolic batch axis (any name). */
+ * sizes, a symbolic batch axis (any name), and a free size's sides symbolic (any names). */
 function checkGraph(session, contract, label) {
   const want = (side) => contract[side].map((t) => t.name);
   for (const [side, got, meta] of [["inputs", session.inputNames, session.inputMetadata], ["outputs", session.outputNames, session.outputMetadata]]) {
@@ -639,7 +1120,7 @@ function checkGraph(session, contract, label) {
     (meta || []).forEach((m, i) => {
       const need = contract[side][i].shape;
       const shape = m.shape || [];
-      const sizes = shape.length === need.length && shape.slice(1).every((d, j) => d === need[j + 1]);
+      const sizes = shape.length === need.length && shape.slice(1).every((d, j) => (typeof need[j + 1] === "number" ? d === need[j + 1] : typeof d !== "number"));
       if (m.type !== "float32" || !sizes || typeof shape[0] === "number")
         throw new BundleError("graph", `${label} ${side.slice(0, -1)} '${m.name}' is ${m.type} ${JSON.stringify(shape)}; the contract needs float32 ${JSON.stringify(need)} with a symbolic batch axis`);
     });
@@ -668,12 +1149,15 @@ export async function openBundle(read, { validate = null } = {}) {
     return session;
   };
   const decoder = await graph("decoder");
+  const geometry = Geometry.fromManifest(manifest);
   const mixtures = {};
   for (const [name, entry] of Object.entries(manifest.latent.mixtures || {})) {
     const buffer = await read(entry.file);
     await checkDigest(buffer, entry, entry.file);
-    mixtures[name] = checkMixture(readNpz(buffer, entry.file), manifest.latent.dim, entry.file);
+    mixtures[name] = checkMixture(readNpz(buffer, entry.file), geometry.latentDim, entry.file);
   }
+  // Spatial latents: the prior files are checked as every reader must, and not drawn from.
+  if (geometry.spatial) return new SpatialBundleModel(manifest, decoder, () => graph("encoder"));
   return new BundleModel(manifest, decoder, () => graph("encoder"), mixtures);
 }
 
@@ -693,27 +1177,50 @@ export async function loadBundle(base, { headers = {} } = {}) {
   return openBundle(read);
 }
 
-/** Image file -> model-sized pixels (Uint8Array HWC), by the SDK's policy: transparency on
- * black, longer side scaled to the model's size, centred on a black square, luma for one
- * channel. The browser's resampling differs slightly from Pillow's Lanczos. */
-export async function imageToPixels(file, model) {
-  const bitmap = await createImageBitmap(file);
-  const { height: size, channels: c } = model;
-  const canvas = new OffscreenCanvas(size, size);
-  const ctx = canvas.getContext("2d");
-  ctx.fillStyle = "black";
-  ctx.fillRect(0, 0, size, size);
-  const scale = size / Math.max(bitmap.width, bitmap.height);
-  const w = Math.max(1, Math.round(bitmap.width * scale));
-  const h = Math.max(1, Math.round(bitmap.height * scale));
-  ctx.imageSmoothingQuality = "high";
-  ctx.drawImage(bitmap, Math.floor((size - w) / 2), Math.floor((size - h) / 2), w, h);
-  const rgba = ctx.getImageData(0, 0, size, size).data;
-  const out = new Uint8Array(size * size * c);
-  for (let p = 0; p < size * size; p++) {
+/** RGBA canvas data -> Uint8Array HWC of c channels (luma, as Pillow's L, for one). */
+function canvasPixels(rgba, count, c) {
+  const out = new Uint8Array(count * c);
+  for (let p = 0; p < count; p++) {
     const [r, g, b] = [rgba[4 * p], rgba[4 * p + 1], rgba[4 * p + 2]];
     if (c === 1) out[p] = Math.round((r * 299 + g * 587 + b * 114) / 1000);
     else out.set([r, g, b], 3 * p);
   }
   return out;
+}
+
+/** Image file -> model-sized pixels (Uint8Array HWC), by the SDK's policy: transparency on
+ * black, scaled to fit the model's height x width with its aspect kept, centred on black, luma
+ * for one channel. The browser's resampling differs slightly from Pillow's Lanczos. */
+export async function imageToPixels(file, model) {
+  const bitmap = await createImageBitmap(file);
+  const { height, width, channels: c } = model;
+  const canvas = new OffscreenCanvas(width, height);
+  const ctx = canvas.getContext("2d");
+  ctx.fillStyle = "black";
+  ctx.fillRect(0, 0, width, height);
+  const scale = Math.min(width / bitmap.width, height / bitmap.height);
+  const w = Math.max(1, Math.round(bitmap.width * scale));
+  const h = Math.max(1, Math.round(bitmap.height * scale));
+  ctx.imageSmoothingQuality = "high";
+  ctx.drawImage(bitmap, Math.floor((width - w) / 2), Math.floor((height - h) / 2), w, h);
+  return canvasPixels(ctx.getImageData(0, 0, width, height).data, width * height, c);
+}
+
+/** Image file -> pixels at the image's own size for a free-size model: {pixels (Uint8Array
+ * HWC), height, width}. An image whose longer side exceeds `maxSide` is first scaled down to it
+ * (the page's bound on memory, not the format's); then its sides are cropped, centred, to
+ * multiples of the model's `multiple`. Transparency on black, luma for one channel. */
+export async function imageAtOwnSize(file, model, { maxSide = 512 } = {}) {
+  const bitmap = await createImageBitmap(file, { colorSpaceConversion: "none", premultiplyAlpha: "none" });
+  const m = model.multiple;
+  const scale = Math.min(1, maxSide / Math.max(bitmap.width, bitmap.height));
+  const [sw, sh] = [Math.max(1, Math.round(bitmap.width * scale)), Math.max(1, Math.round(bitmap.height * scale))];
+  const [width, height] = [Math.max(m, sw - (sw % m)), Math.max(m, sh - (sh % m))];
+  const canvas = new OffscreenCanvas(width, height);
+  const ctx = canvas.getContext("2d");
+  ctx.fillStyle = "black";
+  ctx.fillRect(0, 0, width, height);
+  ctx.imageSmoothingQuality = "high";
+  ctx.drawImage(bitmap, Math.floor((width - sw) / 2), Math.floor((height - sh) / 2), sw, sh);
+  return { pixels: canvasPixels(ctx.getImageData(0, 0, width, height).data, width * height, model.channels), height, width };
 }

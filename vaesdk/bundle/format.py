@@ -5,12 +5,16 @@ input/output contract, the manifest's checks (`validate_manifest`) and its JSON 
 (`manifest_json`). Export writes bundles by it; `reading` reads them from disk by it and
 `editing` rewrites a manifest in place.
 
-Contract (format_version 2), N being a symbolic batch dimension:
-  encoder.onnx  x [N, C, H, W] float32 in [0, 1]  ->  mean [N, D], logvar [N, D]   (ae: mean only)
-  decoder.onnx  z [N, D] float32                   ->  mean [N, C, H, W], logvar [N, C, H, W]   (ae: mean only)
-                                                       and factor [N, R, C, H, W] with a low-rank covariance
-Version 2 added the low-rank covariance (likelihood.covariance, likelihood.rank), the
-dequantized likelihood and fitted mixture priors; version-1 bundles read unchanged.
+Contract, N being a symbolic batch dimension and the shapes those of the bundle's `Geometry`:
+  encoder.onnx  x [N, C, H, W] float32 in the image's range  ->  mean, logvar: latents [N, D] or [N, C', h, w]
+                                                                 (ae: mean only)
+  decoder.onnx  z: latents                                   ->  mean [N, C, H, W], logvar [N, C, H, W]
+                                                                 (ae, and decoders without a Gaussian: mean only)
+                                                                 and factor [N, R, C, H, W] with a low-rank covariance
+Version 3 added spatial latents, free and non-square image sizes, the pixel range and
+latent-diffusion scaling (`geometry`); version 2 the low-rank covariance, the dequantized
+likelihood and fitted mixture priors. Bundles of versions 1 and 2 read unchanged, and a
+writer uses the lowest version that describes its bundle (`version_for`).
 """
 
 
@@ -26,19 +30,20 @@ from ..base.errors import BundleError
 from ..maths.anomaly import check_manifest_entry as check_anomaly_entry
 from ..maths.pixels import MANIFEST_TYPES, PixelLikelihood
 from ..maths.priors import STANDARD_PRIOR
+from .geometry import MAX_FACTOR, MAX_IMAGE_SIDE, MAX_LATENT_CHANNELS, MAX_LATENT_DIM, PIXEL_RANGES, Geometry
 
 BUNDLE_FORMAT = "vaesdk-bundle"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 MAX_MODEL_BYTES = 512 * 1024 * 1024
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
-MAX_LATENT_DIM = 65536
-MAX_IMAGE_SIDE = 4096
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\.onnx\Z")
 PRIOR_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\.npz\Z")
 MAX_PRIOR_BYTES = 64 * 1024 * 1024
 ROLES = ("encoder", "decoder")
+FP16 = "fp16"
+"""The variant holding a decoder that computes in float16 behind the decoder's float32 contract."""
 # The operators a bundle's graphs may run: what exporters of convolutional and attention
 # autoencoders produce, with no control flow (Loop, If, Scan), no random or sequence operators
 # and no custom domains, so that running a graph once costs what its size says.
@@ -59,15 +64,12 @@ MAX_CONSTANT_ELEMENTS = 1 << 28
 LIKELIHOODS = MANIFEST_TYPES
 
 
-def io_contract(
-    kind: str, channels: int, size: int, latent_dim: int, rank: int = 0, decoder_logvar: bool = True
-) -> dict[str, dict[str, list[dict[str, Any]]]]:
+def io_contract(kind: str, geometry: Geometry, rank: int = 0, decoder_logvar: bool = True) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """The inputs and outputs each graph must have, as written into the manifest.
     rank > 0: the decoder also outputs the factor W of a low-rank-plus-diagonal covariance;
     decoder_logvar=False: a vae decoder whose likelihood needs its mean only (Bernoulli,
     continuous Bernoulli, a fixed sigma, none)."""
-    image = ["N", channels, size, size]
-    latent = ["N", latent_dim]
+    image, latent = geometry.graph_shapes()
     outs = ("mean", "logvar") if kind == "vae" else ("mean",)
 
     def spec(name: str, shape: list) -> dict[str, Any]:
@@ -75,11 +77,16 @@ def io_contract(
 
     decoder_outs = [spec(o, image) for o in (outs if decoder_logvar else ("mean",))]
     if rank:
-        decoder_outs.append(spec("factor", ["N", rank, channels, size, size]))
+        decoder_outs.append(spec("factor", ["N", rank, *image[1:]]))
     return {
         "encoder": {"inputs": [spec("x", image)], "outputs": [spec(o, latent) for o in outs]},
         "decoder": {"inputs": [spec("z", latent)], "outputs": decoder_outs},
     }
+
+
+def version_for(geometry: Geometry) -> int:
+    """The lowest format version that describes a bundle of this geometry."""
+    return 2 if geometry.square_flat else 3
 
 
 # ---- manifest schema ----------------------------------------------------------------------
@@ -148,8 +155,9 @@ class Manifest:
         return self.data["kind"]
 
     @property
-    def image_size(self) -> int:
-        return self.data["image"]["height"]
+    def geometry(self) -> Geometry:
+        """The image and latent shapes (`geometry.Geometry`)."""
+        return Geometry.from_manifest(self.data)
 
     @property
     def channels(self) -> int:
@@ -157,7 +165,8 @@ class Manifest:
 
     @property
     def latent_dim(self) -> int:
-        return self.data["latent"]["dim"]
+        """D of flat latents; C*h*w of spatial latents of a fixed size (what a prior draws)."""
+        return self.geometry.latent_dim
 
     @property
     def directions(self) -> dict[str, dict[str, Any]]:
@@ -189,6 +198,13 @@ class Manifest:
         return self.data[role]
 
     @property
+    def fp16_decoder(self) -> dict[str, Any] | None:
+        """The file entry of the decoder that computes in float16, or None."""
+        variants = self.data.get("variants")
+        entry = variants.get(FP16) if isinstance(variants, dict) else None
+        return entry["decoder"] if entry else None
+
+    @property
     def mixtures(self) -> dict[str, dict[str, Any]]:
         """Fitted mixture priors: name -> {file, sha256, bytes, components, ...}."""
         return self.data["latent"].get("mixtures") or {}
@@ -198,6 +214,84 @@ class Manifest:
         """The manifest's `latent.default_prior`, or None when it names none; the default
         prior itself (this, or the format's rule without it) is `PriorSet.default`."""
         return self.data["latent"].get("default_prior")
+
+
+def _check_file_entry(entry: dict[str, Any], where: str) -> None:
+    """A graph file's entry: a plain .onnx name, its sha256 and its size."""
+    fname = _get(entry, "file", str, where)
+    if not FILE_RE.match(fname):
+        raise _fail(f"{where}.file", f"must be a plain file name ending in .onnx, got {fname!r}")
+    if not re.fullmatch(r"[0-9a-f]{64}", _get(entry, "sha256", str, where)):
+        raise _fail(f"{where}.sha256", "must be 64 lowercase hex digits")
+    size = _get(entry, "bytes", int, where)
+    if not 0 < size <= MAX_MODEL_BYTES:
+        raise _fail(f"{where}.bytes", f"must be in 1..{MAX_MODEL_BYTES}, got {size}")
+
+
+def _check_geometry(data: dict[str, Any], version: int) -> Geometry:
+    """The `image` and `latent` objects held to the format of `version`: the geometry."""
+    image = _get(data, "image", dict, "")
+    latent = _get(data, "latent", dict, "")
+    channels = _get(image, "channels", int, "image")
+    if channels not in (1, 3):
+        raise _fail("image.channels", f"must be 1 or 3, got {channels}")
+    fixed = "height" in image or "width" in image or version < 3
+    if fixed:
+        h, w = _get(image, "height", int, "image"), _get(image, "width", int, "image")
+        if not (1 <= h <= MAX_IMAGE_SIDE and 1 <= w <= MAX_IMAGE_SIDE) or (version < 3 and h != w):
+            shape = "square with a side" if version < 3 else "of height and width"
+            raise _fail("image", f"must be {shape} in 1..{MAX_IMAGE_SIDE}, got {h}x{w}")
+        if "multiple" in image:
+            raise _fail("image.multiple", "is for a free size; a fixed size (height, width) has none")
+    else:
+        multiple = _get(image, "multiple", int, "image")
+        if not 1 <= multiple <= MAX_FACTOR:
+            raise _fail("image.multiple", f"must be in 1..{MAX_FACTOR}, got {multiple}")
+    if version < 3:
+        for key in ("range",):
+            if key in image:
+                raise _fail(f"image.{key}", f"is a format version 3 key; this manifest says version {version}")
+    lo_hi = image.get("range", [0, 1])
+    if not isinstance(lo_hi, list) or tuple(float(v) for v in lo_hi if isinstance(v, (int, float)) and not isinstance(v, bool)) not in PIXEL_RANGES or len(lo_hi) != 2:
+        raise _fail("image.range", f"must be [0, 1] or [-1, 1], got {lo_hi!r:.40}")
+
+    spatial = "factor" in latent or "channels" in latent
+    if spatial and version < 3:
+        raise _fail("latent", f"has spatial keys (channels, factor), which need format version 3; this manifest says {version}")
+    if spatial:
+        if "dim" in latent:
+            raise _fail("latent.dim", "is for flat latents; spatial latents have channels and factor")
+        c = _get(latent, "channels", int, "latent")
+        if not 1 <= c <= MAX_LATENT_CHANNELS:
+            raise _fail("latent.channels", f"must be in 1..{MAX_LATENT_CHANNELS}, got {c}")
+        f = _get(latent, "factor", int, "latent")
+        if not 1 <= f <= MAX_FACTOR:
+            raise _fail("latent.factor", f"must be in 1..{MAX_FACTOR}, got {f}")
+        if fixed and (image["height"] % f or image["width"] % f):
+            raise _fail("latent.factor", f"must divide the image's height and width ({image['height']}x{image['width']}), got {f}")
+        if not fixed and image["multiple"] % f:
+            raise _fail("image.multiple", f"must be a multiple of latent.factor {f}, got {image['multiple']}")
+        for key in ("scaling_factor", "shift_factor"):
+            v = _get(latent, key, (int, float), "latent", required=False)
+            if v is not None and not (math.isfinite(v) and (key == "shift_factor" or v > 0)):
+                raise _fail(f"latent.{key}", f"must be a finite number{' above 0' if key == 'scaling_factor' else ''}, got {v!r}")
+        for key in ("channel_mean", "channel_std"):
+            if latent.get(key) is not None:
+                values = _vector(latent[key], c, f"latent.{key}")
+                if key == "channel_std" and min(values) <= 0:
+                    raise _fail("latent.channel_std", "must hold numbers above 0")
+    else:
+        if not fixed:
+            raise _fail("image", "has a free size (multiple), which needs spatial latents (latent.channels, latent.factor)")
+        if tuple(float(v) for v in lo_hi) != (0.0, 1.0):
+            raise _fail("image.range", f"must be [0, 1] with flat latents (their likelihoods are stated in [0, 1] pixel units), got {lo_hi}")
+        dim = _get(latent, "dim", int, "latent")
+        if not 1 <= dim <= MAX_LATENT_DIM:
+            raise _fail("latent.dim", f"must be in 1..{MAX_LATENT_DIM}, got {dim}")
+        for key in ("scaling_factor", "shift_factor", "channel_mean", "channel_std"):
+            if key in latent:
+                raise _fail(f"latent.{key}", "is for spatial latents (latent.channels, latent.factor)")
+    return Geometry.from_manifest(data)
 
 
 def validate_manifest(data: Any) -> Manifest:
@@ -212,7 +306,7 @@ def validate_manifest(data: Any) -> Manifest:
             f"bundle format_version {version} is newer than this vaesdk understands ({FORMAT_VERSION}); upgrade vaesdk"
         )
     if version < 1:
-        raise _fail("format_version", f"must be {FORMAT_VERSION}, got {version}")
+        raise _fail("format_version", f"must be in 1..{FORMAT_VERSION}, got {version}")
     name = _get(data, "name", str, "")
     if not NAME_RE.match(name):
         raise _fail("name", f"must match {NAME_RE.pattern}, got {name!r}")
@@ -221,20 +315,13 @@ def validate_manifest(data: Any) -> Manifest:
     if kind not in ("vae", "ae"):
         raise _fail("kind", f"must be 'vae' or 'ae', got {kind!r}")
 
-    image = _get(data, "image", dict, "")
-    h, w = _get(image, "height", int, "image"), _get(image, "width", int, "image")
-    if not (1 <= h <= MAX_IMAGE_SIDE) or h != w:
-        raise _fail("image", f"must be square with a side in 1..{MAX_IMAGE_SIDE}, got {h}x{w}")
-    channels = _get(image, "channels", int, "image")
-    if channels not in (1, 3):
-        raise _fail("image.channels", f"must be 1 or 3, got {channels}")
-
-    latent = _get(data, "latent", dict, "")
-    dim = _get(latent, "dim", int, "latent")
-    if not 1 <= dim <= MAX_LATENT_DIM:
-        raise _fail("latent.dim", f"must be in 1..{MAX_LATENT_DIM}, got {dim}")
+    geometry = _check_geometry(data, version)
+    dim = geometry.latent_dim if (geometry.fixed_size or not geometry.spatial) else 0
+    latent = data["latent"]
     _get(latent, "default_prior", str, "latent", required=False)
     if latent.get("kl_per_dim") is not None:
+        if geometry.spatial:
+            raise _fail("latent.kl_per_dim", "is for flat latents; a bundle with spatial latents has none")
         _vector(latent["kl_per_dim"], dim, "latent.kl_per_dim")
 
     likelihood = data.get("likelihood")
@@ -261,25 +348,31 @@ def validate_manifest(data: Any) -> Manifest:
             raise _fail("likelihood.covariance", f"must be absent for type {likelihood['type']!r}, got {covariance!r}")
     elif likelihood is not None:
         raise _fail("likelihood", "must be null for a plain autoencoder ('ae')")
+    if geometry.spatial and kind == "vae" and likelihood.get("type") != "none":
+        raise _fail("likelihood.type", f"must be 'none' with spatial latents (a deterministic decoder), got {likelihood.get('type')!r}")
+    if geometry.spatial and data.get("anomaly") is not None:
+        raise _fail("anomaly", "is not defined for spatial latents; a bundle with spatial latents has none")
 
     decoder_logvar = kind != "vae" or PixelLikelihood.from_manifest(likelihood).outputs[1:2] == ["logvar"]
-    contract = io_contract(kind, channels, h, dim, rank, decoder_logvar)
+    contract = io_contract(kind, geometry, rank, decoder_logvar)
     for role in ROLES:
         entry = _get(data, role, dict, "")
-        fname = _get(entry, "file", str, role)
-        if not FILE_RE.match(fname):
-            raise _fail(f"{role}.file", f"must be a plain file name ending in .onnx, got {fname!r}")
-        digest = _get(entry, "sha256", str, role)
-        if not re.fullmatch(r"[0-9a-f]{64}", digest):
-            raise _fail(f"{role}.sha256", "must be 64 lowercase hex digits")
-        size = _get(entry, "bytes", int, role)
-        if not 0 < size <= MAX_MODEL_BYTES:
-            raise _fail(f"{role}.bytes", f"must be in 1..{MAX_MODEL_BYTES}, got {size}")
+        _check_file_entry(entry, role)
         for side in ("inputs", "outputs"):
             if not _same_json(_get(entry, side, list, role), contract[role][side]):
-                raise _fail(f"{role}.{side}", f"must be {contract[role][side]} for this kind, image and latent size")
+                raise _fail(f"{role}.{side}", f"must be {contract[role][side]} for this kind, image and latent shape")
     if data["encoder"]["file"] == data["decoder"]["file"]:
         raise _fail("decoder.file", "must differ from encoder.file")
+    fp16 = (data.get("variants") or {}).get(FP16) if isinstance(data.get("variants"), dict) else None
+    if fp16 is not None:
+        if version < 3:
+            raise _fail(f"variants.{FP16}", f"is a format version 3 key; this manifest says version {version}")
+        decoder = _get(fp16, "decoder", dict, f"variants.{FP16}") if isinstance(fp16, dict) else None
+        if decoder is None:
+            raise _fail(f"variants.{FP16}", "must be an object {decoder: {file, sha256, bytes}}")
+        _check_file_entry(decoder, f"variants.{FP16}.decoder")
+        if decoder["file"] in (data["encoder"]["file"], data["decoder"]["file"]):
+            raise _fail(f"variants.{FP16}.decoder.file", "must differ from encoder.file and decoder.file")
 
     directions = data.get("directions")
     if directions is not None:
@@ -290,8 +383,10 @@ def validate_manifest(data: Any) -> Manifest:
                 raise _fail("directions", f"has a bad name {dname!r} (letters, digits, '_', '.', '-')")
             if not isinstance(entry, dict):
                 raise _fail(f"directions.{dname}", "must be an object")
-            _vector(entry.get("vector"), dim, f"directions.{dname}.vector")
+            _vector(entry.get("vector"), geometry.latent_channels if geometry.spatial else dim, f"directions.{dname}.vector")
     gaussians = data["latent"].get("gaussians")
+    if (gaussians or data["latent"].get("mixtures")) and not dim:
+        raise _fail("latent", "holds priors, which need latents of one shape: a bundle of a free image size has none")
     if gaussians is not None:
         if not isinstance(gaussians, dict):
             raise _fail("latent.gaussians", "must be an object of name -> {mean, cholesky}")
@@ -307,7 +402,7 @@ def validate_manifest(data: Any) -> Manifest:
             if min(diagonal) <= 0:
                 raise _fail(f"{where}.cholesky", "must have a positive diagonal")
     mixtures = data["latent"].get("mixtures")
-    names = {STANDARD_PRIOR} if kind == "vae" else set()
+    names = {STANDARD_PRIOR} if kind == "vae" and not geometry.spatial else set()  # N(0, I) is the prior of flat VAE latents only
     names |= set(gaussians or {})
     reserved = names | {STANDARD_PRIOR}  # 'standard' means N(0, I) in every kind, so no mixture takes it
     if mixtures is not None:

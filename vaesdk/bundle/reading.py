@@ -112,7 +112,7 @@ def _check_spec(t: TensorSpec, want: dict[str, Any], label: str) -> None:
             f"(any name, e.g. {want['shape']}): re-export with a dynamic batch axis"
         )
     for got, need in zip(t.shape[1:], want["shape"][1:]):
-        if got != need:
+        if got != need and (isinstance(need, int) or isinstance(got, int)):  # a symbol matches any symbol
             raise BundleError(f"{label} has shape {list(t.shape)}; the contract needs {want['shape']}")
 
 
@@ -143,6 +143,10 @@ def check_operators(info: ModelInfo, label: str) -> None:
                 )
 
 
+FP16_DECODER = "decoder:fp16"
+"""`Bundle.models` key of the decoder computing in float16, when the bundle has one."""
+
+
 @dataclass(frozen=True)
 class Bundle:
     """A verified bundle: its folder, manifest, and the model bytes exactly as hashed."""
@@ -164,8 +168,10 @@ def read_bundle(bundle_dir: str | os.PathLike, verify: bool = True) -> Bundle:
     # The manifest's own inputs and outputs: validate_manifest held them to io_contract.
     contract = {role: {side: manifest.file(role)[side] for side in ("inputs", "outputs")} for role in ROLES}
     models, infos = {}, {}
-    for role in ROLES:
-        entry = manifest.file(role)
+    graphs = [(role, manifest.file(role), contract[role]) for role in ROLES]
+    if manifest.fp16_decoder is not None:
+        graphs.append((FP16_DECODER, manifest.fp16_decoder, contract["decoder"]))  # the decoder's contract, float16 inside
+    for role, entry, io in graphs:
         path = bundle_dir / entry["file"]
         data = read_regular_file(path, MAX_MODEL_BYTES, f"{role} model")
         if verify and len(data) != entry["bytes"]:
@@ -186,7 +192,7 @@ def read_bundle(bundle_dir: str | os.PathLike, verify: bool = True) -> Bundle:
                 f"{path} stores tensors in external files ({', '.join(info.external_tensors[:3])}); "
                 "vaesdk bundles must be self-contained: re-export with the weights inside the .onnx file"
             )
-        check_graph_io(info, contract[role], str(path))
+        check_graph_io(info, io, str(path))
         check_operators(info, str(path))
         models[role], infos[role] = data, info
     priors = {}

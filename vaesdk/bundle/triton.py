@@ -137,21 +137,28 @@ def _tensors(field: str, tensors: tuple[TritonTensor, ...]) -> list[str]:
 
 def _describe(manifest: Manifest, role: str) -> list[str]:
     """What the graph takes and gives, in the bundle format's words, as comment lines."""
-    c, s, d = manifest.channels, manifest.image_size, manifest.latent_dim
+    g = manifest.geometry
+    c = g.channels
+    h, w = (g.height, g.width) if g.fixed_size else ("H", "W")
+    lo, hi = g.pixel_range
+    units = "p * float32(1/255)" if (lo, hi) == (0.0, 1.0) else f"p * float32(1/255) * {hi - lo:g} {'-' if lo < 0 else '+'} {abs(lo):g}"
+    latent = f"[{g.latent_channels}, {'H' if not g.fixed_size else h}/{g.factor}, {'W' if not g.fixed_size else w}/{g.factor}]" if g.spatial else f"[{manifest.latent_dim}]"
+    sides = f" (H and W multiples of {g.multiple})" if not g.fixed_size else ""
     if role == "encoder":
         lines = [
-            f"Input x: uint8 images p [H, W, C] = [{s}, {s}, {c}] as float32 p * float32(1/255),",
-            f"channels first [{c}, {s}, {s}] (docs/bundle-format.md, Pixels in).",
+            f"Input x: uint8 images p [H, W, C] = [{h}, {w}, {c}]{sides} as float32 {units},",
+            f"channels first [{c}, {h}, {w}] (docs/bundle-format.md, Pixels in).",
         ]
         if manifest.kind == "vae":
-            lines.append(f"Outputs mean, logvar [{d}]: the posterior q(z|x) = N(mean, diag(exp(logvar))).")
+            lines.append(f"Outputs mean, logvar {latent}: the posterior q(z|x) = N(mean, diag(exp(logvar))).")
         else:
-            lines.append(f"Output mean [{d}]: the latent of each image.")
+            lines.append(f"Output mean {latent}: the latent of each image.")
     else:
+        out = "in [0, 1]" if (lo, hi) == (0.0, 1.0) else f"in [{lo:g}, {hi:g}]"
         lines = [
-            f"Input z: latents [{d}], from the bundle's priors or the encoder.",
-            f"Output mean [{c}, {s}, {s}]: pixel means in [0, 1]; uint8 pixels are",
-            "rint(clip(mean, 0, 1) * 255), channels last (docs/bundle-format.md, Pixels out).",
+            f"Input z: latents {latent}, from the bundle's priors or the encoder.",
+            f"Output mean [{c}, {h}, {w}]: pixel means {out}; uint8 pixels are",
+            f"rint(clip({'mean' if (lo, hi) == (0.0, 1.0) else 'mean in [0, 1] units'}, 0, 1) * 255), channels last (docs/bundle-format.md, Pixels out).",
         ]
         others = [name for name in manifest.decoder_outputs if name != "mean"]
         if others:

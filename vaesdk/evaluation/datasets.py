@@ -105,7 +105,7 @@ def list_image_folder(folder: str | Path) -> tuple[list[Path], np.ndarray | None
     return files, None, ()
 
 
-def load_image_folder(folder: str | Path, image_size: int, channels: int) -> ImageSet:
+def load_image_folder(folder: str | Path, image_size: int | tuple[int, int], channels: int) -> ImageSet:
     """Every image file below `folder`, converted by the runtime's image policy. When every
     file sits in a sub-folder, each sub-folder is a class and the set is labelled."""
     files, labels, classes = list_image_folder(folder)

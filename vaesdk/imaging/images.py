@@ -273,19 +273,29 @@ def _to_mode(im: Image.Image, channels: int, label: str) -> Image.Image:
     return im.convert(target)
 
 
-def _fit(im: Image.Image, size: int) -> Image.Image:
-    """Scale so the longer side is `size` (aspect kept), centred on a black square."""
+Size = int | tuple[int, int] | None
+"""A model's image size: a square's side, (height, width), or None for the image's own size."""
+
+
+def _fit(im: Image.Image, size: tuple[int, int] | None) -> Image.Image:
+    """Scale so the image fits (height, width) with its aspect kept, centred on black; None
+    keeps the image's own size."""
     w, h = im.size
-    if (w, h) == (size, size):
+    if size is None or (h, w) == size:
         return im
-    scale = size / max(w, h)
-    new = (max(1, min(size, round(w * scale))), max(1, min(size, round(h * scale))))
+    sh, sw = size
+    scale = min(sw / w, sh / h)
+    new = (max(1, min(sw, round(w * scale))), max(1, min(sh, round(h * scale))))
     resized = im.resize(new, Image.Resampling.LANCZOS, reducing_gap=3.0)
-    if new == (size, size):
+    if new == (sw, sh):
         return resized
-    canvas = Image.new(im.mode, (size, size), 0)
-    canvas.paste(resized, ((size - new[0]) // 2, (size - new[1]) // 2))
+    canvas = Image.new(im.mode, (sw, sh), 0)
+    canvas.paste(resized, ((sw - new[0]) // 2, (sh - new[1]) // 2))
     return canvas
+
+
+def _hw(size: Size) -> tuple[int, int] | None:
+    return (size, size) if isinstance(size, int) else size
 
 
 def _array_to_uint8(a: np.ndarray, label: str) -> np.ndarray:
@@ -319,9 +329,10 @@ def _array_to_pil(a: np.ndarray, label: str) -> Image.Image:
     raise InvalidImageError(f"{label} has shape {a.shape}; expected [H, W] or [H, W, C] with C in 1, 3, 4")
 
 
-def load_image(image: ImageInput, size: int, channels: int, label: str | None = None, *, max_pixels: int | None = None) -> np.ndarray:
-    """One image of any supported kind -> uint8 [size, size, channels]. `max_pixels` lowers
-    the size limit below MAX_PIXELS (checked from the header, before decoding)."""
+def load_image(image: ImageInput, size: Size, channels: int, label: str | None = None, *, max_pixels: int | None = None) -> np.ndarray:
+    """One image of any supported kind -> uint8 [H, W, channels]: fitted to `size` (a side or
+    (H, W); aspect kept, centred on black), or at its own size when `size` is None.
+    `max_pixels` lowers the size limit below MAX_PIXELS (checked from the header, before decoding)."""
     label = label or _describe(image)
     limit = pixel_limit(max_pixels)
     if isinstance(image, np.ndarray):
@@ -347,14 +358,15 @@ def load_image(image: ImageInput, size: int, channels: int, label: str | None = 
     return _converted(im, size, channels, label)
 
 
-def _converted(im: Image.Image, size: int, channels: int, label: str) -> np.ndarray:
+def _converted(im: Image.Image, size: Size, channels: int, label: str) -> np.ndarray:
     try:
-        out = np.asarray(_fit(_to_mode(im, channels, label), size))
+        fitted = _fit(_to_mode(im, channels, label), _hw(size))
+        out = np.asarray(fitted)
     except InvalidImageError:
         raise
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as e:
         raise InvalidImageError(f"{label} could not be converted ({e})") from None
-    return out.reshape(size, size, channels)
+    return out.reshape(fitted.size[1], fitted.size[0], channels)
 
 
 def _describe(image: Any) -> str:
@@ -367,10 +379,11 @@ def _describe(image: Any) -> str:
     return "image data"
 
 
-def as_batch(images: ImageInput | Sequence[ImageInput], size: int, channels: int) -> np.ndarray:
-    """One image, a list of images or an array batch -> uint8 [N, size, size, channels]."""
+def as_batch(images: ImageInput | Sequence[ImageInput], size: int | tuple[int, int], channels: int) -> np.ndarray:
+    """One image, a list of images or an array batch -> uint8 [N, H, W, channels] fitted to
+    `size` (a side or (H, W))."""
     if isinstance(images, np.ndarray):
-        ready = images.dtype == np.uint8 and images.ndim == 4 and images.shape[1:] == (size, size, channels)
+        ready = images.dtype == np.uint8 and images.ndim == 4 and images.shape[1:] == (*_hw(size), channels)
         if ready and len(images):
             return images
         if images.ndim == 4 or (images.ndim == 3 and images.shape[-1] not in (1, 3, 4)):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +25,7 @@ import numpy as np
 from ..base.checks import positive_int
 from ..base.errors import InvalidArgumentError, InvalidImageError, VaesdkError
 from ..base.fileio import checked_path
-from .images import IMAGE_SUFFIXES, image_files, load_image, pixel_limit
+from .images import IMAGE_SUFFIXES, Size, image_files, load_image, pixel_limit
 
 DEFAULT_INPUT_BATCH = 256
 MAX_INPUT_BATCH = 1 << 20
@@ -72,10 +72,13 @@ class InputBatch:
         return [i.name for i in self.items if i.ok]
 
     @property
-    def images(self) -> np.ndarray:
-        """uint8 [B, H, W, C] of the readable inputs (B may be 0)."""
+    def images(self) -> np.ndarray | list[np.ndarray]:
+        """uint8 [B, H, W, C] of the readable inputs (B may be 0); a list of [H, W, C] when
+        their sizes differ (a model that takes images at their own size)."""
         good = [i.image for i in self.items if i.ok]
-        return np.stack(good) if good else np.zeros((0, 0, 0, 0), np.uint8)
+        if not good:
+            return np.zeros((0, 0, 0, 0), np.uint8)
+        return np.stack(good) if len({g.shape for g in good}) == 1 else good
 
     @property
     def errors(self) -> list[tuple[str, VaesdkError]]:
@@ -133,19 +136,20 @@ def read_inputs(
     """Read `sources` (paths, folders, bytes, file objects, PIL images, arrays, or
     (name, source) pairs) into the model's format, `batch_size` readable images at a time.
 
-    `image_shape` is (H, W, C) or a loaded Model. Every input gives an InputItem: its image,
+    `image_shape` is (H, W, C) or a loaded model (images at their own size, checked against
+    its geometry, for a model that takes any size). Every input gives an InputItem: its image,
     or the InvalidImageError that says what is wrong with it, so one broken file never stops
     the others. Only arguments that make the whole call meaningless raise. `workers`
     decoding threads (default: one per core; 1 decodes in the calling thread) read ahead
     of the consumer; the batches are the same for any number of workers. `max_pixels`
     lowers the per-image size limit (checked from each header before decoding).
     """
-    h, c = _shape(image_shape)
+    _shape(image_shape)
     batch_size = positive_int("batch_size", batch_size, MAX_INPUT_BATCH)
     workers = check_workers(workers)
     # Expanded now, not at the first next(): a bad argument fails at the call.
     named = expand_sources(sources)
-    return _batches(read_items(named, (h, 0, c), workers=workers, max_pixels=max_pixels), int(batch_size))
+    return _batches(read_items(named, image_shape, workers=workers, max_pixels=max_pixels), int(batch_size))
 
 
 def read_items(
@@ -153,13 +157,13 @@ def read_items(
 ) -> Iterator[InputItem]:
     """One InputItem per (name, source) pair of `expand_sources`, in order, decoded by
     `workers` threads a bounded number of chunks ahead of the consumer."""
-    h, c = _shape(image_shape)
+    shape = _shape(image_shape)
     workers = check_workers(workers)
     limit = pixel_limit(max_pixels)
     chunks = (named[i : i + READ_TASK_SIZE] for i in range(0, len(named), READ_TASK_SIZE))
     if workers == 1:
-        return (item for chunk in chunks for item in _decode_chunk(chunk, h, c, limit))
-    return _read_ahead(chunks, h, c, limit, workers)
+        return (item for chunk in chunks for item in _decode_chunk(chunk, shape, limit))
+    return _read_ahead(chunks, shape, limit, workers)
 
 
 def check_workers(workers: int | None) -> int:
@@ -168,36 +172,55 @@ def check_workers(workers: int | None) -> int:
     return positive_int("workers", workers, MAX_WORKERS, hint="(or None for one per core)")
 
 
-def _shape(image_shape: tuple[int, int, int] | Any) -> tuple[int, int]:
+@dataclass(frozen=True)
+class _Shape:
+    """How inputs are read: fitted to `size` (a side, or (H, W)), or at their own size
+    (None) and checked by `check` (height, width)."""
+
+    size: Size
+    channels: int
+    check: Callable[[int, int], None] | None = None
+
+
+def _shape(image_shape: tuple[int, int, int] | Any) -> _Shape:
+    geometry = getattr(image_shape, "geometry", None)
+    if geometry is not None and not geometry.fixed_size:
+        return _Shape(None, geometry.channels, geometry.check_size)
     if hasattr(image_shape, "image_shape"):
         image_shape = image_shape.image_shape
     try:
-        h, _, c = (int(x) for x in image_shape)
+        h, w, c = (int(x) for x in image_shape)
     except (TypeError, ValueError):
         raise InvalidArgumentError(f"image_shape must be (H, W, C) or a vaesdk.Model, got {image_shape!r:.80}") from None
-    return h, c
+    return _Shape(h if h == w else (h, w), c)
 
 
-def _decode_chunk(chunk: list[tuple[str, Any]], size: int, channels: int, max_pixels: int) -> list[InputItem]:
+def _decode_chunk(chunk: list[tuple[str, Any]], shape: _Shape, max_pixels: int) -> list[InputItem]:
     items = []
     for name, source in chunk:
         if isinstance(source, VaesdkError):
             items.append(InputItem(name, error=source))
             continue
         try:
-            items.append(InputItem(name, image=load_image(source, size, channels, name, max_pixels=max_pixels)))
+            image = load_image(source, shape.size, shape.channels, name, max_pixels=max_pixels)
+            if shape.check is not None:
+                try:
+                    shape.check(image.shape[0], image.shape[1])
+                except InvalidArgumentError as e:
+                    raise InvalidImageError(f"{name}: {e}") from None
+            items.append(InputItem(name, image=image))
         except VaesdkError as e:
             items.append(InputItem(name, error=e))
     return items
 
 
-def _read_ahead(chunks: Iterator[list[tuple[str, Any]]], size: int, channels: int, max_pixels: int, workers: int) -> Iterator[InputItem]:
+def _read_ahead(chunks: Iterator[list[tuple[str, Any]]], shape: _Shape, max_pixels: int, workers: int) -> Iterator[InputItem]:
     # A window of futures consumed in submission order: ordered output, bounded memory.
     pool = ThreadPoolExecutor(workers, thread_name_prefix="vaesdk-read")
     pending: deque = deque()
     try:
         for chunk in chunks:
-            pending.append(pool.submit(_decode_chunk, chunk, size, channels, max_pixels))
+            pending.append(pool.submit(_decode_chunk, chunk, shape, max_pixels))
             if len(pending) >= workers * AHEAD_PER_WORKER:
                 yield from pending.popleft().result()
         while pending:

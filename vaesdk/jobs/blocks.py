@@ -117,6 +117,8 @@ def check_job(model: Any, options: JobOptions) -> None:
     """Refuse, before any image is read, a job the model cannot do."""
     if options.operation == "score":
         model.require_vae("scoring likelihoods")
+    elif options.logvar and model.geometry.spatial:
+        raise InvalidArgumentError(f"logvar: {model.name!r} embeds an image as per-channel means of its spatial latent, which have no variance")
     elif options.logvar and model.kind != "vae":
         raise InvalidArgumentError(f"logvar needs a VAE; {model.name!r} is a plain autoencoder with no posterior variance")
 
@@ -130,6 +132,8 @@ def run_block(model: Any, options: JobOptions, block: int, items: list[InputItem
     columns: dict[str, np.ndarray]
     if not good:
         columns = _empty_columns(model, options)
+    elif options.operation == "embed" and model.geometry.spatial:
+        columns = {"mean": model.embed([i.image for i in good])}  # per-channel means, comparable across sizes
     elif options.operation == "embed":
         post = model.encode(np.stack([i.image for i in good]))
         columns = {"mean": post.mean}
@@ -145,7 +149,7 @@ def run_block(model: Any, options: JobOptions, block: int, items: list[InputItem
 
 def _empty_columns(model: Any, options: JobOptions) -> dict[str, np.ndarray]:
     if options.operation == "embed":
-        return {c: np.zeros((0, model.latent_dim), np.float32) for c in columns_of(model, options)}
+        return {c: np.zeros((0, model.feature_dim), np.float32) for c in columns_of(model, options)}
     return {c: np.zeros(0, np.float64) for c in columns_of(model, options)}
 
 

@@ -236,6 +236,8 @@ def validate(spec: ModelSpec, operation: Any, arguments: dict[str, Any]) -> dict
     except TypeError as e:
         # An argument the operation does not take: name it rather than show Python's message.
         unknown = sorted(set(arguments) - set(check.__code__.co_varnames[1 : check.__code__.co_argcount]))
+        if unknown and set(unknown) <= {"tile", "tile_size"}:
+            raise InvalidArgumentError(f"{' and '.join(unknown)} {'applies' if len(unknown) == 1 else 'apply'} to models with spatial latents; {spec.name!r} has flat latents of one image size") from None
         if unknown:
             raise InvalidArgumentError(f"{operation} takes no argument {', '.join(unknown)}") from None
         raise

@@ -6,6 +6,7 @@ import os
 
 from ..bundle.reading import read_bundle
 from .model import DEFAULT_BATCH, Model
+from .spatial import SpatialModel
 from ..bundle.registry import resolve
 
 
@@ -16,11 +17,14 @@ def load(
     threads: int | None = None,
     batch_size: int = DEFAULT_BATCH,
     verify: bool = True,
-) -> Model:
-    """Load a bundled model by name (default 'fashion-mnist') or a bundle folder by path.
+) -> Model | SpatialModel:
+    """Load a bundled model by name (default 'fashion-mnist') or a bundle folder by path: a
+    `Model`, or a `SpatialModel` for a bundle with spatial latents [C, h, w].
 
     device: 'auto' (CUDA when its provider really runs, else CPU), 'cuda', 'cuda:N' or 'cpu'.
     verify=False skips only the size and sha256 checks of the model files; never use it on
     bundles from sources you do not trust.
     """
-    return Model(read_bundle(resolve(name_or_path), verify=verify), device, threads=threads, batch_size=batch_size)
+    bundle = read_bundle(resolve(name_or_path), verify=verify)
+    cls = SpatialModel if bundle.manifest.geometry.spatial else Model
+    return cls(bundle, device, threads=threads, batch_size=batch_size)

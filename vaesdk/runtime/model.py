@@ -25,6 +25,7 @@ from ..maths import latent as L
 from .arguments import DEFAULT_IW_SAMPLES, MAX_IW_SAMPLES, MAX_SAMPLES, MAX_STEPS
 from ..bundle.reading import Bundle
 from ..bundle.format import Manifest
+from ..bundle.geometry import Geometry
 from ..bundle.editing import add_direction
 from ..base.errors import BundleError, InvalidArgumentError
 from ..imaging.images import ImageInput
@@ -95,6 +96,16 @@ class Model:
     def image_shape(self) -> tuple[int, int, int]:
         """(H, W, C) of the images the model takes and makes."""
         return self.spec.image_shape
+
+    @property
+    def geometry(self) -> Geometry:
+        """The image and latent shapes (flat latents [D] of one image size)."""
+        return self.spec.geometry
+
+    @property
+    def feature_dim(self) -> int:
+        """Numbers per image that `embed` gives: D."""
+        return self.latent_dim
 
     @property
     def device(self) -> str:

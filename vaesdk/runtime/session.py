@@ -156,11 +156,13 @@ def verify_output_contract(encoder: Graph, decoder: Graph, manifest: Any, label:
     """Run each graph once on one zero input and compare the real output shapes with the
     manifest's: a graph may declare the right shapes and compute others, which would
     otherwise surface later as a numpy broadcasting error far from its cause."""
-    c, s, d = manifest.channels, manifest.image_size, manifest.latent_dim
+    geometry = manifest.geometry
+    h, w = geometry.probe_size()
+    image, latent = (1, geometry.channels, h, w), (1, *geometry.latent_shape(h, w))
     vae = manifest.kind == "vae"
     checks = (
-        (encoder, np.zeros((1, c, s, s), np.float32), (1, d), "encoder", ["mean", "logvar"] if vae else ["mean"]),
-        (decoder, np.zeros((1, d), np.float32), (1, c, s, s), "decoder", [o for o in manifest.decoder_outputs if o != "factor"]),
+        (encoder, np.zeros(image, np.float32), latent, "encoder", ["mean", "logvar"] if vae else ["mean"]),
+        (decoder, np.zeros(latent, np.float32), image, "decoder", [o for o in manifest.decoder_outputs if o != "factor"]),
     )
     for graph, x, want, role, outputs in checks:
         # A bundle's operators are bounded at reading (bundle.reading.check_operators); the

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..maths.anomaly import Calibration, read_calibration
 from ..bundle.format import FORMAT_VERSION, MANIFEST, Manifest
+from ..bundle.geometry import Geometry
 from ..bundle.reading import Bundle
 from ..base.errors import InvalidArgumentError, UnsupportedOperationError
 from ..imaging.images import ImageInput, as_batch
@@ -34,11 +35,14 @@ class ModelSpec:
     @classmethod
     def from_bundle(cls, bundle: Bundle) -> ModelSpec:
         m = bundle.manifest
+        geometry = m.geometry
+        # Latents of one shape have a dimension a prior draws in; a free-size model's have none.
+        dim = geometry.latent_dim if geometry.fixed_size or not geometry.spatial else 0
         gaussians = {k: LatentGaussian.from_manifest(v, f"{bundle.path}/{MANIFEST} latent.gaussians.{k}") for k, v in (m.data["latent"].get("gaussians") or {}).items()}
-        mixtures = {
-            k: GaussianMixture.from_npz(v, m.latent_dim, f"{bundle.path}/{m.mixtures[k]['file']}") for k, v in bundle.priors.items()
-        }
-        return cls(bundle.path, m, PriorSet(m.name, m.kind, m.latent_dim, mixtures, gaussians, m.default_prior))
+        mixtures = {k: GaussianMixture.from_npz(v, dim, f"{bundle.path}/{m.mixtures[k]['file']}") for k, v in bundle.priors.items()}
+        # N(0, I) is the prior of flat VAE latents only: spatial latents' draws from it decode to noise.
+        own_prior = m.kind if not geometry.spatial else "ae"
+        return cls(bundle.path, m, PriorSet(m.name, own_prior, dim, mixtures, gaussians, m.default_prior))
 
     def with_manifest(self, manifest: Manifest) -> ModelSpec:
         """The same bundle after a manifest-only change (a direction added): the priors stay."""
@@ -59,15 +63,19 @@ class ModelSpec:
         return self.manifest.latent_dim
 
     @property
+    def geometry(self) -> Geometry:
+        """The image and latent shapes."""
+        return self.manifest.geometry
+
+    @property
     def image_shape(self) -> tuple[int, int, int]:
-        """(H, W, C) of the images the model takes and makes."""
-        s = self.manifest.image_size
-        return (s, s, self.manifest.channels)
+        """(H, W, C) of the images the model takes and makes (a fixed-size model)."""
+        return self.geometry.image_shape
 
     def to_batch(self, images: ImageInput | list[ImageInput]) -> np.ndarray:
         """Images as this model takes them: uint8 [N, H, W, C] by the input policy of `images.as_batch`."""
-        h, _, c = self.image_shape
-        return as_batch(images, h, c)
+        h, w, c = self.image_shape
+        return as_batch(images, h if h == w else (h, w), c)
 
     # ---- what it can do -------------------------------------------------------------------
 
@@ -135,7 +143,7 @@ class ModelSpec:
         """The description of the model as a plain JSON-ready dict (see `Model.describe`),
         for a model running on `device` with `providers`."""
         data = self.manifest.data
-        h, w, c = self.image_shape
+        g = self.geometry
         kl = data["latent"].get("kl_per_dim")
         training = data.get("training") or {}
         return {
@@ -144,10 +152,11 @@ class ModelSpec:
             "kind": self.kind,
             "format_version": data.get("format_version", FORMAT_VERSION),
             "path": str(self.path),
-            "image": {"height": h, "width": w, "channels": c},
-            "latent_dim": self.latent_dim,
+            "image": {"height": g.height, "width": g.width, "channels": g.channels},
+            "latent_dim": self.latent_dim if (g.fixed_size or not g.spatial) else None,
+            "geometry": g.describe(),
             "kl_per_dim": [float(x) for x in kl] if kl is not None else None,
-            "dims_by_usage": self.dims_by_usage(),
+            "dims_by_usage": self.dims_by_usage() if not g.spatial else None,
             "active_kl_threshold": ACTIVE_KL_NATS,
             "active_dims": int(np.sum(np.asarray(kl) > ACTIVE_KL_NATS)) if kl is not None else None,
             "priors": self.prior_set.names,

@@ -27,6 +27,8 @@ try {
     return { priors: [...model.priors.keys()], defaultPrior: model.defaultPrior, draws: z };
   }, draws));
   result.status = await page.textContent("#status");
+  // Which of the page's control groups show: a flat bundle's page shows no spatial controls.
+  result.visible = Object.fromEntries(await Promise.all(["#sample", "#grid", "#sliders", "#size-controls"].map(async (id) => [id, await page.isVisible(id)])));
   result.errors = errors;
   writeFileSync(outFile, JSON.stringify(result));
   if (screenshot) await page.screenshot({ path: screenshot });
