@@ -35,9 +35,15 @@ def available_providers() -> list[str]:
     return list(ort.get_available_providers())
 
 
-def _options(threads: int | None, quiet: bool) -> ort.SessionOptions:
+def _options(threads: int | None, quiet: bool, sized: bool = True) -> ort.SessionOptions:
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if not sized:
+        # A graph whose sides change from call to call (spatial latents): the memory pattern
+        # plans one block for every intermediate tensor of a run, which for such graphs doubled
+        # the peak (the tiny AutoencoderKL's decoder at 1024x1024: 4,377 MiB with it, 2,193
+        # without, no slower).
+        opts.enable_mem_pattern = False
     if threads:
         opts.intra_op_num_threads = threads
     # Between the parallel parts of a run onnxruntime's pool threads spin by default, holding
@@ -98,8 +104,9 @@ class Graph:
             ) from None
 
 
-def create_graph(model: bytes, device: str = "auto", threads: int | None = None, label: str = "model") -> Graph:
-    """A session for `model` on `device` ('auto', 'cpu', 'cuda' or 'cuda:N')."""
+def create_graph(model: bytes, device: str = "auto", threads: int | None = None, label: str = "model", sized: bool = True) -> Graph:
+    """A session for `model` on `device` ('auto', 'cpu', 'cuda' or 'cuda:N'); `sized=False`
+    for a graph whose image sides vary between calls."""
     if not isinstance(device, str) or not DEVICE_RE.match(device):
         raise InvalidArgumentError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r:.80}")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 0 <= threads <= MAX_THREADS):
@@ -109,7 +116,7 @@ def create_graph(model: bytes, device: str = "auto", threads: int | None = None,
         if CUDA in available_providers():
             providers = [(CUDA, {**CUDA_OPTIONS, "device_id": str(device_id)}), CPU]
             try:
-                session = ort.InferenceSession(model, sess_options=_options(threads, device == "auto"), providers=providers)
+                session = ort.InferenceSession(model, sess_options=_options(threads, device == "auto", sized), providers=providers)
             except Exception as e:  # e.g. a device_id beyond the GPUs present
                 if device != "auto":
                     raise DeviceUnavailableError(f"{_cuda_problem(device)} (onnxruntime: {str(e).splitlines()[0][:200]})") from None
@@ -118,13 +125,13 @@ def create_graph(model: bytes, device: str = "auto", threads: int | None = None,
                     return Graph(session, "cuda", session.get_inputs()[0].name)
         if device != "auto":
             raise DeviceUnavailableError(_cuda_problem(device))
-    session = _session(model, [CPU], threads, False, label)
+    session = _session(model, [CPU], threads, False, label, sized)
     return Graph(session, "cpu", session.get_inputs()[0].name)
 
 
-def _session(model: bytes, providers: list, threads: int | None, quiet: bool, label: str) -> ort.InferenceSession:
+def _session(model: bytes, providers: list, threads: int | None, quiet: bool, label: str, sized: bool = True) -> ort.InferenceSession:
     try:
-        return ort.InferenceSession(model, sess_options=_options(threads, quiet), providers=providers)
+        return ort.InferenceSession(model, sess_options=_options(threads, quiet, sized), providers=providers)
     except Exception as e:  # onnxruntime raises its own exception types for bad graphs
         raise BundleError(f"onnxruntime could not load {label}: {str(e).splitlines()[0][:300]}") from None
 
@@ -141,14 +148,16 @@ def _cuda_problem(device: str) -> str:
     )
 
 
-def create_graphs(models: dict[str, bytes], device: str = "auto", threads: int | None = None, label: str = "bundle") -> tuple[Graph, Graph]:
+def create_graphs(
+    models: dict[str, bytes], device: str = "auto", threads: int | None = None, label: str = "bundle", sized: bool = True
+) -> tuple[Graph, Graph]:
     """(encoder, decoder) sessions on one device: under 'auto', if either graph fell back to
     the CPU, both run there (mixing providers would copy every batch between devices)."""
-    encoder = create_graph(models["encoder"], device, threads, f"{label}/encoder")
-    decoder = create_graph(models["decoder"], device, threads, f"{label}/decoder")
+    encoder = create_graph(models["encoder"], device, threads, f"{label}/encoder", sized)
+    decoder = create_graph(models["decoder"], device, threads, f"{label}/decoder", sized)
     if device == "auto" and encoder.device != decoder.device:
-        encoder = create_graph(models["encoder"], "cpu", threads, f"{label}/encoder")
-        decoder = create_graph(models["decoder"], "cpu", threads, f"{label}/decoder")
+        encoder = create_graph(models["encoder"], "cpu", threads, f"{label}/encoder", sized)
+        decoder = create_graph(models["decoder"], "cpu", threads, f"{label}/decoder", sized)
     return encoder, decoder
 
 

@@ -71,14 +71,15 @@ class SpatialModel:
     def __init__(self, bundle: Bundle, device: str = "auto", threads: int | None = None, batch_size: int = DEFAULT_BATCH):
         self.path: Path = bundle.path
         self.batch_size = arguments.positive_int("batch_size", batch_size, 1 << 20)
-        self._encoder, self._decoder = create_graphs(bundle.models, device, threads, str(bundle.path))
+        sized = bundle.manifest.geometry.fixed_size
+        self._encoder, self._decoder = create_graphs(bundle.models, device, threads, str(bundle.path), sized)
         verify_output_contract(self._encoder, self._decoder, bundle.manifest, str(bundle.path))
         self._write_lock = threading.Lock()
         self.spec = ModelSpec.from_bundle(bundle)
         # The float16 decoder: its session is made at its first use (precision 'fp16', or 'auto' on CUDA).
         self._fp16_bytes = bundle.models.get(FP16_DECODER)
         self._fp16: Graph | None = None
-        self._fp16_args = (device if device != "auto" else self._decoder.device, threads, f"{bundle.path}/{FP16_DECODER}")
+        self._fp16_args = (device if device != "auto" else self._decoder.device, threads, f"{bundle.path}/{FP16_DECODER}", sized)
 
     # ---- description ----------------------------------------------------------------------
 
