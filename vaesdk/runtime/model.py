@@ -49,28 +49,18 @@ class Traversal:
     values: np.ndarray
 
 
-class Model:
-    """A loaded bundle with its onnxruntime sessions. Safe to share between threads."""
+class LoadedBundle:
+    """What every loaded bundle has, whatever its latents: its folder, its spec, its encoder
+    and decoder sessions on one device, and the description read from the spec. `Model`
+    (flat latents) and `SpatialModel` (spatial latents) build their operations on it."""
 
-    def __init__(self, bundle: Bundle, device: str = "auto", threads: int | None = None, batch_size: int = DEFAULT_BATCH):
+    def __init__(self, bundle: Bundle, device: str, threads: int | None, batch_size: int, sized: bool = True):
         self.path: Path = bundle.path
         self.batch_size = arguments.positive_int("batch_size", batch_size, 1 << 20)
-        self._encoder, self._decoder = create_graphs(bundle.models, device, threads, str(bundle.path))
+        self._encoder, self._decoder = create_graphs(bundle.models, device, threads, str(bundle.path), sized)
         verify_output_contract(self._encoder, self._decoder, bundle.manifest, str(bundle.path))
-        # onnxruntime runs every node of a graph whatever outputs a call asks for: means-only
-        # decodes get their own session of the decoder cut down to `mean`.
-        mean_only = keep_outputs(bundle.models["decoder"], ["mean"])
-        self._mean_decoder = self._decoder
-        if mean_only is not bundle.models["decoder"]:
-            mean_device = self._decoder.device if device == "auto" else device
-            self._mean_decoder = create_graph(mean_only, mean_device, threads, f"{bundle.path}/decoder (mean)")
         self._write_lock = threading.Lock()
         self.spec = ModelSpec.from_bundle(bundle)
-        self._scorer = Scorer(self.spec, self._decoder, self.batch_size)
-        # The fitted mixtures by name, as tests/test_web.py and conformance/make_vectors.py read them.
-        self._mixtures = self.spec.prior_set.mixtures
-
-    # ---- description ----------------------------------------------------------------------
 
     @property
     def manifest(self) -> Manifest:
@@ -89,23 +79,9 @@ class Model:
         return self.spec.kind
 
     @property
-    def latent_dim(self) -> int:
-        return self.spec.latent_dim
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """(H, W, C) of the images the model takes and makes."""
-        return self.spec.image_shape
-
-    @property
     def geometry(self) -> Geometry:
-        """The image and latent shapes (flat latents [D] of one image size)."""
+        """The image and latent shapes."""
         return self.spec.geometry
-
-    @property
-    def feature_dim(self) -> int:
-        """Numbers per image that `embed` gives: D."""
-        return self.latent_dim
 
     @property
     def device(self) -> str:
@@ -118,8 +94,9 @@ class Model:
 
     @property
     def priors(self) -> list[str]:
-        """Names `sample` accepts as `prior`: 'standard' (the model's N(0, I), VAEs only), the
-        mixtures and the Gaussians fitted at export ('mixture', 'aggregate', one per class, ...)."""
+        """Names `sample` accepts as `prior`: 'standard' (the model's N(0, I), VAEs with flat
+        latents only), the mixtures and the Gaussians fitted at export ('mixture', 'aggregate',
+        one per class, ...)."""
         return self.spec.prior_set.names
 
     @property
@@ -134,16 +111,50 @@ class Model:
     def directions(self) -> dict[str, np.ndarray]:
         return self.spec.directions
 
+    def describe(self) -> dict[str, Any]:
+        """What this model is and can do, as a plain JSON-ready dict: name, kind, image and
+        latent sizes (and geometry), dimensions by use, priors (and the default one),
+        directions, metrics, device. `vae info`, the server's /v1/models and the browser page
+        read the same keys."""
+        return self.spec.describe(self.device, self.providers)
+
+
+class Model(LoadedBundle):
+    """A loaded bundle with flat latents and its onnxruntime sessions. Safe to share between threads."""
+
+    def __init__(self, bundle: Bundle, device: str = "auto", threads: int | None = None, batch_size: int = DEFAULT_BATCH):
+        super().__init__(bundle, device, threads, batch_size)
+        # onnxruntime runs every node of a graph whatever outputs a call asks for: means-only
+        # decodes get their own session of the decoder cut down to `mean`.
+        mean_only = keep_outputs(bundle.models["decoder"], ["mean"])
+        self._mean_decoder = self._decoder
+        if mean_only is not bundle.models["decoder"]:
+            mean_device = self._decoder.device if device == "auto" else device
+            self._mean_decoder = create_graph(mean_only, mean_device, threads, f"{bundle.path}/decoder (mean)")
+        self._scorer = Scorer(self.spec, self._decoder, self.batch_size)
+        # The fitted mixtures by name, as tests/test_web.py and conformance/make_vectors.py read them.
+        self._mixtures = self.spec.prior_set.mixtures
+
+    # ---- description ----------------------------------------------------------------------
+
+    @property
+    def latent_dim(self) -> int:
+        return self.spec.latent_dim
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of the images the model takes and makes."""
+        return self.spec.image_shape
+
+    @property
+    def feature_dim(self) -> int:
+        """Numbers per image that `embed` gives: D."""
+        return self.latent_dim
+
     def dims_by_usage(self) -> list[int]:
         """Latent dimensions, most used first (average KL over the export's reference set).
         Without that record, in index order."""
         return self.spec.dims_by_usage()
-
-    def describe(self) -> dict[str, Any]:
-        """What this model is and can do, as a plain JSON-ready dict: name, kind, image and
-        latent sizes, dimensions by use, priors (and the default one), directions, metrics,
-        device. `vae info`, the server's /v1/models and the browser page read the same keys."""
-        return self.spec.describe(self.device, self.providers)
 
     def validate(self, operation: str, **options: Any) -> dict[str, Any]:
         """Check the arguments of `operation` ('sample', 'edit', 'reconstruct', 'interpolate',

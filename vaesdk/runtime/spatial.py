@@ -43,9 +43,8 @@ from ..maths import latent as L
 from ..maths import tiles
 from ..maths.latent import Seed
 from .arguments import MAX_STEPS
-from .model import DEFAULT_BATCH, PRIOR_BLOCK, means_to_uint8
-from .session import Graph, create_graph, create_graphs, verify_output_contract
-from .spec import ModelSpec
+from .model import DEFAULT_BATCH, PRIOR_BLOCK, LoadedBundle, means_to_uint8
+from .session import Graph, create_graph
 
 DEFAULT_TILE = 512
 """Image pixels a side of one tile."""
@@ -65,35 +64,18 @@ class Decoded:
     precision: list[str]
 
 
-class SpatialModel:
+class SpatialModel(LoadedBundle):
     """A loaded bundle with spatial latents. Safe to share between threads."""
 
     def __init__(self, bundle: Bundle, device: str = "auto", threads: int | None = None, batch_size: int = DEFAULT_BATCH):
-        self.path: Path = bundle.path
-        self.batch_size = arguments.positive_int("batch_size", batch_size, 1 << 20)
-        sized = bundle.manifest.geometry.fixed_size
-        self._encoder, self._decoder = create_graphs(bundle.models, device, threads, str(bundle.path), sized)
-        verify_output_contract(self._encoder, self._decoder, bundle.manifest, str(bundle.path))
-        self._write_lock = threading.Lock()
-        self.spec = ModelSpec.from_bundle(bundle)
+        sized = bundle.manifest.geometry.fixed_size  # free sides: no memory pattern (runtime.session)
+        super().__init__(bundle, device, threads, batch_size, sized)
         # The float16 decoder: its session is made at its first use (precision 'fp16', or 'auto' on CUDA).
         self._fp16_bytes = bundle.models.get(FP16_DECODER)
         self._fp16: Graph | None = None
         self._fp16_args = (device if device != "auto" else self._decoder.device, threads, f"{bundle.path}/{FP16_DECODER}", sized)
 
     # ---- description ----------------------------------------------------------------------
-
-    @property
-    def manifest(self) -> Any:
-        return self.spec.manifest
-
-    @property
-    def geometry(self) -> Geometry:
-        return self.spec.geometry
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
 
     @property
     def feature_dim(self) -> int:
@@ -106,34 +88,6 @@ class SpatialModel:
         raise UnsupportedOperationError(
             f"{what} needs a decoder with a likelihood; {self.name!r} has spatial latents and a deterministic decoder; use reconstruct, or a bundle with flat latents"
         )
-
-    @property
-    def kind(self) -> str:
-        return self.spec.kind
-
-    @property
-    def device(self) -> str:
-        return self._decoder.device
-
-    @property
-    def providers(self) -> list[str]:
-        return self._decoder.providers
-
-    @property
-    def directions(self) -> dict[str, np.ndarray]:
-        return self.spec.directions
-
-    @property
-    def priors(self) -> list[str]:
-        return self.spec.prior_set.names
-
-    @property
-    def default_prior(self) -> str | None:
-        return self.spec.prior_set.default
-
-    def describe(self) -> dict[str, Any]:
-        """What this model is and can do, as a plain JSON-ready dict (see `Model.describe`)."""
-        return self.spec.describe(self.device, self.providers)
 
     def __repr__(self) -> str:
         g = self.geometry
@@ -424,7 +378,7 @@ class SpatialModel:
         [C]) as a named direction in the bundle's manifest."""
         vector = (self.embed(to_images).mean(0) - self.embed(from_images).mean(0)).astype(np.float32)
         with self._write_lock:
-            self.spec = self.spec.with_manifest(add_direction(self.path, name, vector, description=description, overwrite=overwrite))
+            self.manifest = add_direction(self.path, name, vector, description=description, overwrite=overwrite)
         return vector
 
     # ---- refused --------------------------------------------------------------------------
