@@ -27,8 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 import vaesdk
 from vaesdk import DEFAULT_IW_SAMPLES
 from vaesdk.base.errors import InvalidArgumentError
-from vaesdk.bundle.geometry import MAX_IMAGE_SIDE
-from vaesdk.frontend import JOB_SEED_MAX, MAX_ABS_LATENT, MAX_TEMPERATURE, SEED_MIN
+from vaesdk.frontend import JOB_SEED_MAX, MAX_ABS_LATENT, MAX_IMAGE_SIDE, MAX_TEMPERATURE, SEED_MIN
 
 PNG = "image/png"
 JSON = "application/json"

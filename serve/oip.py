@@ -42,7 +42,7 @@ from starlette.concurrency import run_in_threadpool
 import vaesdk
 from vaesdk import DEFAULT_IW_SAMPLES, frontend
 from vaesdk.base.errors import CancelledError, InvalidArgumentError, InvalidImageError, ModelNotFoundError, VaesdkError
-from vaesdk.bundle.geometry import MAX_IMAGE_SIDE, Geometry
+from vaesdk.frontend import MAX_IMAGE_SIDE, Geometry
 
 from .contract import operation_prefix
 from .errors import ApiError, BodyTooLarge

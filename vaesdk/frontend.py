@@ -7,6 +7,7 @@ ends to `vaesdk.__all__`, `vaesdk.base.errors` and this module.
 from __future__ import annotations
 
 from .base.checks import JOB_SEED_MAX, SEED_MIN, fresh_seed, number, positive_int
+from .bundle.geometry import MAX_IMAGE_SIDE, Geometry
 from .bundle.registry import resolve as resolve_bundle
 from .maths.anomaly import check_flag
 from .runtime.arguments import MAX_IW_SAMPLES, MAX_SAMPLES, MAX_STEPS, MAX_TEMPERATURE
@@ -28,6 +29,8 @@ __all__ = [
     "DEFAULT_SHARD_SIZE",
     "JOB_SEED_MAX",
     "MAX_ABS_LATENT",
+    "MAX_IMAGE_SIDE",
+    "Geometry",
     "MAX_IW_SAMPLES",
     "MAX_SAMPLES",
     "MAX_STEPS",
