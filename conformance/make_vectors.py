@@ -219,7 +219,10 @@ def manifest_cases(base: dict[str, dict]) -> list[dict[str, Any]]:
     bad("metrics-not-an-object", set_path(v2, "metrics", [1]), "manifest", "metrics must be an object")
     cal = {"quantiles": [0.0, 1.0], "n": 100, "source": "x", "prior": "nope",
            "standardization": {"pixel": {"mean": 0.0, "sd": 1.0}, "latent": {"mean": 0.0, "sd": 1.0}}}  # fmt: skip
-    bad("anomaly-prior-unknown", set_path(v2, "anomaly", {"score": anomaly.SCORE, "calibration": cal}), "manifest", "anomaly.calibration.prior")
+    bad("anomaly-prior-unknown", set_path(v2, "anomaly", {"score": anomaly.LEGACY_SCORE, "calibration": cal}), "manifest", "anomaly.calibration.prior")
+    density = {"features": ["pixel", "latent"], "center": [0.0, 0.0], "scale": [1.0, 1.0], "bandwidth": 0.5, "points": [[0.0, 1.0], [1.0]]}
+    cal = {"quantiles": [0.0, 1.0], "n": 100, "source": "x", "prior": "standard", "density": density}
+    bad("anomaly-density-point-too-short", set_path(v2, "anomaly", {"score": anomaly.SCORE, "calibration": cal}), "manifest", "anomaly.calibration.density.points")
     return cases
 
 

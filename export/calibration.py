@@ -93,7 +93,10 @@ def remeasure_anomaly(bundle_dir: str | os.PathLike, data_dir: str | os.PathLike
         raise InvalidArgumentError(f"{bundle_dir} records no test-set metrics to measure the anomaly score again on")
     h, _, c = model.image_shape
     test = load_dataset(recorded["dataset"], recorded["split"], h, c, data_dir).head(recorded["images"])
-    measured = evaluate(model, test, k=recorded.get("iw_samples", 16), seed=recorded["seed"])["anomaly"]
+    # A folder's run has no test split: its recorded test set is the validation split, the
+    # calibration's own images.
+    same = str(recorded["split"]).startswith("validation split")
+    measured = evaluate(model, test, k=recorded.get("iw_samples", 16), seed=recorded["seed"], test_is_calibration=same)["anomaly"]
     data = read_manifest(bundle_dir).data
     data["metrics"]["anomaly"] = measured
     write_manifest(bundle_dir, data)

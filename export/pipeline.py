@@ -240,8 +240,9 @@ def _add_evaluation(
     log(f"evaluating on {len(test)} images ({sets.source}; importance-weighted bound with k={k})")
     train_features = train_post.mean if train_post is not None else None
     metrics = evaluate(
-        model, test, train, k=k, seed=0, train_features=train_features, **({"progress": progress} if progress else {})
-    )
+        model, test, train, k=k, seed=0, train_features=train_features, test_is_calibration=sets.source.startswith("validation split"),
+        **({"progress": progress} if progress else {}),
+    )  # fmt: skip
     kl = metrics.pop("kl_per_dim", None)
     if kl is not None:
         data["latent"]["kl_per_dim"] = kl

@@ -64,23 +64,50 @@ def test_mnist_digits_and_noise_are_clearly_separated(calibrated_bundled, fashio
     assert A.auroc(test.anomaly_pixel, noise.anomaly_pixel) > A.auroc(test.anomaly_latent, noise.anomaly_latent)
 
 
-def test_the_score_is_its_parts_standardised_on_the_calibration_images(calibrated_bundled, fashion_test):
+def test_the_score_is_the_density_of_its_parts_over_the_calibration_images(calibrated_bundled, fashion_test):
     from vaesdk.export.calibration import validation_images
 
     cal = A.read_calibration(calibrated_bundled.manifest.data)
     assert cal.prior == "mixture" == calibrated_bundled.spec.prior_set.anomaly_prior
+    assert cal.density.features == A.GREY_FEATURES and len(cal.density.points) == 2000  # a grey model: no colour feature
     held_out, _ = validation_images(calibrated_bundled.manifest.data["training"]["config"])
-    s = calibrated_bundled.score(held_out[:2000], k=1, seed=A.CALIBRATION_SEED)
-    for part, values in (("pixel", s.anomaly_pixel), ("latent", s.anomaly_latent)):
-        assert cal.standardization[part] == pytest.approx((values.mean(), values.std()), rel=1e-9)
-    zs = [(v - m) / sd for v, (m, sd) in ((s.anomaly_pixel, cal.standardization["pixel"]), (s.anomaly_latent, cal.standardization["latent"]))]
-    np.testing.assert_allclose(s.anomaly, zs[0] + zs[1], rtol=1e-12)
-    np.testing.assert_allclose(cal.quantiles[[0, 500, -1]], np.quantile(s.anomaly, [0.0, 0.5, 1.0]), rtol=1e-9)
+    raw = calibrated_bundled.score(held_out[:2000], k=1, seed=A.CALIBRATION_SEED, calibrated=False)
+    values = A.Parts.of(raw).features(A.GREY_FEATURES)
+    np.testing.assert_allclose(cal.density.points, (values - values.mean(0)) / values.std(0), rtol=1e-9, atol=1e-12)
+    # The quantiles are those of each calibration image's score without its own point.
+    own = cal.density.anomaly(values, leave_out=np.arange(2000))
+    np.testing.assert_allclose(cal.quantiles[[0, 500, -1]], np.quantile(own, [0.0, 0.5, 1.0]), rtol=1e-9)
+    s = calibrated_bundled.score(fashion_test.images[:50], k=1, seed=2)
+    np.testing.assert_allclose(s.anomaly, cal.density.anomaly(A.Parts.of(s).features(A.GREY_FEATURES)), rtol=1e-12)
+    assert (s.anomaly_colour == 0).all() and np.allclose(s.anomaly_complexity, A.complexity_bpd(fashion_test.images[:50]))
     # The latent part is the mixture's density at the posterior mean, in bits/dim.
     x = fashion_test.images[:5]
     mean = calibrated_bundled.encode(x).mean
     log_density = calibrated_bundled.spec.prior_set.mixtures["mixture"].log_prob(mean)
     np.testing.assert_allclose(calibrated_bundled.score(x).anomaly_latent, -log_density / (784 * np.log(2)), rtol=1e-9)
+
+
+def test_noise_and_blank_images_are_flagged_at_both_ends_of_complexity(calibrated_bundled):
+    rng = np.random.default_rng(7)
+    noise = rng.integers(0, 256, (100, 28, 28, 1), dtype=np.uint8)  # incompressible
+    blank = np.stack([np.full((28, 28, 1), v, np.uint8) for v in (0, 40, 128, 255)])  # compress to nothing
+    assert (calibrated_bundled.score(noise).p_value < 0.01).all()
+    assert (calibrated_bundled.score(blank).p_value < 0.01).all()
+
+
+def test_calibration_images_scored_as_new_ones_are_calibrated(calibrated_bundled):
+    from vaesdk.export.calibration import validation_images
+
+    held_out, _ = validation_images(calibrated_bundled.manifest.data["training"]["config"])
+    cal = calibrated_bundled.spec.calibration
+    scores, p = A.scores_as_new(calibrated_bundled, held_out[:2000], cal)
+    # Scored as they are, the calibration images sit on their own points and look usual.
+    inside = calibrated_bundled.score(held_out[:2000], k=1, seed=A.CALIBRATION_SEED).anomaly
+    assert (scores > inside).all()
+    tol = 4 * np.sqrt(0.05 * 0.95 / 2000)
+    assert abs(np.mean(p < 0.05) - 0.05) < tol and np.mean(p < 0.01) < 0.01 + 4 * np.sqrt(0.01 * 0.99 / 2000)
+    with pytest.raises(InvalidArgumentError, match="not the 2000 images"):
+        A.scores_as_new(calibrated_bundled, held_out[:500], cal)
 
 
 def test_scores_are_identical_across_batch_sizes_and_repeatable_by_seed(calibrated_bundled, fashion_test):
@@ -111,6 +138,17 @@ def test_uncalibrated_bundles_report_scores_without_p_values(bundle_copy, fashio
     np.testing.assert_array_equal(s.anomaly, s.anomaly_pixel + s.anomaly_latent)  # no statistics to standardise by
     with pytest.raises(UnsupportedOperationError, match="vae calibrate BUNDLE --held-out DIR"):
         s.flagged(0.01)
+
+
+def test_a_calibration_of_the_earlier_standardised_sum_is_still_used(bundle_copy, fashion_test):
+    data = read_manifest(bundle_copy).data
+    data["anomaly"] = {"score": A.LEGACY_SCORE, "description": "", "calibration": {
+        "quantiles": [-3.0, 0.0, 3.0], "n": 100, "source": "old", "prior": "standard",
+        "standardization": {"pixel": {"mean": 1.0, "sd": 2.0}, "latent": {"mean": 0.5, "sd": 0.25}}}}  # fmt: skip
+    write_manifest(bundle_copy, data)
+    s = vaesdk.load(bundle_copy, device="cpu").score(fashion_test.images[:4])
+    np.testing.assert_allclose(s.anomaly, (s.anomaly_pixel - 1.0) / 2.0 + (s.anomaly_latent - 0.5) / 0.25, rtol=1e-12)
+    assert s.p_value is not None
 
 
 def test_a_calibration_of_an_older_score_is_kept_but_not_used(bundle_copy, fashion_test):
@@ -150,6 +188,9 @@ def test_auroc_matches_the_pairwise_definition(rng):
     assert A.auroc(a, b) == pytest.approx(want)
 
 
+_DENSITY = {"features": ["pixel", "latent"], "center": [0.0, 0.0], "scale": [1.0, 1.0], "bandwidth": 0.5, "points": [[0.0, 1.0], [1.0, 0.0]]}
+
+
 @pytest.mark.parametrize(
     "entry, problem",
     [
@@ -157,17 +198,24 @@ def test_auroc_matches_the_pairwise_definition(rng):
         ({"score": A.SCORE, "calibration": {"quantiles": [2.0, 1.0], "n": 10}}, "non-decreasing"),
         ({"score": A.SCORE, "calibration": {"quantiles": [1.0, float("nan")], "n": 10}}, "finite"),
         ({"score": A.SCORE, "calibration": {"quantiles": [1.0, 2.0], "n": 1}}, "calibration.n"),
-        ({"score": A.SCORE, "calibration": {"quantiles": [1.0, 2.0], "n": 10, "prior": "mixture"}}, "standardization"),
+        ({"score": A.LEGACY_SCORE, "calibration": {"quantiles": [1.0, 2.0], "n": 10, "prior": "mixture"}}, "standardization"),
         (
-            {"score": A.SCORE, "calibration": {"quantiles": [1.0, 2.0], "n": 10, "prior": "mixture", "standardization": {
+            {"score": A.LEGACY_SCORE, "calibration": {"quantiles": [1.0, 2.0], "n": 10, "prior": "mixture", "standardization": {
                 "pixel": {"mean": 0.0, "sd": 1.0}, "latent": {"mean": 0.0, "sd": 0.0}}}},
             "latent.sd",
         ),
         (
-            {"score": A.SCORE, "calibration": {"quantiles": [1.0, 2.0], "n": 10, "prior": "ankle-boot", "standardization": {
+            {"score": A.LEGACY_SCORE, "calibration": {"quantiles": [1.0, 2.0], "n": 10, "prior": "ankle-boot", "standardization": {
                 "pixel": {"mean": 0.0, "sd": 1.0}, "latent": {"mean": 0.0, "sd": 1.0}}}},
             "calibration.prior",
         ),
+        ({"score": A.SCORE, "calibration": {"quantiles": [1.0, 2.0], "n": 10, "prior": "mixture"}}, "calibration.density must be"),
+        ({"score": A.SCORE, "calibration": {"quantiles": [1.0, 2.0], "n": 10, "prior": "mixture", "density": {**_DENSITY, "features": ["pixel", "hue"]}}}, "density.features"),
+        ({"score": A.SCORE, "calibration": {"quantiles": [1.0, 2.0], "n": 10, "prior": "mixture", "density": {**_DENSITY, "scale": [1.0, 0.0]}}}, "density.scale"),
+        ({"score": A.SCORE, "calibration": {"quantiles": [1.0, 2.0], "n": 10, "prior": "mixture", "density": {**_DENSITY, "bandwidth": 0}}}, "density.bandwidth"),
+        ({"score": A.SCORE, "calibration": {"quantiles": [1.0, 2.0], "n": 10, "prior": "mixture", "density": {**_DENSITY, "points": [[0.0, 1.0], [2.0]]}}}, "density.points"),
+        ({"score": A.SCORE, "calibration": {"quantiles": [1.0, 2.0], "n": 2, "prior": "mixture", "density": {**_DENSITY, "points": [[0.0, 1.0]] * 3}}}, "density.points"),
+        ({"score": A.SCORE, "calibration": {"quantiles": [1.0, 2.0], "n": 10, "prior": "ankle-boot", "density": _DENSITY}}, "calibration.prior"),
     ],
 )
 def test_bad_calibration_in_a_manifest_is_refused(bundle_copy, entry, problem):

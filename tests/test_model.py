@@ -13,7 +13,7 @@ from stats import assert_ks, discretized_gaussian_pit
 
 import vaesdk
 from vaesdk.maths import latent as L
-from vaesdk.maths.anomaly import combine, read_calibration
+from vaesdk.maths.anomaly import Parts, combine, read_calibration
 from vaesdk.bundle.reading import read_manifest
 from vaesdk.bundle.editing import write_manifest
 from vaesdk.base.errors import InvalidArgumentError, UnsupportedOperationError
@@ -391,7 +391,7 @@ def test_bundled_scores_are_the_golden_figures_and_the_anomaly_is_its_parts_comb
         got = {"elbo_bpd": s.elbo_bpd[i], "iw_bpd": s.iw_bpd[i], "anomaly": s.anomaly[i], "p_value": s.p_value[i]}
         for key in SCORE_FIELDS:
             assert got[key] == pytest.approx(want[key], rel=SCORE_RTOL), f"{want['file']} {key}"
-    np.testing.assert_allclose(s.anomaly, combine(s.anomaly_pixel, s.anomaly_latent, read_calibration(bundled_model.manifest.data)), rtol=1e-12)
+    np.testing.assert_allclose(s.anomaly, combine(Parts.of(s), read_calibration(bundled_model.manifest.data)), rtol=1e-12)
 
 
 def test_score_defaults_to_seed_0_and_names_what_it_refuses(vae, ae, images):

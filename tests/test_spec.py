@@ -11,7 +11,7 @@ import pytest
 
 import vaesdk
 from vaesdk.runtime import arguments
-from vaesdk.maths.anomaly import MIN_CALIBRATION, combine, fit_calibration
+from vaesdk.maths.anomaly import COLOUR_FEATURES, GREY_FEATURES, MAX_POINTS, MIN_CALIBRATION, Parts, combine, fit_calibration
 from vaesdk.bundle.reading import read_bundle, read_manifest
 from vaesdk.bundle.editing import write_manifest
 from vaesdk.base.errors import InvalidArgumentError, UnsupportedOperationError
@@ -125,21 +125,51 @@ def test_log_density_is_the_mixtures_or_the_standard_normal(bundled_model):
 # ---- the calibration fit -------------------------------------------------------------------
 
 
-def test_the_calibration_fit_standardises_each_part_and_stores_the_quantiles():
+def _parts(rng, n, colour=None):
+    return Parts(rng.normal(3.0, 2.0, n), rng.normal(-1.0, 0.5, n), rng.uniform(0.5, 3.0, n), np.zeros(n) if colour is None else colour)
+
+
+def _kernel_score(points, bandwidth, x):
+    """-log of the mean Gaussian kernel value, written out pair by pair."""
+    return -np.log(np.mean([np.exp(-np.sum((x - p) ** 2) / (2 * bandwidth**2)) for p in points]))
+
+
+def test_the_calibration_fit_is_a_kernel_density_of_the_standardised_features_with_its_quantiles():
     rng = np.random.default_rng(0)
-    pixel, latent = rng.normal(3.0, 2.0, 500), rng.normal(-1.0, 0.5, 500)
-    entry = fit_calibration(pixel, latent, "mixture", "held-out test")
+    parts = _parts(rng, 500)
+    entry = fit_calibration(parts, "mixture", "held-out test", colour=False)
     cal = entry["calibration"]
     assert cal["n"] == 500 and cal["prior"] == "mixture" and cal["source"] == "held-out test"
-    assert cal["standardization"]["pixel"] == pytest.approx({"mean": pixel.mean(), "sd": pixel.std()})
-    assert cal["standardization"]["latent"] == pytest.approx({"mean": latent.mean(), "sd": latent.std()})
-    z = (pixel - pixel.mean()) / pixel.std() + (latent - latent.mean()) / latent.std()
+    density = cal["density"]
+    assert density["features"] == list(GREY_FEATURES)
+    values = np.stack([parts.pixel, parts.latent, parts.complexity, np.log(parts.complexity + 1e-3)], axis=1)
+    np.testing.assert_allclose(density["center"], values.mean(0)) and np.testing.assert_allclose(density["scale"], values.std(0))
+    points = (values - values.mean(0)) / values.std(0)
+    np.testing.assert_allclose(density["points"], points)
+    assert density["bandwidth"] == pytest.approx(500 ** (-1 / 8))
+    # Each calibration image's own score leaves its own point out.
+    own = [_kernel_score(np.delete(points, i, 0), density["bandwidth"], points[i]) for i in range(500)]
     assert len(cal["quantiles"]) == 500
-    np.testing.assert_allclose(cal["quantiles"][0], z.min()) and np.testing.assert_allclose(cal["quantiles"][-1], z.max())
+    np.testing.assert_allclose(cal["quantiles"], np.sort(own), rtol=1e-9)
     with pytest.raises(InvalidArgumentError, match="all score the same"):
-        fit_calibration(np.ones(MIN_CALIBRATION), latent[:MIN_CALIBRATION], "standard")
+        fit_calibration(Parts(*(np.ones(MIN_CALIBRATION) for _ in range(4))), "standard", colour=False)
+    bad = _parts(rng, 500)
+    bad.pixel[-1] = np.nan
     with pytest.raises(InvalidArgumentError, match="non-finite"):
-        fit_calibration(np.r_[pixel[:-1], np.nan], latent, "standard")
+        fit_calibration(bad, "standard", colour=False)
+
+
+def test_a_colour_model_adds_the_colour_feature_and_a_large_calibration_keeps_max_points():
+    rng = np.random.default_rng(1)
+    n = MAX_POINTS + 500
+    entry = fit_calibration(_parts(rng, n, colour=rng.uniform(0, 255, n)), "standard", colour=True)
+    density = entry["calibration"]["density"]
+    assert density["features"] == list(COLOUR_FEATURES) and len(density["points"]) == MAX_POINTS
+    assert entry["calibration"]["n"] == n and len(entry["calibration"]["quantiles"]) == 1001
+    # A calibration where every image is grey keeps the colour feature, scaled by 1: a
+    # colourful image is then far from every point.
+    grey = fit_calibration(_parts(rng, 300), "standard", colour=True)["calibration"]["density"]
+    assert grey["scale"][-1] == 1.0 and grey["center"][-1] == 0.0
 
 
 def test_calibrating_a_bundle_fits_its_uncalibrated_score_parts(tiny_vae_bundle, tmp_path, fashion_test):
@@ -149,8 +179,8 @@ def test_calibrating_a_bundle_fits_its_uncalibrated_score_parts(tiny_vae_bundle,
     images = fashion_test.images[:MIN_CALIBRATION]
     entry = calibrate_anomaly(model, images, "test images")
     raw = model.score(images, k=1, seed=CALIBRATION_SEED, calibrated=False)
-    assert entry == fit_calibration(raw.anomaly_pixel, raw.anomaly_latent, model.spec.prior_set.anomaly_prior, "test images")
-    # Written into a copy, the calibration standardises the same parts into the score.
+    assert entry == fit_calibration(Parts.of(raw), model.spec.prior_set.anomaly_prior, "test images", colour=False)
+    # Written into a copy, the calibration scores the same parts.
     copy = tmp_path / "calibrated"
     shutil.copytree(tiny_vae_bundle, copy)
     data = read_manifest(copy).data
@@ -158,5 +188,5 @@ def test_calibrating_a_bundle_fits_its_uncalibrated_score_parts(tiny_vae_bundle,
     write_manifest(copy, data)
     calibrated = vaesdk.load(copy, device="cpu")
     s = calibrated.score(images[:8], k=1, seed=3)
-    np.testing.assert_allclose(s.anomaly, combine(s.anomaly_pixel, s.anomaly_latent, calibrated.spec.calibration), rtol=1e-12)
+    np.testing.assert_allclose(s.anomaly, combine(Parts.of(s), calibrated.spec.calibration), rtol=1e-12)
     assert s.p_value is not None and calibrated.score(images[:8], k=1, seed=3, calibrated=False).p_value is None

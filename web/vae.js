@@ -715,6 +715,13 @@ export function checkManifest(manifest) {
     if (latent.default_prior != null && !names.has(latent.default_prior)) throw fail("latent.default_prior", `names no prior of this bundle ('${latent.default_prior}'; known: ${[...names].sort().join(", ")})`);
     const prior = manifest.anomaly?.calibration?.prior;
     if (prior != null && prior !== STANDARD && !(prior in (latent.mixtures || {}))) throw fail("anomaly.calibration.prior", `must be 'standard' or a mixture of this bundle, got '${prior}'`);
+    const density = manifest.anomaly?.calibration?.density;
+    if (density != null) {
+      const d = density.features.length;
+      for (const key of ["center", "scale"]) if (density[key].length !== d) throw fail(`anomaly.calibration.density.${key}`, `must hold ${d} numbers, one per feature`);
+      if (density.points.length > manifest.anomaly.calibration.n) throw fail("anomaly.calibration.density.points", "must be no more than the calibration's n");
+      for (const row of density.points) if (row.length !== d) throw fail("anomaly.calibration.density.points", `must hold lists of ${d} finite numbers, one per feature`);
+    }
   } catch (e) {
     if (e instanceof BundleError) throw e;
     throw new BundleError("manifest", `invalid manifest: ${e.message} (check it against vaesdk/manifest.schema.json)`);

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..maths.anomaly import SCORE, auroc, fpr_at_tpr
+from ..maths.anomaly import SCORE, auroc, fpr_at_tpr, scores_as_new
 from . import datasets
 from .datasets import ImageSet
 from ..base.errors import InvalidArgumentError
@@ -48,6 +48,7 @@ def evaluate(
     progress: Progress = _noop,
     train_features: np.ndarray | None = None,
     ood: dict[str, np.ndarray] | str | None = "default",
+    test_is_calibration: bool = False,
 ) -> dict[str, Any]:
     """Metrics over `test` (uint8 [N, H, W, C]):
 
@@ -61,7 +62,12 @@ def evaluate(
     set in `ood` (name -> uint8 images; "default": `vaesdk.evaluation.ood_sets.default_sets`, MNIST digits
     included when they can be fetched; None: none), as AUROC and the false-positive rate at 95%
     true-positive rate; and, when the bundle is calibrated, the fraction of `test` with
-    p_value below 0.05 and 0.01 (about 0.05 and 0.01 when the calibration holds).
+    p_value below 0.05 and 0.01 (about 0.05 and 0.01 when the calibration holds) and of each
+    set (`p_below_0.05`, `p_below_0.01`: the images flagged at those thresholds).
+    `test_is_calibration`: `test` holds exactly the bundle's calibration images, in order (a
+    model trained on a folder has no other held-out images); their anomaly scores and p-values
+    are then those of `anomaly.scores_as_new` (each scored without itself; p-values
+    cross-fitted), and the anomaly entry says so.
     """
     images = model.spec.to_batch(test.images)
     out: dict[str, Any] = {"images": len(test), "seed": seed}
@@ -91,7 +97,13 @@ def evaluate(
         out["iw_samples"] = k
         if ood is not None:
             p = None if p_values[0] is None else np.concatenate(p_values)
-            out["anomaly"] = _anomaly_metrics(model, images, np.concatenate(unusual), p, ood, seed, progress)
+            anomaly, note = np.concatenate(unusual), None
+            if test_is_calibration and model.spec.calibration is not None and model.spec.calibration.n == len(images):
+                anomaly, p = scores_as_new(model, images, model.spec.calibration)
+                note = "the test images are the calibration images: each scored without its own point, p-values cross-fitted over 10 folds"
+            out["anomaly"] = _anomaly_metrics(model, images, anomaly, p, ood, seed, progress)
+            if note:
+                out["anomaly"]["test_scores"] = note
     if train is not None and train.labels is not None and test.labels is not None:
         if train_features is None:
             train_features = np.concatenate(_in_chunks(model.embed, model.spec.to_batch(train.images), EVAL_BATCH, "encode probe train", progress))
@@ -149,8 +161,11 @@ def _anomaly_metrics(
     for name, images in sets.items():
         progress(f"anomaly: {name}", 0, len(images))
         # k=1 whatever `k` is: the anomaly score uses the first posterior draw only.
-        other = model.score(model.spec.to_batch(images), k=1, seed=seed).anomaly
+        scored = model.score(model.spec.to_batch(images), k=1, seed=seed)
+        other = scored.anomaly
         out["ood"][name] = {"images": len(other), "auroc": auroc(scores, other), "fpr_at_95_tpr": fpr_at_tpr(scores, other)}
+        if scored.p_value is not None:
+            out["ood"][name].update({f"p_below_{t}": float(np.mean(scored.p_value < float(t))) for t in ("0.05", "0.01")})
         progress(f"anomaly: {name}", len(images), len(images))
     if skipped:
         out["ood_skipped"] = skipped

@@ -2,34 +2,46 @@
 
 Likelihood alone is a poor judge of what a model has not seen: a VAE trained on
 Fashion-MNIST gives MNIST digits *higher* likelihood than its own test images, because simple
-images are cheap to describe for any model. The score adds two kinds of evidence, each
-measured in bits/dim:
+images are cheap to describe for any model. The score measures each image by a few parts,
+each a number per image:
 
-    pixel(x)  = -log p(x|z) - complexity(x)       how badly the decoder explains the pixels,
-                                                  beyond what any compressor needs for them
-    latent(x) = -log p_prior(mu(x))                how far the image's code lies from where
-                                                  the training images' codes lie
+    pixel(x)       = -log p(x|z) - complexity(x)   how badly the decoder explains the pixels,
+                                                   beyond what any compressor needs for them
+    latent(x)      = -log p_prior(mu(x))            how far the image's code lies from where
+                                                   the training images' codes lie
+    complexity(x)                                  bits/dim a lossless compressor needs
+    colour(x)                                      the largest spread between an image's colour
+                                                   channels at any pixel (0 for grey images)
 
 pixel follows Serra et al. (2020, "Input complexity and out-of-distribution detection with
 likelihood-based generative models"): z is the first posterior draw of `Model.score` (one
 decoder run per image, shared with the bounds), complexity(x) the shorter of zlib (level 9)
-and raw LZMA2 (preset 6) on the image's bytes. It catches noise, textures, shuffled or
-constant images, but an MNIST digit or a letter is simple enough to pass it. latent is the
-density of the posterior mean under the bundle's fitted prior (the Gaussian mixture export
-fits to the training latents; N(0, I) for a bundle without one): a digit is decoded well
-enough, but its code falls where no garment's does.
+and raw LZMA2 (preset 6) on the image's bytes. latent is the density of the posterior mean
+under the bundle's fitted prior (N(0, I) for a bundle without one), both in bits/dim.
 
-    anomaly = (pixel - mean_pixel) / sd_pixel + (latent - mean_latent) / sd_latent
+No single part, and no sum of them, tells every kind of stranger apart. Subtracting the
+complexity makes incompressible noise look *well* explained; blank images are explained well
+and compress to nothing; a grey garment shown to a model of colour emoji has a plausible
+pixel part and complexity, and no colour. So the score (`density-of-parts/3`) is how rare the
+image's whole vector of features is among held-out in-distribution images:
 
-standardised by their means and spreads on held-out in-distribution images, so neither part
-drowns the other whatever the image size, latent size or data set. A bundle without a
-calibration has no such statistics: its anomaly is pixel + latent, unweighted. Every choice
-here was made by measurement (benchmarks/anomaly.py; README, "Anomaly scores").
+    f(x)     = (pixel, latent, complexity, log(complexity + 0.001), [log(1 + colour)])
+    anomaly  = -log( mean_j exp(-|s(f(x)) - s(f_j)|^2 / (2 h^2)) )
+
+a Gaussian kernel density over the standardised features s(f_j) of up to 2,000 calibration
+images (stored in the manifest), h = m^(-1/(d + 4)) for m points in d dimensions (Scott's
+rule). Both ends of a feature count: complexity near 8 bits/dim (noise) and near 0 (a blank
+image) are both rare. The colour feature is used by colour models only. Every choice here
+was made by measurement (benchmarks/anomaly.py; docs/anomaly.md).
 
 Calibration turns a score into a p-value: the fraction of held-out in-distribution images
-(not used for training) scoring at least as high. Export scores the training run's validation
-split and stores the standardisation and quantiles of the scores in the manifest under
-`anomaly.calibration`; a bundle without them reports scores without p-values.
+(not used for training) scoring at least as high. Each calibration image that is also a
+point of the density is scored without itself (leave one out), so its score is distributed
+as a new image's is. Export scores the training run's validation split and stores the
+density and the quantiles of the scores in the manifest under `anomaly.calibration`; a bundle
+without them reports the unweighted sum pixel + latent and no p-values. Bundles calibrated
+for the earlier score `pixel-plus-latent/2` (the two parts standardised on held-out images
+and added) keep it and their p-values.
 """
 
 from __future__ import annotations
@@ -55,10 +67,12 @@ class Described(Protocol):
 
 
 class AnomalyParts(Protocol):
-    """The raw parts of the anomaly score, bits/dim [N] each (a `Scores`)."""
+    """The raw parts of the anomaly score, float64 [N] each (a `Scores`)."""
 
     anomaly_pixel: np.ndarray | None
     anomaly_latent: np.ndarray | None
+    anomaly_complexity: np.ndarray | None
+    anomaly_colour: np.ndarray | None
 
 
 class PriorChoice(Protocol):
@@ -69,6 +83,9 @@ class PriorChoice(Protocol):
 class ScoringSpec(Protocol):
     @property
     def prior_set(self) -> PriorChoice: ...
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]: ...
 
 
 class Scorable(Protocol):
@@ -83,17 +100,124 @@ class Scorable(Protocol):
 
     def score(self, images: Any, *, k: int, seed: int, calibrated: bool) -> AnomalyParts: ...
 
-SCORE = "pixel-plus-latent/2"
+SCORE = "density-of-parts/3"
 SCORE_DESCRIPTION = (
-    "sum of two parts, each standardised on held-out images: pixel = -log p(x|z) for one posterior draw z minus the "
-    "bits/dim of the shorter of zlib level 9 and raw LZMA2 preset 6 on the image's bytes; latent = -log density of the "
-    "posterior mean under the fitted prior, in bits/dim; higher = more unusual"
+    "-log of a Gaussian kernel density, over held-out in-distribution images, of the image's standardised features: "
+    "pixel = -log p(x|z) for one posterior draw z minus the bits/dim of the shorter of zlib level 9 and raw LZMA2 preset 6 "
+    "on the image's bytes; latent = -log density of the posterior mean under the fitted prior, in bits/dim; that complexity "
+    "and its log; for colour models log(1 + the largest channel spread at any pixel); higher = more unusual"
 )
+LEGACY_SCORE = "pixel-plus-latent/2"  # read and used; no longer written
 CALIBRATION_SEED = 0
 QUANTILES = 1001  # stored quantile levels 0, 0.001, ..., 1
 MIN_CALIBRATION = 100
 MAX_CALIBRATION_N = 1 << 31
-PARTS = ("pixel", "latent")
+PARTS = ("pixel", "latent")  # the parts of the legacy score
+MAX_POINTS = 2000  # calibration images kept as points of the density
+COMPLEXITY_FLOOR = 1e-3  # bits/dim added before the log: a blank image compresses to about 0.02
+GREY_FEATURES = ("pixel", "latent", "complexity", "log_complexity")
+COLOUR_FEATURES = (*GREY_FEATURES, "log_colour")
+FEATURES = COLOUR_FEATURES  # every feature a density may name
+
+
+@dataclass(frozen=True)
+class Parts:
+    """The raw parts of the anomaly score of N images, float64 [N] each: pixel and latent in
+    bits/dim, complexity in bits/dim, colour the largest channel spread at any pixel (0..255)."""
+
+    pixel: np.ndarray
+    latent: np.ndarray
+    complexity: np.ndarray
+    colour: np.ndarray
+
+    @staticmethod
+    def of(scores: AnomalyParts) -> Parts:
+        """The parts an uncalibrated `Scores` carries."""
+        values = (scores.anomaly_pixel, scores.anomaly_latent, scores.anomaly_complexity, scores.anomaly_colour)
+        assert all(v is not None for v in values)  # every Scores from Model.score carries them
+        return Parts(*(np.asarray(v, np.float64) for v in values))  # type: ignore[arg-type]
+
+    def take(self, index: np.ndarray) -> Parts:
+        """The parts of the images at `index`."""
+        return Parts(self.pixel[index], self.latent[index], self.complexity[index], self.colour[index])
+
+    def features(self, names: tuple[str, ...]) -> np.ndarray:
+        """float64 [N, len(names)]: the named features (FEATURES) of each image."""
+        columns = {
+            "pixel": lambda: self.pixel,
+            "latent": lambda: self.latent,
+            "complexity": lambda: self.complexity,
+            "log_complexity": lambda: np.log(self.complexity + COMPLEXITY_FLOOR),
+            "log_colour": lambda: np.log1p(self.colour),
+        }
+        return np.stack([np.asarray(columns[n](), np.float64) for n in names], axis=1)
+
+
+def _log_mean_exp(a: np.ndarray, count: int) -> np.ndarray:
+    """log(sum(exp(a), axis=1) / count), stable, float64 [N]."""
+    top = np.max(a, axis=1, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    return top[:, 0] + np.log(np.exp(a - top).sum(axis=1)) - math.log(count)
+
+
+@dataclass(frozen=True)
+class FeatureDensity:
+    """A Gaussian kernel density over standardised features: `points` [m, d] are the
+    calibration images' features minus `center`, divided by `scale` (d each); `bandwidth` the
+    kernel's standard deviation in those units."""
+
+    features: tuple[str, ...]
+    center: np.ndarray
+    scale: np.ndarray
+    bandwidth: float
+    points: np.ndarray
+
+    CHUNK = 256  # images per [chunk, m, d] block
+
+    @staticmethod
+    def fit(features: tuple[str, ...], values: np.ndarray, points: np.ndarray) -> FeatureDensity:
+        """The density of `values[points]` (float64 [n, d], index array `points`), standardised
+        by the mean and sd of all n rows (a feature every row shares is scaled by 1)."""
+        center, sd = values.mean(axis=0), values.std(axis=0)
+        scale = np.where(sd > 0.0, sd, 1.0)
+        chosen = (values[points] - center) / scale
+        bandwidth = float(len(chosen) ** (-1.0 / (values.shape[1] + 4)))
+        return FeatureDensity(tuple(features), center, scale, bandwidth, chosen)
+
+    def anomaly(self, values: np.ndarray, leave_out: np.ndarray | None = None) -> np.ndarray:
+        """-log of the mean kernel value at each row of `values` [N, d] (the kernel's constant
+        left out: the score only ranks). `leave_out` [N]: the index of the point that row is
+        (its own point, skipped, the mean taken over the others), or -1."""
+        q = (np.asarray(values, np.float64) - self.center) / self.scale
+        out = np.empty(len(q))
+        m = len(self.points)
+        for lo in range(0, len(q), self.CHUNK):
+            block = q[lo : lo + self.CHUNK]
+            a = -((block[:, None, :] - self.points[None, :, :]) ** 2).sum(axis=2) / (2.0 * self.bandwidth**2)
+            count = m
+            if leave_out is not None:
+                own = leave_out[lo : lo + self.CHUNK]
+                rows = np.flatnonzero(own >= 0)
+                a[rows, own[rows]] = -np.inf
+                count = np.where(own >= 0, m - 1, m)
+            out[lo : lo + len(block)] = -_log_mean_exp(a, 1) + np.log(count)
+        return out
+
+    def to_manifest(self) -> dict[str, Any]:
+        return {
+            "features": list(self.features),
+            "center": [float(x) for x in self.center],
+            "scale": [float(x) for x in self.scale],
+            "bandwidth": self.bandwidth,
+            "points": [[float(x) for x in row] for row in self.points],
+        }
+
+    @staticmethod
+    def from_manifest(entry: dict[str, Any]) -> FeatureDensity:
+        return FeatureDensity(
+            tuple(entry["features"]), np.asarray(entry["center"], np.float64), np.asarray(entry["scale"], np.float64),
+            float(entry["bandwidth"]), np.asarray(entry["points"], np.float64).reshape(len(entry["points"]), len(entry["features"])),
+        )  # fmt: skip
 
 
 def _lzma_filters(nbytes: int) -> list[dict[str, int]]:
@@ -119,27 +243,49 @@ def complexity_bpd(images: np.ndarray) -> np.ndarray:
     return out
 
 
-def combine(pixel: np.ndarray, latent: np.ndarray, calibration: Calibration | None) -> np.ndarray:
-    """The anomaly score from its two parts (bits/dim, float64 [N]): standardised and added
-    when the bundle is calibrated, else added as they are."""
-    pixel, latent = np.asarray(pixel, np.float64), np.asarray(latent, np.float64)
+def colour_spread(images: np.ndarray) -> np.ndarray:
+    """The largest spread between an image's channels at any pixel, max over pixels of
+    (max over channels - min over channels), float64 [N] for uint8 images [N, H, W, C]: 0 for
+    a grey image, up to 255."""
+    images = np.asarray(images)
+    if images.shape[-1] == 1:
+        return np.zeros(len(images))
+    return (images.max(axis=-1).astype(np.int16) - images.min(axis=-1)).reshape(len(images), -1).max(axis=1).astype(np.float64)
+
+
+def combine(parts: Parts, calibration: Calibration | None) -> np.ndarray:
+    """The anomaly score of images from their parts, float64 [N]: the calibration's score,
+    or pixel + latent, unweighted, for a bundle without one."""
     if calibration is None:
-        return pixel + latent
-    (mp, sp), (ml, sl) = (calibration.standardization[k] for k in PARTS)
-    return (pixel - mp) / sp + (latent - ml) / sl
+        return parts.pixel + parts.latent
+    return calibration.anomaly(parts)
 
 
 @dataclass(frozen=True)
 class Calibration:
     """Quantiles of the anomaly score over n held-out in-distribution images, at the evenly
-    spaced levels 0, 1/(m-1), ..., 1 (m = len(quantiles)); the (mean, sd) of each part over
-    the same images; and the prior of the latent part."""
+    spaced levels 0, 1/(m-1), ..., 1 (m = len(quantiles)); the prior of the latent part; and
+    the score's own statistics: the feature density (`density-of-parts/3`) or, for the
+    legacy score `pixel-plus-latent/2`, the (mean, sd) of each part (`standardization`)."""
 
     quantiles: np.ndarray
     n: int
     source: str
-    standardization: dict[str, tuple[float, float]]
+    standardization: dict[str, tuple[float, float]] | None
     prior: str
+    density: FeatureDensity | None = None
+
+    @property
+    def score(self) -> str:
+        return SCORE if self.density is not None else LEGACY_SCORE
+
+    def anomaly(self, parts: Parts) -> np.ndarray:
+        """The score of images from their parts, float64 [N]."""
+        if self.density is not None:
+            return self.density.anomaly(parts.features(self.density.features))
+        assert self.standardization is not None
+        (mp, sp), (ml, sl) = (self.standardization[k] for k in PARTS)
+        return (parts.pixel - mp) / sp + (parts.latent - ml) / sl
 
     def p_values(self, scores: np.ndarray) -> np.ndarray:
         """For each score: (1 + n * tail) / (n + 1), where tail is the fraction of calibration
@@ -158,30 +304,44 @@ class Calibration:
         return np.where(np.isnan(scores), np.nan, p)
 
     def to_manifest(self) -> dict[str, Any]:
-        return {
-            "quantiles": [float(x) for x in self.quantiles],
-            "n": self.n,
-            "source": self.source,
-            "prior": self.prior,
-            "standardization": {k: {"mean": float(m), "sd": float(sd)} for k, (m, sd) in self.standardization.items()},
-        }
+        entry: dict[str, Any] = {"quantiles": [float(x) for x in self.quantiles], "n": self.n, "source": self.source, "prior": self.prior}
+        if self.density is not None:
+            entry["density"] = self.density.to_manifest()
+        else:
+            assert self.standardization is not None
+            entry["standardization"] = {k: {"mean": float(m), "sd": float(sd)} for k, (m, sd) in self.standardization.items()}
+        return entry
 
 
-def fit_calibration(pixel: np.ndarray, latent: np.ndarray, prior: str, source: str = "held-out images") -> dict[str, Any]:
-    """The manifest's `anomaly` entry fitted to the raw (unstandardised) score parts of held-out
-    in-distribution images, float64 [n] each, whose latent part was measured under `prior`: the
-    score's name and description, and its calibration (standardisation, quantiles, n, source)."""
-    parts = {"pixel": np.asarray(pixel, np.float64), "latent": np.asarray(latent, np.float64)}
-    n = len(parts["pixel"])
-    if not all(np.isfinite(v).all() for v in parts.values()):
+def _own_points(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the indices of the n calibration images that become the density's points, and for
+    each image the index of its own point or -1): all n, or MAX_POINTS chosen with
+    CALIBRATION_SEED."""
+    chosen = np.arange(n) if n <= MAX_POINTS else np.sort(np.random.default_rng(CALIBRATION_SEED).choice(n, MAX_POINTS, replace=False))
+    own = np.full(n, -1)
+    own[chosen] = np.arange(len(chosen))
+    return chosen, own
+
+
+def fit_calibration(parts: Parts, prior: str, source: str = "held-out images", *, colour: bool) -> dict[str, Any]:
+    """The manifest's `anomaly` entry fitted to the raw parts of held-out in-distribution
+    images (n of them; their latent part measured under `prior`): the score's name and
+    description, and its calibration. The density's points are all n images, or MAX_POINTS of
+    them chosen with CALIBRATION_SEED; its features include the colour one when `colour` (a
+    colour model). The quantiles are those of every image's score, a point's own score taken
+    without itself."""
+    names = COLOUR_FEATURES if colour else GREY_FEATURES
+    values = parts.features(names)
+    n = len(values)
+    if n < 2 or not np.isfinite(values).all():
         raise InvalidArgumentError("some calibration images have a non-finite anomaly score; the model is broken for them")
-    standardization = {k: (float(np.mean(v)), float(np.std(v))) for k, v in parts.items()}
-    if min(sd for _, sd in standardization.values()) <= 0.0:
+    if np.all(values.std(axis=0)[:2] == 0.0):
         raise InvalidArgumentError("the calibration images all score the same; calibrate on a varied held-out set")
-    m = min(QUANTILES, n)
-    draft = Calibration(np.zeros(2), n, str(source), standardization, prior)
-    quantiles = np.quantile(combine(parts["pixel"], parts["latent"], draft), np.linspace(0.0, 1.0, m))
-    calibration = Calibration(quantiles, n, str(source), standardization, draft.prior)
+    chosen, own = _own_points(n)
+    density = FeatureDensity.fit(names, values, chosen)
+    scores = density.anomaly(values, leave_out=own)
+    quantiles = np.quantile(scores, np.linspace(0.0, 1.0, min(QUANTILES, n)))
+    calibration = Calibration(quantiles, n, str(source), None, prior, density)
     return {"score": SCORE, "description": SCORE_DESCRIPTION, "calibration": calibration.to_manifest()}
 
 
@@ -196,8 +356,33 @@ def calibrate_anomaly(model: Scorable, images: Any, source: str = "held-out imag
     # Raw parts, whatever calibration the bundle holds now (it is being replaced).
     # k=1 whatever the default: the parts use the first posterior draw only.
     scores = model.score(images, k=1, seed=CALIBRATION_SEED, calibrated=False)
-    assert scores.anomaly_pixel is not None and scores.anomaly_latent is not None  # uncalibrated scores carry their parts
-    return fit_calibration(scores.anomaly_pixel, scores.anomaly_latent, model.spec.prior_set.anomaly_prior, source)
+    colour = model.spec.image_shape[2] == 3
+    return fit_calibration(Parts.of(scores), model.spec.prior_set.anomaly_prior, source, colour=colour)
+
+
+def scores_as_new(model: Scorable, images: np.ndarray, calibration: Calibration, folds: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """(anomaly scores, p-values) of a model's own calibration images (the same images in the
+    same order), as images it has not seen would get them: the score of each without its own
+    point in the density, and its p-value from a calibration fitted to the other `folds` - 1
+    folds (seeded). A calibration image scored as it is sits on its own point and looks more
+    usual than it is; this is how the bundled colour model, whose only held-out images are its
+    calibration images, measures its calibration and separation honestly."""
+    scores = model.score(images, k=1, seed=CALIBRATION_SEED, calibrated=False)
+    parts = Parts.of(scores)
+    n = len(parts.pixel)
+    if calibration.density is None or calibration.n != n:
+        raise InvalidArgumentError(f"these {n} images are not the {calibration.n} images of the bundle's {calibration.score} calibration")
+    names = calibration.density.features
+    _, own = _own_points(n)
+    anomaly = calibration.density.anomaly(parts.features(names), leave_out=own)
+    p_values = np.empty(n)
+    order = np.random.default_rng(CALIBRATION_SEED).permutation(n)
+    for fold in np.array_split(order, folds):
+        rest = np.setdiff1d(order, fold)
+        fitted = read_calibration({"anomaly": fit_calibration(parts.take(rest), calibration.prior, colour="log_colour" in names)})
+        assert fitted is not None
+        p_values[fold] = fitted.p_values(fitted.anomaly(parts.take(fold)))
+    return anomaly, p_values
 
 
 def flag_unusual(p_values: np.ndarray | None, p_below: float) -> np.ndarray:
@@ -222,15 +407,16 @@ def check_flag(model: Described, p_below: float) -> None:
 
 def read_calibration(data: dict[str, Any]) -> Calibration | None:
     """The calibration stored in a (validated) manifest, or None when it holds none or holds
-    one for a different score."""
+    one for a score this runtime does not compute."""
     entry = data.get("anomaly")
-    if not entry or entry.get("score") != SCORE or not entry.get("calibration"):
+    if not entry or entry.get("score") not in (SCORE, LEGACY_SCORE) or not entry.get("calibration"):
         return None
     cal = entry["calibration"]
+    quantiles, n, source, prior = np.asarray(cal["quantiles"], np.float64), int(cal["n"]), str(cal.get("source", "")), str(cal["prior"])
+    if entry["score"] == SCORE:
+        return Calibration(quantiles, n, source, None, prior, FeatureDensity.from_manifest(cal["density"]))
     standardization = {k: (float(cal["standardization"][k]["mean"]), float(cal["standardization"][k]["sd"])) for k in PARTS}
-    return Calibration(
-        np.asarray(cal["quantiles"], np.float64), int(cal["n"]), str(cal.get("source", "")), standardization, str(cal["prior"])
-    )
+    return Calibration(quantiles, n, source, standardization, prior)
 
 
 def check_manifest_entry(entry: Any) -> None:
@@ -261,10 +447,13 @@ def check_manifest_entry(entry: Any) -> None:
         raise fail(".calibration.n", f"must be an integer from the number of quantiles ({len(q)}) up, got {n!r}")
     if not isinstance(cal.get("source", ""), str):
         raise fail(".calibration.source", "must be a string")
-    if entry["score"] != SCORE:
-        return  # an older score's calibration: kept, not used
+    if entry["score"] not in (SCORE, LEGACY_SCORE):
+        return  # another score's calibration: kept, not used
     if not isinstance(cal.get("prior"), str):
         raise fail(".calibration.prior", "must name the prior of the latent part ('standard' or a mixture)")
+    if entry["score"] == SCORE:
+        _check_density(cal.get("density"), n, fail)
+        return
     std = cal.get("standardization")
     if not isinstance(std, dict):
         raise fail(".calibration.standardization", f"must be an object with {' and '.join(PARTS)}")
@@ -276,6 +465,33 @@ def check_manifest_entry(entry: Any) -> None:
             x = ms.get(key)
             if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or (key == "sd" and x <= 0):
                 raise fail(f".calibration.standardization.{part}.{key}", f"must be a finite number{' > 0' if key == 'sd' else ''}, got {x!r:.40}")
+
+
+def _finite(x: Any) -> bool:
+    return not isinstance(x, bool) and isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _check_density(density: Any, n: int, fail: Any) -> None:
+    where = ".calibration.density"
+    if not isinstance(density, dict):
+        raise fail(where, "must be an object {features, center, scale, bandwidth, points}")
+    names = density.get("features")
+    if not isinstance(names, list) or not names or len(set(map(str, names))) != len(names) or not set(names) <= set(FEATURES):
+        raise fail(f"{where}.features", f"must be a list of distinct feature names from {list(FEATURES)}, got {names!r:.80}")
+    d = len(names)
+    for key in ("center", "scale"):
+        v = density.get(key)
+        if not isinstance(v, list) or len(v) != d or not all(_finite(x) for x in v) or (key == "scale" and min(v) <= 0):
+            raise fail(f"{where}.{key}", f"must be a list of {d} finite numbers{' > 0' if key == 'scale' else ''}, one per feature")
+    h = density.get("bandwidth")
+    if not _finite(h) or h <= 0:
+        raise fail(f"{where}.bandwidth", f"must be a finite number > 0, got {h!r:.40}")
+    points = density.get("points")
+    if not isinstance(points, list) or not 2 <= len(points) <= min(n, MAX_POINTS):
+        raise fail(f"{where}.points", f"must be a list of 2 to min(n, {MAX_POINTS}) points")
+    for row in points:
+        if not isinstance(row, list) or len(row) != d or not all(_finite(x) for x in row):
+            raise fail(f"{where}.points", f"must hold lists of {d} finite numbers, one per feature")
 
 
 # ---- measuring a score ----------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Calibrating a bundle's anomaly score on images the model did not train on: its scores'
-standardisation and quantiles go into the manifest, so `score` gives p-values
+density and quantiles go into the manifest, so `score` gives p-values
 (`vae calibrate BUNDLE --held-out DIR`)."""
 
 from __future__ import annotations

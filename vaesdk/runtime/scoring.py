@@ -12,7 +12,7 @@ import numpy as np
 
 from ..maths import latent as L
 from ..maths import likelihood
-from ..maths.anomaly import Calibration, combine, complexity_bpd, flag_unusual
+from ..maths.anomaly import Calibration, Parts, colour_spread, combine, complexity_bpd, flag_unusual
 from .session import Graph
 from .spec import ModelSpec
 
@@ -27,11 +27,13 @@ class Scores:
     from streams of its own (`vaesdk.maths.latent.ImageNoise`), so it scores the same alone, in
     any batch and at any place in it.
     anomaly: how unusual each image is for the model (higher = more unusual; see
-    `vaesdk.maths.anomaly`): its two parts, standardised on held-out images and added.
+    `vaesdk.maths.anomaly`): how rare its parts are, together, among held-out images (the
+    bundle's calibration); pixel + latent for a bundle without one.
     anomaly_pixel: -log p(x|z) for the first of the k posterior draws minus a lossless
     compressor's bits/dim; anomaly_latent: -log density of the posterior mean under the fitted
-    prior, bits/dim. The anomaly's distribution is the same for every k; like the bounds, it
-    depends on the seed and the image only.
+    prior, bits/dim; anomaly_complexity: that compressor's bits/dim; anomaly_colour: the largest
+    spread between the image's channels at any pixel (0 for grey). The anomaly's distribution
+    is the same for every k; like the bounds, it depends on the seed and the image only.
     p_value: the fraction of held-out in-distribution images scoring at least as high (small =
     unusual), from the bundle's calibration; None when the bundle has no calibration.
     bounds: False for a model without a pixel likelihood (a deterministic decoder): elbo_bpd
@@ -47,6 +49,8 @@ class Scores:
     anomaly_pixel: np.ndarray | None = None
     anomaly_latent: np.ndarray | None = None
     bounds: bool = True
+    anomaly_complexity: np.ndarray | None = None
+    anomaly_colour: np.ndarray | None = None
 
     def flagged(self, p_below: float) -> np.ndarray:
         """bool [N]: images whose p_value is below `p_below` (raises when uncalibrated)."""
@@ -95,17 +99,19 @@ class Scorer:
             # The anomaly score uses the first draw only, so its distribution (and so the
             # calibration) is the same for every k.
             log_px1[sl] = log_px[:, 0]
-        pixel = likelihood.nats_to_bpd(log_px1, dims) - complexity.result()
+        compressed = complexity.result()
+        pixel = likelihood.nats_to_bpd(log_px1, dims) - compressed
         prior = calibration.prior if calibration is not None else self.spec.prior_set.anomaly_prior
         latent = likelihood.nats_to_bpd(self.spec.prior_set.log_density(post.mean, prior), dims)
-        unusual = combine(pixel, latent, calibration)
+        parts = Parts(pixel, latent, compressed, colour_spread(batch))
+        unusual = combine(parts, calibration)
         p_value = calibration.p_values(unusual) if calibration is not None else None
         pixels = self.spec.pixels
         if pixels is not None and not pixels.kind.bounds:  # no likelihood: no bounds to report
             elbo = iw = np.full(len(batch), np.nan)
         return Scores(
             likelihood.nats_to_bpd(elbo, dims), likelihood.nats_to_bpd(iw, dims), k, unusual, p_value, pixel, latent,
-            bounds=pixels is None or pixels.kind.bounds,
+            bounds=pixels is None or pixels.kind.bounds, anomaly_complexity=compressed, anomaly_colour=parts.colour,
         )
 
     def log_px(self, images: np.ndarray, z: np.ndarray, uniforms: Callable[[tuple[int, ...]], np.ndarray] | None = None) -> np.ndarray:
