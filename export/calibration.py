@@ -53,12 +53,15 @@ def calibrate_bundle(
     source: str | None = None,
     data_dir: str | os.PathLike | None = None,
     out: str | os.PathLike | None = None,
+    prior: str | None = None,
 ) -> Path:
     """Add (or replace) the anomaly calibration of a VAE bundle and return its folder.
 
     images: held-out in-distribution images NOT used for training; by default the
     validation split reproduced from the manifest's `training.config`. out: write a
     calibrated copy there instead of changing `bundle_dir` (which must then not exist).
+    prior: the prior of the score's latent part (`calibrate_anomaly`; default: the default
+    prior when it is a mixture).
     Only the manifest changes; the model files and their checksums stay as they are."""
     bundle_dir = Path(bundle_dir)
     if out is not None:
@@ -75,7 +78,7 @@ def calibrate_bundle(
                 f"{bundle_dir} records no training config to reproduce its validation split from; pass held-out images"
             )
         images, source = validation_images(config, data_dir)
-    entry = calibrate_anomaly(model, images, source or "held-out images")
+    entry = calibrate_anomaly(model, images, source or "held-out images", prior)
     data = read_manifest(bundle_dir).data
     data["anomaly"] = entry
     write_manifest(bundle_dir, data)

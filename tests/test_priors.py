@@ -215,3 +215,14 @@ def test_manifest_default_prior_must_name_a_prior(tiny_lowrank_bundle, tmp_path)
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="default_prior"):
         vaesdk.load(bundle, device="cpu")
+
+
+def test_log_prob_of_a_large_batch_runs_in_blocks_with_the_same_values(monkeypatch):
+    rng = np.random.default_rng(3)
+    k, d = 50, 6
+    mixture = GaussianMixture(np.full(k, 1 / k), rng.normal(size=(k, d)), np.exp(rng.normal(0, 0.2, (k, d))))
+    z = rng.normal(size=(1000, d))
+    whole = mixture.log_prob(z)
+    monkeypatch.setattr(GaussianMixture, "LOG_PROB_BLOCK", k * d * 7)  # blocks of 7 rows
+    np.testing.assert_array_equal(mixture.log_prob(z), whole)
+    np.testing.assert_array_equal(mixture.log_prob(z[:3]), whole[:3])

@@ -190,3 +190,40 @@ def test_calibrating_a_bundle_fits_its_uncalibrated_score_parts(tiny_vae_bundle,
     s = calibrated.score(images[:8], k=1, seed=3)
     np.testing.assert_allclose(s.anomaly, combine(Parts.of(s), calibrated.spec.calibration), rtol=1e-12)
     assert s.p_value is not None and calibrated.score(images[:8], k=1, seed=3, calibrated=False).p_value is None
+
+
+def test_calibration_can_take_the_latent_part_from_another_prior_of_the_bundle(fashion_test):
+    from vaesdk.maths.anomaly import CALIBRATION_SEED, calibrate_anomaly, latent_part
+
+    model = vaesdk.load("fashion-mnist", device="cpu")
+    images = fashion_test.images[:MIN_CALIBRATION]
+    assert model.spec.prior_set.anomaly_prior == "mixture"
+    entry = calibrate_anomaly(model, images, "test images", prior="standard")
+    assert entry["calibration"]["prior"] == "standard"
+    raw = Parts.of(model.score(images, k=1, seed=CALIBRATION_SEED, calibrated=False))
+    standard = latent_part(model.spec.prior_set, model.encode(images).mean, "standard", 784)
+    want = fit_calibration(Parts(raw.pixel, standard, raw.complexity, raw.colour), "standard", "test images", colour=False)
+    assert entry == want
+    with pytest.raises(InvalidArgumentError, match="'nope'"):
+        calibrate_anomaly(model, images, prior="nope")
+
+
+def test_calibration_images_scored_as_new_use_the_calibrations_prior(tmp_path, fashion_test):
+    from vaesdk.maths.anomaly import scores_as_new
+
+    images = fashion_test.images[:MIN_CALIBRATION]
+    copy = tmp_path / "calibrated"
+    shutil.copytree(vaesdk.load("fashion-mnist").path, copy)
+    data = read_manifest(copy).data
+    data.pop("anomaly")
+    write_manifest(copy, data)
+    model = vaesdk.load(copy, device="cpu")
+    from vaesdk.maths.anomaly import calibrate_anomaly
+
+    data["anomaly"] = calibrate_anomaly(model, images, "test images", prior="standard")
+    write_manifest(copy, data)
+    model = vaesdk.load(copy, device="cpu")
+    scores, p = scores_as_new(model, images, model.spec.calibration)
+    # Each image without its own point is rarer than with it, under the same (standard) prior.
+    inside = model.score(images, k=1, seed=0).anomaly
+    assert (scores > inside).all() and p.shape == (MIN_CALIBRATION,)

@@ -55,6 +55,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..base.errors import BundleError, InvalidArgumentError, UnsupportedOperationError
+from .likelihood import nats_to_bpd
 
 
 class Described(Protocol):
@@ -79,6 +80,11 @@ class PriorChoice(Protocol):
     @property
     def anomaly_prior(self) -> str: ...
 
+    @property
+    def mixtures(self) -> dict[str, Any]: ...
+
+    def log_density(self, z: np.ndarray, prior: str) -> np.ndarray: ...
+
 
 class ScoringSpec(Protocol):
     @property
@@ -99,6 +105,8 @@ class Scorable(Protocol):
     def require_vae(self, what: str) -> None: ...
 
     def score(self, images: Any, *, k: int, seed: int, calibrated: bool) -> AnomalyParts: ...
+
+    def encode(self, images: Any) -> Any: ...
 
 SCORE = "density-of-parts/3"
 SCORE_DESCRIPTION = (
@@ -243,6 +251,12 @@ def complexity_bpd(images: np.ndarray) -> np.ndarray:
     return out
 
 
+def latent_part(prior_set: PriorChoice, mean: np.ndarray, prior: str, dims: int) -> np.ndarray:
+    """The latent part of N images, float64 [N]: -log density of their posterior means [N, D]
+    under `prior` ('standard' or a mixture), in bits/dim of images of `dims` values."""
+    return nats_to_bpd(prior_set.log_density(mean, prior), dims)
+
+
 def colour_spread(images: np.ndarray) -> np.ndarray:
     """The largest spread between an image's channels at any pixel, max over pixels of
     (max over channels - min over channels), float64 [N] for uint8 images [N, H, W, C]: 0 for
@@ -345,19 +359,33 @@ def fit_calibration(parts: Parts, prior: str, source: str = "held-out images", *
     return {"score": SCORE, "description": SCORE_DESCRIPTION, "calibration": calibration.to_manifest()}
 
 
-def calibrate_anomaly(model: Scorable, images: Any, source: str = "held-out images") -> dict[str, Any]:
+def calibrate_anomaly(model: Scorable, images: Any, source: str = "held-out images", prior: str | None = None) -> dict[str, Any]:
     """Score held-out in-distribution images (NOT used for training; anything `Model.score`
     takes) with a `Model` and return the manifest's `anomaly` entry (`fit_calibration`).
-    Export writes it; `vaesdk.runtime.calibration.calibrate_bundle` adds it to a bundle."""
+    `prior`: the prior whose density gives the latent part ('standard' or a mixture of the
+    bundle; default: the default prior when it is a mixture). Export writes the entry;
+    `vaesdk.runtime.calibration.calibrate_bundle` adds it to a bundle."""
     model.require_vae("calibrating anomaly scores")
     n = len(images) if isinstance(images, (list, tuple, np.ndarray)) else 0
     if n < MIN_CALIBRATION:
         raise InvalidArgumentError(f"calibration needs at least {MIN_CALIBRATION} held-out images, got {n}")
-    # Raw parts, whatever calibration the bundle holds now (it is being replaced).
-    # k=1 whatever the default: the parts use the first posterior draw only.
-    scores = model.score(images, k=1, seed=CALIBRATION_SEED, calibrated=False)
-    colour = model.spec.image_shape[2] == 3
-    return fit_calibration(Parts.of(scores), model.spec.prior_set.anomaly_prior, source, colour=colour)
+    prior_set = model.spec.prior_set
+    prior = prior_set.anomaly_prior if prior is None else prior
+    if prior != "standard" and prior not in prior_set.mixtures:
+        raise InvalidArgumentError(f"the anomaly score's latent part needs 'standard' or a mixture of this bundle, got {prior!r} (mixtures: {sorted(prior_set.mixtures)})")
+    return fit_calibration(_raw_parts(model, images, prior), prior, source, colour=model.spec.image_shape[2] == 3)
+
+
+def _raw_parts(model: Scorable, images: Any, prior: str) -> Parts:
+    """The parts a calibration is fitted to: k=1 whatever the default (the parts use the first
+    posterior draw only), seeded with CALIBRATION_SEED, whatever calibration the bundle holds
+    now, the latent part under `prior`."""
+    parts = Parts.of(model.score(images, k=1, seed=CALIBRATION_SEED, calibrated=False))
+    if prior == model.spec.prior_set.anomaly_prior:
+        return parts
+    h, w, c = model.spec.image_shape
+    latent = latent_part(model.spec.prior_set, model.encode(images).mean, prior, h * w * c)
+    return Parts(parts.pixel, latent, parts.complexity, parts.colour)
 
 
 def scores_as_new(model: Scorable, images: np.ndarray, calibration: Calibration, folds: int = 10) -> tuple[np.ndarray, np.ndarray]:
@@ -367,8 +395,7 @@ def scores_as_new(model: Scorable, images: np.ndarray, calibration: Calibration,
     folds (seeded). A calibration image scored as it is sits on its own point and looks more
     usual than it is; this is how the bundled colour model, whose only held-out images are its
     calibration images, measures its calibration and separation honestly."""
-    scores = model.score(images, k=1, seed=CALIBRATION_SEED, calibrated=False)
-    parts = Parts.of(scores)
+    parts = _raw_parts(model, images, calibration.prior)
     n = len(parts.pixel)
     if calibration.density is None or calibration.n != n:
         raise InvalidArgumentError(f"these {n} images are not the {calibration.n} images of the bundle's {calibration.score} calibration")

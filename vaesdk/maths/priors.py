@@ -125,9 +125,19 @@ class GaussianMixture:
             z = self.means[comp] + np.einsum("nij,nj->ni", self.cholesky[comp], eps)
         return z.astype(np.float32)
 
+    LOG_PROB_BLOCK = 1 << 23  # float64 values of one [K, rows, D] block: 64 MiB, whatever K and N
+
     def log_prob(self, z: np.ndarray) -> np.ndarray:
-        """log density of each latent under the mixture, float64 [N] for z [N, D]."""
+        """log density of each latent under the mixture, float64 [N] for z [N, D], in blocks of
+        rows whose [K, rows, D] differences fit LOG_PROB_BLOCK (a mixture of thousands of
+        components would otherwise hold gigabytes for a large batch)."""
         z = np.asarray(z, np.float64)
+        rows = max(1, self.LOG_PROB_BLOCK // (self.components * self.dim))
+        if len(z) <= rows:
+            return self._log_prob(z)
+        return np.concatenate([self._log_prob(z[i : i + rows]) for i in range(0, len(z), rows)])
+
+    def _log_prob(self, z: np.ndarray) -> np.ndarray:
         diff = z[None, :, :] - self.means[:, None, :]  # [K, N, D]
         if self.diagonal:
             y = diff * self._inverse_cholesky()[:, None, :]

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..maths import latent as L
 from ..maths import likelihood
-from ..maths.anomaly import Calibration, Parts, colour_spread, combine, complexity_bpd, flag_unusual
+from ..maths.anomaly import Calibration, Parts, colour_spread, combine, complexity_bpd, flag_unusual, latent_part
 from .session import Graph
 from .spec import ModelSpec
 
@@ -102,7 +102,7 @@ class Scorer:
         compressed = complexity.result()
         pixel = likelihood.nats_to_bpd(log_px1, dims) - compressed
         prior = calibration.prior if calibration is not None else self.spec.prior_set.anomaly_prior
-        latent = likelihood.nats_to_bpd(self.spec.prior_set.log_density(post.mean, prior), dims)
+        latent = latent_part(self.spec.prior_set, post.mean, prior, dims)
         parts = Parts(pixel, latent, compressed, colour_spread(batch))
         unusual = combine(parts, calibration)
         p_value = calibration.p_values(unusual) if calibration is not None else None
