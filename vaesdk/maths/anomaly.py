@@ -32,7 +32,8 @@ a Gaussian kernel density over the standardised features s(f_j) of up to 2,000 c
 images (stored in the manifest), h = m^(-1/(d + 4)) for m points in d dimensions (Scott's
 rule). Both ends of a feature count: complexity near 8 bits/dim (noise) and near 0 (a blank
 image) are both rare. The colour feature is used by colour models only. Every choice here
-was made by measurement (benchmarks/anomaly.py; docs/anomaly.md).
+was made by measurement (benchmarks/anomaly_features.py compares the ways of combining the
+parts; benchmarks/anomaly.py the compressors; docs/anomaly.md).
 
 Calibration turns a score into a p-value: the fraction of held-out in-distribution images
 (not used for training) scoring at least as high. Each calibration image that is also a
@@ -373,10 +374,10 @@ def calibrate_anomaly(model: Scorable, images: Any, source: str = "held-out imag
     prior = prior_set.anomaly_prior if prior is None else prior
     if prior != "standard" and prior not in prior_set.mixtures:
         raise InvalidArgumentError(f"the anomaly score's latent part needs 'standard' or a mixture of this bundle, got {prior!r} (mixtures: {sorted(prior_set.mixtures)})")
-    return fit_calibration(_raw_parts(model, images, prior), prior, source, colour=model.spec.image_shape[2] == 3)
+    return fit_calibration(raw_parts(model, images, prior), prior, source, colour=model.spec.image_shape[2] == 3)
 
 
-def _raw_parts(model: Scorable, images: Any, prior: str) -> Parts:
+def raw_parts(model: Scorable, images: Any, prior: str) -> Parts:
     """The parts a calibration is fitted to: k=1 whatever the default (the parts use the first
     posterior draw only), seeded with CALIBRATION_SEED, whatever calibration the bundle holds
     now, the latent part under `prior`."""
@@ -395,7 +396,7 @@ def scores_as_new(model: Scorable, images: np.ndarray, calibration: Calibration,
     folds (seeded). A calibration image scored as it is sits on its own point and looks more
     usual than it is; this is how the bundled colour model, whose only held-out images are its
     calibration images, measures its calibration and separation honestly."""
-    parts = _raw_parts(model, images, calibration.prior)
+    parts = raw_parts(model, images, calibration.prior)
     n = len(parts.pixel)
     if calibration.density is None or calibration.n != n:
         raise InvalidArgumentError(f"these {n} images are not the {calibration.n} images of the bundle's {calibration.score} calibration")
