@@ -27,6 +27,11 @@ from vaesdk.base.errors import InvalidArgumentError, OutputError
 from ..training.config import TrainConfig
 
 
+# What a folder's run records as its test split: it has none, so its validation images, which
+# are also the anomaly calibration's images, stand in (export/pipeline.py).
+FOLDER_TEST_SPLIT = "validation split of the training folder (not used for training)"
+
+
 def run_split(config: dict[str, Any], data_dir: str | os.PathLike | None = None) -> tuple[ImageSet, ImageSet]:
     """A training run's training and validation images, reproduced from its recorded config
     (checkpoint.json's or the manifest's `training.config`): the same data, limit, seed and
@@ -96,9 +101,7 @@ def remeasure_anomaly(bundle_dir: str | os.PathLike, data_dir: str | os.PathLike
         raise InvalidArgumentError(f"{bundle_dir} records no test-set metrics to measure the anomaly score again on")
     h, _, c = model.image_shape
     test = load_dataset(recorded["dataset"], recorded["split"], h, c, data_dir).head(recorded["images"])
-    # A folder's run has no test split: its recorded test set is the validation split, the
-    # calibration's own images.
-    same = str(recorded["split"]).startswith("validation split")
+    same = recorded["split"] == FOLDER_TEST_SPLIT  # the calibration's own images
     measured = evaluate(model, test, k=recorded.get("iw_samples", 16), seed=recorded["seed"], test_is_calibration=same)["anomaly"]
     data = read_manifest(bundle_dir).data
     data["metrics"]["anomaly"] = measured

@@ -31,7 +31,7 @@ from vaesdk.base.fileio import UMASK, swap_folder, write_atomic
 from vaesdk.maths.latent import ACTIVE_KL_NATS, Posterior, class_mean_directions, fit_gaussian
 
 from ..training.train import load_checkpoint
-from .calibration import run_split, validation_images
+from .calibration import FOLDER_TEST_SPLIT, run_split, validation_images
 from .fit_prior import FULL_COVARIANCE_MAX_DIM, fit_mixture
 from .manifest import build_manifest
 from .onnx import export_graphs
@@ -172,7 +172,7 @@ def _eval_sets(
             test = load_dataset("fashion-mnist", "test", size, channels, data_dir or DEFAULT_FASHION_MNIST_DIR)
             return EvalSets(test, train, held_out, "test", "fashion-mnist")
         # A folder has no test split: the run's validation images were never trained on.
-        return EvalSets(held_out, train, held_out, "validation split of the training folder (not used for training)", "image folder")
+        return EvalSets(held_out, train, held_out, FOLDER_TEST_SPLIT, "image folder")
     if eval_data == "fashion-mnist":
         data_dir = data_dir or DEFAULT_FASHION_MNIST_DIR
         test = load_dataset("fashion-mnist", "test", size, channels, data_dir)
@@ -240,7 +240,7 @@ def _add_evaluation(
     log(f"evaluating on {len(test)} images ({sets.source}; importance-weighted bound with k={k})")
     train_features = train_post.mean if train_post is not None else None
     metrics = evaluate(
-        model, test, train, k=k, seed=0, train_features=train_features, test_is_calibration=sets.source.startswith("validation split"),
+        model, test, train, k=k, seed=0, train_features=train_features, test_is_calibration=sets.source == FOLDER_TEST_SPLIT,
         **({"progress": progress} if progress else {}),
     )  # fmt: skip
     kl = metrics.pop("kl_per_dim", None)

@@ -57,6 +57,7 @@ import numpy as np
 
 from ..base.errors import BundleError, InvalidArgumentError, UnsupportedOperationError
 from .likelihood import nats_to_bpd
+from .priors import STANDARD_PRIOR
 
 
 class Described(Protocol):
@@ -162,11 +163,11 @@ class Parts:
         return np.stack([np.asarray(columns[n](), np.float64) for n in names], axis=1)
 
 
-def _log_mean_exp(a: np.ndarray, count: int) -> np.ndarray:
-    """log(sum(exp(a), axis=1) / count), stable, float64 [N]."""
+def _log_sum_exp(a: np.ndarray) -> np.ndarray:
+    """log(sum(exp(a), axis=1)), stable, float64 [N]."""
     top = np.max(a, axis=1, keepdims=True)
     top = np.where(np.isfinite(top), top, 0.0)
-    return top[:, 0] + np.log(np.exp(a - top).sum(axis=1)) - math.log(count)
+    return top[:, 0] + np.log(np.exp(a - top).sum(axis=1))
 
 
 @dataclass(frozen=True)
@@ -209,7 +210,7 @@ class FeatureDensity:
                 rows = np.flatnonzero(own >= 0)
                 a[rows, own[rows]] = -np.inf
                 count = np.where(own >= 0, m - 1, m)
-            out[lo : lo + len(block)] = -_log_mean_exp(a, 1) + np.log(count)
+            out[lo : lo + len(block)] = np.log(count) - _log_sum_exp(a)
         return out
 
     def to_manifest(self) -> dict[str, Any]:
@@ -372,7 +373,7 @@ def calibrate_anomaly(model: Scorable, images: Any, source: str = "held-out imag
         raise InvalidArgumentError(f"calibration needs at least {MIN_CALIBRATION} held-out images, got {n}")
     prior_set = model.spec.prior_set
     prior = prior_set.anomaly_prior if prior is None else prior
-    if prior != "standard" and prior not in prior_set.mixtures:
+    if prior != STANDARD_PRIOR and prior not in prior_set.mixtures:
         raise InvalidArgumentError(f"the anomaly score's latent part needs 'standard' or a mixture of this bundle, got {prior!r} (mixtures: {sorted(prior_set.mixtures)})")
     return fit_calibration(raw_parts(model, images, prior), prior, source, colour=model.spec.image_shape[2] == 3)
 
@@ -466,7 +467,7 @@ def check_manifest_entry(entry: Any) -> None:
     if not isinstance(q, list) or not 2 <= len(q) <= QUANTILES:
         raise fail(".calibration.quantiles", f"must be a list of 2 to {QUANTILES} numbers")
     for x in q:
-        if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+        if not _finite(x):
             raise fail(".calibration.quantiles", f"must hold finite numbers, found {x!r:.40}")
     if any(b < a for a, b in zip(q, q[1:])):
         raise fail(".calibration.quantiles", "must be in non-decreasing order")
@@ -491,7 +492,7 @@ def check_manifest_entry(entry: Any) -> None:
             raise fail(f".calibration.standardization.{part}", "must be an object {mean, sd}")
         for key in ("mean", "sd"):
             x = ms.get(key)
-            if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or (key == "sd" and x <= 0):
+            if not _finite(x) or (key == "sd" and x <= 0):
                 raise fail(f".calibration.standardization.{part}.{key}", f"must be a finite number{' > 0' if key == 'sd' else ''}, got {x!r:.40}")
 
 
