@@ -54,8 +54,7 @@ def info(model: ModelOpt = None, device: DeviceOpt = "auto", json_out: JsonOpt =
             f"active dims {summary['active_dims']} of {m.latent_dim} carry information (KL > {summary['active_kl_threshold']:g} nats)"
         )
     if m.priors:
-        why = " (fitted to the training latents: samples look like the data; standard is N(0, I))" if m.default_prior in m.manifest.mixtures else ""
-        lines.append(f"priors      {', '.join(m.priors)}; default {m.default_prior}{why}")
+        lines.append(f"priors      {', '.join(m.priors)}; default {m.default_prior}: {summary['prior_descriptions'][m.default_prior]}")
     if summary["directions"]:
         lines.append(f"directions  {', '.join(summary['directions'])}")
     if metrics:

@@ -39,6 +39,7 @@ from vaesdk.maths.pixels import PixelLikelihood  # noqa: E402
 from vaesdk.base.errors import BundleError, InvalidArgumentError, UnsupportedOperationError  # noqa: E402
 from vaesdk.maths.latent import GivenNoise, ImageNoise, Posterior  # noqa: E402
 from vaesdk.runtime.model import means_to_uint8  # noqa: E402
+from vaesdk.maths.priors import GaussianMixture  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = {
@@ -193,7 +194,7 @@ def manifest_cases(base: dict[str, dict]) -> list[dict[str, Any]]:
     bad("image-channels-2", set_path(v2, "image.channels", 2), "manifest", "channels must be 1 or 3")
     bad("latent-dim-string", set_path(v2, "latent.dim", "8"), "manifest", "latent.dim must be an integer")
     bad("kl-per-dim-wrong-length", set_path(v2, "latent.kl_per_dim", [0.5] * 7), "manifest", "latent.kl_per_dim must be a list of 8 numbers")
-    bad("gaussian-named-standard", set_path(v2, "latent.gaussians.standard", v2["latent"]["gaussians"]["aggregate"]), "manifest", "has a bad name 'standard'")
+    bad("gaussian-named-standard", set_path(v2, "latent.gaussians.standard", v2["latent"]["gaussians"]["aggregate"]), "manifest", "bad or repeated prior name 'standard'")
     bad("gaussian-cholesky-wrong-length", set_path(v2, "latent.gaussians.aggregate.cholesky", [1.0] * 35), "manifest", "cholesky (lower triangle, row by row) must be a list of 36")
     bad("gaussian-cholesky-zero-diagonal", set_path(v2, "latent.gaussians.aggregate.cholesky", [0.0] * 36), "manifest", "must have a positive diagonal")
     bad("mixture-named-like-a-gaussian", set_path(v2, "latent.mixtures.aggregate", mix), "manifest", "repeated prior name 'aggregate'")
@@ -404,7 +405,7 @@ def prior_draw_cases(w: Writer, name: str, model: vaesdk.Model) -> None:
             seed = len(w.index["prior_draws"])
             want = model.sample_latents(n, seed=seed, temperature=temperature, truncation=truncation, prior=prior)
             rng = np.random.default_rng(seed)
-            mixture = prior in model._mixtures
+            mixture = isinstance(model.spec.prior_set.prior(prior), GaussianMixture)  # a mixture's draw takes uniforms first
             uniforms = rng.random(n) if mixture else np.zeros(0)
             normals = rng.standard_normal(n * d * 40, dtype=np.float32)
             replay = ReplayGenerator(normals=normals, uniforms=uniforms)

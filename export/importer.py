@@ -33,6 +33,7 @@ from vaesdk.bundle.format import io_contract, validate_manifest
 from vaesdk.bundle.geometry import MAX_IMAGE_SIDE, MAX_LATENT_DIM, Geometry
 from vaesdk.maths.anomaly import MIN_CALIBRATION, calibrate_anomaly
 from vaesdk.maths.pixels import KINDS
+from vaesdk.maths.priors import GAUSSIAN
 
 from .manifest import base_manifest
 from .onnx import export_module
@@ -245,7 +246,7 @@ def export_vae(
 
         model = vaesdk.load(tmp, device="cpu")
         post = model.encode(images)
-        data["latent"]["gaussians"] = fit_gaussians(post, ImageSet(images, labels, tuple(class_names or ())))
+        data["latent"][GAUSSIAN.key] = fit_gaussians(post, ImageSet(images, labels, tuple(class_names or ())))
         held_latents = model.embed(held_out) if held_out is not None else None
         add_mixture(tmp, data, post.mean, held_latents, log, mixture_covariance)
         write_manifest(tmp, data)

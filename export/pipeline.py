@@ -28,7 +28,8 @@ from vaesdk.evaluation.datasets import DEFAULT_FASHION_MNIST_DIR, ImageSet, load
 from vaesdk.base.errors import BundleError, InvalidArgumentError, OutputError
 from vaesdk.evaluation.evaluate import Progress, evaluate
 from vaesdk.base.fileio import UMASK, swap_folder, write_atomic
-from vaesdk.maths.latent import ACTIVE_KL_NATS, Posterior, class_mean_directions, fit_gaussian
+from vaesdk.maths.latent import ACTIVE_KL_NATS, Posterior, class_mean_directions
+from vaesdk.maths.priors import GAUSSIAN, Prior, fit_gaussian, stored
 
 from ..training.train import load_checkpoint
 from .calibration import FOLDER_TEST_SPLIT, run_split, validation_images
@@ -208,7 +209,7 @@ def _add_priors_and_directions(bundle_dir: Path, data: dict[str, Any], sets: Eva
         return None
     model = vaesdk.load(bundle_dir, device="cpu")
     train_post = model.encode(train.images)
-    data["latent"]["gaussians"] = fit_gaussians(train_post, train)
+    data["latent"][GAUSSIAN.key] = fit_gaussians(train_post, train)
     if model.kind == "vae":
         held_out = model.embed(sets.held_out.images) if sets.held_out is not None else None
         add_mixture(bundle_dir, data, train_post.mean, held_out, log)
@@ -266,17 +267,20 @@ def add_mixture(
         log("prior: too few training images to fit a mixture; the default prior stays N(0, I)")
         return
     mixture, record = fit_mixture(train, held_out, log=log, covariance=covariance)
-    blob = mixture.to_npz()
-    path = bundle_dir / MIXTURE_FILE
-    write_atomic(path, blob)
-    data["latent"].setdefault("mixtures", {})[MIXTURE_PRIOR] = {
-        "file": MIXTURE_FILE,
-        "sha256": hashlib.sha256(blob).hexdigest(),
-        "bytes": len(blob),
-        "fitted_to": "posterior means of the training images",
-        **record,
-    }
+    store_prior(bundle_dir, data, MIXTURE_PRIOR, mixture, {"fitted_to": "posterior means of the training images", **record}, MIXTURE_FILE)
     data["latent"]["default_prior"] = MIXTURE_PRIOR
+
+
+def store_prior(bundle_dir: Path, data: dict[str, Any], name: str, prior: Prior, facts: dict[str, Any], file_name: str | None = None) -> None:
+    """Add a fitted prior to a bundle under construction as its kind stores it: its entry in
+    the manifest's `latent` object (with `facts`, such as what it was fitted to), and for a kind
+    kept in a file, the file (`file_name`, default prior-NAME.npz) with its digest and size."""
+    kind, entry, blob = stored(prior)
+    if blob is not None:
+        file_name = file_name or f"prior-{name}.npz"
+        write_atomic(bundle_dir / file_name, blob)
+        entry = {"file": file_name, "sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob), **entry}
+    data["latent"].setdefault(kind.key, {})[name] = {**entry, **facts}
 
 
 def _add_anomaly_calibration(

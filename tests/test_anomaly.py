@@ -83,7 +83,7 @@ def test_the_score_is_the_density_of_its_parts_over_the_calibration_images(calib
     # The latent part is the mixture's density at the posterior mean, in bits/dim.
     x = fashion_test.images[:5]
     mean = calibrated_bundled.encode(x).mean
-    log_density = calibrated_bundled.spec.prior_set.mixtures["mixture"].log_prob(mean)
+    log_density = calibrated_bundled.spec.prior_set.fitted["mixture"].log_prob(mean)
     np.testing.assert_allclose(calibrated_bundled.score(x).anomaly_latent, -log_density / (784 * np.log(2)), rtol=1e-9)
 
 

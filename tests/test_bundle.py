@@ -517,7 +517,7 @@ def _gaussian_mutation(field, value):
         (_gaussian_mutation("mean", [0.0] * 3), "latent.gaussians.aggregate.mean"),
         (_gaussian_mutation("cholesky", [1.0] * 10), "cholesky"),
         (_gaussian_mutation("cholesky", [0.0] * 36), "positive diagonal"),
-        (lambda d: d["latent"]["gaussians"].__setitem__("standard", d["latent"]["gaussians"]["aggregate"]), "bad name"),
+        (lambda d: d["latent"]["gaussians"].__setitem__("standard", d["latent"]["gaussians"]["aggregate"]), "bad or repeated prior name 'standard'"),
     ],
 )
 def test_fitted_gaussians_are_validated(bundle_copy, mutate, needle):

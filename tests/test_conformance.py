@@ -96,7 +96,7 @@ def test_manifest(case):
     assert verdict == case["verdict"], message
     assert case.get("python_message", "") in message
     if verdict == "valid":  # prior names and the default, as Model.priors and Model.default_prior give them
-        names = (["standard"] if manifest.kind == "vae" else []) + sorted(manifest.mixtures) + sorted(manifest.data["latent"].get("gaussians") or {})
+        names = (["standard"] if manifest.kind == "vae" else []) + sorted(manifest.data["latent"].get("mixtures") or {}) + sorted(manifest.data["latent"].get("gaussians") or {})
         assert names == case["priors"]
         default = manifest.default_prior or ("standard" if manifest.kind == "vae" else names[0])
         assert default == case["default_prior"]
@@ -242,7 +242,7 @@ def test_v3_manifest(case):
         g = manifest.geometry
         assert geometry_record(g) == case["geometry"]
         own = manifest.kind == "vae" and not g.spatial  # N(0, I) is the prior of flat VAE latents only
-        names = (["standard"] if own else []) + sorted(manifest.mixtures) + sorted(manifest.data["latent"].get("gaussians") or {})
+        names = (["standard"] if own else []) + sorted(manifest.data["latent"].get("mixtures") or {}) + sorted(manifest.data["latent"].get("gaussians") or {})
         assert names == case["priors"]
         assert (manifest.default_prior or ("standard" if own else (names[0] if names else None))) == case["default_prior"]
 

@@ -33,13 +33,8 @@ from stats import (
 )
 
 import vaesdk
-from vaesdk.maths.latent import (
-    LatentGaussian,
-    Posterior,
-    RandomStreams,
-    fit_gaussian,
-    prior_sample,
-)
+from vaesdk.maths.latent import Posterior, RandomStreams, prior_sample
+from vaesdk.maths.priors import LatentGaussian, fit_gaussian
 
 N = 20_000
 MEAN = np.array([-3.0, 0.5, 2.0, 10.0, 0.0])

@@ -1,11 +1,14 @@
-"""The fitted mixture prior: its draws follow the stated distribution, its file is checked
-like the model files, and it is the default sampler of bundles that carry one."""
+"""The prior kinds: the registry is the one list of them, every kind stores and reads back
+what it drew from, and the fitted mixture prior's draws follow the stated distribution, its
+file is checked like the model files, and it is the default sampler of bundles that carry one."""
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +16,18 @@ import pytest
 import vaesdk
 from vaesdk.base.errors import BundleError
 from vaesdk.maths.latent import prior_sample
-from vaesdk.maths.priors import GaussianMixture
+from vaesdk.maths.priors import (
+    GAUSSIAN,
+    KINDS,
+    MIXTURE,
+    STANDARD_PRIOR,
+    GaussianMixture,
+    LatentGaussian,
+    PriorSet,
+    StandardNormal,
+    read_priors,
+    stored,
+)
 
 D = 3
 
@@ -226,3 +240,76 @@ def test_log_prob_of_a_large_batch_runs_in_blocks_with_the_same_values(monkeypat
     monkeypatch.setattr(GaussianMixture, "LOG_PROB_BLOCK", k * d * 7)  # blocks of 7 rows
     np.testing.assert_array_equal(mixture.log_prob(z), whole)
     np.testing.assert_array_equal(mixture.log_prob(z[:3]), whole[:3])
+
+
+# ---- the registry of kinds -----------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _gaussian() -> LatentGaussian:
+    return LatentGaussian(np.array([1.0, -2.0, 0.5]), np.linalg.cholesky(np.array([[2.0, 0.3, 0.1], [0.3, 1.0, -0.2], [0.1, -0.2, 0.5]])))
+
+
+def test_every_kind_is_read_back_as_it_was_stored_and_draws_the_same():
+    for prior in (_mixture(), _gaussian(), GaussianMixture(np.array([0.5, 0.5]), np.zeros((2, D)), np.full((2, D), 0.5))):
+        kind, entry, blob = stored(prior)
+        assert kind in KINDS and kind.name == prior.kind
+        assert (blob is not None) == kind.in_file
+        latent = {kind.key: {"p": {**entry, "file": "prior-p.npz"} if kind.in_file else entry}}
+        again = read_priors(latent, {"p": blob} if blob is not None else {}, D, lambda k, name, e: name)["p"]
+        assert type(again) is type(prior) and again.describe() == prior.describe()
+        z = prior.sample(50, np.random.default_rng(1), 0.8, 2.0)
+        np.testing.assert_array_equal(again.sample(50, np.random.default_rng(1), 0.8, 2.0), z)
+        np.testing.assert_allclose(again.log_prob(z), prior.log_prob(z), rtol=1e-12)
+
+
+def test_every_kind_has_the_density_it_draws_from():
+    """Each kind's log_prob against the Gaussian density written out from its covariance."""
+    g = _gaussian()
+    z = np.random.default_rng(2).normal(size=(7, D)) * 3
+    cov = g.cholesky @ g.cholesky.T
+    diff = z - g.mean
+    want = -0.5 * np.einsum("ni,ij,nj->n", diff, np.linalg.inv(cov), diff) - 0.5 * np.linalg.slogdet(2 * np.pi * cov)[1]
+    np.testing.assert_allclose(g.log_prob(z), want, rtol=1e-10)
+    np.testing.assert_allclose(StandardNormal(D).log_prob(z), -0.5 * (z**2).sum(1) - 0.5 * D * np.log(2 * np.pi), rtol=1e-12)
+    draws = g.sample(40_000, np.random.default_rng(3))
+    np.testing.assert_allclose(np.cov(draws.T), cov, atol=0.05)
+
+
+def test_names_follow_the_order_of_kinds_and_descriptions_name_the_kind():
+    fitted = {"b": _gaussian(), "z-mix": _mixture(), "a": _gaussian(), "m": _mixture()}
+    priors = PriorSet("model", "vae", D, fitted)
+    assert [k.name for k in KINDS] == [MIXTURE.name, GAUSSIAN.name]
+    assert priors.names == [STANDARD_PRIOR, "m", "z-mix", "a", "b"]
+    assert priors.describe() == {
+        STANDARD_PRIOR: "N(0, I), the model's own prior",
+        "m": "a mixture of 3 full-covariance Gaussians",
+        "z-mix": "a mixture of 3 full-covariance Gaussians",
+        "a": "a Gaussian with a full covariance",
+        "b": "a Gaussian with a full covariance",
+    }
+    # Only a kind that models all the training latents gives the anomaly score's latent part.
+    assert PriorSet("model", "vae", D, fitted, named_default="m").anomaly_prior == "m"
+    assert PriorSet("model", "vae", D, fitted, named_default="a").anomaly_prior == STANDARD_PRIOR
+    with pytest.raises(vaesdk.InvalidArgumentError, match=r"needs 'standard' or a mixture of this bundle, got 'a' \(yours: \['m', 'z-mix'\]\)"):
+        priors.check_anomaly_prior("a")
+
+
+def test_no_module_but_the_registry_names_a_stored_kind():
+    """The manifest keys of the stored kinds appear as strings only in vaesdk/maths/priors.py:
+    everything else asks the registry (a new kind touches that module and the format)."""
+    keys = {k.key for k in KINDS} | {k.name for k in KINDS}
+    found = []
+    for folder in ("vaesdk", "cli", "serve", "export"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if path == ROOT / "vaesdk" / "maths" / "priors.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant) and node.slice.value in keys:
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno} [{node.slice.value!r}]")
+                if isinstance(node, ast.Call) and getattr(node.func, "attr", None) in ("get", "setdefault") and node.args:
+                    arg = node.args[0]
+                    if isinstance(arg, ast.Constant) and arg.value in keys:
+                        found.append(f"{path.relative_to(ROOT)}:{node.lineno} .{node.func.attr}({arg.value!r})")
+    assert found == []

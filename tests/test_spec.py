@@ -15,8 +15,7 @@ from vaesdk.maths.anomaly import COLOUR_FEATURES, GREY_FEATURES, MAX_POINTS, MIN
 from vaesdk.bundle.reading import read_bundle, read_manifest
 from vaesdk.bundle.editing import write_manifest
 from vaesdk.base.errors import InvalidArgumentError, UnsupportedOperationError
-from vaesdk.maths.latent import LatentGaussian
-from vaesdk.maths.priors import STANDARD_PRIOR, PriorSet
+from vaesdk.maths.priors import STANDARD_PRIOR, LatentGaussian, PriorSet
 from vaesdk.runtime.spec import ModelSpec
 
 
@@ -87,17 +86,17 @@ def _gaussian(dim: int, shift: float) -> LatentGaussian:
 
 def test_prior_names_and_the_one_default_rule():
     g = {"b": _gaussian(2, 1.0), "a": _gaussian(2, -1.0)}
-    assert PriorSet("m", "vae", 2, {}, g).names == [STANDARD_PRIOR, "a", "b"]
-    assert PriorSet("m", "vae", 2, {}, g).default == STANDARD_PRIOR
-    assert PriorSet("m", "vae", 2, {}, g, named_default="b").default == "b"
-    assert PriorSet("m", "ae", 2, {}, g).names == ["a", "b"]
-    assert PriorSet("m", "ae", 2, {}, g).default == "a"
+    assert PriorSet("m", "vae", 2, g).names == [STANDARD_PRIOR, "a", "b"]
+    assert PriorSet("m", "vae", 2, g).default == STANDARD_PRIOR
+    assert PriorSet("m", "vae", 2, g, named_default="b").default == "b"
+    assert PriorSet("m", "ae", 2, g).names == ["a", "b"]
+    assert PriorSet("m", "ae", 2, g).default == "a"
     assert PriorSet("m", "ae", 2).default is None
 
 
 def test_prior_draws_and_refusals():
     g = {"a": _gaussian(2, 5.0)}
-    vae, ae = PriorSet("m", "vae", 2, {}, g), PriorSet("m", "ae", 2, {}, g)
+    vae, ae = PriorSet("m", "vae", 2, g), PriorSet("m", "ae", 2, g)
     z = ae.draw(None)(2000, np.random.default_rng(0), 1.0, None)
     assert z.shape == (2000, 2) and abs(z.mean() - 5.0) < 0.1
     assert abs(vae.draw(None)(2000, np.random.default_rng(0), 1.0, None).mean()) < 0.1
@@ -115,11 +114,11 @@ def test_prior_draws_and_refusals():
 def test_log_density_is_the_mixtures_or_the_standard_normal(bundled_model):
     prior_set = bundled_model.spec.prior_set
     z = np.random.default_rng(0).normal(size=(5, bundled_model.latent_dim))
-    np.testing.assert_allclose(prior_set.log_density(z, "mixture"), prior_set.mixtures["mixture"].log_prob(z))
+    np.testing.assert_allclose(prior_set.log_density(z, "mixture"), prior_set.fitted["mixture"].log_prob(z))
     standard = -0.5 * (z**2).sum(1) - 0.5 * z.shape[1] * np.log(2 * np.pi)
     np.testing.assert_allclose(prior_set.log_density(z, STANDARD_PRIOR), standard)
     assert prior_set.anomaly_prior == "mixture"
-    assert PriorSet("m", "vae", 2, {}, {"a": _gaussian(2, 0.0)}, named_default="a").anomaly_prior == STANDARD_PRIOR
+    assert PriorSet("m", "vae", 2, {"a": _gaussian(2, 0.0)}, named_default="a").anomaly_prior == STANDARD_PRIOR
 
 
 # ---- the calibration fit -------------------------------------------------------------------

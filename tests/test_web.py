@@ -94,7 +94,7 @@ def test_page_draws_from_the_bundles_mixture_prior(browser_ready, bundled_model,
     assert result["errors"] == [] and result["status"].startswith("ready"), result["status"]
     assert result["priors"] == bundled_model.priors and result["defaultPrior"] == bundled_model.default_prior == "mixture"
     z = np.asarray(result["draws"], np.float64).reshape(n, bundled_model.latent_dim)
-    mix = bundled_model.spec.prior_set.mixtures["mixture"]
+    mix = bundled_model.spec.prior_set.fitted["mixture"]
     mean = mix.weights @ mix.means
     second = np.einsum("k,kij,klj->il", mix.weights, mix.cholesky, mix.cholesky) + np.einsum("k,ki,kl->il", mix.weights, mix.means, mix.means)
     var = np.diag(second) - mean**2

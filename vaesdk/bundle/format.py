@@ -29,7 +29,7 @@ from typing import Any
 from ..base.errors import BundleError
 from ..maths.anomaly import check_manifest_entry as check_anomaly_entry
 from ..maths.pixels import MANIFEST_TYPES, PixelLikelihood
-from ..maths.priors import STANDARD_PRIOR
+from ..maths.priors import KINDS, STANDARD_PRIOR, prior_files
 from .geometry import MAX_FACTOR, MAX_IMAGE_SIDE, MAX_LATENT_CHANNELS, MAX_LATENT_DIM, PIXEL_RANGES, Geometry
 
 BUNDLE_FORMAT = "vaesdk-bundle"
@@ -205,9 +205,9 @@ class Manifest:
         return entry["decoder"] if entry else None
 
     @property
-    def mixtures(self) -> dict[str, dict[str, Any]]:
-        """Fitted mixture priors: name -> {file, sha256, bytes, components, ...}."""
-        return self.data["latent"].get("mixtures") or {}
+    def prior_files(self) -> dict[str, dict[str, Any]]:
+        """The stored priors kept in files: name -> {file, sha256, bytes, ...}."""
+        return prior_files(self.data["latent"])
 
     @property
     def default_prior(self) -> str | None:
@@ -384,54 +384,47 @@ def validate_manifest(data: Any) -> Manifest:
             if not isinstance(entry, dict):
                 raise _fail(f"directions.{dname}", "must be an object")
             _vector(entry.get("vector"), geometry.latent_channels if geometry.spatial else dim, f"directions.{dname}.vector")
-    gaussians = data["latent"].get("gaussians")
-    if (gaussians or data["latent"].get("mixtures")) and not dim:
+    latent = data["latent"]
+    if any(latent.get(k.key) for k in KINDS) and not dim:
         raise _fail("latent", "holds priors, which need latents of one shape: a bundle of a free image size has none")
-    if gaussians is not None:
-        if not isinstance(gaussians, dict):
-            raise _fail("latent.gaussians", "must be an object of name -> {mean, cholesky}")
-        for gname, entry in gaussians.items():
-            where = f"latent.gaussians.{gname}"
-            if not NAME_RE.match(gname) or gname == STANDARD_PRIOR:
-                raise _fail("latent.gaussians", f"has a bad name {gname!r}")
-            if not isinstance(entry, dict):
-                raise _fail(where, "must be an object")
-            _vector(entry.get("mean"), dim, f"{where}.mean")
-            chol = _vector(entry.get("cholesky"), dim * (dim + 1) // 2, f"{where}.cholesky (lower triangle, row by row)")
-            diagonal = [chol[i * (i + 1) // 2 + i] for i in range(dim)]
-            if min(diagonal) <= 0:
-                raise _fail(f"{where}.cholesky", "must have a positive diagonal")
-    mixtures = data["latent"].get("mixtures")
     names = {STANDARD_PRIOR} if kind == "vae" and not geometry.spatial else set()  # N(0, I) is the prior of flat VAE latents only
-    names |= set(gaussians or {})
-    reserved = names | {STANDARD_PRIOR}  # 'standard' means N(0, I) in every kind, so no mixture takes it
-    if mixtures is not None:
-        if not isinstance(mixtures, dict):
-            raise _fail("latent.mixtures", "must be an object of name -> {file, sha256, bytes, ...}")
-        for mname, entry in mixtures.items():
-            where = f"latent.mixtures.{mname}"
-            if not NAME_RE.match(mname) or mname in reserved:
-                raise _fail("latent.mixtures", f"has a bad or repeated prior name {mname!r} (a mixture's name is not 'standard' nor a key of latent.gaussians)")
+    for prior_kind in KINDS:
+        entries = latent.get(prior_kind.key)
+        if entries is None:
+            continue
+        key = f"latent.{prior_kind.key}"
+        if not isinstance(entries, dict):
+            shape = "{file, sha256, bytes, ...}" if prior_kind.in_file else "{...}"
+            raise _fail(key, f"must be an object of name -> {shape}")
+        for pname, entry in entries.items():
+            where = f"{key}.{pname}"
+            # 'standard' means N(0, I) in every kind, so no stored prior takes it; one name, one prior.
+            if not NAME_RE.match(pname) or pname in names | {STANDARD_PRIOR}:
+                raise _fail(key, f"has a bad or repeated prior name {pname!r} (a stored prior's name is not 'standard' nor another prior's)")
             if not isinstance(entry, dict):
                 raise _fail(where, "must be an object")
-            fname = _get(entry, "file", str, where)
-            if not PRIOR_FILE_RE.match(fname) or fname in (data["encoder"]["file"], data["decoder"]["file"]):
-                raise _fail(f"{where}.file", f"must be a plain file name ending in .npz, got {fname!r}")
-            if not re.fullmatch(r"[0-9a-f]{64}", _get(entry, "sha256", str, where)):
-                raise _fail(f"{where}.sha256", "must be 64 lowercase hex digits")
-            size = _get(entry, "bytes", int, where)
-            if not 0 < size <= MAX_PRIOR_BYTES:
-                raise _fail(f"{where}.bytes", f"must be in 1..{MAX_PRIOR_BYTES}, got {size}")
-            names.add(mname)
+            if prior_kind.in_file:
+                fname = _get(entry, "file", str, where)
+                if not PRIOR_FILE_RE.match(fname) or fname in (data["encoder"]["file"], data["decoder"]["file"]):
+                    raise _fail(f"{where}.file", f"must be a plain file name ending in .npz, got {fname!r}")
+                if not re.fullmatch(r"[0-9a-f]{64}", _get(entry, "sha256", str, where)):
+                    raise _fail(f"{where}.sha256", "must be 64 lowercase hex digits")
+                size = _get(entry, "bytes", int, where)
+                if not 0 < size <= MAX_PRIOR_BYTES:
+                    raise _fail(f"{where}.bytes", f"must be in 1..{MAX_PRIOR_BYTES}, got {size}")
+            if prior_kind.check is not None:
+                prior_kind.check(entry, dim, where, _vector, _fail)
+            names.add(pname)
     default = data["latent"].get("default_prior")
     if default is not None and default not in names:
         raise _fail("latent.default_prior", f"names no prior of this bundle ({default!r}; known: {sorted(names)})")
     if data.get("anomaly") is not None:
         check_anomaly_entry(data["anomaly"])
         prior = (data["anomaly"].get("calibration") or {}).get("prior")
-        mixtures = sorted(data["latent"].get("mixtures") or {})
-        if prior is not None and prior != STANDARD_PRIOR and prior not in mixtures:
-            raise _fail("anomaly.calibration.prior", f"must be 'standard' or a mixture of this bundle, got {prior!r} (mixtures: {mixtures})")
+        usable = sorted(name for k in KINDS if k.anomaly_density for name in latent.get(k.key) or {})
+        if prior is not None and prior != STANDARD_PRIOR and prior not in usable:
+            kinds = " or ".join(k.name for k in KINDS if k.anomaly_density)
+            raise _fail("anomaly.calibration.prior", f"must be 'standard' or a {kinds} of this bundle, got {prior!r} (yours: {usable})")
     for key in ("metrics", "training", "parity", "onnx", "variants"):
         if data.get(key) is not None and not isinstance(data[key], dict):
             raise _fail(key, "must be an object")

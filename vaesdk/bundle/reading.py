@@ -196,7 +196,7 @@ def read_bundle(bundle_dir: str | os.PathLike, verify: bool = True) -> Bundle:
         check_operators(info, str(path))
         models[role], infos[role] = data, info
     priors = {}
-    for name, entry in manifest.mixtures.items():
+    for name, entry in manifest.prior_files.items():
         path = bundle_dir / entry["file"]
         data = read_regular_file(path, MAX_PRIOR_BYTES, "prior file")
         if verify:

@@ -82,8 +82,7 @@ class PriorChoice(Protocol):
     @property
     def anomaly_prior(self) -> str: ...
 
-    @property
-    def mixtures(self) -> dict[str, Any]: ...
+    def check_anomaly_prior(self, prior: str) -> str: ...
 
     def log_density(self, z: np.ndarray, prior: str) -> np.ndarray: ...
 
@@ -372,9 +371,7 @@ def calibrate_anomaly(model: Scorable, images: Any, source: str = "held-out imag
     if n < MIN_CALIBRATION:
         raise InvalidArgumentError(f"calibration needs at least {MIN_CALIBRATION} held-out images, got {n}")
     prior_set = model.spec.prior_set
-    prior = prior_set.anomaly_prior if prior is None else prior
-    if prior != STANDARD_PRIOR and prior not in prior_set.mixtures:
-        raise InvalidArgumentError(f"the anomaly score's latent part needs 'standard' or a mixture of this bundle, got {prior!r} (mixtures: {sorted(prior_set.mixtures)})")
+    prior = prior_set.anomaly_prior if prior is None else prior_set.check_anomaly_prior(prior)
     return fit_calibration(raw_parts(model, images, prior), prior, source, colour=model.spec.image_shape[2] == 3)
 
 

@@ -195,33 +195,6 @@ def prior_sample(
     return (z * np.float32(temperature)).astype(np.float32)
 
 
-@dataclass(frozen=True)
-class LatentGaussian:
-    """N(mean, L L^T) over latents, fitted to encoded images; L is lower-triangular."""
-
-    mean: np.ndarray  # [D]
-    cholesky: np.ndarray  # [D, D]
-
-    def sample(
-        self, n: int, rng: np.random.Generator, temperature: float = 1.0, truncation: float | None = None
-    ) -> np.ndarray:
-        """z = mean + temperature * L eps, eps ~ N(0, I) truncated as in `prior_sample`."""
-        eps = prior_sample(n, len(self.mean), rng, temperature, truncation)
-        return (self.mean + eps.astype(np.float64) @ self.cholesky.T).astype(np.float32)
-
-    def to_manifest(self) -> dict:
-        rows, cols = np.tril_indices(len(self.mean))
-        return {"mean": [float(x) for x in self.mean], "cholesky": [float(x) for x in self.cholesky[rows, cols]]}
-
-    @classmethod
-    def from_manifest(cls, entry: dict, label: str = "a latent Gaussian") -> LatentGaussian:
-        mean = np.asarray(entry["mean"], np.float64)
-        chol = np.zeros((len(mean), len(mean)))
-        chol[np.tril_indices(len(mean))] = entry["cholesky"]
-        check_prior_factors(mean, chol, label)
-        return cls(mean, chol)
-
-
 # The largest condition number (infinity norm) a stored prior's Cholesky factor may have:
 # beyond it, densities and draws lose every digit to rounding.
 MAX_PRIOR_CONDITION = 1e8
@@ -253,21 +226,6 @@ def check_prior_factors(means: np.ndarray, cholesky: np.ndarray, label: str) -> 
             "refit the prior with more images or a larger ridge"
         )
     return inverse
-
-
-def fit_gaussian(mean: np.ndarray, logvar: np.ndarray | None = None) -> LatentGaussian:
-    """The Gaussian with the first two moments of the aggregate posterior
-    (1/N) sum_i q(z|x_i): mean E[mu], covariance Cov(mu) + E[diag sigma^2].
-    For a plain autoencoder (no logvar) it is fitted to the codes themselves."""
-    mu = np.asarray(mean, np.float64)
-    if len(mu) < 2:
-        raise InvalidArgumentError("fitting a latent Gaussian needs at least two encoded images")
-    cov = np.cov(mu.T).reshape(mu.shape[1], mu.shape[1])
-    if logvar is not None:
-        cov += np.diag(np.exp(np.asarray(logvar, np.float64)).mean(0))
-    # A tiny ridge keeps the factorisation defined when few images span fewer dimensions.
-    cov += 1e-6 * np.eye(len(cov)) * max(1.0, float(np.trace(cov)) / len(cov))
-    return LatentGaussian(mu.mean(0), np.linalg.cholesky(cov))
 
 
 def lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:

@@ -132,8 +132,6 @@ class Model(LoadedBundle):
             mean_device = self._decoder.device if device == "auto" else device
             self._mean_decoder = create_graph(mean_only, mean_device, threads, f"{bundle.path}/decoder (mean)")
         self._scorer = Scorer(self.spec, self._decoder, self.batch_size)
-        # The fitted mixtures by name, as tests/test_web.py and conformance/make_vectors.py read them.
-        self._mixtures = self.spec.prior_set.mixtures
 
     # ---- description ----------------------------------------------------------------------
 

@@ -18,9 +18,9 @@ from ..bundle.geometry import Geometry
 from ..bundle.reading import Bundle
 from ..base.errors import InvalidArgumentError, UnsupportedOperationError
 from ..imaging.images import ImageInput, as_batch
-from ..maths.latent import ACTIVE_KL_NATS, LatentGaussian, check_latents  # ACTIVE_KL_NATS: the one definition, shared with training and evaluation
+from ..maths.latent import ACTIVE_KL_NATS, check_latents  # ACTIVE_KL_NATS: the one definition, shared with training and evaluation
 from ..maths.pixels import PixelLikelihood
-from ..maths.priors import GaussianMixture, PriorSet
+from ..maths.priors import PriorSet, read_priors
 from ..version import __version__
 
 
@@ -38,11 +38,13 @@ class ModelSpec:
         geometry = m.geometry
         # Latents of one shape have a dimension a prior draws in; a free-size model's have none.
         dim = geometry.latent_dim if geometry.fixed_size or not geometry.spatial else 0
-        gaussians = {k: LatentGaussian.from_manifest(v, f"{bundle.path}/{MANIFEST} latent.gaussians.{k}") for k, v in (m.data["latent"].get("gaussians") or {}).items()}
-        mixtures = {k: GaussianMixture.from_npz(v, dim, f"{bundle.path}/{m.mixtures[k]['file']}") for k, v in bundle.priors.items()}
+        fitted = read_priors(
+            m.data["latent"], bundle.priors, dim,
+            lambda kind, name, entry: f"{bundle.path}/{entry['file']}" if kind.in_file else f"{bundle.path}/{MANIFEST} latent.{kind.key}.{name}",
+        )  # fmt: skip
         # N(0, I) is the prior of flat VAE latents only: spatial latents' draws from it decode to noise.
         own_prior = m.kind if not geometry.spatial else "ae"
-        return cls(bundle.path, m, PriorSet(m.name, own_prior, dim, mixtures, gaussians, m.default_prior))
+        return cls(bundle.path, m, PriorSet(m.name, own_prior, dim, fitted, m.default_prior))
 
     def with_manifest(self, manifest: Manifest) -> ModelSpec:
         """The same bundle after a manifest-only change (a direction added): the priors stay."""
@@ -161,6 +163,7 @@ class ModelSpec:
             "active_dims": int(np.sum(np.asarray(kl) > ACTIVE_KL_NATS)) if kl is not None else None,
             "priors": self.prior_set.names,
             "default_prior": self.prior_set.default,
+            "prior_descriptions": self.prior_set.describe(),
             "directions": sorted(self.manifest.directions),
             "metrics": data.get("metrics") or {},
             "parity_max_abs_error": (data.get("parity") or {}).get("max_abs_error"),
@@ -169,7 +172,7 @@ class ModelSpec:
                 "manifest": MANIFEST,
                 "encoder": data["encoder"]["file"],
                 "decoder": data["decoder"]["file"],
-                **{f"prior:{name}": entry["file"] for name, entry in self.manifest.mixtures.items()},
+                **{f"prior:{name}": entry["file"] for name, entry in self.manifest.prior_files.items()},
             },
             "device": device,
             "providers": providers,
