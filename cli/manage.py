@@ -76,10 +76,15 @@ def calibrate(
     bundle: Annotated[Path, typer.Argument(help="The VAE bundle folder to calibrate.", show_default=False)],
     held_out: Annotated[Path, typer.Option(help="A folder of at least 100 images the model did not train on.", show_default=False)],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write a calibrated copy here instead of changing BUNDLE.", show_default=False)] = None,
+    prior: Annotated[
+        Optional[str],
+        typer.Option(help="The prior whose density is the score's latent part: standard or a mixture of the bundle (see vae info).",
+                     show_default="the current calibration's, else the default prior when it is a mixture"),
+    ] = None,
 ) -> None:
     """Calibrate a bundle's anomaly score on held-out images, so score gives p-values."""
     if not held_out.is_dir():
         raise InvalidArgumentError(f"--held-out {held_out} is not a folder of images")
     files = image_files(held_out)
-    path = calibrate_bundle(bundle, files, source=f"{len(files)} held-out images of {held_out.name}", out=out)
+    path = calibrate_bundle(bundle, files, source=f"{len(files)} held-out images of {held_out.name}", out=out, prior=prior)
     typer.echo(f"calibrated the anomaly score of {path} on {len(files)} held-out images")

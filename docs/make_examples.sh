@@ -27,7 +27,7 @@ vae sample --n 32 --seed 0 --ncols 8 --prior aggregate -o sample-aggregate.png
 vae sample --n 16 --seed 0 --ncols 8 --prior ankle-boot -o sample-ankle-boot.png
 vae reconstruct inputs/*.png --side-by-side --scale 2 --out-dir recon
 vae edit inputs/shirt.png --dim "$(vae info --json | "$python" -c 'import json,sys; print(json.load(sys.stdin)["dims_by_usage"][0])')" --delta 2 --side-by-side --scale 2 -o edit-dim.png
-vae edit inputs/pullover.png --direction trouser --delta 1 --side-by-side --scale 2 -o edit-direction.png
+vae edit inputs/pullover.png --direction trouser --delta 2 --side-by-side --scale 2 -o edit-direction.png
 vae interpolate inputs/sneaker.png inputs/ankle-boot.png --steps 8 -o interpolate.png
 vae interpolate inputs/shirt.png inputs/trouser.png --steps 8 -o interpolate-shirt-trouser.png
 vae traverse inputs/shirt.png --rows 6 --steps 9 -o traverse.png

@@ -249,3 +249,39 @@ def test_cli_flag_needs_a_calibration(bundle_copy, tmp_path, fashion_test):
     vaesdk.save_png(tmp_path / "shirt.png", fashion_test.images[0])
     r = CliRunner().invoke(app, ["score", str(tmp_path / "shirt.png"), "--flag-p-below", "0.01", "-m", str(bundle_copy)])
     assert r.exit_code == 2 and "no anomaly calibration" in r.output
+
+
+def test_vae_calibrate_takes_the_latent_part_s_prior_and_a_recalibration_keeps_it(tiny_lowrank_bundle, fashion_test, tmp_path):
+    import shutil
+
+    from folders import png_folder
+
+    from vaesdk.cli.main import app
+
+    bundle_copy = tmp_path / "bundle"
+    shutil.copytree(tiny_lowrank_bundle, bundle_copy)
+    held_out = png_folder(tmp_path / "held-out", fashion_test.images[:120], {})
+    run = lambda *extra: CliRunner().invoke(app, ["calibrate", str(bundle_copy), "--held-out", str(held_out), *extra])
+    assert "mixture" in read_manifest(bundle_copy).data["latent"]["mixtures"]
+    r = run("--prior", "standard")
+    assert r.exit_code == 0, r.output
+    assert read_manifest(bundle_copy).data["anomaly"]["calibration"]["prior"] == "standard"
+    r = run()  # no --prior: the current calibration's prior, not the default mixture
+    assert r.exit_code == 0, r.output
+    assert read_manifest(bundle_copy).data["anomaly"]["calibration"]["prior"] == "standard"
+    before = read_manifest(bundle_copy).data["anomaly"]
+    r = run("--prior", "aggregate")  # a Gaussian of the bundle, but not a density of all its latents
+    assert r.exit_code != 0
+    assert "the anomaly score's latent part needs 'standard' or a mixture of this bundle, got 'aggregate' (yours: ['mixture'])" in r.output
+    assert read_manifest(bundle_copy).data["anomaly"] == before  # nothing written
+
+
+def test_evaluating_a_part_of_the_calibration_images_says_its_figures_are_in_sample(calibrated_bundled):
+    from vaesdk.evaluation.datasets import ImageSet
+    from vaesdk.evaluation.evaluate import evaluate
+    from vaesdk.export.calibration import validation_images
+
+    held_out, _ = validation_images(calibrated_bundled.manifest.data["training"]["config"])
+    part = evaluate(calibrated_bundled, ImageSet(held_out[:150], None, ()), k=1, ood={}, test_is_calibration=True)["anomaly"]
+    assert part["test_scores"].startswith("in-sample: the 150 test images are among the 2000 calibration images")
+    assert "test_scores" not in evaluate(calibrated_bundled, ImageSet(held_out[:150], None, ()), k=1, ood={})["anomaly"]

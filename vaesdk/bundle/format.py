@@ -24,6 +24,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from ..base.errors import BundleError
@@ -154,9 +155,10 @@ class Manifest:
     def kind(self) -> str:
         return self.data["kind"]
 
-    @property
+    @cached_property
     def geometry(self) -> Geometry:
-        """The image and latent shapes (`geometry.Geometry`)."""
+        """The image and latent shapes (`geometry.Geometry`), worked out once: every call of
+        an operation asks for them."""
         return Geometry.from_manifest(self.data)
 
     @property

@@ -98,9 +98,15 @@ def evaluate(
         if ood is not None:
             p = None if p_values[0] is None else np.concatenate(p_values)
             anomaly, note = np.concatenate(unusual), None
-            if test_is_calibration and model.spec.calibration is not None and model.spec.calibration.n == len(images):
-                anomaly, p = scores_as_new(model, images, model.spec.calibration)
+            calibration = model.spec.calibration
+            if test_is_calibration and calibration is not None and calibration.n == len(images):
+                anomaly, p = scores_as_new(model, images, calibration)
                 note = "the test images are the calibration images: each scored without its own point, p-values cross-fitted over 10 folds"
+            elif test_is_calibration and calibration is not None:
+                # A part of the calibration images (an export's evaluation limit): no image can be
+                # scored without its own point, so these figures are in-sample, and say so.
+                note = (f"in-sample: the {len(images)} test images are among the {calibration.n} calibration images, "
+                        "so their scores and p-values count their own points (evaluate all of them for held-out figures)")
             out["anomaly"] = _anomaly_metrics(model, images, anomaly, p, ood, seed, progress)
             if note:
                 out["anomaly"]["test_scores"] = note

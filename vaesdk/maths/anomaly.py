@@ -94,6 +94,9 @@ class ScoringSpec(Protocol):
     @property
     def image_shape(self) -> tuple[int, int, int]: ...
 
+    @property
+    def calibration(self) -> Calibration | None: ...
+
 
 class Scorable(Protocol):
     """What `calibrate_anomaly` needs of a model (a `Model` is one): to refuse a model
@@ -364,14 +367,19 @@ def calibrate_anomaly(model: Scorable, images: Any, source: str = "held-out imag
     """Score held-out in-distribution images (NOT used for training; anything `Model.score`
     takes) with a `Model` and return the manifest's `anomaly` entry (`fit_calibration`).
     `prior`: the prior whose density gives the latent part ('standard' or a mixture of the
-    bundle; default: the default prior when it is a mixture). Export writes the entry;
+    bundle; default: the prior of the bundle's current calibration when it has one, so a
+    recalibration keeps its latent part, else the default prior when it is a mixture). Export
+    writes the entry;
     `vaesdk.runtime.calibration.calibrate_bundle` adds it to a bundle."""
     model.require_vae("calibrating anomaly scores")
     n = len(images) if isinstance(images, (list, tuple, np.ndarray)) else 0
     if n < MIN_CALIBRATION:
         raise InvalidArgumentError(f"calibration needs at least {MIN_CALIBRATION} held-out images, got {n}")
     prior_set = model.spec.prior_set
-    prior = prior_set.anomaly_prior if prior is None else prior_set.check_anomaly_prior(prior)
+    if prior is None:
+        current = model.spec.calibration
+        prior = current.prior if current is not None and current.prior is not None else prior_set.anomaly_prior
+    prior = prior_set.check_anomaly_prior(prior)
     return fit_calibration(raw_parts(model, images, prior), prior, source, colour=model.spec.image_shape[2] == 3)
 
 

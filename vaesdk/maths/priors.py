@@ -455,10 +455,10 @@ class PriorSet:
 
     def check_anomaly_prior(self, prior: str) -> str:
         """`prior` when its density may be the anomaly score's latent part; else raises."""
-        if prior != STANDARD_PRIOR and not (prior in self.fitted and KIND_OF[self.fitted[prior].kind].anomaly_density):
+        if not isinstance(prior, str) or (prior != STANDARD_PRIOR and not (prior in self.fitted and KIND_OF[self.fitted[prior].kind].anomaly_density)):
             kinds = " or ".join(k.name for k in KINDS if k.anomaly_density)
             usable = sorted(n for n, p in self.fitted.items() if KIND_OF[p.kind].anomaly_density)
-            raise InvalidArgumentError(f"the anomaly score's latent part needs 'standard' or a {kinds} of this bundle, got {prior!r} (yours: {usable})")
+            raise InvalidArgumentError(f"the anomaly score's latent part needs 'standard' or a {kinds} of this bundle, got {prior!r:.80} (yours: {usable})")
         return prior
 
     def prior(self, name: str | None) -> Prior:

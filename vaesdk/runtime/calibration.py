@@ -16,11 +16,15 @@ from ..maths.anomaly import calibrate_anomaly
 from .model import Model
 
 
-def calibrate_bundle(bundle_dir: str | os.PathLike, held_out: Any, *, source: str = "held-out images", out: str | os.PathLike | None = None) -> Path:
+def calibrate_bundle(
+    bundle_dir: str | os.PathLike, held_out: Any, *, source: str = "held-out images", out: str | os.PathLike | None = None, prior: str | None = None
+) -> Path:
     """Calibrate the anomaly score of the VAE bundle at `bundle_dir` on `held_out` (anything
     `Model.score` takes: at least 100 in-distribution images NOT used for training) and
     return the calibrated bundle's folder. `out`: write a calibrated copy there instead (it
-    must not exist). Only manifest.json changes; the model files and checksums do not."""
+    must not exist). `prior`: the prior whose density gives the score's latent part
+    (`calibrate_anomaly`; default: the current calibration's, else the default prior when it is
+    a mixture). Only manifest.json changes; the model files and checksums do not."""
     bundle_dir = Path(bundle_dir)
     if out is not None:
         out = Path(out)
@@ -31,5 +35,5 @@ def calibrate_bundle(bundle_dir: str | os.PathLike, held_out: Any, *, source: st
         bundle_dir = out
     else:
         model = Model(read_bundle(bundle_dir), device="cpu")
-    set_anomaly(bundle_dir, calibrate_anomaly(model, held_out, source))
+    set_anomaly(bundle_dir, calibrate_anomaly(model, held_out, source, prior))
     return bundle_dir
