@@ -1,7 +1,9 @@
-"""Fit the bundle's latent prior: a Gaussian mixture on the encoded training images, with the
-number of components chosen by the log-likelihood of held-out latents. Full covariances up to
-FULL_COVARIANCE_MAX_DIM latent dimensions; beyond, diagonal ones, whose fit and file grow with
-the dimension rather than its square (a 4,096-latent model's 40 components: 2.6 MB)."""
+"""Fit the bundle's latent prior: candidate Gaussian mixtures on the encoded training images
+(an EM mixture whose number of components the held-out likelihood picks, and k-means cluster
+mixtures of up to thousands of components), and the rule that chooses the one to ship by the
+quality of its samples and its held-out likelihood (`choose_prior`). EM fits full covariances
+up to FULL_COVARIANCE_MAX_DIM latent dimensions; beyond, diagonal ones, whose fit and file grow
+with the dimension rather than its square (a 4,096-latent model's 40 components: 2.6 MB)."""
 
 from __future__ import annotations
 
@@ -134,3 +136,101 @@ def cluster_mixture(
     else:
         factors = np.sqrt(cov + extra)
     return GaussianMixture(counts / counts.sum(), means, factors)
+
+
+# ---- the prior a bundle ships: candidates, measured by their samples and their likelihood --
+
+BUDGET_BYTES = 10 * 1024 * 1024  # the largest prior file export writes
+BUDGET_DRAW_16_MS = 1.0  # the slowest draw of 16 latents export accepts
+CLUSTER_COMPONENTS = (100, 300, 1000, 3000)
+SHRINKAGE = (1.0, 4.0, 16.0, 64.0)  # pseudo-points towards the pooled covariance, chosen by held-out likelihood
+QUALITY_MARGIN = 0.02  # candidates within 2% of the best sample quality count as equally good (see docs/priors.md)
+
+
+def stored_bytes(components: int, dim: int, covariance: str) -> int:
+    """The prior file's size, near enough: its float64 arrays."""
+    factor = dim * dim if covariance == "full" else dim
+    return 8 * components * (1 + dim + factor)
+
+
+def draw_16_ms(mixture: GaussianMixture, rounds: int = 7) -> float:
+    """The median time of one draw of 16 latents, in ms."""
+    rng = np.random.default_rng(0)
+    mixture.sample(16, rng)
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        mixture.sample(16, rng)
+        times.append(time.perf_counter() - t0)
+    return 1e3 * float(np.median(times))
+
+
+def cluster_candidates(
+    train: np.ndarray, train_variance: np.ndarray | None, held_out: np.ndarray, *, covariance: str | None = None,
+    components: tuple[int, ...] = CLUSTER_COMPONENTS, seed: int = 0, log: Callable[[str], None] = lambda s: None,
+) -> list[tuple[str, GaussianMixture, dict[str, Any]]]:  # fmt: skip
+    """k-means cluster mixtures of the training latents (`cluster_mixture`), one per number of
+    components that leaves at least two latents a cluster and whose file fits BUDGET_BYTES:
+    full covariances where they fit, else diagonal ones (`covariance` forces one). With
+    `train_variance` (the encoder's exp(logvar) per latent) each component matches its
+    cluster's share of the aggregate posterior. The shrinkage is the one of the best held-out
+    likelihood."""
+    dim = train.shape[1]
+    out = []
+    for k in components:
+        if k > len(train) // 2:
+            continue
+        kinds = (covariance,) if covariance else ("full", "diagonal")
+        cov = next((c for c in kinds if stored_bytes(k, dim, c) <= BUDGET_BYTES), None)
+        if cov is None:
+            continue
+        t0 = time.perf_counter()
+        labels = cluster_latents(train, k, seed=seed)
+        check = held_out[:1000]
+        fits = {s: cluster_mixture(train, labels, covariance=cov, shrinkage=s, posterior_variance=train_variance) for s in SHRINKAGE}
+        scores = {s: float(np.mean(m.log_prob(check))) for s, m in fits.items()}
+        best = max(scores, key=scores.get)
+        seconds = round(time.perf_counter() - t0, 1)
+        log(f"prior: {k}-cluster mixture ({cov}), shrinkage {best:g}, {seconds} s")
+        out.append((f"clusters-{k}-{cov}", fits[best], {"components": k, "covariance": cov, "shrinkage": best, "fit_seconds": seconds}))
+    return out
+
+
+def choose_prior(
+    candidates: list[tuple[str, GaussianMixture, dict[str, Any]]], held_out: np.ndarray, quality: Callable[[GaussianMixture], float],
+    *, log: Callable[[str], None] = lambda s: None,
+) -> tuple[str, GaussianMixture, list[dict[str, Any]]]:  # fmt: skip
+    """The candidate to ship, and every candidate's figures. Held-out likelihood alone does not
+    pick the prior that samples best (a mixture fitted to posterior means is too narrow to
+    sample from), and sample quality alone favours priors that memorise their training
+    latents. So: among the candidates within the budgets (BUDGET_BYTES, BUDGET_DRAW_16_MS),
+    those whose sample quality (`quality`: a distance of decoded samples to held-out data,
+    lower is better) is within QUALITY_MARGIN of the best; of these, the one with the highest
+    mean log-likelihood of `held_out` latents."""
+    rows = []
+    for name, mixture, record in candidates:
+        row = {"candidate": name, **record, "bytes": len(mixture.to_npz()), "draw_16_ms": round(draw_16_ms(mixture), 3),
+               "held_out_log_likelihood": round(float(np.mean(mixture.log_prob(held_out))), 3)}  # fmt: skip
+        row["within_budget"] = row["bytes"] <= BUDGET_BYTES and row["draw_16_ms"] <= BUDGET_DRAW_16_MS
+        row["sample_distance"] = round(float(quality(mixture)), 4) if row["within_budget"] else None
+        log(f"prior: {name}: sample distance {row['sample_distance']}, held-out log-likelihood {row['held_out_log_likelihood']:.2f} nats")
+        rows.append(row)
+    eligible = [r for r in rows if r["within_budget"]]
+    if not eligible:
+        raise ValueError("no candidate prior fits the budgets")
+    best = min(r["sample_distance"] for r in eligible)
+    near = [r for r in eligible if r["sample_distance"] <= best * (1 + QUALITY_MARGIN)]
+    chosen = max(near, key=lambda r: r["held_out_log_likelihood"])
+    for r in rows:
+        r["chosen"] = r is chosen
+    return chosen["candidate"], next(m for n, m, _ in candidates if n == chosen["candidate"]), rows
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """The Fréchet distance between Gaussians fitted to feature sets a [N, F] and b [M, F]."""
+    from scipy import linalg
+
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    ca, cb = np.atleast_2d(np.cov(a.T)), np.atleast_2d(np.cov(b.T))
+    root = linalg.sqrtm(ca @ cb)
+    return float(np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(ca + cb - 2 * np.real(root)))

@@ -248,7 +248,7 @@ def export_vae(
         post = model.encode(images)
         data["latent"][GAUSSIAN.key] = fit_gaussians(post, ImageSet(images, labels, tuple(class_names or ())))
         held_latents = model.embed(held_out) if held_out is not None else None
-        add_mixture(tmp, data, post.mean, held_latents, log, mixture_covariance)
+        add_mixture(tmp, data, model, post, held_latents, log, mixture_covariance)
         write_manifest(tmp, data)
         if held_out is not None and len(held_out) >= MIN_CALIBRATION:
             log(f"calibrating the anomaly score on {len(held_out)} held-out images")

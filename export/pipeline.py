@@ -33,7 +33,7 @@ from vaesdk.maths.priors import GAUSSIAN, Prior, fit_gaussian, stored
 
 from ..training.train import load_checkpoint
 from .calibration import FOLDER_TEST_SPLIT, run_split, validation_images
-from .fit_prior import FULL_COVARIANCE_MAX_DIM, fit_mixture
+from .fit_prior import FULL_COVARIANCE_MAX_DIM, QUALITY_MARGIN, choose_prior, cluster_candidates, fit_mixture, frechet_distance
 from .manifest import build_manifest
 from .onnx import export_graphs
 from .verify import check_parity
@@ -212,7 +212,7 @@ def _add_priors_and_directions(bundle_dir: Path, data: dict[str, Any], sets: Eva
     data["latent"][GAUSSIAN.key] = fit_gaussians(train_post, train)
     if model.kind == "vae":
         held_out = model.embed(sets.held_out.images) if sets.held_out is not None else None
-        add_mixture(bundle_dir, data, train_post.mean, held_out, log)
+        add_mixture(bundle_dir, data, model, train_post, held_out, log)
     if train.labels is not None and train.class_names:
         vectors = class_mean_directions(train_post.mean, train.labels, train.class_names)
         data["directions"] = {
@@ -254,21 +254,62 @@ def _add_evaluation(
 
 
 def add_mixture(
-    bundle_dir: Path, data: dict[str, Any], train: np.ndarray, held_out: np.ndarray | None, log: Callable[[str], None], covariance: str | None = None
-) -> None:
-    """Fit the mixture prior on the training latents (posterior means), write it as
-    prior-mixture.npz and make it the bundle's default prior. `covariance`: 'full' or
-    'diagonal' (default: by the latent dimension, fit_prior.covariance_for)."""
+    bundle_dir: Path, data: dict[str, Any], model: vaesdk.Model, train: Posterior, held_out: np.ndarray | None,
+    log: Callable[[str], None], covariance: str | None = None,
+) -> None:  # fmt: skip
+    """Fit candidate mixture priors to the training latents `train` (posteriors), choose the
+    one to ship by the quality of its samples and by held-out likelihood
+    (`fit_prior.choose_prior`), write it as prior-mixture.npz and make it the bundle's default
+    prior. `held_out`: posterior means of held-out images (None: a tenth of the training
+    latents is held out). Sample quality is the Fréchet distance, in `model`'s own encoder
+    features, between the decoded samples and the held-out latents (`sample_distance`).
+    `covariance`: 'full' or 'diagonal' for every candidate (default: EM by the latent
+    dimension, fit_prior.covariance_for; clusters full where the file fits the budget)."""
+    means = np.asarray(train.mean, np.float64)
+    variance = None if train.logvar is None else np.exp(np.asarray(train.logvar, np.float64))
     if held_out is None:  # no images held out of training: hold out a tenth of the latents
-        order = np.random.default_rng(0).permutation(len(train))
-        cut = max(1, len(train) // 10)
-        train, held_out = train[order[cut:]], train[order[:cut]]
-    if len(train) < 4:
+        order = np.random.default_rng(0).permutation(len(means))
+        cut = max(1, len(means) // 10)
+        held_out, means = means[order[:cut]], means[order[cut:]]
+        variance = None if variance is None else variance[order[cut:]]
+    if len(means) < 4:
         log("prior: too few training images to fit a mixture; the default prior stays N(0, I)")
         return
-    mixture, record = fit_mixture(train, held_out, log=log, covariance=covariance)
-    store_prior(bundle_dir, data, MIXTURE_PRIOR, mixture, {"fitted_to": "posterior means of the training images", **record}, MIXTURE_FILE)
+    held_out = np.asarray(held_out, np.float64)
+    em, em_record = fit_mixture(means, held_out, log=log, covariance=covariance)
+    em_entry = {k: em_record[k] for k in ("components", "covariance", "fit_points", "candidates")}
+    em_entry["selection"] = em_record["selection"]
+    candidates = [("em", em, em_entry), *cluster_candidates(means, variance, held_out, covariance=covariance, log=log)]
+    name, mixture, rows = choose_prior(candidates, held_out, sample_distance(model, held_out), log=log)
+    log(f"prior: chose {name} ({mixture.describe()})")
+    facts = {
+        "fitted_to": "latents of the training images",
+        "components": mixture.components,
+        "covariance": "diagonal" if mixture.diagonal else "full",
+        "candidate": name,
+        "selection": "the highest held-out log-likelihood among the candidates within the budgets whose samples' distance to "
+        f"held-out images is within {QUALITY_MARGIN:.0%} of the best (export/fit_prior.choose_prior)",
+        "candidates": rows,
+        "held_out_points": len(held_out),
+    }
+    store_prior(bundle_dir, data, MIXTURE_PRIOR, mixture, facts, MIXTURE_FILE)
     data["latent"]["default_prior"] = MIXTURE_PRIOR
+
+
+SAMPLE_DISTANCE_DRAWS = 5000
+
+
+def sample_distance(model: vaesdk.Model, held_out: np.ndarray, n: int = SAMPLE_DISTANCE_DRAWS, seed: int = 0) -> Callable[[Any], float]:
+    """A prior's sample quality without any network but the model's own: draw n latents (seeded),
+    decode them to images, encode those, and take the Fréchet distance of their posterior
+    means to the held-out images' posterior means `held_out` [M, D]. A prior that samples
+    where no image encodes decodes to images that encode elsewhere and scores far."""
+
+    def distance(prior: Any) -> float:
+        z = prior.sample(n, np.random.default_rng(seed))
+        return frechet_distance(model.embed(model.decode(z)), held_out)
+
+    return distance
 
 
 def store_prior(bundle_dir: Path, data: dict[str, Any], name: str, prior: Prior, facts: dict[str, Any], file_name: str | None = None) -> None:

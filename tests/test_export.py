@@ -157,3 +157,39 @@ def test_a_means_only_decode_does_not_run_the_covariance_head(trained_lowrank_bu
     z = np.random.default_rng(1).standard_normal((3, model.latent_dim), dtype=np.float32)
     mean, _ = model.decode_params(z)  # from the whole graph
     assert np.array_equal(model.decode(z), np.rint(np.clip(mean, 0, 1) * np.float32(255)).astype(np.uint8))
+
+
+def test_the_shipped_prior_is_chosen_by_sample_quality_then_held_out_likelihood(trained_vae_bundle):
+    from vaesdk.export.fit_prior import QUALITY_MARGIN
+
+    entry = json.loads((trained_vae_bundle / "manifest.json").read_text())["latent"]["mixtures"]["mixture"]
+    rows = entry["candidates"]
+    assert rows[0]["candidate"] == "em" and any(r["candidate"].startswith("clusters-") for r in rows)
+    assert [r["chosen"] for r in rows].count(True) == 1
+    chosen = next(r for r in rows if r["chosen"])
+    assert entry["candidate"] == chosen["candidate"] and entry["components"] == chosen["components"]
+    eligible = [r for r in rows if r["within_budget"]]
+    best = min(r["sample_distance"] for r in eligible)
+    near = [r for r in eligible if r["sample_distance"] <= best * (1 + QUALITY_MARGIN)]
+    assert chosen["held_out_log_likelihood"] == max(r["held_out_log_likelihood"] for r in near)
+    mixture = vaesdk.load(trained_vae_bundle, device="cpu").spec.prior_set.fitted["mixture"]
+    assert mixture.components == chosen["components"]
+
+
+def test_choose_prior_takes_the_likeliest_of_the_near_best_samplers():
+    from vaesdk.export.fit_prior import QUALITY_MARGIN, choose_prior
+    from vaesdk.maths.priors import GaussianMixture
+
+    def mixture(shift: float) -> GaussianMixture:
+        return GaussianMixture(np.array([1.0]), np.full((1, 2), shift), np.eye(2)[None])
+
+    held_out = np.random.default_rng(0).normal(size=(500, 2))
+    # Sample distances (lower is better): 'far' samples worst; 'near' is within the margin of
+    # 'best', and 'near' (centred on the held-out latents) is the likelier.
+    distances = {0.0: 1.0 + 0.9 * QUALITY_MARGIN, 0.5: 1.0, 3.0: 5.0}
+    candidates = [("near", mixture(0.0), {}), ("best", mixture(0.5), {}), ("far", mixture(3.0), {})]
+    name, chosen, rows = choose_prior(candidates, held_out, lambda m: distances[float(m.means[0, 0])])
+    assert name == "near" and chosen is candidates[0][1]
+    assert [r["chosen"] for r in rows] == [True, False, False]
+    distances[0.0] = 1.0 + 1.1 * QUALITY_MARGIN  # beyond the margin: the best sampler wins whatever its likelihood
+    assert choose_prior(candidates, held_out, lambda m: distances[float(m.means[0, 0])])[0] == "best"
