@@ -218,16 +218,20 @@ class Manifest:
         return self.data["latent"].get("default_prior")
 
 
-def _check_file_entry(entry: dict[str, Any], where: str) -> None:
-    """A graph file's entry: a plain .onnx name, its sha256 and its size."""
+def _check_file_entry(
+    entry: dict[str, Any], where: str, pattern: re.Pattern[str] = FILE_RE, suffix: str = ".onnx", max_bytes: int = MAX_MODEL_BYTES,
+    taken: tuple[str, ...] = (),
+) -> None:  # fmt: skip
+    """A file's entry: a plain name matching `pattern` (ending in `suffix`) and none of `taken`,
+    its sha256 and its size in 1..max_bytes. Graphs by default; prior files pass their own."""
     fname = _get(entry, "file", str, where)
-    if not FILE_RE.match(fname):
-        raise _fail(f"{where}.file", f"must be a plain file name ending in .onnx, got {fname!r}")
+    if not pattern.match(fname) or fname in taken:
+        raise _fail(f"{where}.file", f"must be a plain file name ending in {suffix}, got {fname!r}")
     if not re.fullmatch(r"[0-9a-f]{64}", _get(entry, "sha256", str, where)):
         raise _fail(f"{where}.sha256", "must be 64 lowercase hex digits")
     size = _get(entry, "bytes", int, where)
-    if not 0 < size <= MAX_MODEL_BYTES:
-        raise _fail(f"{where}.bytes", f"must be in 1..{MAX_MODEL_BYTES}, got {size}")
+    if not 0 < size <= max_bytes:
+        raise _fail(f"{where}.bytes", f"must be in 1..{max_bytes}, got {size}")
 
 
 def _check_geometry(data: dict[str, Any], version: int) -> Geometry:
@@ -406,14 +410,7 @@ def validate_manifest(data: Any) -> Manifest:
             if not isinstance(entry, dict):
                 raise _fail(where, "must be an object")
             if prior_kind.in_file:
-                fname = _get(entry, "file", str, where)
-                if not PRIOR_FILE_RE.match(fname) or fname in (data["encoder"]["file"], data["decoder"]["file"]):
-                    raise _fail(f"{where}.file", f"must be a plain file name ending in .npz, got {fname!r}")
-                if not re.fullmatch(r"[0-9a-f]{64}", _get(entry, "sha256", str, where)):
-                    raise _fail(f"{where}.sha256", "must be 64 lowercase hex digits")
-                size = _get(entry, "bytes", int, where)
-                if not 0 < size <= MAX_PRIOR_BYTES:
-                    raise _fail(f"{where}.bytes", f"must be in 1..{MAX_PRIOR_BYTES}, got {size}")
+                _check_file_entry(entry, where, PRIOR_FILE_RE, ".npz", MAX_PRIOR_BYTES, (data["encoder"]["file"], data["decoder"]["file"]))
             if prior_kind.check is not None:
                 prior_kind.check(entry, dim, where, _vector, _fail)
             names.add(pname)
