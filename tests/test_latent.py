@@ -199,27 +199,3 @@ def test_class_mean_directions_skip_classes_with_no_images_or_only_images():
     assert L.class_mean_directions(latents, np.array([0, 0]), ["all", "none"]) == {}
     dirs = L.class_mean_directions(latents, np.array([0, 1]), ["a", "b", "absent"])
     assert sorted(dirs) == ["a", "b"] and all(d.dtype == np.float32 for d in dirs.values())
-
-
-def test_a_gaussian_fits_two_codes_and_stays_positive_definite(rng):
-    # Two codes in four dimensions: the sample covariance has rank 1, so only the ridge
-    # keeps the fitted covariance positive definite (and samplable).
-    codes = rng.standard_normal((2, 4))
-    g = L.fit_gaussian(codes)
-    np.testing.assert_allclose(g.mean, codes.mean(0), rtol=1e-6)
-    assert np.all(np.linalg.eigvalsh(g.cholesky @ g.cholesky.T) > 0)
-    with pytest.raises(InvalidArgumentError) as info:
-        L.fit_gaussian(codes[:1])
-    assert str(info.value) == "fitting a latent Gaussian needs at least two encoded images"
-
-
-def test_fitted_gaussian_matches_the_aggregate_posterior_moments(rng):
-    a = rng.standard_normal((4000, 3)) @ np.array([[2.0, 0, 0], [1.0, 0.5, 0], [0, 0, 0.1]]) + [1.0, -2.0, 0.0]
-    logvar = np.full((4000, 3), np.log(0.25))
-    g = L.fit_gaussian(a, logvar)
-    z = g.sample(200_000, np.random.default_rng(0)).astype(np.float64)
-    np.testing.assert_allclose(z.mean(0), a.mean(0), atol=0.02)
-    np.testing.assert_allclose(np.cov(z.T), np.cov(a.T) + 0.25 * np.eye(3), atol=0.05)
-    again = L.LatentGaussian.from_manifest(g.to_manifest())
-    np.testing.assert_allclose(again.cholesky, g.cholesky)
-    assert np.abs(g.sample(100, np.random.default_rng(1), temperature=0.0) - g.mean).max() < 1e-5

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import vaesdk
-from vaesdk.base.errors import BundleError
+from vaesdk.base.errors import BundleError, InvalidArgumentError
 from vaesdk.maths.latent import prior_sample
 from vaesdk.maths.priors import (
     GAUSSIAN,
@@ -25,6 +25,7 @@ from vaesdk.maths.priors import (
     LatentGaussian,
     PriorSet,
     StandardNormal,
+    fit_gaussian,
     read_priors,
     stored,
 )
@@ -313,3 +314,30 @@ def test_no_module_but_the_registry_names_a_stored_kind():
                     if isinstance(arg, ast.Constant) and arg.value in keys:
                         found.append(f"{path.relative_to(ROOT)}:{node.lineno} .{node.func.attr}({arg.value!r})")
     assert found == []
+
+
+# ---- fitted Gaussians -----------------------------------------------------------------------
+
+
+def test_a_gaussian_fits_two_codes_and_stays_positive_definite(rng):
+    # Two codes in four dimensions: the sample covariance has rank 1, so only the ridge
+    # keeps the fitted covariance positive definite (and samplable).
+    codes = rng.standard_normal((2, 4))
+    g = fit_gaussian(codes)
+    np.testing.assert_allclose(g.mean, codes.mean(0), rtol=1e-6)
+    assert np.all(np.linalg.eigvalsh(g.cholesky @ g.cholesky.T) > 0)
+    with pytest.raises(InvalidArgumentError) as info:
+        fit_gaussian(codes[:1])
+    assert str(info.value) == "fitting a latent Gaussian needs at least two encoded images"
+
+
+def test_fitted_gaussian_matches_the_aggregate_posterior_moments(rng):
+    a = rng.standard_normal((4000, 3)) @ np.array([[2.0, 0, 0], [1.0, 0.5, 0], [0, 0, 0.1]]) + [1.0, -2.0, 0.0]
+    logvar = np.full((4000, 3), np.log(0.25))
+    g = fit_gaussian(a, logvar)
+    z = g.sample(200_000, np.random.default_rng(0)).astype(np.float64)
+    np.testing.assert_allclose(z.mean(0), a.mean(0), atol=0.02)
+    np.testing.assert_allclose(np.cov(z.T), np.cov(a.T) + 0.25 * np.eye(3), atol=0.05)
+    again = LatentGaussian.from_manifest(g.to_manifest())
+    np.testing.assert_allclose(again.cholesky, g.cholesky)
+    assert np.abs(g.sample(100, np.random.default_rng(1), temperature=0.0) - g.mean).max() < 1e-5
