@@ -199,3 +199,10 @@ def test_class_mean_directions_skip_classes_with_no_images_or_only_images():
     assert L.class_mean_directions(latents, np.array([0, 0]), ["all", "none"]) == {}
     dirs = L.class_mean_directions(latents, np.array([0, 1]), ["a", "b", "absent"])
     assert sorted(dirs) == ["a", "b"] and all(d.dtype == np.float32 for d in dirs.values())
+
+
+def test_numbers_beyond_float_range_are_refused_in_one_line():
+    with pytest.raises(InvalidArgumentError, match=r"^temperature must be a number, got 1000000000"):
+        L.check_finite_positive("temperature", 10**400)
+    with pytest.raises(InvalidArgumentError, match=r"^z must hold real numbers"):
+        L.check_latents([[10**400] * 4], 4)

@@ -56,6 +56,12 @@ def test_bad_worker_counts_are_refused(folder, workers):
         vaesdk.read_inputs([folder], (28, 28, 1), workers=workers)
 
 
+@pytest.mark.parametrize("shape", [(float("inf"), 28, 1), (28, float("nan"), 1), (28, 28), "28x28", None])
+def test_bad_image_shapes_are_refused(folder, shape):
+    with pytest.raises(vaesdk.InvalidArgumentError, match=r"^image_shape must be \(H, W, C\) or a vaesdk.Model, got "):
+        next(vaesdk.read_inputs([folder], shape))
+
+
 def test_score_job_does_not_depend_on_batch_size_or_workers(folder, tiny_vae_bundle):
     want = vaesdk.run_job(vaesdk.load(tiny_vae_bundle, device="cpu"), "score", [folder], k=3, seed=11, workers=1)
     assert len(want) == 300 and len(want.errors) == 2

@@ -133,7 +133,7 @@ class Geometry:
         one latent without the batch axis is a batch of one."""
         try:
             arr = np.asarray(z, dtype=np.float32)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond float range
             raise InvalidArgumentError(f"{name} must be an array of numbers, got {type(z).__name__}") from None
         rank = 3 if self.spatial else 1
         want = f"[N, {self.latent_channels}]" if not self.spatial else f"[N, {self.latent_channels}, h, w]"

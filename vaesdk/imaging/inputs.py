@@ -190,7 +190,7 @@ def _shape(image_shape: tuple[int, int, int] | Any) -> _Shape:
         image_shape = image_shape.image_shape
     try:
         h, w, c = (int(x) for x in image_shape)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an infinite side
         raise InvalidArgumentError(f"image_shape must be (H, W, C) or a vaesdk.Model, got {image_shape!r:.80}") from None
     return _Shape(h if h == w else (h, w), c)
 

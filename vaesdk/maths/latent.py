@@ -260,8 +260,8 @@ def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
 def check_finite_positive(name: str, value: float, allow_zero: bool = False) -> float:
     try:
         v = float(value)
-    except (TypeError, ValueError):
-        raise InvalidArgumentError(f"{name} must be a number, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond float range
+        raise InvalidArgumentError(f"{name} must be a number, got {value!r:.80}") from None
     if not np.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise InvalidArgumentError(f"{name} must be a finite number {bound}, got {value!r}")

@@ -301,7 +301,7 @@ class SpatialModel(LoadedBundle):
             return self.spec.direction_vector(direction)
         try:
             v = np.asarray(direction, np.float32)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond float range
             raise InvalidArgumentError(f"direction must be a name or an array of numbers, got {type(direction).__name__}") from None
         c = self.geometry.latent_channels
         if v.ndim not in (1, 3) or v.shape[0] != c or not np.isfinite(v).all():
