@@ -1069,3 +1069,20 @@ def test_an_empty_output_image_is_refused_before_pillow_sees_it(tmp_path):
         save_png(tmp_path / "empty.png", np.zeros((0, 0, 1), np.uint8))
     assert str(info.value) == "output image is empty (shape (0, 0, 1)); a PNG needs at least one pixel"
     assert not list(tmp_path.iterdir())
+
+
+def test_an_interruption_just_after_the_temporary_file_is_made_removes_it(tmp_path, monkeypatch):
+    """Ctrl-C (or SIGTERM, raised like it) landing the moment the temporary file exists, before
+    the call that made it has returned, leaves nothing behind."""
+    from vaesdk.base import fileio
+
+    real_open = os.open
+
+    def open_then_interrupted(path, flags, mode=0o777):
+        os.close(real_open(path, flags, mode))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fileio.os, "open", open_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(tmp_path / "out.png", b"x")
+    assert os.listdir(tmp_path) == []

@@ -35,11 +35,23 @@ def write_atomic(path: str | os.PathLike, data: bytes, overwrite: bool = False) 
         raise OutputError(f"cannot create directory {parent}: {e.strerror or e}") from None
     tmp = None
     try:
-        # Made inside the try: an interruption just after it still removes the file.
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-        except OSError as e:
-            raise OutputError(f"cannot write in {parent}: {e.strerror or e}") from None
+        # The name is known before the file exists (tempfile.mkstemp returns it only after
+        # creating the file, so an interruption in between left the file behind): whatever
+        # interrupts from here on, the handler below removes what was created.
+        for _ in range(100):
+            tmp = str(parent / f".{path.name}.{os.urandom(4).hex()}.tmp")
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+                break
+            except FileExistsError:  # someone else's file: not ours to remove
+                tmp = None
+                continue
+            except OSError as e:
+                tmp = None
+                raise OutputError(f"cannot write in {parent}: {e.strerror or e}") from None
+        else:
+            tmp = None
+            raise OutputError(f"cannot write in {parent}: no free temporary name")
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
