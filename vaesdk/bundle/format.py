@@ -30,7 +30,7 @@ from typing import Any
 from ..base.errors import BundleError
 from ..maths.anomaly import check_manifest_entry as check_anomaly_entry
 from ..maths.pixels import MANIFEST_TYPES, PixelLikelihood
-from ..maths.priors import KINDS, STANDARD_PRIOR, prior_files
+from ..maths.priors import KINDS, STANDARD_PRIOR, anomaly_densities, prior_files
 from .geometry import MAX_FACTOR, MAX_IMAGE_SIDE, MAX_LATENT_CHANNELS, MAX_LATENT_DIM, PIXEL_RANGES, Geometry
 
 BUNDLE_FORMAT = "vaesdk-bundle"
@@ -420,9 +420,8 @@ def validate_manifest(data: Any) -> Manifest:
     if data.get("anomaly") is not None:
         check_anomaly_entry(data["anomaly"])
         prior = (data["anomaly"].get("calibration") or {}).get("prior")
-        usable = sorted(name for k in KINDS if k.anomaly_density for name in latent.get(k.key) or {})
+        usable, kinds = anomaly_densities(latent)
         if prior is not None and prior != STANDARD_PRIOR and prior not in usable:
-            kinds = " or ".join(k.name for k in KINDS if k.anomaly_density)
             raise _fail("anomaly.calibration.prior", f"must be 'standard' or a {kinds} of this bundle, got {prior!r} (yours: {usable})")
     for key in ("metrics", "training", "parity", "onnx", "variants"):
         if data.get(key) is not None and not isinstance(data[key], dict):

@@ -382,6 +382,13 @@ KINDS: tuple[PriorKind, ...] = (MIXTURE, GAUSSIAN)
 KIND_OF: dict[str, PriorKind] = {k.name: k for k in KINDS}
 
 
+def anomaly_densities(latent: Mapping[str, Any]) -> tuple[list[str], str]:
+    """The stored priors of a manifest's `latent` object whose density may be the anomaly
+    score's latent part (beside 'standard'), sorted, and their kinds in words ('mixture')."""
+    names = sorted(name for kind, name, _ in prior_entries(latent) if kind.anomaly_density)
+    return names, " or ".join(k.name for k in KINDS if k.anomaly_density)
+
+
 def prior_entries(latent: Mapping[str, Any]) -> list[tuple[PriorKind, str, Mapping[str, Any]]]:
     """(kind, name, entry) of every stored prior of a manifest's `latent` object, in the
     format's order of names."""
@@ -455,9 +462,9 @@ class PriorSet:
 
     def check_anomaly_prior(self, prior: str) -> str:
         """`prior` when its density may be the anomaly score's latent part; else raises."""
-        if not isinstance(prior, str) or (prior != STANDARD_PRIOR and not (prior in self.fitted and KIND_OF[self.fitted[prior].kind].anomaly_density)):
+        usable = sorted(n for n, p in self.fitted.items() if KIND_OF[p.kind].anomaly_density)
+        if not isinstance(prior, str) or (prior != STANDARD_PRIOR and prior not in usable):
             kinds = " or ".join(k.name for k in KINDS if k.anomaly_density)
-            usable = sorted(n for n, p in self.fitted.items() if KIND_OF[p.kind].anomaly_density)
             raise InvalidArgumentError(f"the anomaly score's latent part needs 'standard' or a {kinds} of this bundle, got {prior!r:.80} (yours: {usable})")
         return prior
 
