@@ -122,11 +122,23 @@ def create_graph(model: bytes, device: str = "auto", threads: int | None = None,
                     raise DeviceUnavailableError(f"{_cuda_problem(device)} (onnxruntime: {str(e).splitlines()[0][:200]})") from None
             else:
                 if session.get_providers()[0] == CUDA:
-                    return Graph(session, "cuda", session.get_inputs()[0].name)
+                    return Graph(_settled(session), "cuda", session.get_inputs()[0].name)
         if device != "auto":
             raise DeviceUnavailableError(_cuda_problem(device))
     session = _session(model, [CPU], threads, False, label, sized)
-    return Graph(session, "cpu", session.get_inputs()[0].name)
+    return Graph(_settled(session), "cpu", session.get_inputs()[0].name)
+
+
+def _settled(session: ort.InferenceSession) -> ort.InferenceSession:
+    """The session without its copy of the model file. onnxruntime's Python session keeps the
+    bytes it was built from for as long as it lives, only to rebuild itself on another provider
+    when one fails at run time (and to say so on stdout); that is a second copy of every weight
+    (190 MiB for Stable Diffusion's VAE decoder). With the fallback off, a provider failure is
+    the InferenceError that Graph.run raises, and the bytes are released."""
+    session.disable_fallback()
+    if getattr(session, "_model_bytes", None) is not None:
+        session._model_bytes = None
+    return session
 
 
 def _session(model: bytes, providers: list, threads: int | None, quiet: bool, label: str, sized: bool = True) -> ort.InferenceSession:
