@@ -40,6 +40,13 @@ Also measured:
 
 Latents are seeded standard normals divided by the model's scaling_factor: what a latent
 diffusion model's latents are before `decode`.
+
+Arithmetic: each side's float32 operations per image (convolutions and linear layers, counted
+by hooks in torch, plus the attention's two products), for diffusers' modules and for the graph
+vaesdk's export writes (doubling layers folded where that pays, export/upsample.py), and this
+machine's peak through onnxruntime in the same run (`benchmarks/run.py`'s large Conv and
+MatMul). Each untiled row gives both sides' GFLOP/s and share of the peak, and the speed-up
+over diffusers that vaesdk's graph would have at 100 % of the peak: how far its arithmetic can go.
 """
 
 from __future__ import annotations
@@ -166,6 +173,40 @@ def worker_build(spec: Spec, out: Path) -> None:
     model.save_pretrained(str(out), safe_serialization=True)
     print(json.dumps({"parameters": sum(p.numel() for p in model.parameters()),
                       "decoder_parameters": sum(p.numel() for p in model.decoder.parameters())}))  # fmt: skip
+
+
+def worker_flops(spec: Spec, model_dir: Path, sides: list[int]) -> None:
+    """Each decoder's float32 operations for one image at each side, 2 per multiply-add: the
+    convolutions and linear layers that run (vaesdk.export.upsample.multiply_adds) plus the
+    attention's two products (Q K^T and its softmax times V, over the latent's pixels); for
+    diffusers' modules and for the graph vaesdk's export writes (its doubling layers folded
+    where that pays, export/upsample.py)."""
+    import diffusers
+    import torch
+
+    from vaesdk.export.diffusers import Decoder
+    from vaesdk.export.upsample import folded_copy, multiply_adds
+
+    model = getattr(diffusers, spec.class_name).from_pretrained(str(model_dir / "model")).eval()
+    decoder = Decoder(model).eval()
+    exported, folded = folded_copy(decoder, torch.randn(1, spec.latent_channels, 8, 8))
+    attention = [0]
+
+    def count_attention(module, inputs, output):
+        n, c, h, w = inputs[0].shape
+        attention[0] += 2 * 2 * n * (h * w) ** 2 * c
+
+    for module in model.modules():
+        if type(module).__name__ == "Attention":
+            module.register_forward_hook(count_attention)
+    out: dict = {"folded_layers": folded}
+    for side in sides:
+        z = torch.zeros(1, spec.latent_channels, side // spec.factor, side // spec.factor)
+        attention[0] = 0
+        convolutions = 2 * multiply_adds(decoder, z)
+        attended = attention[0]  # the same attention runs in both graphs
+        out[str(side)] = {"diffusers": convolutions + attended, "vaesdk": 2 * multiply_adds(exported, z) + attended}
+    print(json.dumps(out))
 
 
 def diffusers_tiling(model, class_name: str, tile: int, f: int) -> dict:
@@ -398,7 +439,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="results JSON (default: benchmarks/diffusers-vae-results.json; none with --quick)")
     parser.add_argument("--work", type=Path, default=None, help="folder for the models, bundles and latents, kept and reused (default: a temporary one)")
     parser.add_argument("--only", choices=("AutoencoderKL", "AutoencoderTiny"), help="one of the two models")
-    parser.add_argument("--worker", choices=(*RUNNERS, "build"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=(*RUNNERS, "build", "flops"), help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--latent", type=Path, help=argparse.SUPPRESS)
@@ -407,11 +448,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--warmup", help=argparse.SUPPRESS)
     parser.add_argument("--save", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--sides", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         spec = next(s for s in specs(False) + specs(True) if s.key == args.spec)
         if args.worker == "build":
             worker_build(spec, args.model_dir)
+        elif args.worker == "flops":
+            worker_flops(spec, args.model_dir, [int(v) for v in args.sides.split(",")])
         else:
             worker_decode(args.worker, spec, args.model_dir, args.latent, args.tiled, args.tile, args.runs, args.warmup, args.threads, args.save)
         return
@@ -434,9 +478,18 @@ def main() -> None:
             "seam_band_px": BAND,
             "models": {},
         }
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from run import bench_peak
+
+        peaks = bench_peak(args.threads, 20, 0.5)
+        result["peak"] = {**peaks, "gflops": max(p["gflops"] for p in peaks.values())}
+        print(f"peak through onnxruntime: {result['peak']['gflops']:.1f} GFLOP/s", file=sys.stderr, flush=True)
         for spec in chosen:
             print(f"{spec.label}: building and exporting ...", file=sys.stderr, flush=True)
             entry = {"label": spec.label, "class": spec.class_name, "config": spec.config, **prepare(spec, work)}
+            flops = run_child(["--worker", "flops", "--spec", spec.key, "--model-dir", str(work / spec.key), "--sides", ",".join(map(str, plan.untiled))])
+            entry["decoder_flops"] = {side: flops[side] for side in flops if side.isdigit()}
+            entry["folded_layers"] = flops["folded_layers"]
             rows = []
             saved = work / spec.key / "out"
             saved.mkdir(exist_ok=True)
@@ -450,6 +503,8 @@ def main() -> None:
                           file=sys.stderr, flush=True)  # fmt: skip
                 row["speedup"] = row["diffusers"]["median_s"] / row["vaesdk"]["median_s"]
                 row["memory_ratio"] = row["vaesdk"]["peak_rss_mib"] / row["diffusers"]["peak_rss_mib"]
+                if not tiled:
+                    row["arithmetic"] = arithmetic(entry["decoder_flops"][str(size)], row, result["peak"]["gflops"])
                 rows.append(row)
             entry["decode"] = rows
             # Equality: the untiled decodes of the smallest size, vaesdk against diffusers.
@@ -491,6 +546,17 @@ def main() -> None:
         print(f"\nJSON: {out}", file=sys.stderr)
 
 
+def arithmetic(flops: dict, row: dict, peak: float) -> dict:
+    """Each runner's GFLOP (its own graph's: vaesdk's may fold doubling layers), GFLOP/s and
+    share of the peak, and the speed-up over diffusers of vaesdk's arithmetic run at the peak."""
+    out: dict = {"peak_gflops": peak}
+    for r in RUNNERS:
+        gflop = flops[r] / 1e9
+        out[r] = {"gflop": gflop, "gflops": gflop / row[r]["median_s"], "share_of_peak": gflop / row[r]["median_s"] / peak}
+    out["speedup_at_peak"] = row["diffusers"]["median_s"] / (out["vaesdk"]["gflop"] / peak)
+    return out
+
+
 def seconds(m: dict) -> str:
     """A runner's median decode time, with min..max when it ran more than once."""
     t = m["times_s"]
@@ -510,6 +576,20 @@ def table(result: dict) -> str:
                 f"| {entry['class']} | {row['side']}x{row['side']} | {'tiled' if row['tiled'] else 'untiled'} | {runs} | {seconds(v)} | "
                 f"{seconds(d)} | {row['speedup']:.2f}x | {v['peak_rss_mib']:,.0f} | {d['peak_rss_mib']:,.0f} | {row['memory_ratio']:.2f} |"
             )
+    peak = result.get("peak", {}).get("gflops")
+    if peak:
+        lines += ["", f"Arithmetic of the untiled decodes (each side's own graph); peak through onnxruntime in this run {peak:.1f} GFLOP/s:", "",
+                  "| model | image | diffusers GFLOP | vaesdk GFLOP | vaesdk GFLOP/s (share of peak) | diffusers GFLOP/s (share of peak) | speed-up of vaesdk's graph at 100% of peak |",
+                  "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for entry in result["models"].values():
+            for row in entry["decode"]:
+                a = row.get("arithmetic")
+                if a:
+                    v, d = a["vaesdk"], a["diffusers"]
+                    lines.append(
+                        f"| {entry['class']} | {row['side']}x{row['side']} | {d['gflop']:,.1f} | {v['gflop']:,.1f} | {v['gflops']:.0f} ({100 * v['share_of_peak']:.0f}%) | "
+                        f"{d['gflops']:.0f} ({100 * d['share_of_peak']:.0f}%) | {a['speedup_at_peak']:.2f}x |"
+                    )
     lines += ["", "| model | import + load vaesdk s | import + load diffusers s | untiled decodes compared | max abs difference | values differing |",
               "|---|---:|---:|---|---:|---:|"]  # fmt: skip
     for entry in result["models"].values():

@@ -49,6 +49,7 @@ from vaesdk.runtime.session import Graph, create_graph
 from .manifest import base_manifest
 from .onnx import export_module
 from .pipeline import bundle_under_construction, checked_destination
+from .upsample import folded_copy
 from .verify import DEFAULT_TOLERANCE, ParityReport, Tolerance, Gate
 
 CLASSES = ("AutoencoderKL", "AutoencoderTiny")
@@ -453,13 +454,16 @@ def export_diffusers(
     encoder_outputs = ["mean", "logvar"] if vae.kind == "vae" else ["mean"]
     contract = io_contract(vae.kind, geometry, 0, decoder_logvar=False)
     f = vae.factor
+    # The exported decoder computes each doubling layer at its input's resolution (export/upsample.py,
+    # 16/36 of those layers' multiply-adds); the parity gate holds it to the original layers in torch.
+    exported_decoder, folded = folded_copy(decoder, torch.randn(1, vae.latent_channels, 8, 8))
 
     with bundle_under_construction(out_dir) as tmp:
         files = {"encoder": tmp / "encoder.onnx", "decoder": tmp / "decoder.onnx"}
         log(f"exporting encoder.onnx and decoder.onnx for any image size with sides multiples of {f}")
         with torch.no_grad():
             export_module(encoder, torch.rand(2, vae.channels, 4 * f, 3 * f) * 2 - 1, "x", encoder_outputs, files["encoder"], sides=f)
-            export_module(decoder, torch.randn(2, vae.latent_channels, 4, 3), "z", ["mean"], files["decoder"], sides=1)
+            export_module(exported_decoder, torch.randn(2, vae.latent_channels, 4, 3), "z", ["mean"], files["decoder"], sides=1)
         encoder_graph = create_graph(files["encoder"].read_bytes(), "cpu", label="encoder.onnx")
         decoder_graph = create_graph(files["decoder"].read_bytes(), "cpu", label="decoder.onnx")
         parity = check_spatial_graphs(encoder, decoder, encoder_graph, decoder_graph, parity_images, geometry, encoder_outputs=encoder_outputs, tolerance=tolerance)
@@ -469,7 +473,7 @@ def export_diffusers(
             files["fp16"] = tmp / "decoder-fp16.onnx"
             log("exporting decoder-fp16.onnx: the decoder computing in float16, float32 in and out")
             with torch.no_grad():
-                export_module(HalfDecoder(decoder).eval(), torch.randn(2, vae.latent_channels, 4, 3), "z", ["mean"], files["fp16"], sides=1)
+                export_module(HalfDecoder(exported_decoder).eval(), torch.randn(2, vae.latent_channels, 4, 3), "z", ["mean"], files["fp16"], sides=1)
             fp16_graph = create_graph(files["fp16"].read_bytes(), "cpu", label="decoder-fp16.onnx")
             fp16_parity = check_fp16_decoder(decoder, fp16_graph, encoder_graph, parity_images, geometry)
             log(f"float16 decoder within {fp16_parity['worst_error_to_tolerance']:.3f} of its tolerance; {fp16_parity['non_finite_cases']} case(s) not finite (those re-run in float32)")
@@ -482,7 +486,7 @@ def export_diffusers(
         likelihood = None
         if vae.kind == "vae":
             likelihood = {"type": "none", "units": "the decoder's mean is in the image's range [-1, 1]: pixel k sits at k / 127.5 - 1", "about": KINDS["none"].description}
-        data = base_manifest(name, description, vae.kind, geometry, likelihood, files, contract, preprocessing=PREPROCESSING)
+        data = base_manifest(name, description, vae.kind, geometry, likelihood, files, contract, preprocessing=PREPROCESSING, folded=folded)
         data["parity"] = parity
         if variants:
             data["variants"] = variants

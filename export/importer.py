@@ -37,6 +37,7 @@ from vaesdk.maths.priors import GAUSSIAN
 
 from .manifest import base_manifest
 from .onnx import export_module
+from .upsample import folded_copy
 from .pipeline import add_mixture, bundle_under_construction, checked_destination, fit_gaussians
 from .verify import DEFAULT_TOLERANCE, Tolerance, check_graphs
 
@@ -218,19 +219,20 @@ def export_vae(
     geometry = Geometry(channels, height, width, latent_dim)
     contract = io_contract("vae", geometry, 0, lik.decoder_logvar)
 
+    exported_dec, folded = folded_copy(dec, torch.randn(2, latent_dim))  # the doubling layers at their input's resolution (export/upsample.py)
     with bundle_under_construction(out_dir) as tmp:
         files = {"encoder": tmp / "encoder.onnx", "decoder": tmp / "decoder.onnx"}
         log("exporting encoder.onnx and decoder.onnx")
         with torch.no_grad():
             export_module(enc, torch.rand(2, *shape), "x", ["mean", "logvar"], files["encoder"])
-            export_module(dec, torch.randn(2, latent_dim), "z", [o["name"] for o in contract["decoder"]["outputs"]], files["decoder"])
+            export_module(exported_dec, torch.randn(2, latent_dim), "z", [o["name"] for o in contract["decoder"]["outputs"]], files["decoder"])
         real = np.concatenate([images[:128], held_out[:128]]) if held_out is not None else images[:256]
         report = check_graphs(
             enc, dec, files["encoder"].read_bytes(), files["decoder"].read_bytes(), real, latent_dim=latent_dim,
             encoder_outputs=["mean", "logvar"], decoder_outputs=[o["name"] for o in contract["decoder"]["outputs"]], tolerance=tolerance,
         )  # fmt: skip
         log(f"parity gate passed: worst error {report.worst_ratio:.3f} of the tolerance ({report.worst})")
-        data = base_manifest(name, description, "vae", geometry, _likelihood_entry(lik, low, high), files, contract)
+        data = base_manifest(name, description, "vae", geometry, _likelihood_entry(lik, low, high), files, contract, folded=folded)
         data["parity"] = report.as_manifest()
         data["training"] = {
             "imported": True,

@@ -62,8 +62,10 @@ def base_manifest(
     files: dict[str, Path],
     contract: dict[str, Any],
     preprocessing: str = "x = pixels / 255 as float32, layout NCHW",
+    folded: int = 0,
 ) -> dict[str, Any]:
-    """The manifest's format, image, latent, likelihood, graph and onnx entries."""
+    """The manifest's format, image, latent, likelihood, graph and onnx entries; `folded`: how
+    many doubling layers decoder.onnx computes at their input's resolution (export/upsample.py)."""
     data: dict[str, Any] = {
         "format": BUNDLE_FORMAT,
         "format_version": version_for(geometry),
@@ -89,14 +91,21 @@ def base_manifest(
             "bytes": len(blob),
             **contract[role],
         }
-    data["onnx"] = {
+    data["onnx"] = onnx_record(files["encoder"], folded)
+    return data
+
+
+def onnx_record(graph: Path, folded: int = 0) -> dict[str, Any]:
+    """The manifest's `onnx` entry: the opset, `graph`'s IR version, what exported and verified
+    it, and how many of the decoder's doubling layers it computes at their input's resolution."""
+    return {
         "opset": OPSET,
-        "ir_version": onnx.load_model(str(files["encoder"]), load_external_data=False).ir_version,
+        "ir_version": onnx.load_model(str(graph), load_external_data=False).ir_version,
         "producer": f"torch {torch.__version__} (dynamo exporter), onnx {onnx.__version__}",
         "verified_with": f"onnxruntime {onnxruntime.__version__}",
         "vaesdk": __version__,
+        "doubling_layers_folded": folded,
     }
-    return data
 
 
 def build_manifest(
@@ -106,11 +115,12 @@ def build_manifest(
     checkpoint: dict[str, Any],
     parity: dict[str, Any],
     description: str = "",
+    folded: int = 0,
 ) -> dict[str, Any]:
     """A manifest for the graphs in `files`, without metrics or directions (added after evaluation)."""
     geometry = config_geometry(config)
     contract = io_contract(config.kind, geometry, config.factor_channels // config.channels)
-    data = base_manifest(name, description, config.kind, geometry, _likelihood(config) if config.kind == "vae" else None, files, contract)
+    data = base_manifest(name, description, config.kind, geometry, _likelihood(config) if config.kind == "vae" else None, files, contract, folded=folded)
     data["parity"] = parity
     training = {
         "dataset": checkpoint["dataset"],

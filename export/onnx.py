@@ -16,6 +16,7 @@ from vaesdk.bundle.geometry import MAX_IMAGE_SIDE, Geometry
 
 from ..training.config import ModelConfig
 from ..training.model import VAE
+from .upsample import folded_copy
 
 OPSET = 18
 
@@ -70,12 +71,15 @@ def config_geometry(config: ModelConfig) -> Geometry:
     return Geometry(config.channels, config.image_size, config.image_size, config.latent_dim)
 
 
-def export_graphs(model: VAE, out_dir: Path) -> dict[str, Path]:
-    """Write encoder.onnx and decoder.onnx into out_dir with the bundle contract's I/O names."""
+def export_graphs(model: VAE, out_dir: Path) -> tuple[dict[str, Path], int]:
+    """Write encoder.onnx and decoder.onnx into out_dir with the bundle contract's I/O names;
+    returns their paths and how many of the decoder's doubling layers the graph computes at
+    their input's resolution (export/upsample.py)."""
     c = model.config
     model = model.eval()
     contract = io_contract(c.kind, config_geometry(c), c.factor_channels // c.channels)
     paths = {"encoder": out_dir / "encoder.onnx", "decoder": out_dir / "decoder.onnx"}
+    decoder, folded = folded_copy(model.decoder, torch.randn(2, c.latent_dim))
     with torch.no_grad():
         export_module(
             model.encoder,
@@ -85,10 +89,10 @@ def export_graphs(model: VAE, out_dir: Path) -> dict[str, Path]:
             paths["encoder"],
         )
         export_module(
-            model.decoder,
+            decoder,
             torch.randn(2, c.latent_dim),
             "z",
             [o["name"] for o in contract["decoder"]["outputs"]],
             paths["decoder"],
         )
-    return paths
+    return paths, folded

@@ -24,6 +24,7 @@ import vaesdk
 from vaesdk.maths.anomaly import MIN_CALIBRATION, calibrate_anomaly
 from vaesdk.bundle.format import NAME_RE, STANDARD_PRIOR
 from vaesdk.bundle.editing import write_manifest
+from vaesdk.bundle.reading import read_bundle
 from vaesdk.evaluation.datasets import DEFAULT_FASHION_MNIST_DIR, ImageSet, load_dataset
 from vaesdk.base.errors import BundleError, InvalidArgumentError, OutputError
 from vaesdk.evaluation.evaluate import Progress, evaluate
@@ -34,7 +35,7 @@ from vaesdk.maths.priors import GAUSSIAN, Prior, fit_gaussian, stored
 from ..training.train import load_checkpoint
 from .calibration import FOLDER_TEST_SPLIT, run_split, validation_images
 from .fit_prior import FULL_COVARIANCE_MAX_DIM, QUALITY_MARGIN, choose_prior, cluster_candidates, fit_mixture, frechet_distance
-from .manifest import build_manifest
+from .manifest import build_manifest, onnx_record
 from .onnx import export_graphs
 from .verify import check_parity
 
@@ -90,11 +91,11 @@ def export_bundle(
 
     with bundle_under_construction(out_dir) as tmp:
         log("exporting encoder.onnx and decoder.onnx")
-        files = export_graphs(model, tmp)
+        files, folded = export_graphs(model, tmp)
         real = sets.test.images[:256] if sets.test is not None else _random_images(config.image_size, config.channels)
         report = check_parity(model, files["encoder"].read_bytes(), files["decoder"].read_bytes(), real)
         log(f"parity gate passed: worst error {report.worst_ratio:.3f} of tolerance")
-        data = build_manifest(name, config, files, checkpoint, report.as_manifest(), description)
+        data = build_manifest(name, config, files, checkpoint, report.as_manifest(), description, folded)
         write_manifest(tmp, data)
         # Priors first: the anomaly score's latent part uses the fitted mixture, and the
         # evaluation measures the calibrated score.
@@ -359,3 +360,76 @@ def fit_gaussians(post: Posterior, data: ImageSet) -> dict[str, dict[str, Any]]:
         g = fit_gaussian(post.mean[sel], None if post.logvar is None else post.logvar[sel])
         out[name] = {**g.to_manifest(), "images": int(sel.sum()), "fitted_to": "encoded training images" + ("" if name == "aggregate" else f" of class '{name}'")}
     return out
+
+
+def refresh_decoder(
+    bundle: str | os.PathLike,
+    run_dir: str | os.PathLike,
+    *,
+    out: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+    log: Callable[[str], None] = lambda s: None,
+) -> dict[str, Any]:
+    """Export the decoder of `run_dir`, the run `bundle` was exported from, again with today's
+    exporter, and put it in place of the bundle's decoder.onnx (or of a copy's, at `out`).
+
+    The weights must be the bundle's: the run's model configuration must equal the manifest's,
+    and the parity gate holds the bundle's encoder.onnx and the new decoder.onnx to the run's
+    modules, on the images the export used (the run's own test or held-out images). The
+    decoder's file entry, `parity` and `onnx` change; the priors, calibration and metrics stay:
+    they were measured with the previous graph, and the manifest's `onnx.decoder_refreshed`
+    records by how much the two graphs' outputs differ on the gate's latents. Returns that record.
+    """
+    source = Path(bundle)
+    manifest = read_bundle(source).manifest.data
+    model, checkpoint = load_checkpoint(run_dir)
+    recorded = ((manifest.get("training") or {}).get("config") or {}).get("model")
+    if recorded != checkpoint["config"]["model"]:
+        raise InvalidArgumentError(f"{run_dir} is not the run {source} was exported from: their model configurations differ")
+    config = model.config
+    target = Path(out) if out is not None else source
+    if out is not None and (target.exists() or target.is_symlink()):
+        raise OutputError(f"{target} already exists; pass a new folder to --out")
+    sets = _eval_sets("auto", None, data_dir, checkpoint, config.image_size, config.channels)
+    real = sets.test.images[:256]
+    with bundle_under_construction(target) as tmp:
+        for entry in source.iterdir():
+            if entry.is_file():
+                shutil.copy2(entry, tmp / entry.name)
+        fresh = Path(tempfile.mkdtemp(prefix=".graphs.", dir=tmp))
+        try:
+            log("exporting decoder.onnx")
+            paths, folded = export_graphs(model, fresh)
+            new_decoder = paths["decoder"].read_bytes()
+        finally:
+            shutil.rmtree(fresh, ignore_errors=True)
+        report = check_parity(model, (tmp / manifest["encoder"]["file"]).read_bytes(), new_decoder, real)
+        log(f"parity gate passed: worst error {report.worst_ratio:.3f} of tolerance")
+        change = _decoder_change(source / manifest["decoder"]["file"], new_decoder, manifest, config.latent_dim)
+        write_atomic(tmp / manifest["decoder"]["file"], new_decoder, overwrite=True)
+        data = dict(manifest)
+        data["decoder"] = {**manifest["decoder"], "sha256": hashlib.sha256(new_decoder).hexdigest(), "bytes": len(new_decoder)}
+        data["parity"] = report.as_manifest()
+        data["onnx"] = {**onnx_record(tmp / manifest["decoder"]["file"], folded), "decoder_refreshed": change}
+        write_manifest(tmp, data)
+    log(f"decoder.onnx of {target} replaced: outputs differ from the previous graph's by at most {max(change['max_abs_change'].values()):.3g}")
+    return change
+
+
+def _decoder_change(old_path: Path, new_decoder: bytes, manifest: dict[str, Any], latent_dim: int) -> dict[str, Any]:
+    """How far the new decoder's outputs are from the old one's, on seeded latents."""
+    from datetime import datetime, timezone
+
+    from vaesdk.runtime.session import create_graph
+
+    names = [o["name"] for o in manifest["decoder"]["outputs"]]
+    old = create_graph(old_path.read_bytes(), "cpu", label="the previous decoder.onnx")
+    new = create_graph(new_decoder, "cpu", label="the new decoder.onnx")
+    z = np.random.default_rng(0).standard_normal((256, latent_dim), dtype=np.float32)
+    worst = {name: float(np.abs(a - b).max()) for name, a, b in zip(names, old.run(z, names), new.run(z, names))}
+    return {
+        "date": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        "why": "exported again from the same weights by a newer exporter (export/upsample.py: each doubling layer at its input's resolution)",
+        "latents": "256 seeded standard normals",
+        "max_abs_change": worst,
+    }
