@@ -544,6 +544,7 @@ def ratio_table(result: dict) -> list[str]:
         for op in ("decode", "sample"):
             r = entry["ratios"].get(op)
             if r:
+                r = {int(b): v for b, v in r.items()}  # a result read back from its JSON file has string keys
                 cells = " | ".join(f"{r[b]['vs_torch']:.2f}x | {r[b]['vs_bare']:.2f}" for b in batches)
                 lines.append(f"| {entry['model']} | {op} | {cells} |")
     return lines

@@ -46,9 +46,13 @@ def run_split(config: dict[str, Any], data_dir: str | os.PathLike | None = None)
 def validation_images(config: dict[str, Any], data_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, str]:
     """The validation images of a training run (uint8 [N, H, W, C]), exactly the images the
     weights were not trained on (see `run_split`), and a description of them."""
+    return run_split(config, data_dir)[1].images, validation_source(config)
+
+
+def validation_source(config: dict[str, Any]) -> str:
+    """How a calibration describes a run's validation split (the manifest's anomaly source)."""
     cfg = TrainConfig.from_dict(config)
-    source = f"validation split of the training run ({cfg.dataset}, seed {cfg.seed}, val_fraction {cfg.val_fraction:.4g})"
-    return run_split(config, data_dir)[1].images, source
+    return f"validation split of the training run ({cfg.dataset}, seed {cfg.seed}, val_fraction {cfg.val_fraction:.4g})"
 
 
 def calibrate_bundle(

@@ -33,7 +33,7 @@ from vaesdk.maths.latent import ACTIVE_KL_NATS, Posterior, class_mean_directions
 from vaesdk.maths.priors import GAUSSIAN, Prior, fit_gaussian, stored
 
 from ..training.train import load_checkpoint
-from .calibration import FOLDER_TEST_SPLIT, run_split, validation_images
+from .calibration import FOLDER_TEST_SPLIT, run_split, validation_images, validation_source
 from .fit_prior import FULL_COVARIANCE_MAX_DIM, QUALITY_MARGIN, choose_prior, cluster_candidates, fit_mixture, frechet_distance
 from .manifest import build_manifest, onnx_record
 from .onnx import export_graphs
@@ -376,9 +376,12 @@ def refresh_decoder(
     The weights must be the bundle's: the run's model configuration must equal the manifest's,
     and the parity gate holds the bundle's encoder.onnx and the new decoder.onnx to the run's
     modules, on the images the export used (the run's own test or held-out images). The
-    decoder's file entry, `parity` and `onnx` change; the priors, calibration and metrics stay:
-    they were measured with the previous graph, and the manifest's `onnx.decoder_refreshed`
-    records by how much the two graphs' outputs differ on the gate's latents. Returns that record.
+    decoder's file entry, `parity` and `onnx` change, and what the manifest records of the
+    decoder's outputs is measured again as export measures it (`remeasure`: the anomaly
+    calibration and the metrics). The priors and directions (fitted to encoder outputs) stay;
+    so does `metrics.quality`, which benchmarks/fid/frechet.py --record measures. The manifest's
+    `onnx.decoder_refreshed` records by how much the two graphs' outputs differ on the gate's
+    latents. Returns that record.
     """
     source = Path(bundle)
     manifest = read_bundle(source).manifest.data
@@ -390,8 +393,7 @@ def refresh_decoder(
     target = Path(out) if out is not None else source
     if out is not None and (target.exists() or target.is_symlink()):
         raise OutputError(f"{target} already exists; pass a new folder to --out")
-    sets = _eval_sets("auto", None, data_dir, checkpoint, config.image_size, config.channels)
-    real = sets.test.images[:256]
+    sets = recorded_sets(manifest, data_dir)
     with bundle_under_construction(target) as tmp:
         for entry in source.iterdir():
             if entry.is_file():
@@ -403,7 +405,7 @@ def refresh_decoder(
             new_decoder = paths["decoder"].read_bytes()
         finally:
             shutil.rmtree(fresh, ignore_errors=True)
-        report = check_parity(model, (tmp / manifest["encoder"]["file"]).read_bytes(), new_decoder, real)
+        report = check_parity(model, (tmp / manifest["encoder"]["file"]).read_bytes(), new_decoder, sets.test.images[:256])
         log(f"parity gate passed: worst error {report.worst_ratio:.3f} of tolerance")
         change = _decoder_change(source / manifest["decoder"]["file"], new_decoder, manifest, config.latent_dim)
         write_atomic(tmp / manifest["decoder"]["file"], new_decoder, overwrite=True)
@@ -412,8 +414,69 @@ def refresh_decoder(
         data["parity"] = report.as_manifest()
         data["onnx"] = {**onnx_record(tmp / manifest["decoder"]["file"], folded), "decoder_refreshed": change}
         write_manifest(tmp, data)
+        _remeasure_into(tmp, data, sets, log)
     log(f"decoder.onnx of {target} replaced: outputs differ from the previous graph's by at most {max(change['max_abs_change'].values()):.3g}")
     return change
+
+
+def recorded_sets(manifest: dict[str, Any], data_dir: str | os.PathLike | None = None) -> EvalSets:
+    """The images a bundle's figures were measured on, reproduced from its manifest: the run's
+    training and validation split (from `training.config`) and the recorded test set
+    (Fashion-MNIST's test split, or the validation split for a folder run). `data_dir`: where
+    the run's data is now. Refuses a bundle that records no run, or data that has changed."""
+    metrics = manifest.get("metrics") or {}
+    config = (manifest.get("training") or {}).get("config")
+    name = manifest.get("name", "the bundle")
+    if not config or not {"dataset", "split", "images", "seed"} <= metrics.keys():
+        raise InvalidArgumentError(
+            f"{name} records no training run and test-set metrics to measure again on; export its run again with `vae export`"
+        )
+    train, held_out = run_split(config, data_dir)
+    if metrics["split"] == FOLDER_TEST_SPLIT:
+        test = held_out.head(metrics["images"])
+    else:
+        image = manifest["image"]
+        test = load_dataset(metrics["dataset"], metrics["split"], image["height"], image["channels"], data_dir).head(metrics["images"])
+    probe = metrics.get("probe_train_images")
+    train = train.head(probe or len(train))  # export's eval_limit takes the first images of each set
+    if len(test) != metrics["images"] or (probe is not None and len(train) != probe):
+        raise InvalidArgumentError(
+            f"the data found for {name} ({len(test)} test and {len(train)} training images) is not what its metrics record "
+            f"({metrics['images']} and {probe}); pass --data-dir with the run's data"
+        )
+    return EvalSets(test, train, held_out, metrics["split"], metrics["dataset"])
+
+
+def remeasure(bundle: str | os.PathLike, *, data_dir: str | os.PathLike | None = None, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Measure again, through the runtime and exactly as export does, what `bundle`'s manifest
+    records of its graphs' outputs: the anomaly calibration (on the run's validation split) and
+    the metrics (the recorded test set, seed and importance samples; the probe on the run's
+    training split). The priors, directions and `metrics.quality` stay. Only manifest.json
+    changes; the bundle is measured in a copy that takes its place when every figure is in, so
+    a failure leaves it as it was. Returns the new metrics."""
+    bundle = Path(bundle)
+    data = read_bundle(bundle).manifest.data
+    sets = recorded_sets(data, data_dir)
+    with bundle_under_construction(bundle) as tmp:
+        for entry in bundle.iterdir():
+            if entry.is_file():
+                shutil.copy2(entry, tmp / entry.name)
+        _remeasure_into(tmp, data, sets, log)
+    return data["metrics"]
+
+
+def _remeasure_into(bundle_dir: Path, data: dict[str, Any], sets: EvalSets, log: Callable[[str], None]) -> None:
+    quality = (data.get("metrics") or {}).get("quality")
+    k = data["metrics"].get("iw_samples", 16)
+    if data.get("anomaly") is not None:
+        log(f"calibrating the anomaly score again on {len(sets.held_out)} held-out validation images")
+        config = data["training"]["config"]
+        data["anomaly"] = calibrate_anomaly(vaesdk.load(bundle_dir, device="cpu"), sets.held_out.images, validation_source(config))
+        write_manifest(bundle_dir, data)
+    _add_evaluation(bundle_dir, data, sets, None, k, log, None)
+    if quality is not None:
+        data["metrics"]["quality"] = quality
+        write_manifest(bundle_dir, data)
 
 
 def _decoder_change(old_path: Path, new_decoder: bytes, manifest: dict[str, Any], latent_dim: int) -> dict[str, Any]:

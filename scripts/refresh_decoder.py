@@ -5,9 +5,11 @@
 
 RUN_DIR is the training run (or checkpoints/NAME) the bundle was exported from; its model
 configuration must match the manifest's. The parity gate holds the bundle's encoder and the new
-decoder to the run's weights on the images the export used. Only decoder.onnx and the manifest's
+decoder to the run's weights on the images the export used. decoder.onnx and the manifest's
 decoder entry, `parity` and `onnx` change (`onnx.decoder_refreshed` says by how much the outputs
-moved); priors, calibration and metrics are kept. --out writes a copy and leaves BUNDLE untouched.
+moved), and the anomaly calibration and metrics are measured again as export measures them
+(scripts/remeasure_bundle.py); priors, directions and `metrics.quality` are kept. --out writes a
+copy and leaves BUNDLE untouched.
 """
 
 from __future__ import annotations
