@@ -194,7 +194,9 @@ def decoder_flops(bundle: Path) -> dict:
     the shapes of its Conv, ConvTranspose, Gemm and MatMul nodes: a multiply-add is 2 FLOPs,
     biases and elementwise work are left out. Shapes are read from one run on one latent, with
     every such node's input and output made a graph output, so shapes computed at run time
-    (resize scales, reshapes) are the real ones."""
+    (resize scales, reshapes) are the real ones. Nodes computed from constants alone (a folded
+    decoder's 2x2 kernels, derived from its 3x3 ones) are left out: onnxruntime computes them
+    once, when it creates the session."""
     import onnx
     import onnxruntime as ort
     from onnx import helper
@@ -206,7 +208,11 @@ def decoder_flops(bundle: Path) -> dict:
     graph = model.graph
     weights = {t.name: tuple(t.dims) for t in graph.initializer}
     ops = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-    nodes = [n for n in graph.node if n.op_type in ops]
+    constant = set(weights) | {""}  # nodes are in topological order: a node of constants is a constant
+    for n in graph.node:
+        if all(name in constant for name in n.input):
+            constant.update(n.output)
+    nodes = [n for n in graph.node if n.op_type in ops and n.output[0] not in constant]
     feed_name, d = graph.input[0].name, bundle_facts(bundle)["latent_dim"]
     known = {feed_name: (1, d)}
     wanted = {name for n in nodes for name in (n.input[0], n.input[1], n.output[0])} - set(weights) - set(known)

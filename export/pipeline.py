@@ -431,6 +431,12 @@ def recorded_sets(manifest: dict[str, Any], data_dir: str | os.PathLike | None =
         raise InvalidArgumentError(
             f"{name} records no training run and test-set metrics to measure again on; export its run again with `vae export`"
         )
+    calibrated_on = (((manifest.get("anomaly") or {}).get("calibration")) or {}).get("source")
+    if calibrated_on is not None and calibrated_on != validation_source(config):
+        raise InvalidArgumentError(
+            f"{name}'s anomaly score was calibrated on {calibrated_on}, not on its run's validation split; "
+            "measure it again with `vae calibrate BUNDLE --held-out DIR` on those images instead"
+        )
     train, held_out = run_split(config, data_dir)
     if metrics["split"] == FOLDER_TEST_SPLIT:
         test = held_out.head(metrics["images"])
@@ -466,6 +472,8 @@ def remeasure(bundle: str | os.PathLike, *, data_dir: str | os.PathLike | None =
 
 
 def _remeasure_into(bundle_dir: Path, data: dict[str, Any], sets: EvalSets, log: Callable[[str], None]) -> None:
+    """Calibrate and evaluate the bundle being built at `bundle_dir` (manifest `data`) on `sets`,
+    as export does, keeping `metrics.quality`; the calibration keeps its prior."""
     quality = (data.get("metrics") or {}).get("quality")
     k = data["metrics"].get("iw_samples", 16)
     if data.get("anomaly") is not None:

@@ -185,6 +185,27 @@ def test_measuring_again_refuses_a_bundle_without_a_run(bundle_copy):
     assert sorted(p.name for p in bundle_copy.parent.iterdir()) == ["bundle"]  # no copy left behind
 
 
+def test_measuring_again_refuses_a_calibration_on_other_images(trained_vae_bundle, tmp_path):
+    """A score calibrated on a folder of the user's (`vae calibrate --held-out`) is not
+    silently recalibrated on the run's validation split."""
+    import json
+    import shutil
+
+    from vaesdk.base.errors import InvalidArgumentError
+    from vaesdk.export.pipeline import remeasure
+
+    copy = tmp_path / "copy"
+    shutil.copytree(trained_vae_bundle, copy)
+    data = json.loads((copy / "manifest.json").read_text())
+    data["anomaly"]["calibration"]["source"] = "image folder held-out/"
+    (copy / "manifest.json").write_text(json.dumps(data))
+    before = (copy / "manifest.json").read_bytes()
+    with pytest.raises(InvalidArgumentError, match="calibrated on image folder held-out/.*vae calibrate"):
+        remeasure(copy)
+    assert (copy / "manifest.json").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy"]
+
+
 def test_refreshing_refuses_another_run_and_an_existing_copy(trained_vae_bundle, trained_lowrank_bundle, tmp_path):
     from vaesdk.base.errors import InvalidArgumentError, OutputError
     from vaesdk.export.pipeline import refresh_decoder
