@@ -27,6 +27,36 @@ def test_list_models_returns_names():
     assert names == sorted(names)
 
 
+def test_python_started_in_a_source_checkout_is_told_why_the_bundled_models_are_missing(tmp_path):
+    """In a repository's root, Python imports its vaesdk/ folder rather than the installed
+    package, and that folder has no models/ or cli/ (installing maps them in): `load()` and
+    `python -m vaesdk` say so and name the fix, where they raised ModuleNotFoundError from
+    deep inside importlib. The child process drops an editable install's import hook, which
+    would otherwise supply the missing parts."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    checkout = tmp_path / "checkout"
+    shutil.copytree(Path(vaesdk.__file__).parent, checkout / "vaesdk", ignore=shutil.ignore_patterns("__pycache__"))
+    (checkout / "pyproject.toml").write_text("")
+    prelude = "import sys; sys.meta_path[:] = [f for f in sys.meta_path if '__editable__' not in getattr(f, '__module__', '')]; "
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONSAFEPATH"}  # the working directory first, as by default
+
+    def run(code):
+        return subprocess.run([sys.executable, "-c", prelude + code], cwd=checkout, env=env, capture_output=True, text=True, timeout=120)
+
+    r = run("import vaesdk; vaesdk.load()")
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 1 and last.startswith("vaesdk.base.errors.ModelNotFoundError: vaesdk.models is not in "), r.stderr
+    assert "source folder" in last and "pip install -e ." in last
+    r = run("import runpy; sys.argv = ['vae', 'sample']; runpy.run_module('vaesdk', run_name='__main__')")
+    assert r.returncode == 1 and r.stderr.startswith("vae: error: vaesdk.cli is not in ") and r.stderr.count("\n") == 1, r.stderr
+    bundle = str(vaesdk.bundle.registry.resolve("fashion-mnist"))
+    assert run(f"import vaesdk; print(vaesdk.load({bundle!r}).name)").stdout == "fashion-mnist\n"  # a bundle by its path still loads
+
+
 def test_unknown_model_name_lists_the_known_ones():
     with pytest.raises(ModelNotFoundError) as e:
         vaesdk.load("no-such-model", device="cpu")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from pathlib import Path
 
 # module -> the distribution pip installs it from
 RUNTIME = {"numpy": "numpy", "onnxruntime": "onnxruntime", "PIL": "pillow"}
@@ -19,3 +20,16 @@ def require_runtime() -> None:
             name=missing[0],
         )
 
+
+
+def missing_part(part: str) -> str:
+    """Why `vaesdk.<part>` cannot be imported, with the fix. Installing maps the repository's
+    top-level folders (models/, cli/, ...) into the package: a Python started in the repository's
+    root imports its vaesdk/ folder instead of the installed package, and that folder lacks them."""
+    here = Path(__file__).resolve().parent
+    if (here.parent / "pyproject.toml").is_file():
+        return (
+            f"vaesdk.{part} is not in {here}: Python imported vaesdk from the source folder, not the installed package "
+            "(it runs in the repository's root); run it from another folder, or install with `pip install -e .`"
+        )
+    return f"this installation of vaesdk has no vaesdk.{part}; install it again (pip install --force-reinstall vaesdk)"

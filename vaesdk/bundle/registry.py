@@ -14,13 +14,17 @@ from pathlib import Path
 from .format import MANIFEST
 from ..base.errors import InvalidArgumentError, ModelNotFoundError
 from ..base.fileio import checked_path
+from ..requirements import missing_part
 
 DEFAULT_MODEL = "fashion-mnist"
 
 
 @functools.lru_cache(maxsize=1)
 def bundled_models() -> dict[str, Path]:
-    root = Path(str(resources.files("vaesdk.models")))
+    try:
+        root = Path(str(resources.files("vaesdk.models")))
+    except ModuleNotFoundError:
+        raise ModelNotFoundError(missing_part("models")) from None
     # A hidden folder is no model: `vae export` writes its bundle as .NAME.XXXX.partial and
     # renames it into place only when it is complete.
     return {p.name: p for p in sorted(root.iterdir()) if not p.name.startswith(".") and (p / MANIFEST).is_file()}
@@ -44,7 +48,13 @@ def resolve(name_or_path: str | os.PathLike | None = None) -> Path:
     text = os.fspath(name_or_path)
     if isinstance(text, bytes):
         raise InvalidArgumentError(f"model must be a name or a path given as str, got bytes {text!r:.80}")
-    bundled = bundled_models()
+    try:
+        bundled = bundled_models()
+    except ModelNotFoundError:  # a source folder imported in place of the package: paths still work
+        checked_path(text, ModelNotFoundError, "bundle path")
+        if not (isinstance(name_or_path, os.PathLike) or os.sep in text or text.startswith(".") or Path(text).exists()):
+            raise
+        bundled = {}
     if text not in bundled:
         # A path no filesystem could hold would raise OSError or ValueError below.
         checked_path(text, ModelNotFoundError, "bundle path")
