@@ -236,13 +236,14 @@ def _add_evaluation(
     k: int,
     log: Callable[[str], None],
     progress: Progress | None,
+    seed: int = 0,
 ) -> None:
     model = vaesdk.load(bundle_dir, device="cpu")
     test, train = sets.test, sets.train
     log(f"evaluating on {len(test)} images ({sets.source}; importance-weighted bound with k={k})")
     train_features = train_post.mean if train_post is not None else None
     metrics = evaluate(
-        model, test, train, k=k, seed=0, train_features=train_features, test_is_calibration=sets.source == FOLDER_TEST_SPLIT,
+        model, test, train, k=k, seed=seed, train_features=train_features, test_is_calibration=sets.source == FOLDER_TEST_SPLIT,
         **({"progress": progress} if progress else {}),
     )  # fmt: skip
     kl = metrics.pop("kl_per_dim", None)
@@ -395,9 +396,7 @@ def refresh_decoder(
         raise OutputError(f"{target} already exists; pass a new folder to --out")
     sets = recorded_sets(manifest, data_dir)
     with bundle_under_construction(target) as tmp:
-        for entry in source.iterdir():
-            if entry.is_file():
-                shutil.copy2(entry, tmp / entry.name)
+        _copy_bundle(source, tmp)
         fresh = Path(tempfile.mkdtemp(prefix=".graphs.", dir=tmp))
         try:
             log("exporting decoder.onnx")
@@ -405,7 +404,8 @@ def refresh_decoder(
             new_decoder = paths["decoder"].read_bytes()
         finally:
             shutil.rmtree(fresh, ignore_errors=True)
-        report = check_parity(model, (tmp / manifest["encoder"]["file"]).read_bytes(), new_decoder, sets.test.images[:256])
+        real = (sets.test if sets.test is not None else sets.held_out).images[:256]
+        report = check_parity(model, (tmp / manifest["encoder"]["file"]).read_bytes(), new_decoder, real)
         log(f"parity gate passed: worst error {report.worst_ratio:.3f} of tolerance")
         change = _decoder_change(source / manifest["decoder"]["file"], new_decoder, manifest, config.latent_dim)
         write_atomic(tmp / manifest["decoder"]["file"], new_decoder, overwrite=True)
@@ -421,28 +421,48 @@ def refresh_decoder(
 
 def recorded_sets(manifest: dict[str, Any], data_dir: str | os.PathLike | None = None) -> EvalSets:
     """The images a bundle's figures were measured on, reproduced from its manifest: the run's
-    training and validation split (from `training.config`) and the recorded test set
-    (Fashion-MNIST's test split, or the validation split for a folder run). `data_dir`: where
-    the run's data is now. Refuses a bundle that records no run, or data that has changed."""
+    training and validation split (from `training.config`) and, when the manifest records
+    test-set metrics, the test set export's default data gave them (Fashion-MNIST's test split
+    for a Fashion-MNIST run, the validation split for a folder run). `data_dir`: where the run's
+    data is now. Refuses a bundle that records no run, figures measured on other data, and data
+    whose counts differ from what the manifest records."""
     metrics = manifest.get("metrics") or {}
-    config = (manifest.get("training") or {}).get("config")
+    training = manifest.get("training") or {}
+    config = training.get("config")
     name = manifest.get("name", "the bundle")
-    if not config or not {"dataset", "split", "images", "seed"} <= metrics.keys():
-        raise InvalidArgumentError(
-            f"{name} records no training run and test-set metrics to measure again on; export its run again with `vae export`"
-        )
+    if not config:
+        raise InvalidArgumentError(f"{name} records no training run to measure again on; export its run again with `vae export`")
     calibrated_on = (((manifest.get("anomaly") or {}).get("calibration")) or {}).get("source")
     if calibrated_on is not None and calibrated_on != validation_source(config):
         raise InvalidArgumentError(
-            f"{name}'s anomaly score was calibrated on {calibrated_on}, not on its run's validation split; "
-            "measure it again with `vae calibrate BUNDLE --held-out DIR` on those images instead"
+            f"{name}'s anomaly score was calibrated on {calibrated_on}, not on its run's validation split, which is all "
+            "this measures again on; export its run again with `vae export`, then `vae calibrate` it on those images"
         )
-    train, held_out = run_split(config, data_dir)
+    own = {"dataset": "fashion-mnist", "split": "test"} if config.get("dataset") == "fashion-mnist" else {"split": FOLDER_TEST_SPLIT}
+    measured = {"dataset", "split", "images", "seed"} <= metrics.keys()
+    if measured and any(metrics[k] != v for k, v in own.items()):
+        raise InvalidArgumentError(
+            f"{name}'s metrics were measured on {metrics['dataset']} ({metrics['split']}), not on its run's own data, "
+            "which is all this measures again on; export its run again with `vae export --data ...`"
+        )
+    try:
+        train, held_out = run_split(config, data_dir)
+    except (OSError, InvalidArgumentError) as e:
+        raise InvalidArgumentError(f"{name}'s training data is not where its run recorded it ({e}); pass --data-dir with its new place") from None
+    counts = (training.get("dataset") or {})
+    found = {"train_images": len(train), "val_images": len(held_out)}
+    if any(k in counts and counts[k] != v for k, v in found.items()):
+        raise InvalidArgumentError(
+            f"the data found for {name} ({len(train)} training and {len(held_out)} validation images) is not the data its run "
+            f"recorded ({counts.get('train_images')} and {counts.get('val_images')}); pass --data-dir with the run's data"
+        )
+    if not measured:
+        return EvalSets(None, train, held_out, "none", "none")
     if metrics["split"] == FOLDER_TEST_SPLIT:
         test = held_out.head(metrics["images"])
     else:
         image = manifest["image"]
-        test = load_dataset(metrics["dataset"], metrics["split"], image["height"], image["channels"], data_dir).head(metrics["images"])
+        test = load_dataset("fashion-mnist", "test", image["height"], image["channels"], data_dir).head(metrics["images"])
     probe = metrics.get("probe_train_images")
     train = train.head(probe or len(train))  # export's eval_limit takes the first images of each set
     if len(test) != metrics["images"] or (probe is not None and len(train) != probe):
@@ -459,31 +479,44 @@ def remeasure(bundle: str | os.PathLike, *, data_dir: str | os.PathLike | None =
     the metrics (the recorded test set, seed and importance samples; the probe on the run's
     training split). The priors, directions and `metrics.quality` stay. Only manifest.json
     changes; the bundle is measured in a copy that takes its place when every figure is in, so
-    a failure leaves it as it was. Returns the new metrics."""
+    a failure leaves it as it was. Returns the new metrics (None for a bundle exported without)."""
     bundle = Path(bundle)
     data = read_bundle(bundle).manifest.data
     sets = recorded_sets(data, data_dir)
     with bundle_under_construction(bundle) as tmp:
-        for entry in bundle.iterdir():
-            if entry.is_file():
-                shutil.copy2(entry, tmp / entry.name)
+        _copy_bundle(bundle, tmp)
         _remeasure_into(tmp, data, sets, log)
-    return data["metrics"]
+    return data.get("metrics")
+
+
+def _copy_bundle(source: Path, tmp: Path) -> None:
+    for entry in source.iterdir():
+        if entry.is_dir():
+            shutil.copytree(entry, tmp / entry.name)
+        else:
+            shutil.copy2(entry, tmp / entry.name)
 
 
 def _remeasure_into(bundle_dir: Path, data: dict[str, Any], sets: EvalSets, log: Callable[[str], None]) -> None:
     """Calibrate and evaluate the bundle being built at `bundle_dir` (manifest `data`) on `sets`,
-    as export does, keeping `metrics.quality`; the calibration keeps its prior."""
-    quality = (data.get("metrics") or {}).get("quality")
-    k = data["metrics"].get("iw_samples", 16)
+    as export does, keeping `metrics.quality`; the calibration keeps its prior. Refuses to drop
+    an outlier set the old figures had (one this machine cannot load)."""
     if data.get("anomaly") is not None:
         log(f"calibrating the anomaly score again on {len(sets.held_out)} held-out validation images")
         config = data["training"]["config"]
         data["anomaly"] = calibrate_anomaly(vaesdk.load(bundle_dir, device="cpu"), sets.held_out.images, validation_source(config))
         write_manifest(bundle_dir, data)
-    _add_evaluation(bundle_dir, data, sets, None, k, log, None)
-    if quality is not None:
-        data["metrics"]["quality"] = quality
+    if sets.test is None:
+        return
+    old = data["metrics"]
+    _add_evaluation(bundle_dir, data, sets, None, old.get("iw_samples", 16), log, None, seed=old["seed"])
+    lost = set((old.get("anomaly") or {}).get("ood") or {}) - set((data["metrics"].get("anomaly") or {}).get("ood") or {})
+    if lost:
+        raise InvalidArgumentError(
+            f"the outlier sets {sorted(lost)} of the recorded figures could not be loaded here; measure again where they can be"
+        )
+    if "quality" in old:
+        data["metrics"]["quality"] = old["quality"]
         write_manifest(bundle_dir, data)
 
 

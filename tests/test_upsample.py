@@ -134,7 +134,6 @@ def test_refreshing_a_decoder_keeps_everything_but_the_graph(trained_vae_bundle,
     assert after["decoder"]["sha256"] != before["decoder"]["sha256"]
     kept = ("encoder", "latent", "likelihood", "image", "training", "directions")
     assert {k: after.get(k) for k in kept} == {k: before.get(k) for k in kept}
-    # What the manifest says of the decoder's outputs is measured again, on the same images.
     # What the manifest says of the decoder's outputs is the new graph's: measuring it again
     # changes nothing; and it was measured on the same images, with the same settings.
     shutil.copytree(new, tmp_path / "again")
@@ -185,9 +184,19 @@ def test_measuring_again_refuses_a_bundle_without_a_run(bundle_copy):
     assert sorted(p.name for p in bundle_copy.parent.iterdir()) == ["bundle"]  # no copy left behind
 
 
-def test_measuring_again_refuses_a_calibration_on_other_images(trained_vae_bundle, tmp_path):
-    """A score calibrated on a folder of the user's (`vae calibrate --held-out`) is not
-    silently recalibrated on the run's validation split."""
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: d["anomaly"]["calibration"].update(source="image folder held-out/"), "calibrated on image folder held-out/.*vae calibrate"),
+        (lambda d: d["metrics"].update(dataset="image folder", split="my-test-images/"), "measured on image folder \\(my-test-images/\\)"),
+        (lambda d: d["training"]["dataset"].update(train_images=2000), "not the data its run recorded"),
+    ],
+    ids=["calibrated-on-other-images", "measured-on-other-images", "other-data-found"],
+)
+def test_measuring_again_refuses_figures_it_cannot_reproduce(trained_vae_bundle, tmp_path, change, message):
+    """A score calibrated on a folder of the user's (`vae calibrate --held-out`), metrics
+    measured on other images (`vae export --data FOLDER`), or a run whose data has changed
+    since: nothing is measured again on the wrong images."""
     import json
     import shutil
 
@@ -197,13 +206,31 @@ def test_measuring_again_refuses_a_calibration_on_other_images(trained_vae_bundl
     copy = tmp_path / "copy"
     shutil.copytree(trained_vae_bundle, copy)
     data = json.loads((copy / "manifest.json").read_text())
-    data["anomaly"]["calibration"]["source"] = "image folder held-out/"
+    change(data)
     (copy / "manifest.json").write_text(json.dumps(data))
     before = (copy / "manifest.json").read_bytes()
-    with pytest.raises(InvalidArgumentError, match="calibrated on image folder held-out/.*vae calibrate"):
+    with pytest.raises(InvalidArgumentError, match=message):
         remeasure(copy)
     assert (copy / "manifest.json").read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy"]
+
+
+def test_a_failed_measurement_leaves_the_bundle_as_it_was(trained_vae_bundle, tmp_path, monkeypatch):
+    import shutil
+
+    import vaesdk.export.pipeline as pipeline
+
+    copy = tmp_path / "copy"
+    shutil.copytree(trained_vae_bundle, copy)
+    before = {p.name: p.read_bytes() for p in copy.iterdir()}
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the evaluation failed")
+
+    monkeypatch.setattr(pipeline, "_add_evaluation", broken)  # after the calibration was written to the copy
+    with pytest.raises(RuntimeError, match="the evaluation failed"):
+        pipeline.remeasure(copy)
+    assert {p.name: p.read_bytes() for p in copy.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy"]  # the partial copy is gone
 
 
 def test_refreshing_refuses_another_run_and_an_existing_copy(trained_vae_bundle, trained_lowrank_bundle, tmp_path):

@@ -21,7 +21,6 @@ def require_runtime() -> None:
         )
 
 
-
 def missing_part(part: str) -> str:
     """Why `vaesdk.<part>` cannot be imported, with the fix. Installing maps the repository's
     top-level folders (models/, cli/, ...) into the package: a Python started in the repository's

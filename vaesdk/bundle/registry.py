@@ -23,7 +23,9 @@ DEFAULT_MODEL = "fashion-mnist"
 def bundled_models() -> dict[str, Path]:
     try:
         root = Path(str(resources.files("vaesdk.models")))
-    except ModuleNotFoundError:
+    except ModuleNotFoundError as e:
+        if e.name != "vaesdk.models":
+            raise
         raise ModelNotFoundError(missing_part("models")) from None
     # A hidden folder is no model: `vae export` writes its bundle as .NAME.XXXX.partial and
     # renames it into place only when it is complete.
