@@ -169,7 +169,7 @@ def _eval_sets(
     dataset = checkpoint["dataset"]
     trained_on = dataset.get("name", "fashion-mnist")
     if eval_data == "auto":
-        train, held_out = _run_split(checkpoint, trained_on, data_dir, size, channels)
+        train, held_out = _run_split(checkpoint, trained_on, data_dir)
         if trained_on == "fashion-mnist":
             test = load_dataset("fashion-mnist", "test", size, channels, data_dir or DEFAULT_FASHION_MNIST_DIR)
             return EvalSets(test, train, held_out, "test", "fashion-mnist")
@@ -179,7 +179,7 @@ def _eval_sets(
         data_dir = data_dir or DEFAULT_FASHION_MNIST_DIR
         test = load_dataset("fashion-mnist", "test", size, channels, data_dir)
         if trained_on == "fashion-mnist":
-            train, held_out = _run_split(checkpoint, trained_on, data_dir, size, channels)
+            train, held_out = _run_split(checkpoint, trained_on, data_dir)
             return EvalSets(test, train, held_out, "test", "fashion-mnist")
         return EvalSets(test, load_dataset("fashion-mnist", "train", size, channels, data_dir), None, "test", "fashion-mnist")
     test = load_dataset(eval_data, "test", size, channels)
@@ -187,7 +187,7 @@ def _eval_sets(
     return EvalSets(test, train, None, eval_data, "image folder")
 
 
-def _run_split(checkpoint: dict[str, Any], trained_on: str, data_dir: Any, size: int, channels: int) -> tuple[ImageSet, ImageSet]:
+def _run_split(checkpoint: dict[str, Any], trained_on: str, data_dir: Any) -> tuple[ImageSet, ImageSet]:
     """The run's own training and validation images, reproduced from its recorded seed and fraction."""
     where = str(data_dir) if data_dir is not None else checkpoint["config"]["data_dir"]
     if trained_on != "fashion-mnist" and not Path(where).is_dir():
@@ -445,10 +445,7 @@ def recorded_sets(manifest: dict[str, Any], data_dir: str | os.PathLike | None =
             f"{name}'s metrics were measured on {metrics['dataset']} ({metrics['split']}), not on its run's own data, "
             "which is all this measures again on; export its run again with `vae export --data ...`"
         )
-    try:
-        train, held_out = run_split(config, data_dir)
-    except (OSError, InvalidArgumentError) as e:
-        raise InvalidArgumentError(f"{name}'s training data is not where its run recorded it ({e}); pass --data-dir with its new place") from None
+    train, held_out = _run_split({"config": config}, config.get("dataset", "fashion-mnist"), data_dir)
     counts = (training.get("dataset") or {})
     found = {"train_images": len(train), "val_images": len(held_out)}
     if any(k in counts and counts[k] != v for k, v in found.items()):
