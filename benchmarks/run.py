@@ -102,7 +102,9 @@ def runner_jobs(runner: str, bundle: Path, checkpoint: Path, threads: int | None
     The "vaesdk" runner yields two callables per op, timed call by call in turn: the SDK
     method (uint8 images in and out), and a bare `session.run` on the session the SDK runs
     (for decode, the decoder cut to its mean), with ready float32 input (the floor any SDK on these files can reach); sharing the session
-    keeps the pair's ratio free of thread-pool interference. The "torch" runner runs the
+    keeps the pair's ratio free of thread-pool interference. For sample a third, "prior", is
+    the default prior's seeded draw alone (`sample_latents`), the part of `sample` that is
+    not the decoder's. The "torch" runner runs the
     checkpoint's modules eagerly with the same uint8 conversion. Each runner imports only
     its own libraries: vaesdk is timed without torch loaded.
     """
@@ -126,6 +128,8 @@ def runner_jobs(runner: str, bundle: Path, checkpoint: Path, threads: int | None
             "sample": {
                 "vaesdk": lambda: model.sample(batch, seed=0),
                 "onnxruntime": lambda: dec.run([mean_name], {z_name: rng.standard_normal((batch, d), dtype=np.float32)}),
+                # The prior's own draw as `sample` makes it: its stream seeded, then the latents drawn.
+                "prior": lambda: model.sample_latents(batch, seed=0),
             },
         }
         return {op: jobs[op] for op in ops}
@@ -483,7 +487,7 @@ def requirement_closure(name: str, seen: set[str] | None = None) -> set[str]:
 def bench_sizes() -> dict:
     """Installed bytes of vaesdk's runtime dependencies, of torch (with what it requires), and
     of the same job done with torch: torch plus the numpy, Pillow and typer it would still need."""
-    runtime = set().union(*(requirement_closure(n) for n in ("numpy", "onnxruntime", "pillow", "typer")))
+    runtime = set().union(*(requirement_closure(n) for n in ("numpy", "onnxruntime", "pillow", "threadpoolctl", "typer")))
     torch_deps = requirement_closure("torch")
     torch_stack = torch_deps.union(*(requirement_closure(n) for n in ("numpy", "pillow", "typer")))
     mib = {name: sum(map(dist_size, pkgs)) / 2**20 for name, pkgs in (("runtime", runtime), ("torch", torch_deps), ("torch_stack", torch_stack))}
@@ -531,13 +535,29 @@ def calls_table(entry: dict, batches: list[int]) -> list[str]:
 
 
 def ratios(entry: dict) -> dict:
-    """{op: {batch: {"vs_torch": torch ms / vaesdk ms, "vs_bare": vaesdk ms / bare session.run ms}}}."""
+    """{op: {batch: {"vs_torch": torch ms / vaesdk ms, "vs_bare": vaesdk ms / bare session.run ms}}},
+    and for sample "vs_bare_and_prior": vaesdk ms / (bare session.run ms + the prior's draw ms)."""
     rows = {(r["op"], r["batch"], r["runner"]): r["median_ms"] for r in entry["calls"]}
     out: dict = {}
     for (op, batch, runner), ms in sorted(rows.items()):
         if runner == "vaesdk":
-            out.setdefault(op, {})[batch] = {"vs_torch": rows[(op, batch, "torch")] / ms, "vs_bare": ms / rows[(op, batch, "onnxruntime")]}
+            bare = rows[(op, batch, "onnxruntime")]
+            out.setdefault(op, {})[batch] = {"vs_torch": rows[(op, batch, "torch")] / ms, "vs_bare": ms / bare}
+            if (op, batch, "prior") in rows:
+                out[op][batch]["vs_bare_and_prior"] = ms / (bare + rows[(op, batch, "prior")])
     return out
+
+
+def prior_table(result: dict) -> list[str]:
+    """`sample` against the bare decoder run plus the prior's own draw, per model and batch."""
+    lines = ["| model | batch | `sample` ms | bare run ms | prior's draw ms | `sample` / (bare + draw) |", "|---|---:|---:|---:|---:|---:|"]
+    for entry in result["models"]:
+        rows = {(r["op"], r["batch"], r["runner"]): r["median_ms"] for r in entry["calls"]}
+        for batch in result["batches"]:
+            if ("sample", batch, "prior") in rows:
+                v, o, p = (rows[("sample", batch, k)] for k in ("vaesdk", "onnxruntime", "prior"))
+                lines.append(f"| {entry['model']} | {batch} | {v:.3f} | {o:.3f} | {p:.3f} | {v / (o + p):.2f} |")
+    return lines
 
 
 def ratio_table(result: dict) -> list[str]:
@@ -571,6 +591,8 @@ def table(result: dict) -> str:
         f"(MatMul {PEAK_MATMUL}x{PEAK_MATMUL}x{PEAK_MATMUL} {p['matmul_gflops']:.1f}, Conv {'x'.join(map(str, PEAK_CONV))} {p['conv_gflops']:.1f})",
         "",
         *ratio_table(result),
+        "",
+        *prior_table(result),
     ]
     for entry in result["models"]:
         a = entry["arithmetic"]

@@ -42,6 +42,7 @@ def test_the_benchmark_suite_runs_on_any_bundle(name, tmp_path):
     result = json.loads(out.read_text())
     ops = ["encode", "decode", "sample"] if facts["kind"] == "vae" else ["encode", "decode"]
     want = {(op, b, runner) for op in ops for b in (1, 3) for runner in ("vaesdk", "onnxruntime", "torch")}
+    want |= {("sample", b, "prior") for b in (1, 3) if "sample" in ops}  # the prior's own draw
     assert result["batches"] == [1, 3] and [e["model"] for e in result["models"]] == [facts["name"]]
     (entry,) = result["models"]
     assert {(c["op"], c["batch"], c["runner"]) for c in entry["calls"]} == want
@@ -52,6 +53,10 @@ def test_the_benchmark_suite_runs_on_any_bundle(name, tmp_path):
     # Ratios against torch and the bare session.run, for every op and batch timed.
     assert set(entry["ratios"]) == set(ops) and all(set(r) == {"1", "3"} for r in entry["ratios"].values())
     assert all(v["vs_torch"] > 0 and v["vs_bare"] > 0 for r in entry["ratios"].values() for v in r.values())
+    # sample against the bare run plus the prior's draw: in the JSON and as one row per batch.
+    assert all(v["vs_bare_and_prior"] > 0 for v in entry["ratios"].get("sample", {}).values())
+    draw_rows = [line for line in r.stdout.splitlines() if line.startswith((f"| {facts['name']} | 1 |", f"| {facts['name']} | 3 |"))]
+    assert len(draw_rows) == (2 if "sample" in ops else 0), r.stdout
     # The peak is measured in every round; the decoder's FLOPs come from its graph.
     peak = result["peak"]
     assert len(peak["rounds"]) == result["rounds"] == 1
@@ -62,7 +67,7 @@ def test_the_benchmark_suite_runs_on_any_bundle(name, tmp_path):
     assert a["batch"] == 3 and a["decode_gflops"] > 0 and a["fraction_of_peak"] == a["decode_gflops"] / peak["gflops"]
     rows = [line for line in r.stdout.splitlines() if line.startswith(("| encode |", "| decode |", "| sample |"))]
     assert len(rows) == 2 * len(ops), r.stdout
-    ratio_rows = [line for line in r.stdout.splitlines() if line.startswith(f"| {facts['name']} | ")]
+    ratio_rows = [line for line in r.stdout.splitlines() if line.startswith((f"| {facts['name']} | decode |", f"| {facts['name']} | sample |"))]
     assert len(ratio_rows) == len({"decode", "sample"} & set(ops)), r.stdout
     assert "% of peak" in r.stdout and "GFLOP/s" in r.stdout, r.stdout
 
