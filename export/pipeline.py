@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,8 +22,8 @@ import numpy as np
 
 import vaesdk
 from vaesdk.maths.anomaly import MIN_CALIBRATION, calibrate_anomaly
-from vaesdk.bundle.format import NAME_RE, STANDARD_PRIOR
-from vaesdk.bundle.editing import write_manifest
+from vaesdk.bundle.format import MANIFEST, NAME_RE, STANDARD_PRIOR
+from vaesdk.bundle.editing import folder_lock, write_manifest
 from vaesdk.bundle.reading import read_bundle
 from vaesdk.evaluation.datasets import DEFAULT_FASHION_MNIST_DIR, ImageSet, load_dataset
 from vaesdk.base.errors import BundleError, InvalidArgumentError, OutputError
@@ -112,20 +112,38 @@ def export_bundle(
 
 
 @contextmanager
-def bundle_under_construction(out_dir: Path) -> Iterator[Path]:
+def bundle_under_construction(out_dir: Path, rebuilt_from: bytes | None = None) -> Iterator[Path]:
     """A temporary folder beside `out_dir` to build a bundle in. When the block ends without
     error, the bundle must load through the runtime's checks; then it is made readable and
-    moved into place. On any failure the folder is removed: no partial bundle is left."""
+    moved into place. On any failure the folder is removed: no partial bundle is left.
+
+    `rebuilt_from`: the manifest bytes of the bundle at `out_dir` that the new one was built
+    from. The swap then happens under the folder's lock (the one direction and calibration
+    writes take), and only if the manifest is still those bytes: a write made meanwhile is
+    never lost; the rebuild is refused instead."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
     try:
         yield tmp
         vaesdk.load(tmp, device="cpu")  # the finished bundle must load through the runtime's checks
         os.chmod(tmp, 0o777 & ~UMASK)  # mkdtemp makes it private; a bundle is for others to read
-        swap_folder(tmp, out_dir, replace=True)  # an old bundle is removed only once the new one is in place
+        with folder_lock(out_dir) if rebuilt_from is not None else nullcontext():
+            if rebuilt_from is not None and _read_or_none(out_dir / MANIFEST) != rebuilt_from:
+                raise OutputError(
+                    f"{out_dir}'s manifest.json changed while this ran (a direction or a calibration written meanwhile); "
+                    "it was left as it is: run the command again"
+                )
+            swap_folder(tmp, out_dir, replace=True)  # an old bundle is removed only once the new one is in place
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _read_or_none(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
 
 
 def checked_destination(out_dir: str | os.PathLike, name: str | None, force: bool) -> tuple[Path, str]:
@@ -385,6 +403,7 @@ def refresh_decoder(
     latents. Returns that record.
     """
     source = Path(bundle)
+    original = (source / MANIFEST).read_bytes()  # before reading the bundle: a write in between is caught at the swap
     manifest = read_bundle(source).manifest.data
     model, checkpoint = load_checkpoint(run_dir)
     recorded = ((manifest.get("training") or {}).get("config") or {}).get("model")
@@ -395,7 +414,7 @@ def refresh_decoder(
     if out is not None and (target.exists() or target.is_symlink()):
         raise OutputError(f"{target} already exists; pass a new folder to --out")
     sets = recorded_sets(manifest, data_dir)
-    with bundle_under_construction(target) as tmp:
+    with bundle_under_construction(target, original if out is None else None) as tmp:
         _copy_bundle(source, tmp)
         fresh = Path(tempfile.mkdtemp(prefix=".graphs.", dir=tmp))
         try:
@@ -478,9 +497,10 @@ def remeasure(bundle: str | os.PathLike, *, data_dir: str | os.PathLike | None =
     changes; the bundle is measured in a copy that takes its place when every figure is in, so
     a failure leaves it as it was. Returns the new metrics (None for a bundle exported without)."""
     bundle = Path(bundle)
+    original = (bundle / MANIFEST).read_bytes()  # before reading the bundle: a write in between is caught at the swap
     data = read_bundle(bundle).manifest.data
     sets = recorded_sets(data, data_dir)
-    with bundle_under_construction(bundle) as tmp:
+    with bundle_under_construction(bundle, original) as tmp:
         _copy_bundle(bundle, tmp)
         _remeasure_into(tmp, data, sets, log)
     return data.get("metrics")

@@ -233,6 +233,32 @@ def test_a_failed_measurement_leaves_the_bundle_as_it_was(trained_vae_bundle, tm
     assert sorted(p.name for p in tmp_path.iterdir()) == ["copy"]  # the partial copy is gone
 
 
+def test_a_direction_added_while_measuring_again_is_kept(trained_vae_bundle, tmp_path, monkeypatch):
+    """A manifest write made while a bundle is measured again (here a direction, added between
+    the bundle's reading and the swap) is never lost: the swap is refused, the bundle keeps it,
+    and no copy is left behind."""
+    import json
+    import shutil
+
+    import vaesdk.export.pipeline as pipeline
+    from vaesdk.base.errors import OutputError
+    from vaesdk.bundle.editing import add_direction
+
+    copy = tmp_path / "copy"
+    shutil.copytree(trained_vae_bundle, copy)
+    evaluate = pipeline._add_evaluation
+
+    def meanwhile(*args, **kwargs):
+        add_direction(copy, "added-meanwhile", np.ones(json.loads((copy / "manifest.json").read_text())["latent"]["dim"]))
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "_add_evaluation", meanwhile)
+    with pytest.raises(OutputError, match="manifest.json changed while this ran.*run the command again"):
+        pipeline.remeasure(copy)
+    assert "added-meanwhile" in json.loads((copy / "manifest.json").read_text())["directions"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy"]
+
+
 def test_refreshing_refuses_another_run_and_an_existing_copy(trained_vae_bundle, trained_lowrank_bundle, tmp_path):
     from vaesdk.base.errors import InvalidArgumentError, OutputError
     from vaesdk.export.pipeline import refresh_decoder

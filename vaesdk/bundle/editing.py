@@ -26,9 +26,10 @@ def write_manifest(bundle_dir: str | os.PathLike, data: dict[str, Any], overwrit
 
 
 @contextmanager
-def _folder_lock(folder: Path) -> Iterator[None]:
-    """An advisory lock on the bundle folder, held while its manifest is rewritten (POSIX;
-    elsewhere only the caller's in-process lock applies)."""
+def folder_lock(folder: Path) -> Iterator[None]:
+    """An advisory lock on the bundle folder, held while its manifest is rewritten and while a
+    rebuilt bundle takes the folder's place (POSIX; elsewhere only the caller's in-process lock
+    applies)."""
     try:
         import fcntl
     except ImportError:
@@ -52,7 +53,7 @@ def add_direction(
     if not isinstance(description, str):
         raise InvalidArgumentError(f"description must be a string, got {type(description).__name__}")
     bundle_dir = Path(bundle_dir)
-    with _folder_lock(bundle_dir):
+    with folder_lock(bundle_dir):
         # Re-read under the lock, so directions added meanwhile by another Model or process
         # are kept, and a manifest changed on disk is validated again.
         data = json.loads(json.dumps(read_manifest(bundle_dir).data))
@@ -75,7 +76,7 @@ def set_anomaly(bundle_dir: str | os.PathLike, entry: dict[str, Any]) -> Manifes
     """Store the manifest's `anomaly` entry (a calibration, vaesdk.maths.anomaly), replacing
     any, and return the new manifest; rewritten atomically under the folder's lock."""
     bundle_dir = Path(bundle_dir)
-    with _folder_lock(bundle_dir):
+    with folder_lock(bundle_dir):
         data = json.loads(json.dumps(read_manifest(bundle_dir).data))
         data["anomaly"] = entry
         write_manifest(bundle_dir, data)
