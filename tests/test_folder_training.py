@@ -72,6 +72,14 @@ def test_readme_route_for_an_image_folder(tmp_path, monkeypatch, channels):
     for prior in CLASSES:
         assert model.sample(2, seed=1, prior=prior).shape == (2, 16, 16, channels)
 
+    # Measured again from the manifest alone (the run's folder and split reproduced from the
+    # record), the calibration and every metric come out as export recorded them.
+    from vaesdk.export.pipeline import remeasure
+
+    before = (tmp_path / "bundles/mine/manifest.json").read_text()
+    assert remeasure(tmp_path / "bundles/mine") == json.loads(before)["metrics"]
+    assert json.loads((tmp_path / "bundles/mine/manifest.json").read_text()) == json.loads(before)
+
 
 def test_export_refuses_a_collapsed_run_unless_allowed(tmp_path, monkeypatch):
     from vaesdk.training.train import CHECKPOINT_JSON
