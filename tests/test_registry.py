@@ -55,6 +55,13 @@ def test_python_started_in_a_source_checkout_is_told_why_the_bundled_models_are_
     assert r.returncode == 1 and r.stderr.startswith("vae: error: vaesdk.cli is not in ") and r.stderr.count("\n") == 1, r.stderr
     bundle = str(vaesdk.bundle.registry.resolve("fashion-mnist"))
     assert run(f"import vaesdk; print(vaesdk.load({bundle!r}).name)").stdout == "fashion-mnist\n"  # a bundle by its path still loads
+    # A folder named like a bundled model that holds no bundle (a dataset's, say) is not taken
+    # for the model: the bare name still gets the reason and the fix; a bundle's folder is a path.
+    (checkout / "fashion-mnist").mkdir()
+    r = run("import vaesdk; vaesdk.load('fashion-mnist')")
+    assert r.returncode == 1 and "vaesdk.models is not in " in r.stderr.strip().splitlines()[-1], r.stderr
+    shutil.copytree(bundle, checkout / "mine")
+    assert run("import vaesdk; print(vaesdk.load('mine').name)").stdout == "fashion-mnist\n"
 
 
 def test_unknown_model_name_lists_the_known_ones():

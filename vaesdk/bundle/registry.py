@@ -54,7 +54,10 @@ def resolve(name_or_path: str | os.PathLike | None = None) -> Path:
         bundled = bundled_models()
     except ModelNotFoundError:  # a source folder imported in place of the package: paths still work
         checked_path(text, ModelNotFoundError, "bundle path")
-        if not (isinstance(name_or_path, os.PathLike) or os.sep in text or text.startswith(".") or Path(text).exists()):
+        # A bare name is a path only where a bundle is: a dataset folder named like a bundled
+        # model ('fashion-mnist') says nothing about why the bundled models are missing.
+        explicit = isinstance(name_or_path, os.PathLike) or os.sep in text or text.startswith(".")
+        if not (explicit or (Path(text) / MANIFEST).is_file() or (Path(text).name == MANIFEST and Path(text).is_file())):
             raise
         bundled = {}
     if text not in bundled:
