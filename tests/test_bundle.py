@@ -196,6 +196,18 @@ def test_manifest_direction_vector_must_hold_finite_numbers(bundle_copy, token):
     assert len(message) < 300  # a 401-digit number is not echoed whole
 
 
+def test_a_vector_whose_sum_overflows_still_holds_finite_numbers():
+    """The vector check's fast path (a finite sum) hands doubtful lists to the number-by-number
+    check: finite numbers whose sum overflows pass; one infinity, NaN, bool or huge int does not."""
+    from vaesdk.bundle import format as F
+
+    assert F._vector([1e308, 1e308, -5], 3, "v") == [1e308, 1e308, -5]
+    assert F._vector([1, 2.5, 10**300], 3, "v") == [1, 2.5, 10**300]  # an int a float can hold
+    for bad in ([1.0, float("inf"), 0.0], [float("nan"), 1.0, 2.0], [1.0, True, 2.0], [1.0, 10**400, 2.0]):
+        with pytest.raises(BundleError, match="v must hold finite numbers"):
+            F._vector(bad, 3, "v")
+
+
 def test_manifest_kl_per_dim_with_nan_is_refused(bundle_copy):
     data = read_manifest_json(bundle_copy)
     data["latent"]["kl_per_dim"] = [float("nan")] * LATENT
