@@ -1,4 +1,4 @@
-"""The runtime's four dependencies, checked once when the package is imported."""
+"""The runtime's three dependencies, checked once when the package is imported."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 # module -> the distribution pip installs it from
-RUNTIME = {"numpy": "numpy", "onnxruntime": "onnxruntime", "PIL": "pillow", "threadpoolctl": "threadpoolctl"}
+RUNTIME = {"numpy": "numpy", "onnxruntime": "onnxruntime", "PIL": "pillow"}
 
 
 def require_runtime() -> None:

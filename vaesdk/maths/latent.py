@@ -12,7 +12,6 @@ from typing import Union
 
 import numpy as np
 
-from ..base.blas import one_blas_thread
 from ..base.checks import check_seed_value
 from ..base.errors import BundleError, InvalidArgumentError
 from .likelihood import kl_to_standard_normal
@@ -216,8 +215,7 @@ def check_prior_factors(means: np.ndarray, cholesky: np.ndarray, label: str) -> 
             norm = cholesky.max(-1) * inverse.max(-1)
         else:
             try:
-                with one_blas_thread():
-                    inverse = np.linalg.inv(cholesky)
+                inverse = np.linalg.inv(cholesky)
             except np.linalg.LinAlgError:
                 inverse = np.full_like(cholesky, np.inf)
             norm = np.abs(cholesky).sum(-1).max(-1) * np.abs(inverse).sum(-1).max(-1)

@@ -46,7 +46,6 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from ..base.blas import one_blas_thread
 from ..base.errors import BundleError, InvalidArgumentError, UnsupportedOperationError
 from .latent import check_prior_factors, prior_sample
 from .likelihood import gaussian_log_prob
@@ -158,17 +157,15 @@ class LatentGaussian:
     ) -> np.ndarray:
         """z = mean + temperature * L eps, eps ~ N(0, I) truncated as in `prior_sample`."""
         eps = prior_sample(n, len(self.mean), rng, temperature, truncation)
-        with one_blas_thread():
-            return (self.mean + eps.astype(np.float64) @ self.cholesky.T).astype(np.float32)
+        return (self.mean + eps.astype(np.float64) @ self.cholesky.T).astype(np.float32)
 
     def log_prob(self, z: np.ndarray) -> np.ndarray:
         """log N(z; mean, L L^T) of latents [N, D], float64 [N]."""
         inverse = self.__dict__.get("_inverse")
-        with one_blas_thread():
-            if inverse is None:
-                inverse = np.linalg.inv(self.cholesky)
-                object.__setattr__(self, "_inverse", inverse)  # a cache on a frozen instance
-            y = (np.asarray(z, np.float64) - self.mean) @ inverse.T  # L^-1 (z - mean), row by row
+        if inverse is None:
+            inverse = np.linalg.inv(self.cholesky)
+            object.__setattr__(self, "_inverse", inverse)  # a cache on a frozen instance
+        y = (np.asarray(z, np.float64) - self.mean) @ inverse.T  # L^-1 (z - mean), row by row
         log_det = np.log(np.diagonal(self.cholesky)).sum()  # half of log|Sigma|
         return -0.5 * np.sum(y * y, -1) - log_det - 0.5 * self.dim * math.log(2 * math.pi)
 
@@ -251,10 +248,9 @@ class GaussianMixture:
         components would otherwise hold gigabytes for a large batch)."""
         z = np.asarray(z, np.float64)
         rows = max(1, self.LOG_PROB_BLOCK // (self.components * self.dim))
-        with one_blas_thread():
-            if len(z) <= rows:
-                return self._log_prob(z)
-            return np.concatenate([self._log_prob(z[i : i + rows]) for i in range(0, len(z), rows)])
+        if len(z) <= rows:
+            return self._log_prob(z)
+        return np.concatenate([self._log_prob(z[i : i + rows]) for i in range(0, len(z), rows)])
 
     def _log_prob(self, z: np.ndarray) -> np.ndarray:
         diff = z[None, :, :] - self.means[:, None, :]  # [K, N, D]
@@ -287,8 +283,7 @@ class GaussianMixture:
     def _inverse_cholesky(self) -> np.ndarray:
         inverse = self.__dict__.get("_inverse")
         if inverse is None:
-            with one_blas_thread():
-                inverse = 1.0 / self.cholesky if self.diagonal else np.linalg.inv(self.cholesky)
+            inverse = 1.0 / self.cholesky if self.diagonal else np.linalg.inv(self.cholesky)
             object.__setattr__(self, "_inverse", inverse)  # a cache on a frozen instance
         return inverse
 
