@@ -22,9 +22,9 @@ import numpy as np
 
 import vaesdk
 from vaesdk.maths.anomaly import MIN_CALIBRATION, calibrate_anomaly
-from vaesdk.bundle.format import MANIFEST, NAME_RE, STANDARD_PRIOR
+from vaesdk.bundle.format import MANIFEST, MAX_MANIFEST_BYTES, NAME_RE, STANDARD_PRIOR
 from vaesdk.bundle.editing import folder_lock, write_manifest
-from vaesdk.bundle.reading import read_bundle
+from vaesdk.bundle.reading import read_bundle, read_regular_file
 from vaesdk.evaluation.datasets import DEFAULT_FASHION_MNIST_DIR, ImageSet, load_dataset
 from vaesdk.base.errors import BundleError, InvalidArgumentError, OutputError
 from vaesdk.evaluation.evaluate import Progress, evaluate
@@ -128,7 +128,7 @@ def bundle_under_construction(out_dir: Path, rebuilt_from: bytes | None = None) 
         vaesdk.load(tmp, device="cpu")  # the finished bundle must load through the runtime's checks
         os.chmod(tmp, 0o777 & ~UMASK)  # mkdtemp makes it private; a bundle is for others to read
         with folder_lock(out_dir) if rebuilt_from is not None else nullcontext():
-            if rebuilt_from is not None and _read_or_none(out_dir / MANIFEST) != rebuilt_from:
+            if rebuilt_from is not None and _read_or_none(out_dir) != rebuilt_from:
                 raise OutputError(
                     f"{out_dir}'s manifest.json changed while this ran (a direction or a calibration written meanwhile); "
                     "it was left as it is: run the command again"
@@ -139,10 +139,16 @@ def bundle_under_construction(out_dir: Path, rebuilt_from: bytes | None = None) 
         raise
 
 
-def _read_or_none(path: Path) -> bytes | None:
+def manifest_bytes(bundle_dir: Path) -> bytes:
+    """A bundle's manifest.json as it is on disk, read as the runtime reads it (a regular file
+    within the size limit, no symlink, no FIFO); BundleError otherwise."""
+    return read_regular_file(bundle_dir / MANIFEST, MAX_MANIFEST_BYTES, "manifest")
+
+
+def _read_or_none(bundle_dir: Path) -> bytes | None:
     try:
-        return path.read_bytes()
-    except OSError:
+        return manifest_bytes(bundle_dir)
+    except BundleError:
         return None
 
 
@@ -403,7 +409,7 @@ def refresh_decoder(
     latents. Returns that record.
     """
     source = Path(bundle)
-    original = (source / MANIFEST).read_bytes()  # before reading the bundle: a write in between is caught at the swap
+    original = manifest_bytes(source)  # before reading the bundle: a write in between is caught at the swap
     manifest = read_bundle(source).manifest.data
     model, checkpoint = load_checkpoint(run_dir)
     recorded = ((manifest.get("training") or {}).get("config") or {}).get("model")
@@ -497,7 +503,7 @@ def remeasure(bundle: str | os.PathLike, *, data_dir: str | os.PathLike | None =
     changes; the bundle is measured in a copy that takes its place when every figure is in, so
     a failure leaves it as it was. Returns the new metrics (None for a bundle exported without)."""
     bundle = Path(bundle)
-    original = (bundle / MANIFEST).read_bytes()  # before reading the bundle: a write in between is caught at the swap
+    original = manifest_bytes(bundle)  # before reading the bundle: a write in between is caught at the swap
     data = read_bundle(bundle).manifest.data
     sets = recorded_sets(data, data_dir)
     with bundle_under_construction(bundle, original) as tmp:

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -381,3 +382,39 @@ def test_streamed_sampling_memory_does_not_grow_with_n(affine_bundle):
     as uint8) are drawn while the peak grows by a small fraction of that."""
     growth = peak_growth_mib("stream", 300_000, affine_bundle)
     assert growth < 40, f"peak grew by {growth:.0f} MiB while streaming"
+
+
+def test_a_writer_waiting_on_a_folder_replaced_meanwhile_locks_the_new_folder(tmp_path):
+    """A rebuilt bundle takes its folder's place (remeasure, refresh) while another writer waits
+    for the folder's lock: once the old folder's lock is free, that writer locks the folder now
+    at the path, which a third writer already holds, rather than entering beside it."""
+    from vaesdk.bundle.editing import folder_lock
+
+    path, old, new = tmp_path / "bundle", tmp_path / "bundle.old", tmp_path / "bundle.new"
+    path.mkdir()
+    new.mkdir()
+    entered, release_third, third_in = threading.Event(), threading.Event(), threading.Event()
+
+    def waiter():
+        with folder_lock(path):
+            entered.set()
+
+    def third():
+        with folder_lock(path):
+            third_in.set()
+            release_third.wait(10)
+
+    with folder_lock(path):
+        w = threading.Thread(target=waiter)
+        w.start()
+        time.sleep(0.2)  # the waiter is blocked on the folder this lock holds
+        path.rename(old)
+        new.rename(path)
+        t = threading.Thread(target=third)
+        t.start()
+        assert third_in.wait(10)  # the new folder was free
+    assert not entered.wait(0.5)  # the old folder's lock is free, the new one's is held
+    release_third.set()
+    assert entered.wait(10)
+    w.join(10)
+    t.join(10)

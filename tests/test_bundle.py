@@ -203,7 +203,7 @@ def test_a_vector_whose_sum_overflows_still_holds_finite_numbers():
 
     assert F._vector([1e308, 1e308, -5], 3, "v") == [1e308, 1e308, -5]
     assert F._vector([1, 2.5, 10**300], 3, "v") == [1, 2.5, 10**300]  # an int a float can hold
-    for bad in ([1.0, float("inf"), 0.0], [float("nan"), 1.0, 2.0], [1.0, True, 2.0], [1.0, 10**400, 2.0]):
+    for bad in ([1.0, float("inf"), 0.0], [float("nan"), 1.0, 2.0], [1.0, True, 2.0], [1.0, 10**400, 2.0], [10**400, -(10**400), 1.0]):
         with pytest.raises(BundleError, match="v must hold finite numbers"):
             F._vector(bad, 3, "v")
 

@@ -35,9 +35,20 @@ def folder_lock(folder: Path) -> Iterator[None]:
     except ImportError:
         yield
         return
-    fd = os.open(folder, os.O_RDONLY)
+    while True:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            # A rebuilt bundle may have taken the folder's place while this waited (the lock
+            # was on the folder moved aside): lock the folder now at this path instead.
+            held, now = os.fstat(fd), os.stat(folder)
+        except BaseException:
+            os.close(fd)
+            raise
+        if (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino):
+            break
+        os.close(fd)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)

@@ -121,11 +121,12 @@ def _vector(v: Any, dim: int, where: str) -> list[float]:
     if not isinstance(v, list) or len(v) != dim:
         raise _fail(where, f"must be a list of {dim} numbers")
     # The common case at C speed (a manifest's Gaussians hold tens of thousands of numbers):
-    # only ints and floats, with a finite sum (a NaN or an infinity makes it not finite). Any
-    # doubt (a finite sum that overflows, an int too large for a float) takes the loop below.
+    # only ints and floats, each made a float, with a finite sum (a NaN or an infinity makes it
+    # not finite). Any doubt (a finite sum that overflows, an int too large for a float) takes
+    # the loop below.
     if set(map(type, v)) <= {int, float}:
         try:
-            if math.isfinite(sum(v)):
+            if math.isfinite(sum(map(float, v))):
                 return v
         except OverflowError:
             pass

@@ -41,7 +41,9 @@ def resolve(name_or_path: str | os.PathLike | None = None) -> Path:
     """A bundled model's name, a bundle folder, or its manifest.json -> the bundle folder.
 
     A bundled model's name is looked up first; a value with a path separator, starting
-    with '.', or naming something that exists (and is not a bundled name) is a path.
+    with '.', or naming something that exists (and is not a bundled name) is a path. Where
+    the bundled models are missing (Python started in a source checkout), a bare name is a
+    path only where a bundle is.
     """
     if name_or_path is None:
         name_or_path = DEFAULT_MODEL
