@@ -103,8 +103,9 @@ def runner_jobs(runner: str, bundle: Path, checkpoint: Path, threads: int | None
     method (uint8 images in and out), and a bare `session.run` on the session the SDK runs
     (for decode, the decoder cut to its mean), with ready float32 input (the floor any SDK on these files can reach); sharing the session
     keeps the pair's ratio free of thread-pool interference. For sample a third, "prior", is
-    the default prior's seeded draw alone (`sample_latents`), the part of `sample` that is
-    not the decoder's. The "torch" runner runs the
+    the default prior's draw alone as `sample` makes it (its latent stream seeded from the
+    seed, then the latents drawn), without the argument checks, the decode and the
+    conversion to uint8. The "torch" runner runs the
     checkpoint's modules eagerly with the same uint8 conversion. Each runner imports only
     its own libraries: vaesdk is timed without torch loaded.
     """
@@ -118,6 +119,7 @@ def runner_jobs(runner: str, bundle: Path, checkpoint: Path, threads: int | None
     x = images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
     if runner == "vaesdk":
         import vaesdk
+        from vaesdk.maths.latent import latent_stream
 
         model = vaesdk.load(bundle, device="cpu", threads=threads, batch_size=4096)
         # The sessions the SDK's own calls run: decode and sample run the decoder cut to its mean.
@@ -128,8 +130,9 @@ def runner_jobs(runner: str, bundle: Path, checkpoint: Path, threads: int | None
             "sample": {
                 "vaesdk": lambda: model.sample(batch, seed=0),
                 "onnxruntime": lambda: dec.run([mean_name], {z_name: rng.standard_normal((batch, d), dtype=np.float32)}),
-                # The prior's own draw as `sample` makes it: its stream seeded, then the latents drawn.
-                "prior": lambda: model.sample_latents(batch, seed=0),
+                # The prior's own draw as `sample` makes it: its latent stream seeded, then the
+                # latents drawn (the arguments, already checked, are not checked again).
+                "prior": lambda: list(model._prior_blocks(batch, latent_stream(0), 1.0, None)),
             },
         }
         return {op: jobs[op] for op in ops}
@@ -487,7 +490,7 @@ def requirement_closure(name: str, seen: set[str] | None = None) -> set[str]:
 def bench_sizes() -> dict:
     """Installed bytes of vaesdk's runtime dependencies, of torch (with what it requires), and
     of the same job done with torch: torch plus the numpy, Pillow and typer it would still need."""
-    runtime = set().union(*(requirement_closure(n) for n in ("numpy", "onnxruntime", "pillow", "threadpoolctl", "typer")))
+    runtime = set().union(*(requirement_closure(n) for n in ("numpy", "onnxruntime", "pillow", "typer")))
     torch_deps = requirement_closure("torch")
     torch_stack = torch_deps.union(*(requirement_closure(n) for n in ("numpy", "pillow", "typer")))
     mib = {name: sum(map(dist_size, pkgs)) / 2**20 for name, pkgs in (("runtime", runtime), ("torch", torch_deps), ("torch_stack", torch_stack))}
