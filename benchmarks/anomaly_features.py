@@ -14,8 +14,10 @@ images), then, for each way of combining them:
 Candidates: the earlier standardised sum of pixel and latent; the largest standardised part
 (complexity on both sides); the Mahalanobis distance of the features; the kernel density
 (`FeatureDensity`, Scott's bandwidth, leave-one-out calibration scores) of the grey features,
-of the grey features with log(1 + largest channel spread) (what colour models use), and with
-log(1 + mean channel spread) instead. Results are printed and written to --out.
+of the grey features with log(1 + largest channel spread) (what colour models without a decoder
+variance use), and with log(1 + mean channel spread) instead; and the same density with the
+decoder's mean log-variance in place of the pixel part, alone and with the largest channel
+spread (what colour models with a decoder variance use). Results are printed and written to --out.
 """
 
 from __future__ import annotations
@@ -98,6 +100,8 @@ CANDIDATES = {
     "kernel density of the grey features": lambda: Density(GREY),
     "kernel density, grey features + log largest channel spread": lambda: Density([*GREY, "log_colour"]),
     "kernel density, grey features + log mean channel spread": lambda: Density([*GREY, "log_mean_spread"]),
+    "kernel density, decoder log-variance in place of pixel": lambda: Density(["decoder_logvar", *GREY[1:]]),
+    "kernel density, decoder log-variance in place of pixel + log largest channel spread": lambda: Density(["decoder_logvar", *GREY[1:], "log_colour"]),
 }
 
 

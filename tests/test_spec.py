@@ -11,7 +11,7 @@ import pytest
 
 import vaesdk
 from vaesdk.runtime import arguments
-from vaesdk.maths.anomaly import COLOUR_FEATURES, GREY_FEATURES, MAX_POINTS, MIN_CALIBRATION, Parts, combine, fit_calibration
+from vaesdk.maths.anomaly import COLOUR_FEATURES, COLOUR_VARIANCE_FEATURES, GREY_FEATURES, MAX_POINTS, MIN_CALIBRATION, Parts, combine, fit_calibration
 from vaesdk.bundle.reading import read_bundle, read_manifest
 from vaesdk.bundle.editing import write_manifest
 from vaesdk.base.errors import InvalidArgumentError, UnsupportedOperationError
@@ -169,6 +169,37 @@ def test_a_colour_model_adds_the_colour_feature_and_a_large_calibration_keeps_ma
     # colourful image is then far from every point.
     grey = fit_calibration(_parts(rng, 300), "standard", colour=True)["calibration"]["density"]
     assert grey["scale"][-1] == 1.0 and grey["center"][-1] == 0.0
+
+
+def test_a_colour_model_with_a_decoder_variance_uses_it_in_place_of_the_pixel_part():
+    rng = np.random.default_rng(2)
+    n = 400
+    base = _parts(rng, n, colour=rng.uniform(0, 255, n))
+    parts = Parts(base.pixel, base.latent, base.complexity, base.colour, rng.normal(-6.0, 0.3, n))
+    density = fit_calibration(parts, "standard", colour=True)["calibration"]["density"]
+    assert density["features"] == list(COLOUR_VARIANCE_FEATURES) and density["features"][0] == "decoder_logvar"
+    np.testing.assert_allclose(density["center"][0], parts.decoder_logvar.mean())
+    # A grey model keeps the pixel part; an explicit feature list is taken as it is.
+    assert fit_calibration(parts, "standard", colour=False)["calibration"]["density"]["features"] == list(GREY_FEATURES)
+    assert fit_calibration(parts, "standard", colour=True, features=COLOUR_FEATURES)["calibration"]["density"]["features"] == list(COLOUR_FEATURES)
+
+
+def test_the_decoder_variance_part_is_the_mean_decoder_logvar_at_the_first_draw(tiny_vae_bundle, fashion_test):
+    """Scores.anomaly_decoder_logvar, written out: the posterior's first draw for each image
+    from its own stream, the decoder's `logvar` output there, averaged over the image's values."""
+    import onnxruntime as ort
+
+    from vaesdk.maths.latent import ImageNoise
+
+    model = vaesdk.load(tiny_vae_bundle, device="cpu")
+    images = fashion_test.images[:6]
+    got = model.score(images, k=3, seed=7).anomaly_decoder_logvar
+    post = model.encode(images)
+    eps = ImageNoise(7, images).normals(slice(0, len(images)), 3, model.latent_dim)[:, 0]
+    z1 = (post.mean + np.exp(0.5 * post.logvar) * eps).astype(np.float32)
+    session = ort.InferenceSession(str(tiny_vae_bundle / "decoder.onnx"), providers=["CPUExecutionProvider"])
+    (logvar,) = session.run(["logvar"], {session.get_inputs()[0].name: z1})
+    np.testing.assert_allclose(got, logvar.reshape(len(images), -1).astype(np.float64).mean(1), rtol=1e-6)
 
 
 def test_calibrating_a_bundle_fits_its_uncalibrated_score_parts(tiny_vae_bundle, tmp_path, fashion_test):

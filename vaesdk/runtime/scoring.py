@@ -32,7 +32,9 @@ class Scores:
     anomaly_pixel: -log p(x|z) for the first of the k posterior draws minus a lossless
     compressor's bits/dim; anomaly_latent: -log density of the posterior mean under the fitted
     prior, bits/dim; anomaly_complexity: that compressor's bits/dim; anomaly_colour: the largest
-    spread between the image's channels at any pixel (0 for grey). The anomaly's distribution
+    spread between the image's channels at any pixel (0 for grey); anomaly_decoder_logvar: the
+    mean log-variance of p(x|z) at the first draw (None for a decoder without a variance
+    output). The anomaly's distribution
     is the same for every k; like the bounds, it depends on the seed and the image only.
     p_value: the fraction of held-out in-distribution images scoring at least as high (small =
     unusual), from the bundle's calibration; None when the bundle has no calibration.
@@ -51,6 +53,7 @@ class Scores:
     bounds: bool = True
     anomaly_complexity: np.ndarray | None = None
     anomaly_colour: np.ndarray | None = None
+    anomaly_decoder_logvar: np.ndarray | None = None
 
     def flagged(self, p_below: float) -> np.ndarray:
         """bool [N]: images whose p_value is below `p_below` (raises when uncalibrated)."""
@@ -88,13 +91,15 @@ class Scorer:
         dequantized = self.spec.manifest.likelihood_type == "dequantized_gaussian"
         dims = int(np.prod(self.spec.image_shape))
         elbo, iw, log_px1 = np.empty(len(batch)), np.empty(len(batch)), np.empty(len(batch))
+        pixels = self.spec.pixels
+        decoder_logvar = np.empty(len(batch)) if pixels is not None and "logvar" in pixels.outputs else None
         per_call = max(1, self.batch_size // k)
         for sl in _chunks(len(batch), per_call):
             m, lv = post.mean[sl], post.logvar[sl]
             eps = noise.normals(sl, k, self.spec.latent_dim)
             z = (m[:, None, :] + np.exp(0.5 * lv)[:, None, :] * eps).astype(np.float32)
             uniforms = (lambda shape, sl=sl: noise.uniforms(sl, shape)) if dequantized else None
-            log_px = self.log_px(batch[sl], z, uniforms)
+            log_px = self.log_px(batch[sl], z, uniforms, None if decoder_logvar is None else decoder_logvar[sl])
             elbo[sl], iw[sl] = likelihood.bounds_from_samples(log_px, z, m, lv)
             # The anomaly score uses the first draw only, so its distribution (and so the
             # calibration) is the same for every k.
@@ -103,27 +108,33 @@ class Scorer:
         pixel = likelihood.nats_to_bpd(log_px1, dims) - compressed
         prior = calibration.prior if calibration is not None else self.spec.prior_set.anomaly_prior
         latent = latent_part(self.spec.prior_set, post.mean, prior, dims)
-        parts = Parts(pixel, latent, compressed, colour_spread(batch))
+        parts = Parts(pixel, latent, compressed, colour_spread(batch), decoder_logvar)
         unusual = combine(parts, calibration)
         p_value = calibration.p_values(unusual) if calibration is not None else None
-        pixels = self.spec.pixels
         if pixels is not None and not pixels.kind.bounds:  # no likelihood: no bounds to report
             elbo = iw = np.full(len(batch), np.nan)
         return Scores(
             likelihood.nats_to_bpd(elbo, dims), likelihood.nats_to_bpd(iw, dims), k, unusual, p_value, pixel, latent,
             bounds=pixels is None or pixels.kind.bounds, anomaly_complexity=compressed, anomaly_colour=parts.colour,
+            anomaly_decoder_logvar=decoder_logvar,
         )
 
-    def log_px(self, images: np.ndarray, z: np.ndarray, uniforms: Callable[[tuple[int, ...]], np.ndarray] | None = None) -> np.ndarray:
+    def log_px(
+        self, images: np.ndarray, z: np.ndarray, uniforms: Callable[[tuple[int, ...]], np.ndarray] | None = None,
+        first_logvar: np.ndarray | None = None,
+    ) -> np.ndarray:  # fmt: skip
         """log p(x|z) summed over pixels, [N, K], for images [N, H, W, C] and z [N, K, D]:
         the exact discretized likelihood, or its dequantized lower bound (`uniforms(shape)`
         gives, for per-image `shape` [K, C, H, W], one uniform per image, sample and value:
-        [N, K, C, H, W])."""
+        [N, K, C, H, W]). `first_logvar` (float64 [N], for a decoder with a `logvar` output)
+        receives the mean of that output over each image's values at its first draw."""
         n, k, d = z.shape
         pixels = self.spec.pixels
         assert pixels is not None  # scoring needs a vae
         res = self.decoder.run(z.reshape(n * k, d), pixels.outputs)
         target = images.transpose(0, 3, 1, 2)[:, None]  # [N, 1, C, H, W]
         res = [r.reshape(n, k, *r.shape[1:]) for r in res]
+        if first_logvar is not None:
+            first_logvar[...] = res[pixels.outputs.index("logvar")][:, 0].reshape(n, -1).mean(axis=1, dtype=np.float64)
         noise = uniforms((k, *res[0].shape[2:])) if uniforms is not None else None
         return pixels.log_prob(target, res, noise)
