@@ -44,8 +44,9 @@ where pixel is the one it gives x: on colour images the pixel part's tail is hel
 colour images the decoder is over-confident about, and with pixel in place of decoder_logvar
 the emoji model flagged 77% of Fashion-MNIST garments at p < 0.01 instead of 93% (grey
 models keep pixel: with decoder_logvar the fashion-mnist model flagged 85% of noised
-garments instead of 100%). Every choice here was made by measurement (benchmarks/anomaly_features.py compares the ways of combining the
-parts; benchmarks/anomaly.py the compressors; docs/anomaly.md).
+garments instead of 100%). Every choice here was made by measurement
+(benchmarks/anomaly_features.py compares the ways of combining the parts;
+benchmarks/anomaly.py the compressors; docs/anomaly.md).
 
 Calibration turns a score into a p-value: the fraction of held-out in-distribution images
 (not used for training) scoring at least as high. Each calibration image that is also a

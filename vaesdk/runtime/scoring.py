@@ -34,8 +34,8 @@ class Scores:
     prior, bits/dim; anomaly_complexity: that compressor's bits/dim; anomaly_colour: the largest
     spread between the image's channels at any pixel (0 for grey); anomaly_decoder_logvar: the
     mean log-variance of p(x|z) at the first draw (None for a decoder without a variance
-    output). The anomaly's distribution
-    is the same for every k; like the bounds, it depends on the seed and the image only.
+    output). The anomaly's distribution is the same for every k; like the bounds, it depends on
+    the seed and the image only.
     p_value: the fraction of held-out in-distribution images scoring at least as high (small =
     unusual), from the bundle's calibration; None when the bundle has no calibration.
     bounds: False for a model without a pixel likelihood (a deterministic decoder): elbo_bpd
